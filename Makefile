@@ -1,0 +1,45 @@
+# HeadVeil: `make demo` (the main job) and `make test`. Both set the machine up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.headveil-setup
+# Debian packages the stack needs at run time (MediaPipe links EGL/GLES; checked with dpkg,
+# installed when root).
+APT_PACKAGES ?= libegl1 libgles2 libglvnd0
+
+.PHONY: setup test test-fast demo bench build-model clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-lock.txt Makefile
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else echo "make setup: missing system packages: $$missing (run: sudo apt-get install -y $$missing)"; exit 1; fi; \
+	fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check torch==2.13.0
+	$(PIP) install -q --disable-pip-version-check --no-deps -r requirements-lock.txt
+	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -c "import headveil, torch, trimesh, cv2, mediapipe, dlib; print('headveil', headveil.__version__, 'ready')"
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+demo: setup
+	$(VENV)/bin/headveil demo --out demo_out/
+
+bench: setup
+	$(PY) benchmarks/bench_fit.py
+
+build-model: setup
+	$(VENV)/bin/headveil build-model
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

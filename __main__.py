@@ -1,0 +1,5 @@
+"""``python -m headveil`` runs the CLI."""
+
+from headveil.pipelines.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""HeadVeil assets package (see design.md)."""

@@ -1,0 +1,48 @@
+"""Project exceptions. User-facing problems raise a :class:`HeadVeilError` subclass."""
+
+from __future__ import annotations
+
+
+class HeadVeilError(Exception):
+    """Base class for errors caused by user input or the environment, not by a bug."""
+
+
+class ImageReadError(HeadVeilError, ValueError):
+    """An image file could not be read or decoded (missing, truncated, not an image)."""
+
+
+class NoFaceFoundError(HeadVeilError):
+    """A landmark detector found no face in an image."""
+
+    def __init__(self, source: str, detector: str):
+        self.source = source
+        self.detector = detector
+        super().__init__(f"no face found in {source} (detector: {detector})")
+
+
+class FaceTooSmallError(HeadVeilError):
+    """The detected face is too small to fit reliably."""
+
+
+class MissingDependencyError(HeadVeilError, ImportError):
+    """An optional dependency is not installed; the message names the extra that provides it."""
+
+    def __init__(self, what: str, extra: str, cause: BaseException | None = None):
+        msg = f"{what} is not available: install `headveil[{extra}]` (see README: `make setup`)"
+        if cause is not None:
+            msg += f" [{type(cause).__name__}: {cause}]"
+        super().__init__(msg)
+
+
+class BackendUnavailableError(HeadVeilError, RuntimeError):
+    """An explicitly requested backend cannot run on this machine."""
+
+
+def require_module(module: str, what: str, extra: str):
+    """Import ``module`` lazily or raise :class:`MissingDependencyError` naming ``extra``."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # the original error is kept in the message and as __cause__
+        raise MissingDependencyError(what, extra, exc) from exc

@@ -1,0 +1,135 @@
+"""Image I/O at the public boundary.
+
+Images enter and leave HeadVeil as ``uint8 (H, W, 3)`` RGB arrays. Reading normalises every
+common variant (EXIF orientation, greyscale, palette, RGBA, 16-bit, CMYK JPEG) and turns every
+failure (missing, truncated, not an image) into one :class:`ImageReadError` naming the file.
+Writing strips all metadata and is atomic (temp name, then rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from headveil.common.errors import ImageReadError
+from headveil.common.outputs import atomic_replace
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _to_rgb8(img) -> np.ndarray:
+    """Convert a PIL image of any mode to ``uint8 (H, W, 3)`` RGB."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        arr = np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        # composite on white so transparent regions do not become black shapes
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, rgba)
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as RGB.
+
+    Args:
+        path: image file (PNG, JPEG incl. CMYK, BMP, TIFF, WebP, PPM); EXIF orientation is applied.
+
+    Returns:
+        ``uint8 (H, W, 3)`` RGB, values 0–255.
+
+    Raises:
+        ImageReadError: missing file, not an image, truncated or undecodable data, empty image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            rgb = _to_rgb8(img)
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(f"not a readable image: {path}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncation/corruption this way
+        raise ImageReadError(f"corrupt or truncated image: {path} ({exc})") from exc
+    if rgb.shape[0] < 2 or rgb.shape[1] < 2:
+        raise ImageReadError(f"image too small: {path} has shape {rgb.shape}")
+    return rgb
+
+
+def check_rgb8(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Validate an in-memory RGB image (``uint8 (H, W, 3)``) and return it contiguous."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{name} must have shape (H, W, 3), got {image.shape}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"{name} must be uint8 RGB, got dtype {image.dtype}")
+    return np.ascontiguousarray(image)
+
+
+def to_float01(image: np.ndarray) -> np.ndarray:
+    """``uint8 (H, W, 3)`` → ``float32 (H, W, 3)`` in [0, 1]."""
+    return check_rgb8(image).astype(np.float32) / 255.0
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """``float (H, W, 3)`` in [0, 1] → ``uint8`` with rounding and clipping."""
+    return np.clip(np.asarray(image, dtype=np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write an RGB image atomically with no metadata (no EXIF, no text chunks).
+
+    Args:
+        path: destination; the suffix selects the format (``.png`` recommended, ``.jpg`` allowed).
+        image: ``uint8 (H, W, 3)`` RGB, or ``float (H, W, 3)`` in [0, 1].
+    """
+    from PIL import Image
+
+    path = Path(path)
+    arr = image if image.dtype == np.uint8 else to_uint8(image)
+    arr = check_rgb8(arr)
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"unsupported output format {path.suffix!r}; use .png or .jpg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(arr, "RGB").save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        atomic_replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def list_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders into a sorted list of image files (folders are not recursed)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out

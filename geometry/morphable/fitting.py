@@ -1,0 +1,333 @@
+"""Fit the morphable model to 2D landmarks: pose, identity α and expression η.
+
+Camera: pinhole with square pixels; the focal length is given (known camera) or set to
+``focal_factor × max(W, H)`` (a typical photo). The head pose (``R``, ``t``) maps model-frame
+points to the OpenCV camera frame.
+
+Algorithm (alternating closed-form steps, IDEudemon §3.2 / CHEP §1.2):
+
+1. Pose from the mean-shape landmarks by PnP (SQPnP, then Levenberg–Marquardt).
+2. Shape: with the pose fixed, each landmark's projection constraint becomes linear in the
+   model point X after multiplying by its depth,
+
+   .. math:: \\frac{1}{z_i}\\big((f R_{0} + (c_x - u_i) R_{2})\\cdot X_i + f t_0 + (c_x - u_i) t_2\\big) = 0,
+
+   (and the same for y), with :math:`X_i = \\bar L_i + S_i\\alpha + E_i\\eta` linear in the codes.
+   Solved as bounded linear least squares (η in the model's expression range) with the Tikhonov
+   prior :math:`\\|\\alpha\\|^2 + \\|(\\eta - \\eta_0)/\\sigma_\\eta\\|^2` (α ~ N(0, I) by
+   construction of the basis), landmark noise σ = ``landmark_sigma`` × face size.
+3. Pose again by PnP from the current shape (LM, warm-started); repeat.
+
+η₀ is MediaPipe's blendshape read-out when available (same ARKit names), else 0. When the
+detection carries relative depths (MediaPipe), rows
+:math:`\tfrac{f}{\bar z} R_2 (X_i - \bar X) = d_i` with noise ``depth_sigma`` × σ are added.
+The bounds on η are enforced by an active set: solve, clamp the violators, re-solve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from headveil.common.errors import HeadVeilError
+from headveil.geometry.morphable.detectors import Detection
+from headveil.geometry.morphable.model import MorphableModel
+from headveil.geometry.transforms import euler_from_rotation, rotation_to_rodrigues
+
+#: world→camera rotation of a camera on +Z looking at the origin (OpenCV axes): a frontal head.
+FRONTAL = np.diag([1.0, -1.0, -1.0])
+
+
+@dataclass
+class LandmarkFitConfig:
+    """Settings of :func:`fit_landmarks`."""
+
+    n_iterations: int = 2
+    """Alternations of linear shape and PnP pose that initialise the joint refinement."""
+    n_identity: int | None = None
+    """Identity components to fit (default: all of the model's)."""
+    focal_factor: float = 1.2
+    """Focal length as a multiple of the larger image side when no camera is given."""
+    landmark_sigma: float = 0.012
+    """Landmark noise as a fraction of the face size (sets the prior's relative weight)."""
+    identity_prior: float = 1.0
+    """Multiplier of the ‖α‖² prior (1 = the model's own statistics)."""
+    expression_sigma: float = 0.35
+    """Std of η around η₀ in the prior."""
+    use_blendshapes: bool = True
+    """Start η from MediaPipe's blendshapes (when the detection has them)."""
+    min_weight: float = 0.05
+    """Landmarks with a correspondence weight below this are ignored."""
+    use_depth: bool = True
+    """Use the detector's relative landmark depth (MediaPipe) as a weak constraint; it resolves
+    much of the pitch/face-depth ambiguity of 2D landmarks."""
+    depth_sigma: float = 4.0
+    """Noise of the relative depth as a multiple of the 2D landmark noise."""
+    joint_iterations: int = 15
+    """Levenberg–Marquardt steps of the final joint (pose, α, η) bounded least-squares refinement
+    (0 disables it)."""
+
+
+@dataclass
+class LandmarkFit:
+    """Result of :func:`fit_landmarks`.
+
+    Attributes:
+        alpha: ``(K,) float32`` identity code (N(0, I) units).
+        eta: ``(E,) float32`` expression weights.
+        R: ``(3, 3)`` model → camera rotation (OpenCV camera axes).
+        t: ``(3,)`` model → camera translation, metres.
+        K: ``(3, 3)`` intrinsics used, pixels.
+        width, height: image size.
+        rmse_px: weighted landmark reprojection RMSE in pixels.
+        scheme: landmark scheme used.
+    """
+
+    alpha: np.ndarray
+    eta: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    K: np.ndarray
+    width: int
+    height: int
+    rmse_px: float
+    scheme: str
+
+    @property
+    def head_angles(self) -> tuple[float, float, float]:
+        """(yaw, pitch, roll) in degrees of the head relative to a frontal view of this camera."""
+        return euler_from_rotation(FRONTAL.T @ self.R)
+
+    def pose_dict(self) -> dict:
+        yaw, pitch, roll = self.head_angles
+        return {"R": self.R.tolist(), "t": self.t.tolist(), "rodrigues": rotation_to_rodrigues(self.R).tolist(),
+                "yaw_deg": yaw, "pitch_deg": pitch, "roll_deg": roll, "frame": "model -> OpenCV camera"}
+
+
+def _landmark_bases(model: MorphableModel, scheme: str, n_id: int):
+    lm = model.landmark_set(scheme)
+    f = model.faces[lm.face_index]  # (L, 3)
+    b = lm.bary.astype(np.float64)
+
+    def comb(arr):  # arr (..., V, 3) -> (..., L, 3)
+        return np.einsum("lk,...lkd->...ld", b, arr[..., f, :])
+
+    return comb(model.vertices_mean.astype(np.float64)), comb(model.shape_basis[:n_id].astype(np.float64)), \
+        comb(model.expr_basis.astype(np.float64)), lm.weight.astype(np.float64)
+
+
+def _project(X: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    Xc = X @ R.T + t
+    z = Xc[:, 2]
+    uv = (Xc @ K.T)[:, :2] / z[:, None]
+    return uv, z
+
+
+def _pnp(X: np.ndarray, uv: np.ndarray, K: np.ndarray, w: np.ndarray, R=None, t=None):
+    import cv2
+
+    use = w > 0
+    obj, img = X[use].astype(np.float64), uv[use].astype(np.float64)
+    if R is None:
+        ok, rvec, tvec = cv2.solvePnP(obj, img, K, None, flags=cv2.SOLVEPNP_SQPNP)
+        if not ok:
+            raise HeadVeilError("pose initialisation (PnP) failed")
+    else:
+        rvec, tvec = cv2.Rodrigues(R)[0], t.reshape(3, 1).copy()
+    rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, None, rvec, tvec)
+    Rm = cv2.Rodrigues(rvec)[0]
+    tv = tvec.reshape(3)
+    if tv[2] <= 0:
+        raise HeadVeilError("pose estimate puts the head behind the camera")
+    return Rm, tv
+
+
+def _solve_bounded(H: np.ndarray, g: np.ndarray, lb: np.ndarray, ub: np.ndarray, max_passes: int = 8) -> np.ndarray:
+    """Minimise ½xᵀHx − gᵀx subject to lb ≤ x ≤ ub (H positive definite) by an active set:
+    solve on the free variables, clamp the violators at their bounds, repeat."""
+    n = len(g)
+    fixed = np.zeros(n, bool)
+    x = np.zeros(n)
+    for _ in range(max_passes):
+        free = ~fixed
+        rhs = g[free] - H[np.ix_(free, fixed)] @ x[fixed]
+        x[free] = np.linalg.solve(H[np.ix_(free, free)], rhs)
+        lo, hi = free & (x < lb), free & (x > ub)
+        if not (lo.any() or hi.any()):
+            # release clamped variables whose gradient pulls them back inside
+            grad = H @ x - g
+            release = fixed & (((x <= lb) & (grad < -1e-9)) | ((x >= ub) & (grad > 1e-9)))
+            if not release.any():
+                break
+            fixed &= ~release
+            continue
+        x[lo], x[hi] = lb[lo], ub[hi]
+        fixed |= lo | hi
+    return np.clip(x, lb, ub)
+
+
+def _joint_refine(Lm, Ls, Le, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha, eta, R, t):
+    """Joint bounded least squares over (rotation vector, t, α, η) with an analytic Jacobian,
+    solved by a projected Levenberg–Marquardt iteration."""
+    import cv2
+
+    n_id, n_e = Ls.shape[0], Le.shape[0]
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    use_depth = depth is not None
+
+    def unpack(p):
+        return p[:3], p[3:6], p[6:6 + n_id], p[6 + n_id:]
+
+    def residuals(p):
+        rv, tv, a, e = unpack(p)
+        Rm = cv2.Rodrigues(rv)[0]
+        X = Lm + np.einsum("k,kld->ld", a, Ls) + np.einsum("e,eld->ld", e, Le)
+        Xc = X @ Rm.T + tv
+        u = fx * Xc[:, 0] / Xc[:, 2] + cx
+        v = fy * Xc[:, 1] / Xc[:, 2] + cy
+        r = [(u - pts[:, 0]) * sw, (v - pts[:, 1]) * sw]
+        if use_depth:
+            zbar = np.average(Xc[:, 2], weights=sw ** 2)
+            dz = (Xc[:, 2] - zbar) * fx / zbar
+            r.append((dz - depth) * sw / cfg.depth_sigma)
+        r.append(reg * np.concatenate([a, e]) - prior_mean)
+        return np.concatenate(r)
+
+    def jacobian(p):
+        rv, tv, a, e = unpack(p)
+        Rm, dR = cv2.Rodrigues(rv)  # dR: (3, 9), row k = dR/drv_k flattened
+        X = Lm + np.einsum("k,kld->ld", a, Ls) + np.einsum("e,eld->ld", e, Le)
+        Xc = X @ Rm.T + tv
+        z = Xc[:, 2]
+        # d Xc / d params: (L, 3, P)
+        dXr = np.stack([X @ dR[k].reshape(3, 3).T for k in range(3)], -1)
+        dXt = np.broadcast_to(np.eye(3), (len(X), 3, 3))
+        dXa = np.einsum("ij,klj->lik", Rm, Ls)
+        dXe = np.einsum("ij,elj->lie", Rm, Le)
+        dXc = np.concatenate([dXr, dXt, dXa, dXe], -1)
+        du = fx * (dXc[:, 0] / z[:, None] - Xc[:, 0:1] * dXc[:, 2] / z[:, None] ** 2)
+        dv = fy * (dXc[:, 1] / z[:, None] - Xc[:, 1:2] * dXc[:, 2] / z[:, None] ** 2)
+        J = [du * sw[:, None], dv * sw[:, None]]
+        if use_depth:
+            w2 = sw ** 2 / np.sum(sw ** 2)
+            zbar = w2 @ z
+            dzbar = w2 @ dXc[:, 2]
+            # d/dp of (z - zbar) * fx / zbar
+            dd = fx * ((dXc[:, 2] - dzbar) / zbar - (z - zbar)[:, None] * dzbar[None] / zbar ** 2)
+            J.append(dd * (sw / cfg.depth_sigma)[:, None])
+        P = dXc.shape[-1]
+        prior = np.zeros((n_id + n_e, P))
+        prior[:, 6:] = np.diag(reg)
+        J.append(prior)
+        return np.concatenate(J)
+
+    # projected Levenberg–Marquardt on the normal equations (bounds on η via the active set)
+    p = np.concatenate([cv2.Rodrigues(R)[0].reshape(3), t, alpha, eta])
+    lo = np.concatenate([np.full(6, -np.inf), lb])
+    hi = np.concatenate([np.full(6, np.inf), ub])
+    p = np.clip(p, lo, hi)
+    r = residuals(p)
+    cost = r @ r
+    lam = 1e-3
+    for _ in range(cfg.joint_iterations):
+        J = jacobian(p)
+        H, g = J.T @ J, J.T @ r
+        damp = lam * np.maximum(np.diag(H), 1e-9)
+        step = _solve_bounded(H + np.diag(damp), -g, lo - p, hi - p)
+        p_new = p + step
+        r_new = residuals(p_new)
+        cost_new = r_new @ r_new
+        if cost_new < cost:
+            done = cost - cost_new < 1e-7 * cost
+            p, r, cost, lam = p_new, r_new, cost_new, max(lam / 3, 1e-9)
+            if done:
+                break
+        else:
+            lam *= 8
+            if lam > 1e6:
+                break
+    rv, tv, a, e = unpack(p)
+    return a, e, cv2.Rodrigues(rv)[0], tv
+
+
+def fit_landmarks(model: MorphableModel, detection: Detection, width: int, height: int,
+                  cfg: LandmarkFitConfig | None = None, K: np.ndarray | None = None) -> LandmarkFit:
+    """Fit pose, α and η to one detection.
+
+    Args:
+        model: the morphable model (must have landmarks of ``detection.scheme``).
+        detection: detected landmarks, pixels.
+        width, height: image size in pixels.
+        cfg: settings.
+        K: ``(3, 3)`` known intrinsics; default ``f = focal_factor × max(W, H)``, centred.
+    """
+    cfg = cfg or LandmarkFitConfig()
+    n_id = model.n_id if cfg.n_identity is None else min(cfg.n_identity, model.n_id)
+    pts = np.asarray(detection.points, np.float64)
+    if not np.all(np.isfinite(pts)):
+        raise ValueError("detection points contain NaN or inf")
+    Lm, Ls, Le, w = _landmark_bases(model, detection.scheme, n_id)
+    if pts.shape != (len(Lm), 2):
+        raise ValueError(f"{detection.scheme} expects ({len(Lm)}, 2) points, got {pts.shape}")
+    w = np.where(w >= cfg.min_weight, w, 0.0)
+    if K is None:
+        f = cfg.focal_factor * max(width, height)
+        K = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+    K = np.asarray(K, np.float64)
+    f_x, f_y, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    face = max(detection.size, 1.0)
+    sigma = cfg.landmark_sigma * face
+    eta0 = np.zeros(model.n_expr)
+    if cfg.use_blendshapes and detection.blendshapes:
+        for i, n in enumerate(model.expr_names):
+            eta0[i] = detection.blendshapes.get(n, 0.0)
+    lo_e, hi_e = model.expr_range
+    eta0 = np.clip(eta0, lo_e, hi_e)
+    alpha, eta = np.zeros(n_id), eta0.copy()
+    X = Lm + np.einsum("e,eld->ld", eta, Le)
+    R, t = _pnp(X, pts, K, w)
+    sw = np.sqrt(w) / sigma
+    use_depth = cfg.use_depth and detection.depth is not None
+    depth = None if not use_depth else np.asarray(detection.depth, np.float64) - np.average(detection.depth, weights=w)
+    reg = np.concatenate([np.full(n_id, np.sqrt(cfg.identity_prior)), np.full(model.n_expr, 1 / cfg.expression_sigma)])
+    prior_mean = np.concatenate([np.zeros(n_id), eta0 / cfg.expression_sigma])
+    lb = np.concatenate([np.full(n_id, -np.inf), np.full(model.n_expr, lo_e)])
+    ub = np.concatenate([np.full(n_id, np.inf), np.full(model.n_expr, hi_e)])
+    for _ in range(cfg.n_iterations):
+        X = Lm + np.einsum("k,kld->ld", alpha, Ls) + np.einsum("e,eld->ld", eta, Le)
+        _, z = _project(X, R, t, K)
+        # rows: a_i · X_i + c_i, with a = (f R_0 + (c - u) R_2) / z
+        ax = (f_x * R[0][None] + (cx - pts[:, :1]) * R[2][None]) / z[:, None]
+        ay = (f_y * R[1][None] + (cy - pts[:, 1:]) * R[2][None]) / z[:, None]
+        cx_ = (f_x * t[0] + (cx - pts[:, 0]) * t[2]) / z
+        cy_ = (f_y * t[1] + (cy - pts[:, 1]) * t[2]) / z
+        A_rows, b_rows = [], []
+        for a, c in ((ax, cx_), (ay, cy_)):
+            # a·(Lm + Ls^T α + Le^T η) + c = 0
+            A_rows.append(np.concatenate([np.einsum("ld,kld->lk", a, Ls), np.einsum("ld,eld->le", a, Le)], 1) * sw[:, None])
+            b_rows.append(-(np.einsum("ld,ld->l", a, Lm) + c) * sw)
+        if use_depth:
+            # (f / z̄) R_2 · (X_i − X̄) = d_i, X̄ the weighted landmark centroid
+            zbar = float(np.average(z, weights=w))
+            r2 = R[2] * (f_x / zbar)
+            Sc, Ec, Mc = Ls - np.average(Ls, axis=1, weights=w)[:, None], Le - np.average(Le, axis=1, weights=w)[:, None], \
+                Lm - np.average(Lm, axis=0, weights=w)
+            swd = sw / cfg.depth_sigma
+            A_rows.append(np.concatenate([np.einsum("d,kld->lk", r2, Sc), np.einsum("d,eld->le", r2, Ec)], 1) * swd[:, None])
+            b_rows.append((depth - Mc @ r2) * swd)
+        A = np.concatenate(A_rows)
+        b = np.concatenate(b_rows)
+        x = _solve_bounded(A.T @ A + np.diag(reg ** 2), A.T @ b + reg * prior_mean, lb, ub)
+        alpha, eta = x[:n_id], x[n_id:]
+        X = Lm + np.einsum("k,kld->ld", alpha, Ls) + np.einsum("e,eld->ld", eta, Le)
+        R, t = _pnp(X, pts, K, w, R, t)
+    if cfg.joint_iterations > 0:
+        alpha, eta, R, t = _joint_refine(Lm, Ls, Le, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha, eta, R, t)
+        X = Lm + np.einsum("k,kld->ld", alpha, Ls) + np.einsum("e,eld->ld", eta, Le)
+    uv, _ = _project(X, R, t, K)
+    err = np.linalg.norm(uv - pts, axis=1)
+    rmse = float(np.sqrt(np.sum(w * err ** 2) / max(np.sum(w), 1e-12)))
+    a_full = np.zeros(model.n_id, np.float32)
+    a_full[:n_id] = alpha
+    return LandmarkFit(a_full, eta.astype(np.float32), R, t, K, int(width), int(height), rmse, detection.scheme)

@@ -1,0 +1,1 @@
+"""HeadVeil neural_fields package (see design.md)."""

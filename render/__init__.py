@@ -1,0 +1,1 @@
+"""HeadVeil render package (see design.md)."""

@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from headveil.common.errors import ImageReadError
+from headveil.common.images import read_image, write_image
+
+
+def _rgb(h=20, w=30):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_roundtrip_png(tmp_path):
+    img = _rgb()
+    write_image(tmp_path / "a.png", img)
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), img)
+
+
+def test_grayscale_becomes_rgb(tmp_path):
+    Image.fromarray(np.full((8, 9), 77, np.uint8), "L").save(tmp_path / "g.png")
+    out = read_image(tmp_path / "g.png")
+    assert out.shape == (8, 9, 3) and out.dtype == np.uint8 and np.all(out == 77)
+
+
+def test_rgba_composited_on_white(tmp_path):
+    a = np.zeros((4, 4, 4), np.uint8)
+    a[..., 0] = 255
+    a[:2, :, 3] = 255  # top half opaque red, bottom half transparent
+    Image.fromarray(a, "RGBA").save(tmp_path / "a.png")
+    out = read_image(tmp_path / "a.png")
+    assert tuple(out[0, 0]) == (255, 0, 0) and tuple(out[3, 3]) == (255, 255, 255)
+
+
+def test_16bit_scaled_to_8bit(tmp_path):
+    arr = np.full((5, 6), 65535 // 2, np.uint16)
+    Image.fromarray(arr).save(tmp_path / "d.png")
+    out = read_image(tmp_path / "d.png")
+    assert out.shape == (5, 6, 3) and abs(int(out[0, 0, 0]) - 127) <= 1
+
+
+def test_cmyk_jpeg(tmp_path):
+    Image.new("CMYK", (10, 10), (0, 255, 255, 0)).save(tmp_path / "c.jpg")  # pure red in CMYK
+    out = read_image(tmp_path / "c.jpg")
+    assert out.shape == (10, 10, 3)
+    assert out[..., 0].mean() > 200 and out[..., 1].mean() < 60
+
+
+def test_exif_orientation_applied(tmp_path):
+    img = np.zeros((10, 20, 3), np.uint8)  # landscape 10×20
+    im = Image.fromarray(img)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90° CW on display
+    im.save(tmp_path / "o.jpg", exif=exif.tobytes())
+    assert read_image(tmp_path / "o.jpg").shape[:2] == (20, 10)
+
+
+@pytest.mark.parametrize("content", [b"not an image at all", b""])
+def test_non_image_raises(tmp_path, content):
+    (tmp_path / "x.png").write_bytes(content)
+    with pytest.raises(ImageReadError, match="x.png"):
+        read_image(tmp_path / "x.png")
+
+
+def test_truncated_raises(tmp_path):
+    write_image(tmp_path / "t.png", _rgb(64, 64))
+    data = (tmp_path / "t.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="t.png"):
+        read_image(tmp_path / "t.png")
+
+
+def test_missing_raises(tmp_path):
+    with pytest.raises(ImageReadError, match="not found"):
+        read_image(tmp_path / "nope.png")
+
+
+def test_written_files_carry_no_metadata(tmp_path):
+    write_image(tmp_path / "m.jpg", _rgb())
+    with Image.open(tmp_path / "m.jpg") as im:
+        assert len(im.getexif()) == 0
+    write_image(tmp_path / "m.png", _rgb())
+    with Image.open(tmp_path / "m.png") as im:
+        assert not {k for k in im.info if k not in ("dpi",)}
+
+
+def test_write_rejects_bad_shape(tmp_path):
+    with pytest.raises(ValueError, match="shape"):
+        write_image(tmp_path / "b.png", np.zeros((4, 4), np.uint8))
+    assert list(tmp_path.iterdir()) == []
