@@ -125,9 +125,15 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
 
 
 def list_images(paths: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders into a sorted list of image files (folders are not recursed)."""
+    """Expand files and folders into a sorted list of image files (folders are not recursed).
+
+    Raises:
+        ImageReadError: a path does not exist (checked before any work starts).
+    """
     out: list[Path] = []
     for p in map(Path, paths):
+        if not p.exists():
+            raise ImageReadError(f"no such file or folder: {p}")
         if p.is_dir():
             out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
         else:

@@ -105,6 +105,9 @@ def run_build_model(cfg: BuildModelConfig) -> MorphableModel:
     sets, report = derive_landmarks(model, dets, cfg.landmarks, progress=prog)
     bar.close()
     model.landmarks = sets
+    bias = report.pop("blendshape_bias", None)
+    if bias is not None:
+        model.metadata["mediapipe_blendshape_bias"] = bias
     model.metadata["landmark_derivation"] = {"config": dataclasses.asdict(cfg.landmarks), "report": report}
     half_err = half_precision_error_mm(model)
     if half_err > cfg.max_half_error_mm:

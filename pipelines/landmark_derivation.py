@@ -3,9 +3,13 @@
 For ``n_identities`` random identities (plus the mean) under a few head poses, the head is
 rendered, each detector is run, and every detected 2D landmark is back-projected by ray casting
 onto the rendered mesh (triangle + barycentric). Because all identities share one topology, each
-hit maps to a point on the mean head; the per-landmark median of those points, snapped to the
-surface, is the correspondence. The spread of the hits (mm on the mean head) sets a fitting
+hit maps to a point on the mean head; per landmark, the hit nearest the median of those points
+(the medoid, with its own triangle and barycentrics) is the correspondence. Every pose is
+rendered with a closed and an open mouth, so inner-lip points land on the right lip. The spread of the hits (mm on the mean head) sets a fitting
 weight: consistent points weigh 1, contour points that slide with pose weigh less.
+
+All renders are neutral, so MediaPipe's median blendshape read-out over them is its bias on
+this model's faces; it is stored and subtracted from read-outs when fitting.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ class DerivationConfig:
     pitches: tuple[float, ...] = (0.0,)
     image_size: int = 512
     seed: int = 7
+    open_mouth: float = 0.35
+    """Each pose is also rendered with this jawOpen weight, so inner-lip landmarks are assigned
+    to the correct lip (on a closed mouth the upper and lower lip points coincide); 0 disables."""
     spread_scale_mm: float = 2.0
     """A landmark whose hits spread by this much (robust std) gets weight 0.5."""
 
@@ -49,14 +56,22 @@ def derive_landmarks(model: MorphableModel, detectors: list[str], cfg: Derivatio
     cam = portrait_camera(cfg.image_size)
     mean_v = model.vertices_mean.astype(np.float64)
     hits: dict[str, list[np.ndarray]] = {SCHEME[d]: [] for d in detectors}
+    hit_faces: dict[str, list[np.ndarray]] = {SCHEME[d]: [] for d in detectors}
+    hit_bary: dict[str, list[np.ndarray]] = {SCHEME[d]: [] for d in detectors}
+    neutral_blendshapes: list[dict[str, float]] = []
     n_images = {SCHEME[d]: 0 for d in detectors}
     subjects = [SubjectCodes(np.zeros(model.n_id, np.float32), np.zeros(model.n_expr, np.float32),
                              np.zeros(model.n_albedo, np.float32))]
     for _ in range(cfg.n_identities):
         c = model.sample_codes(rng)
         subjects.append(SubjectCodes(c["alpha"], np.zeros(model.n_expr, np.float32), c["beta"]))
-    todo = [(s, y, p) for s in subjects for y in cfg.yaws for p in cfg.pitches]
-    for k, (subj, yaw, pitch) in enumerate(todo):
+    mouths = [0.0] + ([cfg.open_mouth] if cfg.open_mouth > 0 and "jawOpen" in model.expr_names else [])
+    todo = [(s, y, p, mo) for s in subjects for y in cfg.yaws for p in cfg.pitches for mo in mouths]
+    for k, (subj, yaw, pitch, mouth) in enumerate(todo):
+        if mouth > 0:
+            eta = np.zeros(model.n_expr, np.float32)
+            eta[model.expr_names.index("jawOpen")] = mouth
+            subj = SubjectCodes(subj.alpha, eta, subj.beta)
         res, verts = render_subject(model, subj, HeadPose(yaw, pitch), cam)
         frags = rasterize(verts, model.faces, cam)
         img = (np.clip(res.image, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -65,11 +80,15 @@ def derive_landmarks(model: MorphableModel, detectors: list[str], cfg: Derivatio
             if not found:
                 continue
             n_images[SCHEME[d]] += 1
+            if found[0].blendshapes and mouth == 0:
+                neutral_blendshapes.append(found[0].blendshapes)
             fi, b = _backproject(found[0].points, frags, model.faces)
             pts = np.full((len(fi), 3), np.nan)
             ok = fi >= 0
             pts[ok] = np.einsum("lk,lkd->ld", b[ok], mean_v[model.faces[fi[ok]]])
             hits[SCHEME[d]].append(pts)
+            hit_faces[SCHEME[d]].append(fi)
+            hit_bary[SCHEME[d]].append(b)
         if progress:
             progress(k + 1, len(todo))
     mesh = trimesh.Trimesh(mean_v, model.faces, process=False)
@@ -82,8 +101,18 @@ def derive_landmarks(model: MorphableModel, detectors: list[str], cfg: Derivatio
         valid = np.sum(np.isfinite(P[..., 0]), axis=0)
         dev = np.linalg.norm(P - med[None], axis=2)
         spread = np.nanmedian(dev, axis=0) * 1.4826 * 1e3  # robust std, mm
-        closest, _, tri = trimesh.proximity.closest_point(mesh, med)
-        bary = trimesh.triangles.points_to_barycentric(mean_v[model.faces[tri]], closest)
+        # the medoid hit: the observation nearest the median keeps its own triangle and
+        # barycentrics (snapping the median to the surface could cross the closed lip seam)
+        Fi, Bi = np.stack(hit_faces[scheme]), np.stack(hit_bary[scheme])
+        medoid = np.nanargmin(np.where(np.isfinite(dev), dev, np.inf), axis=0)
+        L = P.shape[1]
+        tri = Fi[medoid, np.arange(L)]
+        bary = Bi[medoid, np.arange(L)].astype(np.float64)
+        missing = tri < 0
+        if missing.any():  # never hit: fall back to the closest surface point of the median
+            closest, _, t2 = trimesh.proximity.closest_point(mesh, np.nan_to_num(med[missing]))
+            tri[missing] = t2
+            bary[missing] = trimesh.triangles.points_to_barycentric(mean_v[model.faces[t2]], closest)
         bary = np.clip(bary, 0, 1)
         bary /= bary.sum(1, keepdims=True)
         weight = 1.0 / (1.0 + (spread / cfg.spread_scale_mm) ** 2)
@@ -92,4 +121,7 @@ def derive_landmarks(model: MorphableModel, detectors: list[str], cfg: Derivatio
         report[scheme] = {"images": n_images[scheme], "renders": len(todo),
                           "spread_mm_median": float(np.nanmedian(spread)), "spread_mm_p90": float(np.nanpercentile(spread, 90)),
                           "unused_landmarks": int((weight == 0).sum())}
+    if neutral_blendshapes:
+        names = sorted(neutral_blendshapes[0])
+        report["blendshape_bias"] = {n: float(np.median([b.get(n, 0.0) for b in neutral_blendshapes])) for n in names}
     return sets, report

@@ -256,7 +256,7 @@ def procedural_albedo(src: MakeHumanSource, verts: np.ndarray, part: np.ndarray,
         c = verts[part == pid].mean(0)
         u = (verts[:, 0] - c[0]) * side / 0.026 - 0.15  # 0 at the brow centre, ±1 at its ends
         height = c[1] + 0.019 + 0.005 * (1 - np.clip(u, -1.2, 1.2) ** 2) - 0.002 * u
-        thick = 0.0032 * (1 - 0.45 * np.clip(u, 0, 1))
+        thick = 0.0042 * (1 - 0.4 * np.clip(u, 0, 1))
         band = np.exp(-((verts[:, 1] - height) / thick) ** 4) * np.exp(-np.clip(np.abs(u) - 1, 0, None) * 6) ** 2
         front = verts[:, 2] > c[2] - 0.012
         brow = np.maximum(brow, np.where(skin & front & (np.abs(u) < 1.4), band, 0.0))

@@ -18,7 +18,8 @@ Algorithm (alternating closed-form steps, IDEudemon §3.2 / CHEP §1.2):
    construction of the basis), landmark noise σ = ``landmark_sigma`` × face size.
 3. Pose again by PnP from the current shape (LM, warm-started); repeat.
 
-η₀ is MediaPipe's blendshape read-out when available (same ARKit names), else 0. When the
+η₀ is MediaPipe's blendshape read-out when available (same ARKit names) less the read-out's
+bias on the model's neutral renders (measured when the model is built), else 0. When the
 detection carries relative depths (MediaPipe), rows
 :math:`\tfrac{f}{\bar z} R_2 (X_i - \bar X) = d_i` with noise ``depth_sigma`` × σ are added.
 The bounds on η are enforced by an active set: solve, clamp the violators, re-solve.
@@ -34,6 +35,14 @@ from headveil.common.errors import HeadVeilError
 from headveil.geometry.morphable.detectors import Detection
 from headveil.geometry.morphable.model import MorphableModel
 from headveil.geometry.transforms import euler_from_rotation, rotation_to_rodrigues
+
+#: Expression units that landmarks alone barely tell from pose or identity (sideways jaw, gaze,
+#: cheek puff, …); they get the tighter ``rare_expression_sigma`` prior.
+RARE_UNITS = ("jawLeft", "jawRight", "jawForward", "mouthLeft", "mouthRight", "cheekPuff", "cheekSquintLeft",
+              "cheekSquintRight", "noseSneerLeft", "noseSneerRight", "mouthRollLower", "mouthRollUpper",
+              "mouthShrugLower", "mouthShrugUpper", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft",
+              "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight",
+              "tongueOut")
 
 #: world→camera rotation of a camera on +Z looking at the origin (OpenCV axes): a frontal head.
 FRONTAL = np.diag([1.0, -1.0, -1.0])
@@ -55,6 +64,8 @@ class LandmarkFitConfig:
     """Multiplier of the ‖α‖² prior (1 = the model's own statistics)."""
     expression_sigma: float = 0.35
     """Std of η around η₀ in the prior."""
+    rare_expression_sigma: float = 0.12
+    """Std for units that 2D landmarks confuse with pose or identity (:data:`RARE_UNITS`)."""
     use_blendshapes: bool = True
     """Start η from MediaPipe's blendshapes (when the detection has them)."""
     min_weight: float = 0.05
@@ -280,8 +291,9 @@ def fit_landmarks(model: MorphableModel, detection: Detection, width: int, heigh
     sigma = cfg.landmark_sigma * face
     eta0 = np.zeros(model.n_expr)
     if cfg.use_blendshapes and detection.blendshapes:
+        bias = model.metadata.get("mediapipe_blendshape_bias", {})
         for i, n in enumerate(model.expr_names):
-            eta0[i] = detection.blendshapes.get(n, 0.0)
+            eta0[i] = detection.blendshapes.get(n, 0.0) - bias.get(n, 0.0)
     lo_e, hi_e = model.expr_range
     eta0 = np.clip(eta0, lo_e, hi_e)
     alpha, eta = np.zeros(n_id), eta0.copy()
@@ -290,8 +302,10 @@ def fit_landmarks(model: MorphableModel, detection: Detection, width: int, heigh
     sw = np.sqrt(w) / sigma
     use_depth = cfg.use_depth and detection.depth is not None
     depth = None if not use_depth else np.asarray(detection.depth, np.float64) - np.average(detection.depth, weights=w)
-    reg = np.concatenate([np.full(n_id, np.sqrt(cfg.identity_prior)), np.full(model.n_expr, 1 / cfg.expression_sigma)])
-    prior_mean = np.concatenate([np.zeros(n_id), eta0 / cfg.expression_sigma])
+    e_sigma = np.array([cfg.rare_expression_sigma if n in RARE_UNITS else cfg.expression_sigma
+                        for n in model.expr_names])
+    reg = np.concatenate([np.full(n_id, np.sqrt(cfg.identity_prior)), 1 / e_sigma])
+    prior_mean = np.concatenate([np.zeros(n_id), eta0 / e_sigma])
     lb = np.concatenate([np.full(n_id, -np.inf), np.full(model.n_expr, lo_e)])
     ub = np.concatenate([np.full(n_id, np.inf), np.full(model.n_expr, hi_e)])
     for _ in range(cfg.n_iterations):

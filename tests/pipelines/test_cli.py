@@ -1,0 +1,33 @@
+import subprocess
+import sys
+
+import pytest
+
+from headveil.pipelines.cli import _subcommands, main
+
+
+@pytest.mark.parametrize("sub", sorted(_subcommands()))
+def test_every_subcommand_has_help(sub, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([sub, "--help"])
+    assert e.value.code == 0
+    assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_info_json(capsys):
+    import json
+
+    with pytest.raises(SystemExit) as e:
+        main(["info", "--json"])
+    assert e.value.code == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["embedded_model"]["identity_components"] >= 80
+    assert set(info["raster_backends"]) == {"embree", "numpy"}
+
+
+def test_user_error_exits_2_with_one_line(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"junk")
+    proc = subprocess.run([sys.executable, "-m", "headveil", "fit", str(tmp_path / "nothing_here")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("headveil: error:")

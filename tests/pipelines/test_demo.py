@@ -1,0 +1,19 @@
+import json
+
+import pytest
+
+from headveil.pipelines.demo import DemoConfig, run_demo
+
+pytestmark = [pytest.mark.faces, pytest.mark.slow]
+
+
+def test_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    res = run_demo(DemoConfig(out=out, image_size=256, turntable_frames=3, turntable_size=64))
+    names = {p.name for p in out.iterdir()}
+    assert {"input.png", "comparison.png", "fit_turntable.mp4", "metrics.json", "manifest.json", "gt_mesh.ply",
+            "gt_mesh.obj", "gt_mesh.glb", "fit", "ground_truth.json"} <= names
+    assert {p.name for p in (out / "fit").iterdir()} == {"mesh.ply", "mesh.obj", "mesh.glb", "fit.json"}
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["face_vertex_error_mm"]["rigid_mean"] < 10
+    assert res["metrics"]["landmark_rmse_px"] < 5
