@@ -117,15 +117,21 @@ class LandmarkFit:
 
 
 def _landmark_bases(model: MorphableModel, scheme: str, n_id: int):
-    lm = model.landmark_set(scheme)
-    f = model.faces[lm.face_index]  # (L, 3)
-    b = lm.bary.astype(np.float64)
+    """Landmark rows of the model: mean ``(L, 3)``, identity ``(K, L, 3)``, expression ``(E, L, 3)``
+    and weights ``(L,)``, float64; cached on the model per (scheme, n_id)."""
+    cache = model.__dict__.setdefault("_landmark_basis_cache", {})
+    key = (scheme, n_id)
+    if key not in cache:
+        lm = model.landmark_set(scheme)
+        f = model.faces[lm.face_index]  # (L, 3)
+        b = lm.bary.astype(np.float64)
 
-    def comb(arr):  # arr (..., V, 3) -> (..., L, 3)
-        return np.einsum("lk,...lkd->...ld", b, arr[..., f, :])
+        def comb(arr):  # arr (..., V, 3) -> (..., L, 3)
+            return np.einsum("lk,...lkd->...ld", b, arr[..., f, :])
 
-    return comb(model.vertices_mean.astype(np.float64)), comb(model.shape_basis[:n_id].astype(np.float64)), \
-        comb(model.expr_basis.astype(np.float64)), lm.weight.astype(np.float64)
+        cache[key] = (comb(model.vertices_mean.astype(np.float64)), comb(model.shape_basis[:n_id].astype(np.float64)),
+                      comb(model.expr_basis.astype(np.float64)), lm.weight.astype(np.float64))
+    return cache[key]
 
 
 def _project(X: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -250,7 +256,7 @@ def _joint_refine(Lm, Ls, Le, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, a
         r_new = residuals(p_new)
         cost_new = r_new @ r_new
         if cost_new < cost:
-            done = cost - cost_new < 1e-7 * cost
+            done = cost - cost_new < 1e-5 * cost
             p, r, cost, lam = p_new, r_new, cost_new, max(lam / 3, 1e-9)
             if done:
                 break

@@ -134,3 +134,14 @@ def test_fit_accepts_image_variants(tmp_path, model, rendered_subject, mode):
         im.convert(mode).save(tmp_path / "x.png")
     res = fit_image(read_image(tmp_path / "x.png"), model)
     assert res.landmark_rmse_px < 5
+
+
+def test_very_large_image_is_detected_on_a_downscaled_copy(model, rendered_subject):
+    import cv2
+
+    big = cv2.resize(rendered_subject["image"], (2304, 2304), interpolation=cv2.INTER_CUBIC)
+    small = fit_image(rendered_subject["image"], model)
+    res = fit_image(big, model, FitConfig(max_side=1024))
+    # landmarks come back in the large image's pixels: 6× the small image's
+    np.testing.assert_allclose(res.detection.points.mean(0), small.detection.points.mean(0) * 6, rtol=0.02)
+    assert res.landmark_rmse_px < 6 * 4
