@@ -42,7 +42,7 @@ class PhotometricConfig:
     refine_shape: bool = True
     """Also optimise α, η and the pose (else only albedo and light)."""
     w_landmark: float = 2.0
-    w_identity: float = 2e-3
+    w_identity: float = 2e-2
     w_albedo: float = 2e-3
     w_expression: float = 1e-2
     huber_delta: float = 0.1

@@ -43,11 +43,10 @@ def test_fit_render_recovers_pose(model, rendered_subject, detector):
         assert fitted - neutral > 0.3 * (truth - neutral)
 
 
-def test_photometric_refinement_lowers_colour_error(model, rendered_subject):
+def test_photometric_refinement_fits_colour_and_light(model, rendered_subject):
     s = rendered_subject
     res = fit_image(s["image"], model, FitConfig(refine=True, focal_px=float(s["camera"].K[0, 0])))
     assert res.lighting.shape == (9, 3) and res.photometric_rmse < 0.08
-    assert res.seconds["photometric"] < 30
 
 
 def _package_file(pkg, *parts):
