@@ -37,9 +37,13 @@ def test_fit_recovers_pose_from_exact_landmarks(model, scheme):
     fit = fit_landmarks(model, det, 512, 512, K=cam.K)
     yaw, pitch, roll = fit.head_angles
     assert abs(yaw - 20) < 4 and abs(roll - 3) < 3 and abs(pitch) < 8
-    assert fit.rmse_px < 1.5
+    # the default prior is tuned for detector noise (σ ≈ 2.4 % of the face, ~5 px here): the fit stays
+    # well inside it; told that the landmarks are exact, it reproduces them closely
+    assert fit.rmse_px < 2.5
     assert fit.eta[model.expr_names.index("jawOpen")] > 0.1
     assert np.all((fit.eta >= 0) & (fit.eta <= 1))
+    exact = fit_landmarks(model, det, 512, 512, LandmarkFitConfig(landmark_sigma=0.004), K=cam.K)
+    assert exact.rmse_px < 0.6 * fit.rmse_px and exact.rmse_px < 1.0
 
 
 def test_fit_improves_on_mean_shape(model):
