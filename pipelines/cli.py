@@ -1,6 +1,7 @@
 """The ``headveil`` command line, generated from the typed configs with tyro.
 
-Subcommands: ``info``, ``synth``, ``fit``, ``demo``, ``build-model``. Every subcommand has
+Subcommands: ``info``, ``synth``, ``fit``, ``demo``, ``evalset``, ``eval``, ``report``,
+``build-model``. Every subcommand has
 ``--help``; user errors print one line and exit with status 2.
 """
 
@@ -13,18 +14,24 @@ import sys
 def _subcommands() -> dict:
     from headveil.pipelines.build_model import BuildModelConfig
     from headveil.pipelines.demo import DemoConfig
+    from headveil.pipelines.evaluate.evalset import EvalSetConfig
+    from headveil.pipelines.evaluate.evaluate import EvalConfig
+    from headveil.pipelines.evaluate.report import ReportConfig
     from headveil.pipelines.fit import FitCommand
     from headveil.pipelines.info import InfoCommand
     from headveil.pipelines.synth import SynthConfig
 
     return {"info": InfoCommand, "synth": SynthConfig, "fit": FitCommand, "demo": DemoConfig,
-            "build-model": BuildModelConfig}
+            "evalset": EvalSetConfig, "eval": EvalConfig, "report": ReportConfig, "build-model": BuildModelConfig}
 
 
 def dispatch(cfg) -> int:
     """Run a parsed config; returns the process exit status."""
     from headveil.pipelines.build_model import BuildModelConfig, run_build_model
     from headveil.pipelines.demo import DemoConfig, run_demo
+    from headveil.pipelines.evaluate.evalset import EvalSetConfig, run_evalset
+    from headveil.pipelines.evaluate.evaluate import EvalConfig, run_eval
+    from headveil.pipelines.evaluate.report import ReportConfig, write_report
     from headveil.pipelines.fit import FitCommand, run_fit
     from headveil.pipelines.info import InfoCommand, collect_info, format_info
     from headveil.pipelines.synth import SynthConfig, run_synth
@@ -56,6 +63,17 @@ def dispatch(cfg) -> int:
         e = m["face_vertex_error_mm"]
         print(f"Face-region vertex error: {e['rigid_mean']:.2f} mm mean (rigid alignment), "
               f"{e['similarity_mean']:.2f} mm (with scale); landmark RMSE {m['landmark_rmse_px']:.2f} px")
+    elif isinstance(cfg, EvalSetConfig):
+        res = run_evalset(cfg)
+        print(f"evaluation set {res['out']}/: {res['rows']} rows ({res['new']} new"
+              + (f", {res['failed']} failed" if res["failed"] else "") + f"); next: headveil eval {res['out']}")
+    elif isinstance(cfg, EvalConfig):
+        m = run_eval(cfg)
+        print(f"metrics of {m['n_images']} images in {cfg.folder}/eval/metrics.json (+ rows.csv, summary_*.csv)"
+              + (f"; {len(m['failures'])} row(s) failed, listed there" if m["failures"] else "")
+              + f"; next: headveil report {cfg.folder}")
+    elif isinstance(cfg, ReportConfig):
+        print(f"wrote {write_report(cfg)}")
     elif isinstance(cfg, BuildModelConfig):
         run_build_model(cfg)
     else:  # pragma: no cover - tyro only returns the registered types

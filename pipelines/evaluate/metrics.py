@@ -1,0 +1,249 @@
+"""Privacy and utility metrics: pure functions of embeddings, distances, images and codes.
+
+Privacy (the recognizer is the attacker; distances are "smaller = more similar", see
+:mod:`.recognizers`):
+
+- DIS: the identity distance between an original and its protected version (IDEudemon §4.1).
+- verification rate at a threshold: the fraction of (original, protected) pairs still matched.
+- ROC of genuine/impostor distances: FAR, FRR, the equal-error rate and its threshold, TAR@FAR.
+- top-κ closed-set identification: classifiers trained on gallery embeddings (CHEP §2.5: SVM and
+  logistic regression — L2 one-vs-rest, L2 multinomial, L1 multinomial — with λ ∈ {1, 10}, i.e.
+  ``C = 1/λ``) rank the identities of protected probes; accuracy = true identity in the top κ.
+- detectability: the fraction of protected faces the recognizer's own detector still finds.
+
+Utility: PSNR, SSIM (whole image or inside a mask), landmark distance (normalised by the
+inter-ocular distance), head-pose error (degrees), expression error (blendshape / η distances).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: The classifiers of the top-κ identification attack: name → (penalty, multi-class scheme).
+CLASSIFIERS = ("svm", "logreg_l2_ovr", "logreg_l2_multinomial", "logreg_l1_multinomial")
+
+
+def _as_1d(x, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
+def verification_rate(distances, threshold: float) -> float:
+    """Fraction of pairs matched: ``distance < threshold`` (NaN for no pairs)."""
+    d = _as_1d(distances, "distances")
+    return float((d < threshold).mean()) if d.size else float("nan")
+
+
+def far_frr(genuine, impostor, thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """False accept / false reject rates at each threshold (match = ``distance < threshold``).
+
+    Args:
+        genuine: ``(G,)`` distances of same-identity pairs.
+        impostor: ``(I,)`` distances of different-identity pairs.
+        thresholds: ``(T,)``.
+
+    Returns:
+        ``far (T,)`` = fraction of impostors below the threshold, ``frr (T,)`` = fraction of
+        genuines at or above it.
+    """
+    g, i = np.sort(_as_1d(genuine, "genuine")), np.sort(_as_1d(impostor, "impostor"))
+    if g.size == 0 or i.size == 0:
+        raise ValueError("far_frr needs at least one genuine and one impostor distance")
+    t = _as_1d(thresholds, "thresholds")
+    far = np.searchsorted(i, t, side="left") / i.size
+    frr = 1.0 - np.searchsorted(g, t, side="left") / g.size
+    return far, frr
+
+
+@dataclass
+class RocSummary:
+    """Equal-error operating point and rates of one recognizer on one set."""
+
+    eer: float
+    eer_threshold: float
+    n_genuine: int
+    n_impostor: int
+
+    def to_json(self) -> dict:
+        return self.__dict__.copy()
+
+
+def equal_error_rate(genuine, impostor) -> RocSummary:
+    """EER: the threshold where FAR = FRR (the midpoint of the crossing between candidate thresholds).
+
+    Candidate thresholds are the midpoints between consecutive pooled distances (plus the ends),
+    so a perfectly separated set has EER 0 with the threshold halfway between the classes.
+    """
+    g, i = _as_1d(genuine, "genuine"), _as_1d(impostor, "impostor")
+    pooled = np.unique(np.concatenate([g, i]))
+    cand = np.concatenate([[pooled[0] - 1e-9], 0.5 * (pooled[1:] + pooled[:-1]), [pooled[-1] + 1e-9]])
+    far, frr = far_frr(g, i, cand)
+    k = int(np.argmin(np.abs(far - frr) + 1e-12 * np.arange(len(cand))))
+    return RocSummary(float(0.5 * (far[k] + frr[k])), float(cand[k]), int(g.size), int(i.size))
+
+
+def tar_at_far(genuine, impostor, far: float) -> float:
+    """True accept rate at the largest threshold whose FAR does not exceed ``far``."""
+    g, i = np.sort(_as_1d(genuine, "genuine")), np.sort(_as_1d(impostor, "impostor"))
+    if not 0 <= far <= 1:
+        raise ValueError(f"far must lie in [0, 1]; got {far}")
+    n_accept = int(np.floor(far * i.size + 1e-9))  # impostors allowed below the threshold
+    thr = i[n_accept] if n_accept < i.size else np.inf  # match is strict: d < thr
+    return float((g < thr).mean())
+
+
+def _make_classifier(name: str, lam: float):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.svm import LinearSVC
+
+    C = 1.0 / lam
+    if name == "svm":
+        return LinearSVC(C=C, max_iter=20000)
+    if name == "logreg_l2_ovr":
+        return OneVsRestClassifier(LogisticRegression(C=C, max_iter=5000))
+    if name == "logreg_l2_multinomial":
+        return LogisticRegression(C=C, max_iter=5000)
+    if name == "logreg_l1_multinomial":
+        return LogisticRegression(C=C, l1_ratio=1.0, solver="saga", max_iter=5000)
+    raise ValueError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
+
+
+def topk_identification(gallery, gallery_ids, probes, probe_ids, ks=(1, 5), classifier: str = "svm",
+                        lam: float = 1.0) -> dict[int, float]:
+    """Closed-set top-κ identification accuracy of probes against a trained gallery classifier.
+
+    Args:
+        gallery: ``(N, D)`` embeddings of known identities (≥ 2 identities).
+        gallery_ids: ``(N,)`` identity labels.
+        probes: ``(M, D)`` embeddings to identify (e.g. protected images).
+        probe_ids: ``(M,)`` their true identities (must occur in the gallery).
+        ks: the κ values.
+        classifier: one of :data:`CLASSIFIERS`.
+        lam: regularisation λ (``C = 1/λ``).
+
+    Returns:
+        ``{κ: accuracy}`` (fraction of probes whose identity is among the κ best scores).
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = np.asarray(gallery, np.float64), np.asarray(gallery_ids)
+    P, py = np.asarray(probes, np.float64), np.asarray(probe_ids)
+    if X.ndim != 2 or P.ndim != 2 or X.shape[1] != P.shape[1]:
+        raise ValueError(f"gallery (N, D) and probes (M, D) must share D; got {X.shape} and {P.shape}")
+    if len(X) != len(y) or len(P) != len(py):
+        raise ValueError("embeddings and identity labels differ in length")
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise ValueError("top-κ identification needs at least 2 gallery identities")
+    unknown = set(py.tolist()) - set(classes.tolist())
+    if unknown:
+        raise ValueError(f"probe identities missing from the gallery: {sorted(unknown)[:5]}")
+    clf = _make_classifier(classifier, lam)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    scores = clf.decision_function(P)
+    if scores.ndim == 1:  # binary: positive = classes[1]
+        scores = np.stack([-scores, scores], 1)
+    order = np.argsort(-scores, axis=1)
+    rank = np.argmax(clf.classes_[order] == py[:, None], axis=1)
+    return {int(k): float((rank < k).mean()) for k in ks}
+
+
+def detectability(detected) -> float:
+    """Fraction of faces the detector found (``detected``: bools)."""
+    d = np.asarray(detected, dtype=bool).reshape(-1)
+    return float(d.mean()) if d.size else float("nan")
+
+
+# -- utility -------------------------------------------------------------------------------------
+
+def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+    if a.ndim not in (2, 3):
+        raise ValueError(f"images must be (H, W) or (H, W, C); got {a.shape}")
+    to01 = lambda x: x.astype(np.float64) / 255.0 if x.dtype == np.uint8 else x.astype(np.float64)  # noqa: E731
+    return to01(a), to01(b)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR in dB of two images (uint8, or float in [0, 1]) over all pixels or a ``(H, W)`` bool mask.
+
+    ``inf`` for identical images.
+    """
+    a, b = _check_pair(a, b)
+    se = (a - b) ** 2
+    if se.ndim == 3:
+        se = se.mean(-1)
+    if mask is not None:
+        m = np.asarray(mask, bool)
+        if m.shape != se.shape:
+            raise ValueError(f"mask must be (H, W) = {se.shape}; got {m.shape}")
+        if not m.any():
+            raise ValueError("mask is empty")
+        se = se[m]
+    mse = float(se.mean())
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
+def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """SSIM (Gaussian window σ = 1.5, as Wang et al.) over the image or averaged inside a ``(H, W)`` mask."""
+    from skimage.metrics import structural_similarity
+
+    a, b = _check_pair(a, b)
+    kw = dict(data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True)
+    if a.ndim == 3:
+        _, smap = structural_similarity(a, b, channel_axis=-1, **kw)
+        smap = smap.mean(-1)
+    else:
+        _, smap = structural_similarity(a, b, **kw)
+    if mask is None:
+        return float(smap.mean())
+    m = np.asarray(mask, bool)
+    if m.shape != smap.shape or not m.any():
+        raise ValueError(f"mask must be a non-empty (H, W) = {smap.shape} bool array")
+    return float(smap[m].mean())
+
+
+def landmark_distance(a, b, normalise: str = "interocular") -> float:
+    """Mean point distance between two landmark sets ``(N, 2)`` in pixels.
+
+    ``normalise="interocular"`` divides by the outer-eye-corner distance of ``a`` (iBUG-68
+    points 36 and 45), ``"none"`` returns pixels.
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(f"landmarks must be matching (N, 2) arrays; got {a.shape} and {b.shape}")
+    d = float(np.linalg.norm(a - b, axis=1).mean())
+    if normalise == "none":
+        return d
+    if normalise == "interocular":
+        if len(a) != 68:
+            raise ValueError("interocular normalisation needs iBUG-68 points")
+        return d / float(np.linalg.norm(a[36] - a[45]))
+    raise ValueError(f"normalise must be 'interocular' or 'none'; got {normalise!r}")
+
+
+def pose_error_deg(a, b) -> float:
+    """Largest absolute difference of (yaw, pitch, roll) in degrees."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != (3,) or b.shape != (3,):
+        raise ValueError("poses must be (yaw, pitch, roll) triples in degrees")
+    return float(np.abs((a - b + 180.0) % 360.0 - 180.0).max())
+
+
+def expression_error(a, b) -> float:
+    """Mean absolute difference of two expression vectors (η codes or 52 blendshape scores in [0, 1])."""
+    a, b = _as_1d(a, "a"), _as_1d(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"expression vectors differ in length: {a.size} vs {b.size}")
+    return float(np.abs(a - b).mean())

@@ -1,0 +1,186 @@
+"""``headveil report DIR``: one self-contained HTML file from ``DIR/eval/metrics.json``.
+
+Tables per recognizer (privacy and utility per method), an image grid of originals next to each
+method's output, and matplotlib plots (DIS against strength per method, top-1 identification
+bars). Images and plots are embedded as base64 PNG, so the file can be mailed or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import tyro
+
+from headveil.common.images import read_image
+from headveil.common.outputs import atomic_replace
+from headveil.pipelines.evaluate.evaluate import load_metrics
+
+
+@dataclass
+class ReportConfig:
+    """Write ``DIR/eval/report.html`` from the metrics of ``headveil eval DIR``."""
+
+    folder: Annotated[Path, tyro.conf.Positional]
+    """A folder that ``headveil eval`` has run on."""
+    grid_rows: int = 4
+    """Originals shown in the image grid."""
+    thumb: int = 128
+    """Thumbnail size in pixels."""
+
+
+def _png_b64(image: np.ndarray) -> str:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
+    return base64.b64encode(buf.tobytes()).decode()
+
+
+def _fig_b64(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return "∞" if np.isinf(x) else f"{x:.3f}"
+    return html.escape(str(x))
+
+
+def _table(rec: str, r: dict) -> str:
+    cols = [("n", "n"), ("detectability", "detected"), ("dis_mean", "DIS"),
+            ("vr_own", f"verified @ own {r['own_threshold']:.3f}"), ("vr_cal", "verified @ calibrated EER thr."),
+            ("tar", "TAR@FAR 0.1"), ("top1", "top-1 (SVM λ=1)"), ("psnr", "PSNR dB"), ("ssim", "SSIM"),
+            ("ssim_face", "SSIM face"), ("landmark_nme", "landmark NME"), ("pose_error_deg", "pose err °"),
+            ("eta_error", "η err"), ("chamfer_mm", "Chamfer mm")]
+    head = "".join(f"<th>{html.escape(c)}</th>" for _, c in cols)
+    body = []
+    for label, m in r["methods"].items():
+        vals = dict(m)
+        vals["vr_own"] = m.get("verification_rate", {}).get("own")
+        vals["vr_cal"] = m.get("verification_rate", {}).get("calibrated")
+        vals["tar"] = (m.get("tar_at_far") or {}).get("0.1")
+        vals["top1"] = ((m.get("topk") or {}).get("svm/lambda=1") or {}).get("top1")
+        body.append(f"<tr><td>{html.escape(label)}</td>" + "".join(f"<td>{_fmt(vals.get(k))}</td>" for k, _ in cols) + "</tr>")
+    cal = r.get("calibration")
+    cal_txt = ("no calibration (fewer than two identities)" if not cal else
+               f"calibrated on {html.escape(cal['set'])}: EER {cal['eer']:.3f} at threshold {cal['eer_threshold']:.3f}; "
+               f"at the own threshold FAR {cal['far_at_own']:.3f}, FRR {cal['frr_at_own']:.3f}")
+    return (f"<h2>Attacker: {html.escape(rec)} ({html.escape(r['metric'])} distance, match below the threshold)</h2>"
+            f"<p>{cal_txt}</p><table><tr><th>method</th>{head}</tr>{''.join(body)}</table>")
+
+
+def _plots(metrics: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    recs = metrics["recognizers"]
+    fig, axes = plt.subplots(1, len(recs), figsize=(5 * len(recs), 3.5), squeeze=False)
+    for ax, (rec, r) in zip(axes[0], recs.items()):
+        by_method: dict[str, list] = {}
+        for label, m in r["methods"].items():
+            if "dis_mean" in m and isinstance(m.get("strength"), (int, float)):
+                by_method.setdefault(m["method"], []).append((m["strength"], m["dis_mean"]))
+            elif "dis_mean" in m:
+                ax.axhline(m["dis_mean"], ls=":", lw=1, color="gray")
+                ax.text(0, m["dis_mean"], f" {label}", fontsize=7, va="bottom", color="gray")
+        for name, pts in sorted(by_method.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+        ax.axhline(r["own_threshold"], color="k", lw=1, label="own threshold")
+        cal = r.get("calibration")
+        if cal:
+            ax.axhline(cal["eer_threshold"], color="r", lw=1, ls="--", label="calibrated threshold")
+        ax.set_xlabel("strength")
+        ax.set_ylabel(f"DIS ({r['metric']})")
+        ax.set_title(rec)
+        ax.legend(fontsize=7)
+    out.append(f'<h2>DIS against strength</h2><img alt="DIS vs strength" src="data:image/png;base64,{_fig_b64(fig)}">')
+    fig, axes = plt.subplots(1, len(recs), figsize=(5 * len(recs), 3.5), squeeze=False)
+    for ax, (rec, r) in zip(axes[0], recs.items()):
+        labels = [k for k, m in r["methods"].items() if m.get("topk")]
+        keys = sorted({c for k in labels for c in r["methods"][k]["topk"]})
+        width = 0.8 / max(len(keys), 1)
+        for j, c in enumerate(keys):
+            ax.bar(np.arange(len(labels)) + j * width, [r["methods"][k]["topk"].get(c, {}).get("top1", np.nan) for k in labels],
+                   width, label=c)
+        ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("top-1 accuracy")
+        ax.set_title(rec)
+        if keys:
+            ax.legend(fontsize=6)
+    out.append(f'<h2>Top-1 identification by the attackers</h2><img alt="top-1" src="data:image/png;base64,{_fig_b64(fig)}">')
+    return "".join(out)
+
+
+def _grid(folder: Path, cfg: ReportConfig) -> str:
+    import cv2
+
+    from headveil.pipelines.evaluate.evalset import read_rows
+
+    if not (folder / "evalset.jsonl").is_file():
+        return ""
+    rows = [r for r in read_rows(folder) if "files" in r]
+    labels = sorted({r["method_label"] for r in rows if r["method"] != "original"})
+    originals = [r for r in rows if r["method"] == "original"][: cfg.grid_rows]
+    by_key = {(r["original_id"], r["method_label"]): r for r in rows}
+    head = "<tr><th>original</th>" + "".join(f"<th>{html.escape(lb)}</th>" for lb in labels) + "</tr>"
+    body = []
+    for o in originals:
+        cells = []
+        for lb in ["original", *labels]:
+            r = by_key.get((o["id"], lb))
+            if r is None:
+                cells.append("<td>–</td>")
+                continue
+            try:
+                img = read_image(folder / r["files"]["image"]["path"])
+            except Exception:  # a broken file is shown as missing, the report still renders
+                cells.append("<td>unreadable</td>")
+                continue
+            img = cv2.resize(img, (cfg.thumb, cfg.thumb), interpolation=cv2.INTER_AREA)
+            cells.append(f'<td><img alt="{html.escape(r["id"])}" src="data:image/png;base64,{_png_b64(img)}"></td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<h2>Originals and protected images</h2><table class=grid>{head}{''.join(body)}</table>"
+
+
+def write_report(cfg: ReportConfig) -> Path:
+    """Write ``folder/eval/report.html`` atomically; returns its path."""
+    folder = Path(cfg.folder)
+    metrics = load_metrics(folder)
+    parts = [f"<p>{metrics['n_images']} images ({html.escape(metrics['mode'])}); "
+             f"{len(metrics['failures'])} failed rows.</p>"]
+    for rec, r in metrics["recognizers"].items():
+        parts.append(_table(rec, r))
+    parts.append(_plots(metrics))
+    parts.append(_grid(folder, cfg))
+    if metrics["failures"]:
+        parts.append("<h2>Failures</h2><ul>" + "".join(
+            f"<li>{html.escape(f['id'])} ({html.escape(f['stage'])}): {html.escape(f['error'])}</li>"
+            for f in metrics["failures"]) + "</ul>")
+    doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>HeadVeil evaluation report</title><style>"
+           "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
+           "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:right}th{background:#f3f3f3}"
+           "table.grid td{padding:0}</style></head><body><h1>HeadVeil evaluation report</h1>"
+           + "".join(parts) + "</body></html>")
+    path = folder / "eval" / "report.html"
+    tmp = path.with_name(f".report.html.{os.getpid()}.tmp")
+    tmp.write_text(doc, encoding="utf-8")
+    atomic_replace(tmp, path)
+    return path
