@@ -58,8 +58,10 @@ def dispatch(cfg) -> int:
                            ("fit/fit.json", "identity, expression, albedo, lighting, pose, camera"),
                            ("gt_mesh.ply (.obj, .glb)", "ground-truth mesh (same vertex order)"),
                            ("fit_turntable.mp4", "turntable video of the fitted head"),
+                           ("evaluation/eval/report.html", "recognizers attacking the registered de-identification methods"),
                            ("metrics.json, manifest.json", "errors, timings; config, versions, seed")):
-            print(f"  {out}/{name:<28} {what}")
+            if not name.startswith("evaluation") or "evaluation" in m:
+                print(f"  {out}/{name:<28} {what}")
         e = m["face_vertex_error_mm"]
         print(f"Face-region vertex error: {e['rigid_mean']:.2f} mm mean (rigid alignment), "
               f"{e['similarity_mean']:.2f} mm (with scale); landmark RMSE {m['landmark_rmse_px']:.2f} px")

@@ -34,6 +34,9 @@ class DemoConfig:
     """Photometric refinement after the landmark fit."""
     turntable_frames: int = 48
     turntable_size: int = 256
+    evaluate: bool = True
+    """Also render a small evaluation set (3 identities × 2 views through the registered baselines),
+    evaluate it with the recognizers and write its HTML report (needs ``headveil[faces]``)."""
 
 
 def vertex_errors_mm(fitted: np.ndarray, truth: np.ndarray, mask: np.ndarray, scale: bool = False) -> np.ndarray:
@@ -52,7 +55,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     synth = SynthConfig(subjects=1, seed=cfg.seed, image_size=cfg.image_size, yaw_range=25, pitch_range=10)
     sample = next(generate(model, synth))
     image = np.clip(sample.image * 255 + 0.5, 0, 255).astype(np.uint8)
-    steps = tqdm(total=4, desc="demo", unit="step")
+    steps = tqdm(total=5 if cfg.evaluate else 4, desc="demo", unit="step")
     steps.set_postfix_str("fitting")
     fit = fit_image(image, model, FitConfig(refine=cfg.refine), source="demo subject")
     steps.update()
@@ -86,6 +89,10 @@ def run_demo(cfg: DemoConfig) -> dict:
                                   cfg.turntable_size, max_yaw=60)
         write_video(tmp / "fit_turntable.mp4", frames)
         steps.update()
+        if cfg.evaluate:
+            steps.set_postfix_str("evaluation set + attackers")
+            metrics["evaluation"] = _demo_evaluation(tmp / "evaluation", cfg.seed)
+            steps.update()
         metrics["seconds"]["total"] = time.perf_counter() - t_start
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "manifest.json", build_manifest("headveil demo", cfg, seed=cfg.seed,
@@ -94,3 +101,18 @@ def run_demo(cfg: DemoConfig) -> dict:
         steps.update()
     steps.close()
     return {"out": str(cfg.out), "metrics": metrics}
+
+
+def _demo_evaluation(folder: Path, seed: int) -> dict:
+    """A tiny rendered evaluation set through every registered method, evaluated and reported."""
+    from headveil.pipelines.deid.registry import available_methods
+    from headveil.pipelines.evaluate.evalset import EvalSetConfig, run_evalset
+    from headveil.pipelines.evaluate.evaluate import EvalConfig, run_eval
+    from headveil.pipelines.evaluate.report import ReportConfig, write_report
+
+    run_evalset(EvalSetConfig(out=folder, subjects=3, views=(0.0, 25.0), lights=("front", "left"),
+                              methods=tuple(available_methods()), seed=seed, image_size=192))
+    m = run_eval(EvalConfig(folder=folder, classifiers=("svm",), lambdas=(1.0,), utility=False))
+    write_report(ReportConfig(folder=folder))
+    return {rec: {label: {k: v for k, v in mm.items() if k in ("dis_mean", "verification_rate", "detectability")}
+                  for label, mm in r["methods"].items()} for rec, r in m["recognizers"].items()}

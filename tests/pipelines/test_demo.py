@@ -17,3 +17,8 @@ def test_demo_end_to_end(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["face_vertex_error_mm"]["rigid_mean"] < 10
     assert res["metrics"]["landmark_rmse_px"] < 5
+    # the evaluation step: every registered method was attacked by both recognizers and reported
+    assert (out / "evaluation" / "eval" / "report.html").is_file()
+    ev = m["evaluation"]
+    assert set(ev) == {"dlib", "sface"}
+    assert ev["dlib"]["mask"]["detectability"] == 0.0 and ev["dlib"]["mask"]["dis_mean"] > ev["dlib"]["blur"]["dis_mean"]
