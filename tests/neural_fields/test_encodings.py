@@ -1,0 +1,110 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from headveil.common.errors import BackendUnavailableError
+from headveil.neural_fields.encodings import (
+    FrequencyEncoding,
+    HashGridConfig,
+    HashGridEncoding,
+    available_backends,
+    hash_encode_reference,
+    level_indices,
+    resolve_backend,
+    trilinear_weights,
+)
+
+SMALL = HashGridConfig(n_levels=4, n_features=2, log2_table_size=9, base_resolution=2, per_level_scale=2.0,
+                       bbox=(-1, -1, -1, 1, 1, 1), init_scale=1.0, backend="torch")
+
+
+def test_levels_dense_then_hashed():
+    enc = HashGridEncoding(SMALL)
+    # resolutions 2, 4, 8, 16: (r+1)^3 = 27, 125 ≤ 512 are dense; 729 and 4913 are hashed into 512 rows
+    assert [(r, s, d) for r, s, d, _ in enc.levels] == [(2, 27, True), (4, 125, True), (8, 512, False), (16, 512, False)]
+    assert enc.table.numel() == 2 * (27 + 125 + 512 + 512) and enc.out_dim == 8
+
+
+def test_dense_level_hand_values():
+    pos = torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 0.0], [0.5, 0.0, 0.0], [2.0, 2.0, 2.0]])
+    idx, frac = level_indices(pos, res=2, size=27, dense=True)
+    assert idx[0].tolist() == [0, 9, 3, 12, 1, 10, 4, 13]      # corner c = 4 bx + 2 by + bz; row x + 3 y + 9 z
+    assert idx[1, 0].item() == 1 + 3 * 1 and frac[1].tolist() == [0.0, 1.0, 0.0]  # y = 2 lies in the last cell
+    assert idx[3, 7].item() == 26 and frac[3].tolist() == [1.0, 1.0, 1.0]
+    w = trilinear_weights(frac)
+    assert w[2].tolist() == [0.5, 0, 0, 0, 0.5, 0, 0, 0] and torch.allclose(w.sum(1), torch.ones(4))
+
+
+def test_trilinear_reproduces_a_linear_function():
+    # table values of a linear function of the vertex position are interpolated exactly
+    res = 4
+    g = torch.stack(torch.meshgrid(*[torch.arange(res + 1.0)] * 3, indexing="ij"), -1).permute(2, 1, 0, 3).reshape(-1, 3)
+    values = g @ torch.tensor([1.0, -2.0, 0.5]) + 3.0  # row x + 5 y + 25 z ↔ vertex (x, y, z)
+    pos = torch.rand(50, 3) * res
+    idx, frac = level_indices(pos, res, (res + 1) ** 3, True)
+    out = (trilinear_weights(frac) * values[idx]).sum(1)
+    assert torch.allclose(out, pos @ torch.tensor([1.0, -2.0, 0.5]) + 3.0, atol=1e-5)
+
+
+def test_fast_path_matches_reference_forward_and_backward():
+    torch.manual_seed(0)
+    enc = HashGridEncoding(SMALL).double()
+    x = (torch.rand(64, 3, dtype=torch.float64) * 1.9 - 0.95).requires_grad_()
+    g = torch.randn(64, enc.out_dim, dtype=torch.float64)
+    fast = enc(x)
+    (fast * g).sum().backward()
+    gx_fast, gt_fast = x.grad.clone(), enc.table.grad.clone()
+    x.grad, enc.table.grad = None, None
+    ref = hash_encode_reference(enc.normalise(x), enc.table, enc.levels, 2)
+    (ref * g).sum().backward()
+    # same arithmetic in another order: agreement to float64 round-off
+    assert torch.allclose(fast, ref, atol=1e-12)
+    assert torch.allclose(enc.table.grad, gt_fast, atol=1e-12)
+    assert torch.allclose(x.grad, gx_fast, atol=1e-9)
+
+
+def test_gradcheck_points_and_table():
+    from headveil.neural_fields.encodings import _LevelLookup
+
+    torch.manual_seed(1)
+    table = torch.randn(2, 512, dtype=torch.float64, requires_grad=True)
+    # keep points away from cell faces, where the trilinear derivative jumps
+    pos = (torch.randint(0, 8, (6, 3)).double() + 0.2 + 0.6 * torch.rand(6, 3, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda p, t: _LevelLookup.apply(p, t, 8, 512, False), (pos, table))
+
+
+def test_backends():
+    assert resolve_backend("torch") == "torch" and "torch" in available_backends()
+    if "tcnn" not in available_backends():
+        assert resolve_backend("auto") == "torch"
+        with pytest.raises(BackendUnavailableError, match="tinycudann"):
+            resolve_backend("tcnn")
+    with pytest.raises(ValueError, match="unknown"):
+        resolve_backend("cuda-magic")
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        HashGridEncoding(SMALL)(torch.zeros(4, 2))
+
+
+def test_points_outside_the_box_are_clamped():
+    enc = HashGridEncoding(SMALL)
+    inside = torch.tensor([[1.0, 1.0, 1.0]])
+    assert torch.equal(enc(inside * 5), enc(inside))
+
+
+def test_frequency_encoding_values():
+    enc = FrequencyEncoding(1, n_frequencies=2)
+    out = enc(torch.tensor([[0.25]]))
+    expected = [0.25, math.sin(math.pi / 4), math.sin(math.pi / 2), math.cos(math.pi / 4), math.cos(math.pi / 2)]
+    assert enc.out_dim == 5 and np.allclose(out[0].tolist(), expected, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_torch_backend_on_cuda_matches_cpu():
+    torch.manual_seed(0)
+    enc = HashGridEncoding(SMALL)
+    x = torch.rand(256, 3) * 1.9 - 0.95
+    cpu = enc(x)
+    gpu = enc.cuda()(x.cuda())
+    assert torch.allclose(cpu, gpu.cpu(), atol=1e-6)
