@@ -76,8 +76,9 @@ class HashGridConfig:
     """Table entries start uniform in ±this."""
     backend: str = "auto"
     compile: bool = False
-    """torch backend: run the autograd-native kernel through ``torch.compile`` (≈ 1.5–2× faster
-    training steps on CPU after a ~10–20 s first compile; supports second derivatives)."""
+    """torch backend: run the autograd-native kernel (:func:`hash_encode_reference`) through
+    ``torch.compile``: faster training steps on CPU (BENCHMARKS.md) after a one-off compile of up
+    to a minute; supports derivatives of any order."""
 
 
 def level_indices(pos: torch.Tensor, res: int, size: int, dense: bool) -> tuple[torch.Tensor, torch.Tensor]:

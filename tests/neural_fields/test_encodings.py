@@ -108,3 +108,16 @@ def test_torch_backend_on_cuda_matches_cpu():
     cpu = enc(x)
     gpu = enc.cuda()(x.cuda())
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_kernel_matches_eager():
+    torch.manual_seed(0)
+    eager = HashGridEncoding(SMALL)
+    comp = HashGridEncoding(HashGridConfig(**{**SMALL.__dict__, "compile": True}))
+    comp.load_state_dict(eager.state_dict())
+    x = torch.rand(300, 3) * 1.9 - 0.95
+    a, b = eager(x), comp(x)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    assert torch.allclose(a, b, atol=1e-6) and torch.allclose(eager.table.grad, comp.table.grad, atol=1e-6)
