@@ -1,0 +1,146 @@
+"""The parametric head field: the 3DMM surface as SDF prior plus a learned residual in canonical space.
+
+.. math::
+    f(x) = \\mathrm{sdf}_{model}(x; α, η) + Δ_θ(x_c), \\qquad
+    x_c = \\sum_i b_i\\, \\bar v_{f,i} + \\mathrm{sdf}_{model}(x)\\, \\bar n(b)
+
+where the closest point of ``x`` on the posed model mesh lies in triangle ``f`` with barycentrics
+``b``; ``x_c`` is the same surface position on the mean (template) mesh ``\\bar v`` pushed out along
+the template normal by the same signed distance. Δθ is a hash-grid MLP whose output layer starts
+at zero, so the untrained field *is* the 3DMM head (the template of the two-stage
+reconstruction), and detail learned on one identity moves with the surface when α or η change.
+
+With ``prior=False`` the same class is a plain VolSDF field (``f = SDFNetwork(x)``).
+
+Frames: points in the model frame (metres, +Y up, face toward +Z); codes α ``(K,)``, η ``(E,)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from headveil.geometry.morphable.model import MorphableModel
+from headveil.neural_fields.encodings import HashGridConfig, HashGridEncoding
+from headveil.neural_fields.mesh_sdf import mesh_sdf, vertex_normals_torch
+from headveil.neural_fields.sdf import ColorNetwork, ColorNetworkConfig, LaplaceDensity, SDFNetwork, SDFNetworkConfig
+
+
+@dataclass
+class HeadFieldConfig:
+    prior: bool = True
+    """Use the 3DMM surface as the SDF prior (else a plain VolSDF field)."""
+    encoding: HashGridConfig = field(default_factory=lambda: HashGridConfig(log2_table_size=15, n_levels=12))
+    hidden: int = 64
+    feature_dim: int = 15
+    candidates: int = 16
+    """Candidate triangles per point in the closest-point query."""
+    residual_scale: float = 0.02
+    """Metres per unit of the residual output (the residual starts at exactly 0)."""
+    beta_init: float = 0.005
+    """Initial VolSDF β (metres)."""
+    color: ColorNetworkConfig = field(default_factory=ColorNetworkConfig)
+
+
+class _Residual(nn.Module):
+    """Δθ: hash grid + MLP on canonical points → (residual SDF (N,), features (N, D)); starts at 0."""
+
+    def __init__(self, cfg: HeadFieldConfig):
+        super().__init__()
+        self.encoding = HashGridEncoding(cfg.encoding)
+        self.mlp = nn.Sequential(nn.Linear(3 + self.encoding.out_dim, cfg.hidden), nn.Softplus(beta=100),
+                                 nn.Linear(cfg.hidden, 1 + cfg.feature_dim))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+        self.scale = cfg.residual_scale
+
+    def forward(self, x_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.mlp(torch.cat([x_c / 0.2, self.encoding(x_c)], -1))
+        return h[:, 0] * self.scale, h[:, 1:]
+
+
+class HeadField(nn.Module):
+    """SDF + colour field of a head; see the module docstring.
+
+    Args:
+        model: the morphable model (required when ``config.prior``).
+        config: field settings.
+        alpha, eta: initial codes (zeros by default); :meth:`set_codes` changes them.
+    """
+
+    def __init__(self, model: MorphableModel | None = None, config: HeadFieldConfig | None = None,
+                 alpha=None, eta=None):
+        super().__init__()
+        self.config = cfg = config or HeadFieldConfig()
+        if cfg.prior:
+            if model is None:
+                raise ValueError("HeadField(prior=True) needs the morphable model")
+            self.model = model
+            self.register_buffer("faces", torch.as_tensor(model.faces, dtype=torch.long), persistent=False)
+            self.register_buffer("template", torch.as_tensor(model.vertices_mean, dtype=torch.float32), persistent=False)
+            self.register_buffer("template_normals", vertex_normals_torch(self.template, self.faces), persistent=False)
+            self.alpha = nn.Parameter(torch.zeros(model.n_id), requires_grad=False)
+            self.eta = nn.Parameter(torch.zeros(model.n_expr), requires_grad=False)
+            self.set_codes(alpha, eta)
+            self.residual = _Residual(cfg)
+        else:
+            self.model = None
+            self.net = SDFNetwork(SDFNetworkConfig(hidden=cfg.hidden, feature_dim=cfg.feature_dim),
+                                  HashGridEncoding(cfg.encoding))
+        self.color = ColorNetwork(cfg.feature_dim, cfg.color)
+        self.density = LaplaceDensity(cfg.beta_init)
+        self._posed = None
+
+    # -- codes ---------------------------------------------------------------------------------
+    def set_codes(self, alpha=None, eta=None, trainable: bool = False) -> None:
+        """Set α ``(K,)`` / η ``(E,)`` (shorter codes are zero-padded); ``trainable`` lets the
+        training loop optimise them."""
+        for name, value, n in (("alpha", alpha, self.model.n_id), ("eta", eta, self.model.n_expr)):
+            p = getattr(self, name)
+            with torch.no_grad():
+                p.zero_()
+                if value is not None:
+                    v = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
+                    if v.numel() > n or not torch.isfinite(v).all():
+                        raise ValueError(f"{name} must be a finite vector of at most {n} values; got {tuple(v.shape)}")
+                    p[: v.numel()] = v
+            p.requires_grad_(trainable)
+        self._posed = None
+
+    def posed_vertices(self) -> torch.Tensor:
+        """``(V, 3)`` model vertices for the current codes (differentiable in them)."""
+        if self._posed is None or self.alpha.requires_grad or self.eta.requires_grad:
+            v = self.model.vertices_torch(self.alpha[None], self.eta[None])[0]
+            if self.alpha.requires_grad or self.eta.requires_grad:
+                return v
+            self._posed = v.detach()
+        return self._posed
+
+    # -- field ---------------------------------------------------------------------------------
+    def model_sdf(self, x: torch.Tensor):
+        """SDF of the model surface alone and the canonical points ``x_c (N, 3)``."""
+        verts = self.posed_vertices()
+        base, cp = mesh_sdf(x, verts, self.faces, k=self.config.candidates)
+        f = self.faces[cp.face]
+        q_c = (cp.bary[..., None] * self.template[f]).sum(1)
+        n_c = (cp.bary[..., None] * self.template_normals[f]).sum(1)
+        n_c = n_c / n_c.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return base, q_c + base[:, None] * n_c
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (N, 3)`` metres → ``(sdf (N,) metres, features (N, feature_dim))``."""
+        if not self.config.prior:
+            return self.net(x)
+        base, x_c = self.model_sdf(x)
+        delta, feats = self.residual(x_c)
+        return base + delta, feats
+
+    def sdf(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)[0]
+
+    def backend(self) -> str:
+        """The resolved hash-grid backend (for manifests and checkpoints)."""
+        enc = self.residual.encoding if self.config.prior else self.net.encoding
+        return enc.backend

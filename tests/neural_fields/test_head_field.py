@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+
+from headveil.neural_fields.head_field import HeadField, HeadFieldConfig
+from headveil.neural_fields.mesh_sdf import mesh_sdf
+
+SMALL = HeadFieldConfig()
+SMALL.encoding.n_levels, SMALL.encoding.log2_table_size = 4, 12
+
+
+def test_untrained_field_is_the_model_head(model):
+    rng = np.random.default_rng(0)
+    alpha = rng.standard_normal(model.n_id).astype(np.float32)
+    field = HeadField(model, SMALL, alpha=alpha)
+    verts = torch.tensor(model.vertices(alpha), dtype=torch.float32)
+    idx = torch.as_tensor(rng.choice(len(verts), 200, replace=False))
+    on_surface = field.sdf(verts[idx])
+    assert on_surface.abs().max() < 1e-6  # the model's own vertices lie on the zero level set
+    off = verts[idx] + torch.tensor([0.0, 0.0, 0.3])
+    base, _ = mesh_sdf(off, verts, field.faces)
+    assert torch.allclose(field.sdf(off), base, atol=1e-6)  # residual starts at exactly 0
+    assert field.backend() == "torch"
+
+
+def test_codes_move_the_surface_and_canonical_points_follow(model):
+    field = HeadField(model, SMALL)
+    rng = np.random.default_rng(1)
+    alpha = rng.standard_normal(model.n_id).astype(np.float32) * 2
+    v1 = torch.tensor(model.vertices(alpha), dtype=torch.float32)
+    field.set_codes(alpha)
+    assert field.sdf(v1[:100]).abs().max() < 1e-6
+    # a point on the posed surface maps to the same surface point of the template
+    _, x_c = field.model_sdf(v1[:100])
+    assert torch.allclose(x_c, field.template[:100], atol=1e-5)
+    with pytest.raises(ValueError, match="finite vector"):
+        field.set_codes(np.full(model.n_id + 1, 0.1))
+
+
+def test_trainable_codes_get_gradients(model):
+    field = HeadField(model, SMALL)
+    field.set_codes(trainable=True)
+    x = torch.tensor(model.vertices_mean[:50], dtype=torch.float32) + torch.tensor([0.0, 0.0, 0.01])
+    field.sdf(x).sum().backward()
+    assert field.alpha.grad is not None and field.alpha.grad.abs().sum() > 0
+
+
+def test_plain_volsdf_field():
+    field = HeadField(config=HeadFieldConfig(prior=False, encoding=SMALL.encoding))
+    s, feats = field(torch.zeros(4, 3))
+    assert s.shape == (4,) and feats.shape == (4, SMALL.feature_dim) and (s < 0).all()
+    with pytest.raises(ValueError, match="needs the morphable model"):
+        HeadField(None, HeadFieldConfig(prior=True))
