@@ -24,7 +24,7 @@ from torch import nn
 
 from headveil.geometry.morphable.model import MorphableModel
 from headveil.neural_fields.encodings import HashGridConfig, HashGridEncoding
-from headveil.neural_fields.mesh_sdf import mesh_sdf, vertex_normals_torch
+from headveil.neural_fields.mesh_sdf import capped, face_neighbours, mesh_sdf, vertex_normals_torch
 from headveil.neural_fields.sdf import ColorNetwork, ColorNetworkConfig, LaplaceDensity, SDFNetwork, SDFNetworkConfig
 
 
@@ -35,6 +35,9 @@ class HeadFieldConfig:
     encoding: HashGridConfig = field(default_factory=lambda: HashGridConfig(log2_table_size=15, n_levels=12))
     hidden: int = 64
     feature_dim: int = 15
+    prior_parts: tuple[str, ...] = ("skin",)
+    """Sub-meshes whose surface defines the prior SDF (the eyes, lashes, teeth and tongue sit inside
+    the skin and would add internal zero crossings)."""
     candidates: int = 16
     """Candidate triangles per point in the closest-point query."""
     residual_scale: float = 0.02
@@ -78,8 +81,15 @@ class HeadField(nn.Module):
             if model is None:
                 raise ValueError("HeadField(prior=True) needs the morphable model")
             self.model = model
-            self.register_buffer("faces", torch.as_tensor(model.faces, dtype=torch.long), persistent=False)
-            self.register_buffer("template", torch.as_tensor(model.vertices_mean, dtype=torch.float32), persistent=False)
+            faces = model.faces[model.face_part_mask(*cfg.prior_parts)] if cfg.prior_parts else model.faces
+            if len(faces) == 0:
+                raise ValueError(f"prior_parts {cfg.prior_parts} select no triangles; parts: {model.part_names}")
+            # close the neck, eye and mouth openings so the normal-based sign is reliable everywhere
+            faces, self._loops = capped(faces, model.n_vertices)
+            self._neighbours = face_neighbours(faces)
+            self.register_buffer("faces", torch.as_tensor(faces, dtype=torch.long), persistent=False)
+            self.register_buffer("template", self._with_caps(torch.as_tensor(model.vertices_mean, dtype=torch.float32)),
+                                 persistent=False)
             self.register_buffer("template_normals", vertex_normals_torch(self.template, self.faces), persistent=False)
             self.alpha = nn.Parameter(torch.zeros(model.n_id), requires_grad=False)
             self.eta = nn.Parameter(torch.zeros(model.n_expr), requires_grad=False)
@@ -92,6 +102,8 @@ class HeadField(nn.Module):
         self.color = ColorNetwork(cfg.feature_dim, cfg.color)
         self.density = LaplaceDensity(cfg.beta_init)
         self._posed = None
+        self._prior_grid = None  # (1, 4, R, R, R): model SDF and canonical points on a grid
+        self._prior_box = None
 
     # -- codes ---------------------------------------------------------------------------------
     def set_codes(self, alpha=None, eta=None, trainable: bool = False) -> None:
@@ -108,21 +120,53 @@ class HeadField(nn.Module):
                     p[: v.numel()] = v
             p.requires_grad_(trainable)
         self._posed = None
+        if getattr(self, "_prior_grid", None) is not None:
+            self._prior_grid = None
+
+    def _with_caps(self, v: torch.Tensor) -> torch.Tensor:
+        """Append the cap centres (mean of each border loop) to model vertices ``(V, 3)``."""
+        if not self._loops:
+            return v
+        return torch.cat([v, torch.stack([v[torch.as_tensor(lp)].mean(0) for lp in self._loops])], 0)
 
     def posed_vertices(self) -> torch.Tensor:
-        """``(V, 3)`` model vertices for the current codes (differentiable in them)."""
+        """``(V + caps, 3)`` model vertices for the current codes (differentiable in them), followed
+        by the centres of the caps that close the skin's openings."""
         if self._posed is None or self.alpha.requires_grad or self.eta.requires_grad:
-            v = self.model.vertices_torch(self.alpha[None], self.eta[None])[0]
+            v = self._with_caps(self.model.vertices_torch(self.alpha[None], self.eta[None])[0])
             if self.alpha.requires_grad or self.eta.requires_grad:
                 return v
             self._posed = v.detach()
         return self._posed
 
     # -- field ---------------------------------------------------------------------------------
+    def cache_prior(self, resolution: int = 96, half_extent: float = 0.22, chunk: int = 32768) -> None:
+        """Precompute the model SDF and canonical points on a ``resolution³`` grid over the cube
+        ``±half_extent`` metres; :meth:`model_sdf` then interpolates trilinearly (fast training;
+        no gradient to the codes). Call again after the codes change; :meth:`set_codes` clears it."""
+        self._prior_grid = None
+        axis = torch.linspace(-half_extent, half_extent, resolution)
+        zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")  # grid_sample order: D=z, H=y, W=x
+        pts = torch.stack([xx, yy, zz], -1).reshape(-1, 3)
+        vals = []
+        with torch.no_grad():
+            for s in range(0, len(pts), chunk):
+                base, x_c = self.model_sdf(pts[s:s + chunk])
+                vals.append(torch.cat([base[:, None], x_c], 1))
+        grid = torch.cat(vals).reshape(resolution, resolution, resolution, 4).permute(3, 0, 1, 2)[None]
+        self._prior_grid, self._prior_box = grid.contiguous(), half_extent
+
     def model_sdf(self, x: torch.Tensor):
         """SDF of the model surface alone and the canonical points ``x_c (N, 3)``."""
+        if self._prior_grid is not None:
+            import torch.nn.functional as F
+
+            g = (x / self._prior_box).reshape(1, -1, 1, 1, 3)
+            v = F.grid_sample(self._prior_grid, g, mode="bilinear", padding_mode="border", align_corners=True)
+            v = v.reshape(4, -1).T
+            return v[:, 0], v[:, 1:]
         verts = self.posed_vertices()
-        base, cp = mesh_sdf(x, verts, self.faces, k=self.config.candidates)
+        base, cp = mesh_sdf(x, verts, self.faces, k=self.config.candidates, neighbours=self._neighbours)
         f = self.faces[cp.face]
         q_c = (cp.bary[..., None] * self.template[f]).sum(1)
         n_c = (cp.bary[..., None] * self.template_normals[f]).sum(1)

@@ -128,20 +128,107 @@ def vertex_normals_torch(vertices: torch.Tensor, faces: torch.Tensor) -> torch.T
     return vn / vn.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
+def face_neighbours(faces: np.ndarray) -> np.ndarray:
+    """``(F, 3)``: the face across the edge opposite each corner (−1 on a border)."""
+    F = len(faces)
+    e = np.concatenate([faces[:, [1, 2]], faces[:, [2, 0]], faces[:, [0, 1]]])  # edge opposite corner 0, 1, 2
+    key = np.sort(e, 1)
+    owner = np.tile(np.arange(F), 3)
+    order = np.lexsort((key[:, 1], key[:, 0]))
+    k2 = key[order]
+    same = (k2[1:] == k2[:-1]).all(1)
+    nb = np.full(3 * F, -1)
+    i = np.flatnonzero(same)
+    nb[order[i]] = owner[order[i + 1]]
+    nb[order[i + 1]] = owner[order[i]]
+    return nb.reshape(3, F).T
+
+
+def angle_weighted_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Unit vertex pseudonormals ``(V, 3)``: face normals weighted by the incident angle."""
+    faces = faces.long()
+    tri = vertices[faces]
+    fn = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
+    fn = fn / fn.norm(dim=-1, keepdim=True).clamp_min(1e-20)
+    vn = torch.zeros_like(vertices)
+    for c in range(3):
+        a = tri[:, (c + 1) % 3] - tri[:, c]
+        b = tri[:, (c + 2) % 3] - tri[:, c]
+        ang = torch.atan2(torch.cross(a, b, dim=-1).norm(dim=-1), (a * b).sum(-1))
+        vn = vn.index_add(0, faces[:, c], fn * ang[:, None])
+    return vn / vn.norm(dim=-1, keepdim=True).clamp_min(1e-20)
+
+
 def mesh_sdf(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor, k: int = 16,
-             normals: torch.Tensor | None = None) -> tuple[torch.Tensor, ClosestPoints]:
+             neighbours: np.ndarray | None = None) -> tuple[torch.Tensor, ClosestPoints]:
     """Signed distance ``(N,)`` (metres, negative inside) and the closest-point record.
+
+    The sign uses the angle-weighted pseudonormal of the closest feature (Bærentzen & Aanæs
+    2005): the face normal inside a triangle, the sum of the two face normals on an edge, the
+    angle-weighted vertex normal at a vertex — correct for any closed, consistently oriented
+    mesh, and the best available guess next to the border of an open one.
 
     Args:
         points: ``(N, 3)``.
         vertices: ``(V, 3)``, differentiable.
         faces: ``(F, 3)`` int.
         k: candidate triangles per point.
-        normals: ``(V, 3)`` vertex normals (computed from the mesh when omitted).
+        neighbours: ``face_neighbours(faces)`` when precomputed.
     """
     cp = closest_points_on_mesh(points, vertices, faces, k)
-    vn = vertex_normals_torch(vertices, faces) if normals is None else normals
-    n = (cp.bary[..., None] * vn[faces.long()[cp.face]]).sum(1)
-    sign = torch.sign(((points - cp.points) * n).sum(-1)).detach()
-    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    with torch.no_grad():
+        f = faces.long()
+        tri = vertices.detach()[f]
+        fn = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
+        fn = fn / fn.norm(dim=-1, keepdim=True).clamp_min(1e-20)
+        nb = torch.as_tensor(face_neighbours(f.cpu().numpy()) if neighbours is None else neighbours,
+                             device=points.device)
+        b = cp.bary
+        nz = b > 1e-7
+        n_nz = nz.sum(1)
+        normal = fn[cp.face].clone()
+        # on an edge: the corner with zero weight is opposite that edge
+        on_edge = n_nz == 2
+        if on_edge.any():
+            opp = (~nz[on_edge]).float().argmax(1)
+            other = nb[cp.face[on_edge], opp]
+            normal[on_edge] = normal[on_edge] + torch.where(other[:, None] >= 0, fn[other.clamp_min(0)], 0.0)
+        at_vertex = n_nz <= 1
+        if at_vertex.any():
+            vn = angle_weighted_normals(vertices.detach(), f)
+            corner = b[at_vertex].argmax(1)
+            normal[at_vertex] = vn[f[cp.face[at_vertex], corner]]
+        sign = torch.sign(((points.detach() - cp.points.detach()) * normal).sum(-1))
+        sign = torch.where(sign == 0, torch.ones_like(sign), sign)
     return sign * cp.distance, cp
+
+
+def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
+    """Ordered vertex loops of the open borders of a mesh (each directed as its faces' edges)."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    key = np.sort(e, 1)
+    _, inv, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    border = e[counts[inv.reshape(-1)] == 1]
+    nxt = {int(a): int(b) for a, b in border}
+    loops, seen = [], set()
+    for start in nxt:
+        if start in seen:
+            continue
+        loop, v = [], start
+        while v not in seen and v in nxt:
+            seen.add(v)
+            loop.append(v)
+            v = nxt[v]
+        if len(loop) >= 3:
+            loops.append(np.array(loop))
+    return loops
+
+
+def capped(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Close every border loop with a fan around a new centre vertex (index ``n_vertices + i``).
+
+    Returns the faces with the caps appended and the loops; the caller places centre ``i`` at the
+    mean of loop ``i``'s vertices (so caps follow deformations)."""
+    loops = boundary_loops(faces)
+    caps = [np.stack([np.roll(lp, -1), lp, np.full(len(lp), n_vertices + i)], 1) for i, lp in enumerate(loops)]
+    return (np.concatenate([faces, *caps]) if caps else faces), loops

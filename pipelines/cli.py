@@ -1,7 +1,7 @@
 """The ``headveil`` command line, generated from the typed configs with tyro.
 
 Subcommands: ``info``, ``synth``, ``fit``, ``demo``, ``evalset``, ``eval``, ``report``,
-``build-model``. Every subcommand has
+``reconstruct``, ``build-model``. Every subcommand has
 ``--help``; user errors print one line and exit with status 2.
 """
 
@@ -19,10 +19,12 @@ def _subcommands() -> dict:
     from headveil.pipelines.evaluate.report import ReportConfig
     from headveil.pipelines.fit import FitCommand
     from headveil.pipelines.info import InfoCommand
+    from headveil.pipelines.reconstruct import ReconstructConfig
     from headveil.pipelines.synth import SynthConfig
 
     return {"info": InfoCommand, "synth": SynthConfig, "fit": FitCommand, "demo": DemoConfig,
-            "evalset": EvalSetConfig, "eval": EvalConfig, "report": ReportConfig, "build-model": BuildModelConfig}
+            "evalset": EvalSetConfig, "eval": EvalConfig, "report": ReportConfig, "reconstruct": ReconstructConfig,
+            "build-model": BuildModelConfig}
 
 
 def dispatch(cfg) -> int:
@@ -34,6 +36,7 @@ def dispatch(cfg) -> int:
     from headveil.pipelines.evaluate.report import ReportConfig, write_report
     from headveil.pipelines.fit import FitCommand, run_fit
     from headveil.pipelines.info import InfoCommand, collect_info, format_info
+    from headveil.pipelines.reconstruct import ReconstructConfig, run_reconstruct
     from headveil.pipelines.synth import SynthConfig, run_synth
 
     if isinstance(cfg, InfoCommand):
@@ -41,7 +44,10 @@ def dispatch(cfg) -> int:
         print(json.dumps(info, indent=2) if cfg.json else format_info(info))
     elif isinstance(cfg, SynthConfig):
         out = run_synth(cfg)
-        print(f"wrote {cfg.subjects * cfg.views} images with ground truth to {out}/")
+        if cfg.capture:
+            print(f"wrote {cfg.subjects} capture(s) of {cfg.capture_views} views to {out}/s*/; next: headveil reconstruct {out}/s0000")
+        else:
+            print(f"wrote {cfg.subjects * cfg.views} images with ground truth to {out}/")
     elif isinstance(cfg, FitCommand):
         summary = run_fit(cfg)
         print(f"fitted {len(summary['fitted'])} face(s) into {summary['out']}/"
@@ -76,6 +82,16 @@ def dispatch(cfg) -> int:
               + f"; next: headveil report {cfg.folder}")
     elif isinstance(cfg, ReportConfig):
         print(f"wrote {write_report(cfg)}")
+    elif isinstance(cfg, ReconstructConfig):
+        res = run_reconstruct(cfg)
+        m = res["metrics"]
+        line = f"reconstructed in {m['seconds']['total']:.0f} s: {res['out']}/mesh.ply ({m['mesh']['vertices']} vertices)"
+        geo = m.get("geometry_vs_gt")
+        if geo:
+            line += f"; Chamfer vs ground truth {geo['head']['chamfer_mm']:.2f} mm (head)"
+            if "chamfer_mm" in geo.get("face", {}):
+                line += f", {geo['face']['chamfer_mm']:.2f} mm (face)"
+        print(line)
     elif isinstance(cfg, BuildModelConfig):
         run_build_model(cfg)
     else:  # pragma: no cover - tyro only returns the registered types

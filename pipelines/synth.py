@@ -49,6 +49,13 @@ class SynthConfig:
     expression_max: float = 0.7
     """Largest weight of a drawn expression unit."""
     fov_deg: float = 20.0
+    capture: bool = False
+    """Write multi-view captures instead (one folder per subject with ``transforms.json``, images,
+    masks, per-view privacy labels and ``gt_mesh.ply``) for ``headveil reconstruct``."""
+    capture_views: int = 30
+    """Views per capture, spread around the head."""
+    capture_size: int = 64
+    """Capture image size in pixels."""
 
 
 @dataclass
@@ -130,6 +137,8 @@ def run_synth(cfg: SynthConfig, model: MorphableModel | None = None) -> Path:
     if cfg.subjects < 1 or cfg.views < 1:
         raise ValueError(f"--subjects and --views must be ≥ 1, got {cfg.subjects}, {cfg.views}")
     model = model or load_embedded()
+    if cfg.capture:
+        return _run_capture(cfg, model)
     rows = []
     with atomic_output_dir(cfg.out) as tmp:
         for s in tqdm(generate(model, cfg), total=cfg.subjects * cfg.views, desc="synth", unit="image"):
@@ -147,5 +156,25 @@ def run_synth(cfg: SynthConfig, model: MorphableModel | None = None) -> Path:
 
                 f.write(json.dumps(r) + "\n")
         write_json(tmp / "manifest.json", build_manifest("headveil synth", cfg, seed=cfg.seed,
+                                                         backends={"raster": "auto"}, extra={"model": model.name}))
+    return cfg.out
+
+
+def _run_capture(cfg: SynthConfig, model: MorphableModel) -> Path:
+    from tqdm import tqdm
+
+    from headveil.pipelines.capture import write_synthetic_capture
+
+    with atomic_output_dir(cfg.out) as tmp:
+        children = np.random.SeedSequence(cfg.seed).spawn(cfg.subjects)
+        for i, ss in enumerate(tqdm(children, desc="synth captures", unit="subject")):
+            rng = np.random.default_rng(ss)
+            c = model.sample_codes(rng, id_scale=cfg.identity_scale)
+            eta = random_expression(model, rng, cfg.expression_max) if rng.uniform() < cfg.expression_probability \
+                else np.zeros(model.n_expr, np.float32)
+            write_synthetic_capture(tmp / f"s{i:04d}", model, SubjectCodes(c["alpha"], eta, c["beta"]),
+                                    cfg.capture_views, cfg.capture_size, seed=int(rng.integers(2**31)),
+                                    light=random_light(rng))
+        write_json(tmp / "manifest.json", build_manifest("headveil synth --capture", cfg, seed=cfg.seed,
                                                          backends={"raster": "auto"}, extra={"model": model.name}))
     return cfg.out

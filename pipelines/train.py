@@ -1,0 +1,178 @@
+"""The one training loop for head fields: stages are configs, not copies of the loop.
+
+A stage picks the views it may use (all, privacy-neutral only, protected only), the image loss
+(``rgb``: L1 on colours, paper eq. 2) and the regularisers (eikonal eq. 4 on finite-difference
+gradients, the colour network's Lipschitz product eq. 8, a mask loss when the capture has masks).
+Rays are drawn at random from the stage's views, sampled in the head's bounding sphere, rendered
+with VolSDF density and composited over the capture's background.
+
+Deterministic for a seed on CPU; checkpoints are written atomically; a non-finite loss stops
+the run with :class:`TrainingDivergedError` and leaves the last good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from headveil.common.errors import HeadVeilError
+from headveil.neural_fields.head_field import HeadField
+from headveil.neural_fields.sdf import eikonal_loss, finite_difference_gradient
+from headveil.pipelines.capture import Capture
+from headveil.render.rays import rays_from_camera
+from headveil.render.volume import composite, near_far_from_sphere, render_weights, stratified_samples
+
+
+class TrainingDivergedError(HeadVeilError, RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class StageConfig:
+    """One training stage."""
+
+    name: str = "rgb"
+    steps: int = 800
+    views: str = "all"
+    """Which views this stage may see: ``all``, ``neutral`` or ``protected``."""
+    loss: str = "rgb"
+    """Image loss: ``rgb`` (L1 on colours)."""
+    rays: int = 512
+    samples: int = 48
+    lr: float = 1e-2
+    """Adam learning rate of the hash grid (networks use lr / 10); decays ×0.1 over the stage."""
+    w_eikonal: float = 0.05
+    eikonal_points: int = 1024
+    w_lipschitz: float = 0.0
+    w_mask: float = 0.1
+    bound_radius: float = 0.2
+    """Radius (metres) of the sphere around the origin where samples are drawn."""
+
+
+def rays_of(capture: Capture, views: str):
+    """Rays, target colours and masks of the selected views: ``(N, 3) ×2, (N, 3), (N,) | None``."""
+    if views not in ("all", "neutral", "protected"):
+        raise ValueError(f"views must be all, neutral or protected; got {views!r}")
+    sel = [i for i, p in enumerate(capture.privacy) if views == "all" or p == views]
+    if not sel:
+        raise HeadVeilError(f"the capture has no {views} views for this stage")
+    o, d = zip(*(rays_from_camera(capture.cameras[i]) for i in sel))
+    rgb = capture.images[sel].reshape(-1, 3)
+    mask = capture.masks[sel].reshape(-1) if capture.masks is not None else None
+    t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
+    return t(np.concatenate(o)), t(np.concatenate(d)), t(rgb), (t(mask) if mask is not None else None)
+
+
+def render_rays(field: HeadField, origins, dirs, cfg: StageConfig, background, generator=None, perturb=True):
+    """Volume-render a batch of rays: returns ``rgb (R, 3)``, ``opacity (R,)`` and the sample points."""
+    near, far, hit = near_far_from_sphere(origins, dirs, cfg.bound_radius)
+    ts, te = stratified_samples(near, far, cfg.samples, perturb=perturb, generator=generator)
+    mids = 0.5 * (ts + te)
+    pts = (origins[:, None, :] + mids[..., None] * dirs[:, None, :]).reshape(-1, 3)
+    pts_g = pts.detach().requires_grad_(True)
+    with torch.enable_grad():
+        sdf, feats = field(pts_g)
+        (grad,) = torch.autograd.grad(sdf.sum(), pts_g, retain_graph=True)
+    normals = F.normalize(grad.detach(), dim=-1)
+    sigma = field.density(sdf).reshape(ts.shape) * hit[:, None]
+    w, _ = render_weights(ts, te, sigma)
+    view = dirs[:, None, :].expand_as(ts[..., None].expand(-1, -1, 3)).reshape(-1, 3)
+    color = field.color(pts_g, normals, view, feats).reshape(*ts.shape, 3)
+    rgb = composite(w, color, background)
+    return rgb, w.sum(1), pts
+
+
+def _param_groups(field: HeadField, lr: float):
+    grid = [p for n, p in field.named_parameters() if n.endswith("encoding.table") and p.requires_grad]
+    ids = {id(p) for p in grid}
+    rest = [p for p in field.parameters() if id(p) not in ids and p.requires_grad]
+    return [{"params": grid, "lr": lr}, {"params": rest, "lr": lr / 10}]
+
+
+def save_checkpoint(path: Path, field: HeadField, opt, stage: int, step: int, extra: dict) -> None:
+    """Write a checkpoint atomically (temp file, then rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"field": field.state_dict(), "optimizer": opt.state_dict(), "stage": stage, "step": step,
+                "backend": field.backend(), "rng": torch.get_rng_state(), **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: int = 0,
+          checkpoint: Path | None = None, checkpoint_every: int = 200, resume: bool = False,
+          background=(0.0, 0.0, 0.0), progress: bool = True) -> dict:
+    """Run the stages in order; returns per-stage stats (final loss, PSNR, seconds)."""
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    start_stage, start_step, state = 0, 0, None
+    if resume and checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        field.load_state_dict(state["field"])
+        start_stage, start_step = state["stage"], state["step"]
+        torch.set_rng_state(state["rng"])
+        gen.manual_seed(seed + 7919 * (start_stage * 100003 + start_step))
+    bg = torch.as_tensor(background, dtype=torch.float32)
+    stats = {}
+    for si, cfg in enumerate(stages):
+        if si < start_stage:
+            continue
+        o, d, rgb, mask = rays_of(capture, cfg.views)
+        opt = torch.optim.Adam(_param_groups(field, cfg.lr), betas=(0.9, 0.99), eps=1e-15)
+        first = start_step if si == start_stage else 0
+        if state is not None and si == start_stage and first > 0:
+            opt.load_state_dict(state["optimizer"])
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 ** (s / max(cfg.steps, 1)), last_epoch=first - 1) \
+            if first == 0 else None
+        if sched is None:  # resumed: set the decayed learning rates directly
+            for g, base in zip(opt.param_groups, (cfg.lr, cfg.lr / 10)):
+                g["lr"] = base * 0.1 ** (first / cfg.steps)
+        t0 = time.perf_counter()
+        bar = tqdm(range(first, cfg.steps), desc=f"stage {cfg.name}", unit="step", disable=not progress)
+        loss_v = psnr_v = float("nan")
+        for step in bar:
+            idx = torch.randint(0, len(o), (cfg.rays,), generator=gen)
+            pred, opacity, _ = render_rays(field, o[idx], d[idx], cfg, bg, gen)
+            if cfg.loss != "rgb":
+                raise ValueError(f"unknown image loss {cfg.loss!r}")
+            loss_img = (pred - rgb[idx]).abs().mean()
+            loss = loss_img
+            if mask is not None and cfg.w_mask > 0:
+                loss = loss + cfg.w_mask * F.binary_cross_entropy(opacity.clamp(1e-4, 1 - 1e-4), mask[idx])
+            if cfg.w_eikonal > 0:
+                p = (torch.rand(cfg.eikonal_points, 3, generator=gen) * 2 - 1) * cfg.bound_radius
+                loss = loss + cfg.w_eikonal * eikonal_loss(finite_difference_gradient(field.sdf, p, eps=2e-3))
+            if cfg.w_lipschitz > 0:
+                loss = loss + cfg.w_lipschitz * field.color.lipschitz_loss()
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(f"stage {cfg.name}: the loss became {loss.item()} at step {step}; "
+                                            + (f"the last good checkpoint is {checkpoint}" if checkpoint else
+                                               "no checkpoint was kept") + "; lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            else:
+                for g, base in zip(opt.param_groups, (cfg.lr, cfg.lr / 10)):
+                    g["lr"] = base * 0.1 ** ((step + 1) / cfg.steps)
+            loss_v = loss.item()
+            mse = ((pred.detach() - rgb[idx]) ** 2).mean().item()
+            psnr_v = -10 * math.log10(max(mse, 1e-10))
+            bar.set_postfix(loss=f"{loss_v:.4f}", psnr=f"{psnr_v:.1f}")
+            if checkpoint is not None and (step + 1) % checkpoint_every == 0:
+                save_checkpoint(checkpoint, field, opt, si, step + 1, {"stage_name": cfg.name})
+        bar.close()
+        stats[cfg.name] = {"steps": cfg.steps, "loss": loss_v, "psnr_batch": psnr_v,
+                           "seconds": time.perf_counter() - t0, "config": asdict(cfg)}
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, field, opt, si + 1, 0, {"stage_name": cfg.name})
+        state, start_step = None, 0
+    return stats
