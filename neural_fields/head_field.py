@@ -179,6 +179,7 @@ class HeadField(nn.Module):
             return self.net(x)
         base, x_c = self.model_sdf(x)
         delta, feats = self.residual(x_c)
+        self.last_residual = delta  # for the training loop's residual penalty
         return base + delta, feats
 
     def sdf(self, x: torch.Tensor) -> torch.Tensor:

@@ -46,12 +46,17 @@ class StageConfig:
     """Image loss: ``rgb`` (L1 on colours)."""
     rays: int = 512
     samples: int = 48
-    lr: float = 1e-2
-    """Adam learning rate of the hash grid (networks use lr / 10); decays ×0.1 over the stage."""
+    lr: float = 2e-3
+    """Adam learning rate of the geometry (SDF hash grid and MLP); decays ×0.1 over the stage."""
+    lr_networks: float = 5e-3
+    """Adam learning rate of the colour network, the density β and trainable codes; same decay."""
     w_eikonal: float = 0.05
     eikonal_points: int = 1024
     w_lipschitz: float = 0.0
     w_mask: float = 0.1
+    w_residual: float = 0.01
+    """Weight of mean |Δ| in millimetres at the samples: the learned residual must earn its
+    departure from the 3DMM surface (prior fields only)."""
     bound_radius: float = 0.2
     """Radius (metres) of the sphere around the origin where samples are drawn."""
 
@@ -89,11 +94,13 @@ def render_rays(field: HeadField, origins, dirs, cfg: StageConfig, background, g
     return rgb, w.sum(1), pts
 
 
-def _param_groups(field: HeadField, lr: float):
-    grid = [p for n, p in field.named_parameters() if n.endswith("encoding.table") and p.requires_grad]
-    ids = {id(p) for p in grid}
+def _param_groups(field: HeadField, cfg: StageConfig):
+    """Geometry (the SDF's grid and MLP) at ``lr``; colour, density and codes at ``lr_networks``."""
+    geo_prefix = ("residual.", "net.")
+    geo = [p for n, p in field.named_parameters() if n.startswith(geo_prefix) and p.requires_grad]
+    ids = {id(p) for p in geo}
     rest = [p for p in field.parameters() if id(p) not in ids and p.requires_grad]
-    return [{"params": grid, "lr": lr}, {"params": rest, "lr": lr / 10}]
+    return [{"params": geo, "lr": cfg.lr}, {"params": rest, "lr": cfg.lr_networks}]
 
 
 def save_checkpoint(path: Path, field: HeadField, opt, stage: int, step: int, extra: dict) -> None:
@@ -102,6 +109,11 @@ def save_checkpoint(path: Path, field: HeadField, opt, stage: int, step: int, ex
     torch.save({"field": field.state_dict(), "optimizer": opt.state_dict(), "stage": stage, "step": step,
                 "backend": field.backend(), "rng": torch.get_rng_state(), **extra}, tmp)
     os.replace(tmp, path)
+
+
+def _diverged_message(stage: str, step: int, what: str, checkpoint: Path | None) -> str:
+    keep = f"the last good checkpoint is {checkpoint}" if checkpoint is not None else "no checkpoint was kept"
+    return f"stage {stage}: {what} became NaN or infinite at step {step}; {keep}; lower the learning rates"
 
 
 def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: int = 0,
@@ -125,14 +137,14 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
         if si < start_stage:
             continue
         o, d, rgb, mask = rays_of(capture, cfg.views)
-        opt = torch.optim.Adam(_param_groups(field, cfg.lr), betas=(0.9, 0.99), eps=1e-15)
+        opt = torch.optim.Adam(_param_groups(field, cfg), betas=(0.9, 0.99), eps=1e-15)
         first = start_step if si == start_stage else 0
         if state is not None and si == start_stage and first > 0:
             opt.load_state_dict(state["optimizer"])
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 ** (s / max(cfg.steps, 1)), last_epoch=first - 1) \
             if first == 0 else None
         if sched is None:  # resumed: set the decayed learning rates directly
-            for g, base in zip(opt.param_groups, (cfg.lr, cfg.lr / 10)):
+            for g, base in zip(opt.param_groups, (cfg.lr, cfg.lr_networks)):
                 g["lr"] = base * 0.1 ** (first / cfg.steps)
         t0 = time.perf_counter()
         bar = tqdm(range(first, cfg.steps), desc=f"stage {cfg.name}", unit="step", disable=not progress)
@@ -140,6 +152,9 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
         for step in bar:
             idx = torch.randint(0, len(o), (cfg.rays,), generator=gen)
             pred, opacity, _ = render_rays(field, o[idx], d[idx], cfg, bg, gen)
+            residual = getattr(field, "last_residual", None) if field.config.prior else None
+            if not (torch.isfinite(pred).all() and torch.isfinite(opacity).all()):
+                raise TrainingDivergedError(_diverged_message(cfg.name, step, "the rendered colours", checkpoint))
             if cfg.loss != "rgb":
                 raise ValueError(f"unknown image loss {cfg.loss!r}")
             loss_img = (pred - rgb[idx]).abs().mean()
@@ -149,19 +164,19 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
             if cfg.w_eikonal > 0:
                 p = (torch.rand(cfg.eikonal_points, 3, generator=gen) * 2 - 1) * cfg.bound_radius
                 loss = loss + cfg.w_eikonal * eikonal_loss(finite_difference_gradient(field.sdf, p, eps=2e-3))
+            if cfg.w_residual > 0 and residual is not None:
+                loss = loss + cfg.w_residual * residual.abs().mean() * 1e3
             if cfg.w_lipschitz > 0:
                 loss = loss + cfg.w_lipschitz * field.color.lipschitz_loss()
             if not torch.isfinite(loss):
-                raise TrainingDivergedError(f"stage {cfg.name}: the loss became {loss.item()} at step {step}; "
-                                            + (f"the last good checkpoint is {checkpoint}" if checkpoint else
-                                               "no checkpoint was kept") + "; lower the learning rate")
+                raise TrainingDivergedError(_diverged_message(cfg.name, step, f"the loss ({loss.item()})", checkpoint))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
             else:
-                for g, base in zip(opt.param_groups, (cfg.lr, cfg.lr / 10)):
+                for g, base in zip(opt.param_groups, (cfg.lr, cfg.lr_networks)):
                     g["lr"] = base * 0.1 ** ((step + 1) / cfg.steps)
             loss_v = loss.item()
             mse = ((pred.detach() - rgb[idx]) ** 2).mean().item()
