@@ -191,3 +191,35 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
             save_checkpoint(checkpoint, field, opt, si + 1, 0, {"stage_name": cfg.name})
         state, start_step = None, 0
     return stats
+
+
+def render_image(field: HeadField, camera, cfg: StageConfig | None = None, background=(0.0, 0.0, 0.0),
+                 chunk: int = 4096) -> dict:
+    """Render a full view of a field in chunks of ``chunk`` rays (bounded memory), deterministic
+    (no jitter). Returns ``rgb (H, W, 3)``, ``opacity (H, W)`` and ``depth (H, W)`` float32 numpy
+    arrays (depth in metres along the ray, 0 where empty)."""
+    from headveil.render.volume import expected_depth
+
+    cfg = cfg or StageConfig()
+    o, d = (torch.as_tensor(a, dtype=torch.float32) for a in rays_from_camera(camera))
+    bg = torch.as_tensor(background, dtype=torch.float32)
+    rgb, acc, depth = [], [], []
+    for s in range(0, len(o), chunk):
+        oo, dd = o[s:s + chunk], d[s:s + chunk]
+        near, far, hit = near_far_from_sphere(oo, dd, cfg.bound_radius)
+        ts, te = stratified_samples(near, far, cfg.samples, perturb=False)
+        pts = (oo[:, None, :] + (0.5 * (ts + te))[..., None] * dd[:, None, :]).reshape(-1, 3).requires_grad_(True)
+        with torch.enable_grad():
+            sdf, feats = field(pts)
+            (grad,) = torch.autograd.grad(sdf.sum(), pts)
+        with torch.no_grad():
+            sigma = field.density(sdf).reshape(ts.shape) * hit[:, None]
+            w, _ = render_weights(ts, te, sigma)
+            view = dd[:, None, :].expand(-1, ts.shape[1], -1).reshape(-1, 3)
+            col = field.color(pts, F.normalize(grad, dim=-1), view, feats).reshape(*ts.shape, 3)
+            rgb.append(composite(w, col, bg))
+            acc.append(w.sum(1))
+            depth.append(expected_depth(w, ts, te))
+    H, W = camera.height, camera.width
+    return {"rgb": torch.cat(rgb).reshape(H, W, 3).numpy(), "opacity": torch.cat(acc).reshape(H, W).numpy(),
+            "depth": torch.cat(depth).reshape(H, W).numpy()}
