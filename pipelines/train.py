@@ -59,6 +59,12 @@ class StageConfig:
     departure from the 3DMM surface (prior fields only)."""
     bound_radius: float = 0.2
     """Radius (metres) of the sphere around the origin where samples are drawn."""
+    sampling: str = "auto"
+    """``uniform`` (stratified in the bounding sphere), ``prior`` (stratified in a band around the
+    first crossing of the 3DMM surface along each ray; rays that miss it are sampled uniformly) or
+    ``auto`` (prior when the field has a cached prior)."""
+    band: float = 0.03
+    """Half-width (metres) of the prior-guided sampling band."""
 
 
 def rays_of(capture: Capture, views: str):
@@ -75,9 +81,39 @@ def rays_of(capture: Capture, views: str):
     return t(np.concatenate(o)), t(np.concatenate(d)), t(rgb), (t(mask) if mask is not None else None)
 
 
+def prior_band(field: HeadField, origins, dirs, near, far, band: float, n_coarse: int = 64):
+    """Narrow ``near, far`` to ``±band`` around the first prior-surface crossing of each ray (no grad).
+
+    Space in front of the band is empty under the prior, so skipping it keeps transmittance ≈ 1;
+    rays that never cross the prior keep their full interval.
+    """
+    with torch.no_grad():
+        t = near[:, None] + (far - near)[:, None] * torch.linspace(0, 1, n_coarse)
+        pts = origins[:, None, :] + t[..., None] * dirs[:, None, :]
+        s = field.model_sdf(pts.reshape(-1, 3))[0].reshape(t.shape)
+        cross = (s[:, :-1] > 0) & (s[:, 1:] <= 0)
+        has = cross.any(1)
+        k = cross.float().argmax(1)
+        s0, s1 = s.gather(1, k[:, None])[:, 0], s.gather(1, k[:, None] + 1)[:, 0]
+        t0, t1 = t.gather(1, k[:, None])[:, 0], t.gather(1, k[:, None] + 1)[:, 0]
+        t_hit = t0 + (t1 - t0) * s0 / (s0 - s1).clamp_min(1e-12)
+        new_near = torch.where(has, torch.maximum(near, t_hit - band), near)
+        new_far = torch.where(has, torch.minimum(far, t_hit + band), far)
+    return new_near, new_far
+
+
 def render_rays(field: HeadField, origins, dirs, cfg: StageConfig, background, generator=None, perturb=True):
     """Volume-render a batch of rays: returns ``rgb (R, 3)``, ``opacity (R,)`` and the sample points."""
     near, far, hit = near_far_from_sphere(origins, dirs, cfg.bound_radius)
+    mode = cfg.sampling
+    if mode == "auto":
+        mode = "prior" if getattr(field, "_prior_grid", None) is not None else "uniform"
+    if mode == "prior":
+        if not field.config.prior:
+            raise ValueError("sampling='prior' needs a field with the 3DMM prior")
+        near, far = prior_band(field, origins, dirs, near, far, cfg.band)
+    elif mode != "uniform":
+        raise ValueError(f"sampling must be auto, uniform or prior; got {cfg.sampling!r}")
     ts, te = stratified_samples(near, far, cfg.samples, perturb=perturb, generator=generator)
     mids = 0.5 * (ts + te)
     pts = (origins[:, None, :] + mids[..., None] * dirs[:, None, :]).reshape(-1, 3)

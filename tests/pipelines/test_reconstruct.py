@@ -129,3 +129,22 @@ def test_render_image_in_chunks_matches_one_batch(model, capture_dir):
     # the untrained field is the prior head: the image centre is covered, the corners are empty
     assert a["opacity"][8, 8] > 0.9 and a["opacity"][0, 0] < 0.05
     assert 0.4 < a["depth"][8, 8] < 0.6  # the camera sits 0.6 m from the origin
+
+
+def test_prior_band_brackets_the_model_surface(model, capture_dir):
+    from headveil.pipelines.train import prior_band
+    from headveil.render.volume import near_far_from_sphere
+
+    cap = load_capture(capture_dir)
+    f = _tiny_field(model, cap)
+    o = torch.tensor([[0.0, 0.0, 0.6], [0.0, 0.0, 0.6]])
+    d = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.99, -0.141]])
+    d = d / d.norm(dim=1, keepdim=True)
+    near, far, _ = near_far_from_sphere(o, d, 0.2)
+    n2, f2 = prior_band(f, o, d, near, far, band=0.03)
+    # the frontal ray meets the nose tip (z ≈ +0.1 m, i.e. t ≈ 0.5): a 6 cm band around it
+    assert torch.isclose(f2[0] - n2[0], torch.tensor(0.06), atol=1e-4) and n2[0] < 0.5 < f2[0]
+    s_in, _ = f.model_sdf((o[:1] + d[:1] * (0.5 * (n2[0] + f2[0]))).reshape(1, 3))
+    assert s_in.abs().item() < 0.03
+    # a ray that misses the head keeps its full interval
+    assert n2[1] == near[1] and f2[1] == far[1]
