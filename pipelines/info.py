@@ -38,8 +38,15 @@ def collect_info() -> dict:
                         for r in RECOGNIZERS},
         "deid_methods": available_methods(),
         "raster_backends": {b: ("available" if b in available_backends() else "missing") for b in BACKENDS},
+        "hashgrid_backends": _hashgrid_backends(),
         "torch": {"version": torch.__version__, "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads()},
     }
+
+
+def _hashgrid_backends() -> dict:
+    from headveil.neural_fields.encodings import BACKENDS as HG, available_backends as hg_available
+
+    return {b: ("available" if b in hg_available() else "missing (needs CUDA + tinycudann)") for b in HG}
 
 
 def format_info(info: dict, indent: int = 0) -> str:

@@ -23,6 +23,8 @@ def test_info_json(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["embedded_model"]["identity_components"] >= 80
     assert set(info["raster_backends"]) == {"embree", "numpy"}
+    assert info["hashgrid_backends"]["torch"] == "available" and "tcnn" in info["hashgrid_backends"]
+    assert {"blur", "pixelate", "mask"} <= set(info["deid_methods"]) and set(info["recognizers"]) == {"dlib", "sface"}
 
 
 def test_user_error_exits_2_with_one_line(tmp_path):
