@@ -79,8 +79,9 @@ def main() -> None:
         rs = np.array([r[2:] for r in rows if r[0] == label], float)
         lines.append(f"| {label} | {rs[:, 0].mean():.0f} / {rs[:, 0].max():.0f} | {rs[:, 1].mean():.2f} | {rs[:, 2].mean():.2f} | "
                      f"{rs[:, 3].mean():.2f} | {rs[:, 4].mean():.1f} |")
-    lines += ["", f"Peak RSS: {peak_train:.0f} MiB after the training runs; 256³ extraction of the head field "
-              f"{t_ext:.0f} s, peak RSS {peak_ext:.0f} MiB ({len(v)} vertices). Target ≤ 3 min per subject."]
+    lines += ["", f"Peak RSS of the benchmark process (its maximum so far, not per phase): {peak_train:.0f} MiB after "
+              f"all training runs, {peak_ext:.0f} MiB after a 256³ extraction of the head field, which took "
+              f"{t_ext:.0f} s ({len(v)} vertices). Target ≤ 3 min per subject."]
     body = "\n".join(lines)
     print(body)
     if not a.no_write:

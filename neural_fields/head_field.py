@@ -24,7 +24,7 @@ from torch import nn
 
 from headveil.geometry.morphable.model import MorphableModel
 from headveil.neural_fields.encodings import HashGridConfig, HashGridEncoding
-from headveil.neural_fields.mesh_sdf import capped, face_neighbours, mesh_sdf, vertex_normals_torch
+from headveil.neural_fields.mesh_sdf import capped, face_neighbours, mesh_sdf, vertex_faces, vertex_normals_torch
 from headveil.neural_fields.sdf import ColorNetwork, ColorNetworkConfig, LaplaceDensity, SDFNetwork, SDFNetworkConfig
 
 
@@ -86,7 +86,8 @@ class HeadField(nn.Module):
                 raise ValueError(f"prior_parts {cfg.prior_parts} select no triangles; parts: {model.part_names}")
             # close the neck, eye and mouth openings so the normal-based sign is reliable everywhere
             faces, self._loops = capped(faces, model.n_vertices)
-            self._neighbours = face_neighbours(faces)
+            self._neighbours = face_neighbours(faces)  # fixed topology: computed once
+            self._rings = vertex_faces(faces, model.n_vertices + len(self._loops))
             self.register_buffer("faces", torch.as_tensor(faces, dtype=torch.long), persistent=False)
             self.register_buffer("template", self._with_caps(torch.as_tensor(model.vertices_mean, dtype=torch.float32)),
                                  persistent=False)
@@ -109,6 +110,8 @@ class HeadField(nn.Module):
     def set_codes(self, alpha=None, eta=None, trainable: bool = False) -> None:
         """Set α ``(K,)`` / η ``(E,)`` (shorter codes are zero-padded); ``trainable`` lets the
         training loop optimise them."""
+        if not self.config.prior:
+            raise ValueError("set_codes needs a field with the 3DMM prior (HeadFieldConfig.prior=True)")
         for name, value, n in (("alpha", alpha, self.model.n_id), ("eta", eta, self.model.n_expr)):
             p = getattr(self, name)
             with torch.no_grad():
@@ -120,8 +123,7 @@ class HeadField(nn.Module):
                     p[: v.numel()] = v
             p.requires_grad_(trainable)
         self._posed = None
-        if getattr(self, "_prior_grid", None) is not None:
-            self._prior_grid = None
+        self._prior_grid = None  # the cached prior belongs to the previous codes
 
     def _with_caps(self, v: torch.Tensor) -> torch.Tensor:
         """Append the cap centres (mean of each border loop) to model vertices ``(V, 3)``."""
@@ -166,7 +168,8 @@ class HeadField(nn.Module):
             v = v.reshape(4, -1).T
             return v[:, 0], v[:, 1:]
         verts = self.posed_vertices()
-        base, cp = mesh_sdf(x, verts, self.faces, k=self.config.candidates, neighbours=self._neighbours)
+        base, cp = mesh_sdf(x, verts, self.faces, k=self.config.candidates, neighbours=self._neighbours,
+                            rings=self._rings)
         f = self.faces[cp.face]
         q_c = (cp.bary[..., None] * self.template[f]).sum(1)
         n_c = (cp.bary[..., None] * self.template_normals[f]).sum(1)

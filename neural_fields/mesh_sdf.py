@@ -74,7 +74,7 @@ def closest_point_on_triangles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor
     return best_q, best_b
 
 
-def _vertex_faces(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+def vertex_faces(faces: np.ndarray, n_vertices: int) -> np.ndarray:
     """``(V, max valence)`` faces around each vertex, padded by repeating the vertex's first face."""
     flat = faces.reshape(-1)
     order = np.argsort(flat, kind="stable")
@@ -88,8 +88,9 @@ def _vertex_faces(faces: np.ndarray, n_vertices: int) -> np.ndarray:
 
 
 def closest_points_on_mesh(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
-                           k: int = 16) -> ClosestPoints:
-    """Closest points of ``points (N, 3)`` on the mesh (see the module notes for ``k``)."""
+                           k: int = 16, rings: np.ndarray | None = None) -> ClosestPoints:
+    """Closest points of ``points (N, 3)`` on the mesh (see the module notes for ``k``);
+    ``rings`` = ``vertex_faces(faces, V)`` when the caller keeps it for a fixed topology."""
     from scipy.spatial import cKDTree
 
     if points.ndim != 2 or points.shape[1] != 3:
@@ -106,7 +107,7 @@ def closest_points_on_mesh(points: torch.Tensor, vertices: torch.Tensor, faces: 
     _, near_tri = cKDTree(tri.detach().mean(1).cpu().numpy().astype(np.float64)).query(p_np, k=k)
     # plus every triangle around the nearest vertex (small triangles next to large ones)
     _, near_vtx = cKDTree(vertices.detach().cpu().numpy().astype(np.float64)).query(p_np)
-    ring = _vertex_faces(f_np, len(vertices))[near_vtx]  # (N, max valence), padded with a valid face
+    ring = (vertex_faces(f_np, len(vertices)) if rings is None else rings)[near_vtx]  # (N, max valence), padded with a valid face
     cand = np.concatenate([np.asarray(near_tri).reshape(len(p_np), k), ring], 1)
     cand = torch.as_tensor(cand, device=points.device, dtype=torch.long)
     k = cand.shape[1]
@@ -160,7 +161,8 @@ def angle_weighted_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch
 
 
 def mesh_sdf(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor, k: int = 16,
-             neighbours: np.ndarray | None = None) -> tuple[torch.Tensor, ClosestPoints]:
+             neighbours: np.ndarray | None = None, rings: np.ndarray | None = None,
+             ) -> tuple[torch.Tensor, ClosestPoints]:
     """Signed distance ``(N,)`` (metres, negative inside) and the closest-point record.
 
     The sign uses the angle-weighted pseudonormal of the closest feature (Bærentzen & Aanæs
@@ -174,8 +176,9 @@ def mesh_sdf(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor, 
         faces: ``(F, 3)`` int.
         k: candidate triangles per point.
         neighbours: ``face_neighbours(faces)`` when precomputed.
+        rings: ``vertex_faces(faces, V)`` when precomputed.
     """
-    cp = closest_points_on_mesh(points, vertices, faces, k)
+    cp = closest_points_on_mesh(points, vertices, faces, k, rings)
     with torch.no_grad():
         f = faces.long()
         tri = vertices.detach()[f]

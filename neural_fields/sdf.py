@@ -134,6 +134,17 @@ class ColorNetwork(nn.Module):
         self.layers = nn.ModuleList(LipschitzLinear(a, b) for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, x, normals, view_dirs, features) -> torch.Tensor:
+        """Colour of points.
+
+        Args:
+            x: ``(N, 3)`` metres, the field's frame.
+            normals: ``(N, 3)`` unit SDF gradients (same frame).
+            view_dirs: ``(N, 3)`` unit ray directions (ignored unless ``view_dependent``).
+            features: ``(N, feature_dim)`` geometry features of the SDF network.
+
+        Returns:
+            ``(N, 3)`` RGB in (0, 1).
+        """
         parts = [x, normals] + ([view_dirs] if self.config.view_dependent else []) + [features]
         h = torch.cat(parts, -1)
         for i, lin in enumerate(self.layers):

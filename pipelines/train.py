@@ -27,7 +27,13 @@ from headveil.neural_fields.head_field import HeadField
 from headveil.neural_fields.sdf import eikonal_loss, finite_difference_gradient
 from headveil.pipelines.capture import Capture
 from headveil.render.rays import rays_from_camera
-from headveil.render.volume import composite, near_far_from_sphere, render_weights, stratified_samples
+from headveil.render.volume import (
+    composite,
+    expected_depth,
+    near_far_from_sphere,
+    render_weights,
+    stratified_samples,
+)
 
 
 class TrainingDivergedError(HeadVeilError, RuntimeError):
@@ -82,7 +88,8 @@ def rays_of(capture: Capture, views: str):
 
 
 def prior_band(field: HeadField, origins, dirs, near, far, band: float, n_coarse: int = 64):
-    """Narrow ``near, far`` to ``±band`` around the first prior-surface crossing of each ray (no grad).
+    """Narrow ``near, far (R,)`` (metres along rays ``origins, dirs (R, 3)``) to ``±band`` around the
+    first prior-surface crossing of each ray (no grad).
 
     Space in front of the band is empty under the prior, so skipping it keeps transmittance ≈ 1;
     rays that never cross the prior keep their full interval.
@@ -103,7 +110,12 @@ def prior_band(field: HeadField, origins, dirs, near, far, band: float, n_coarse
 
 
 def render_rays(field: HeadField, origins, dirs, cfg: StageConfig, background, generator=None, perturb=True):
-    """Volume-render a batch of rays: returns ``rgb (R, 3)``, ``opacity (R,)`` and the sample points."""
+    """Volume-render rays ``origins, dirs (R, 3)`` (world frame, metres, unit directions).
+
+    Returns ``rgb (R, 3)`` in [0, 1] composited over ``background``, ``opacity (R,)`` in [0, 1]
+    and ``depth (R,)`` (expected ray distance in metres, 0 where empty); differentiable in the
+    field's parameters. Normals fed to the colour network are detached SDF gradients.
+    """
     near, far, hit = near_far_from_sphere(origins, dirs, cfg.bound_radius)
     mode = cfg.sampling
     if mode == "auto":
@@ -116,18 +128,16 @@ def render_rays(field: HeadField, origins, dirs, cfg: StageConfig, background, g
         raise ValueError(f"sampling must be auto, uniform or prior; got {cfg.sampling!r}")
     ts, te = stratified_samples(near, far, cfg.samples, perturb=perturb, generator=generator)
     mids = 0.5 * (ts + te)
-    pts = (origins[:, None, :] + mids[..., None] * dirs[:, None, :]).reshape(-1, 3)
-    pts_g = pts.detach().requires_grad_(True)
+    pts = (origins[:, None, :] + mids[..., None] * dirs[:, None, :]).reshape(-1, 3).requires_grad_(True)
     with torch.enable_grad():
-        sdf, feats = field(pts_g)
-        (grad,) = torch.autograd.grad(sdf.sum(), pts_g, retain_graph=True)
+        sdf, feats = field(pts)
+        (grad,) = torch.autograd.grad(sdf.sum(), pts, retain_graph=True)
     normals = F.normalize(grad.detach(), dim=-1)
     sigma = field.density(sdf).reshape(ts.shape) * hit[:, None]
     w, _ = render_weights(ts, te, sigma)
-    view = dirs[:, None, :].expand_as(ts[..., None].expand(-1, -1, 3)).reshape(-1, 3)
-    color = field.color(pts_g, normals, view, feats).reshape(*ts.shape, 3)
-    rgb = composite(w, color, background)
-    return rgb, w.sum(1), pts
+    view = dirs[:, None, :].expand(-1, ts.shape[1], -1).reshape(-1, 3)
+    color = field.color(pts, normals, view, feats).reshape(*ts.shape, 3)
+    return composite(w, color, background), w.sum(1), expected_depth(w, ts, te)
 
 
 def _param_groups(field: HeadField, cfg: StageConfig):
@@ -177,15 +187,12 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
         first = start_step if si == start_stage else 0
         if state is not None and si == start_stage and first > 0:
             opt.load_state_dict(state["optimizer"])
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 ** (s / max(cfg.steps, 1)), last_epoch=first - 1) \
-            if first == 0 else None
-        if sched is None:  # resumed: set the decayed learning rates directly
-            for g, base in zip(opt.param_groups, (cfg.lr, cfg.lr_networks)):
-                g["lr"] = base * 0.1 ** (first / cfg.steps)
         t0 = time.perf_counter()
         bar = tqdm(range(first, cfg.steps), desc=f"stage {cfg.name}", unit="step", disable=not progress)
         loss_v = psnr_v = float("nan")
         for step in bar:
+            for g, base in zip(opt.param_groups, (cfg.lr, cfg.lr_networks)):
+                g["lr"] = base * 0.1 ** (step / cfg.steps)  # exponential decay ×0.1 over the stage
             idx = torch.randint(0, len(o), (cfg.rays,), generator=gen)
             pred, opacity, _ = render_rays(field, o[idx], d[idx], cfg, bg, gen)
             residual = getattr(field, "last_residual", None) if field.config.prior else None
@@ -209,11 +216,6 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if sched is not None:
-                sched.step()
-            else:
-                for g, base in zip(opt.param_groups, (cfg.lr, cfg.lr_networks)):
-                    g["lr"] = base * 0.1 ** ((step + 1) / cfg.steps)
             loss_v = loss.item()
             mse = ((pred.detach() - rgb[idx]) ** 2).mean().item()
             psnr_v = -10 * math.log10(max(mse, 1e-10))
@@ -231,31 +233,17 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
 
 def render_image(field: HeadField, camera, cfg: StageConfig | None = None, background=(0.0, 0.0, 0.0),
                  chunk: int = 4096) -> dict:
-    """Render a full view of a field in chunks of ``chunk`` rays (bounded memory), deterministic
-    (no jitter). Returns ``rgb (H, W, 3)``, ``opacity (H, W)`` and ``depth (H, W)`` float32 numpy
-    arrays (depth in metres along the ray, 0 where empty)."""
-    from headveil.render.volume import expected_depth
-
+    """Render a full view with :func:`render_rays` in chunks of ``chunk`` rays (bounded memory),
+    without jitter. Returns ``rgb (H, W, 3)`` in [0, 1], ``opacity (H, W)`` and ``depth (H, W)``
+    (metres along the ray, 0 where empty) as float32 numpy arrays."""
     cfg = cfg or StageConfig()
     o, d = (torch.as_tensor(a, dtype=torch.float32) for a in rays_from_camera(camera))
     bg = torch.as_tensor(background, dtype=torch.float32)
-    rgb, acc, depth = [], [], []
-    for s in range(0, len(o), chunk):
-        oo, dd = o[s:s + chunk], d[s:s + chunk]
-        near, far, hit = near_far_from_sphere(oo, dd, cfg.bound_radius)
-        ts, te = stratified_samples(near, far, cfg.samples, perturb=False)
-        pts = (oo[:, None, :] + (0.5 * (ts + te))[..., None] * dd[:, None, :]).reshape(-1, 3).requires_grad_(True)
-        with torch.enable_grad():
-            sdf, feats = field(pts)
-            (grad,) = torch.autograd.grad(sdf.sum(), pts)
-        with torch.no_grad():
-            sigma = field.density(sdf).reshape(ts.shape) * hit[:, None]
-            w, _ = render_weights(ts, te, sigma)
-            view = dd[:, None, :].expand(-1, ts.shape[1], -1).reshape(-1, 3)
-            col = field.color(pts, F.normalize(grad, dim=-1), view, feats).reshape(*ts.shape, 3)
-            rgb.append(composite(w, col, bg))
-            acc.append(w.sum(1))
-            depth.append(expected_depth(w, ts, te))
+    parts = []
+    with torch.no_grad():
+        for s in range(0, len(o), chunk):
+            parts.append(render_rays(field, o[s:s + chunk], d[s:s + chunk], cfg, bg, perturb=False))
     H, W = camera.height, camera.width
-    return {"rgb": torch.cat(rgb).reshape(H, W, 3).numpy(), "opacity": torch.cat(acc).reshape(H, W).numpy(),
-            "depth": torch.cat(depth).reshape(H, W).numpy()}
+    return {"rgb": torch.cat([p[0] for p in parts]).reshape(H, W, 3).numpy(),
+            "opacity": torch.cat([p[1] for p in parts]).reshape(H, W).numpy(),
+            "depth": torch.cat([p[2] for p in parts]).reshape(H, W).numpy()}

@@ -39,22 +39,29 @@ def face_box_from_landmarks(landmarks, image_shape, margin: float = 0.15, forehe
     return np.array([max(lo[0], 0), max(lo[1], 0), min(hi[0], W), min(hi[1], H)], float)
 
 
+def _prepare(image: np.ndarray, box, strength: float, name: str, minimum: float, identity: float):
+    """Validate an operator's input; returns a copy to write into and the region's slices
+    (``None`` when ``strength`` is the identity value: nothing to do)."""
+    image = check_rgb8(image)
+    if strength < minimum:
+        raise ValueError(f"{name} must be ≥ {minimum}; got {strength}")
+    out = image.copy()
+    return out, (None if strength == identity else _box_slices(box, image.shape))
+
+
 def gaussian_blur(image: np.ndarray, box, sigma: float) -> np.ndarray:
     """Gaussian blur of the box region with standard deviation ``sigma`` px (0 → unchanged)."""
     import cv2
 
-    image = check_rgb8(image)
-    if sigma < 0:
-        raise ValueError(f"sigma must be ≥ 0; got {sigma}")
-    out = image.copy()
-    if sigma == 0:
+    out, region = _prepare(image, box, sigma, "sigma", 0, 0)
+    if region is None:
         return out
-    ys, xs = _box_slices(box, image.shape)
+    ys, xs = region
     # blur with the surroundings so the region edge does not darken, then paste the region back
     pad = int(np.ceil(3 * sigma))
-    y0, y1 = max(ys.start - pad, 0), min(ys.stop + pad, image.shape[0])
-    x0, x1 = max(xs.start - pad, 0), min(xs.stop + pad, image.shape[1])
-    blurred = cv2.GaussianBlur(image[y0:y1, x0:x1], (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    y0, y1 = max(ys.start - pad, 0), min(ys.stop + pad, out.shape[0])
+    x0, x1 = max(xs.start - pad, 0), min(xs.stop + pad, out.shape[1])
+    blurred = cv2.GaussianBlur(out[y0:y1, x0:x1], (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
     out[ys, xs] = blurred[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
     return out
 
@@ -63,37 +70,28 @@ def downsample_blur(image: np.ndarray, box, factor: int) -> np.ndarray:
     """Downsample the region by ``factor`` (area average) and upsample it back bilinearly (1 → unchanged)."""
     import cv2
 
-    image = check_rgb8(image)
-    if factor < 1:
-        raise ValueError(f"factor must be ≥ 1; got {factor}")
-    out = image.copy()
-    if factor == 1:
+    out, region = _prepare(image, box, factor, "factor", 1, 1)
+    if region is None:
         return out
-    ys, xs = _box_slices(box, image.shape)
-    region = image[ys, xs]
-    h, w = region.shape[:2]
-    small = cv2.resize(region, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
-    out[ys, xs] = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    h, w = out[region].shape[:2]
+    small = cv2.resize(out[region], (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
+    out[region] = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     return out
 
 
 def pixelate(image: np.ndarray, box, block: int) -> np.ndarray:
     """Replace each ``block × block`` cell of the region (anchored at its top-left) by its mean colour
     (1 → unchanged)."""
-    image = check_rgb8(image)
-    if block < 1:
-        raise ValueError(f"block must be ≥ 1; got {block}")
-    out = image.copy()
-    if block == 1:
+    out, region = _prepare(image, box, block, "block", 1, 1)
+    if region is None:
         return out
-    ys, xs = _box_slices(box, image.shape)
-    region = image[ys, xs].astype(np.float64)
-    h, w = region.shape[:2]
-    for y in range(0, h, block):
-        for x in range(0, w, block):
-            cell = region[y:y + block, x:x + block]
-            cell[...] = cell.reshape(-1, 3).mean(0)
-    out[ys, xs] = np.clip(np.round(region), 0, 255).astype(np.uint8)
+    r = out[region].astype(np.float64)
+    h, w = r.shape[:2]
+    ys, xs = np.arange(0, h, block), np.arange(0, w, block)
+    sums = np.add.reduceat(np.add.reduceat(r, ys, axis=0), xs, axis=1)  # (cells y, cells x, 3)
+    counts = np.outer(np.diff(np.r_[ys, h]), np.diff(np.r_[xs, w]))[..., None]
+    means = np.repeat(np.repeat(sums / counts, np.diff(np.r_[ys, h]), 0), np.diff(np.r_[xs, w]), 1)
+    out[region] = np.clip(np.round(means), 0, 255).astype(np.uint8)
     return out
 
 

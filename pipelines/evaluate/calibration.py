@@ -80,13 +80,13 @@ def synthetic_embeddings(recognizer: Recognizer, n_subjects: int = 12, yaws=(-25
                          lights=("front", "left", "right"), seed: int = 0, image_size: int = 256):
     """Embed renders of ``n_subjects`` model identities; returns ``(embeddings (N, D), ids (N,), detected (N,))``."""
     from headveil.geometry.morphable.model import load_embedded
-    from headveil.pipelines.evaluate.evalset import LIGHTS, _subject_codes
+    from headveil.pipelines.evaluate.evalset import LIGHTS, subject_codes
     from headveil.pipelines.scene import HeadPose, portrait_camera, posed_vertices, render_subject
 
     model = load_embedded()
     cam = portrait_camera(image_size)
     E, ids, det = [], [], []
-    for s, codes in enumerate(_subject_codes(model, seed, n_subjects)):
+    for s, codes in enumerate(subject_codes(model, seed, n_subjects)):
         for yaw in yaws:
             pose = HeadPose(yaw, 0.0, 0.0)
             lm, _ = cam.project(model.landmarks_3d(posed_vertices(model, codes, pose), "ibug68"))

@@ -87,7 +87,8 @@ class _Task:
     done: set = field(default_factory=set)
 
 
-def _subject_codes(model: MorphableModel, seed: int, n: int) -> list[SubjectCodes]:
+def subject_codes(model: MorphableModel, seed: int, n: int) -> list[SubjectCodes]:
+    """The identities of an evaluation set: ``n`` neutral subjects from ``SeedSequence(seed)``."""
     out = []
     for ss in np.random.SeedSequence(seed).spawn(n):
         c = model.sample_codes(np.random.default_rng(ss))
@@ -134,7 +135,7 @@ def _render_subject_rows(task: _Task) -> list[dict]:
     cfg = task.cfg
     out = Path(cfg.out)
     model = load_embedded()
-    codes0 = _subject_codes(model, cfg.seed, cfg.subjects)[task.subject]
+    codes0 = subject_codes(model, cfg.seed, cfg.subjects)[task.subject]
     cam = portrait_camera(cfg.image_size)
     methods = [parse_method(m) for m in cfg.methods]
     rows = []
@@ -265,6 +266,7 @@ def run_evalset(cfg: EvalSetConfig) -> dict:
                 consume(_render_subject_rows(t))
                 bar.update()
         bar.close()
+    n_rows = len(read_rows(out))
     write_json(manifest_path, build_manifest("headveil evalset", cfg, seed=cfg.seed, backends={"raster": "auto"},
-                                             extra={"rows": len(read_rows(out))}))
-    return {"out": out, "rows": len(read_rows(out)), "new": n_new, "failed": n_failed}
+                                             extra={"rows": n_rows}))
+    return {"out": out, "rows": n_rows, "new": n_new, "failed": n_failed}

@@ -212,7 +212,9 @@ def run_eval(cfg: EvalConfig) -> dict:
             if mask is not None:
                 row["psnr_face"], row["ssim_face"] = M.psnr(orig, img, mask), M.ssim(orig, img, mask)
             if cfg.utility:
-                u0 = util.setdefault(it.original_id, _utility_fit(orig, model))
+                if it.original_id not in util:  # once per original, not once per protected image
+                    util[it.original_id] = _utility_fit(orig, model)
+                u0 = util[it.original_id]
                 u1 = _utility_fit(img, model)
                 row["landmarks_found"] = u1[0] is not None
                 if u0[0] is not None and u1[0] is not None:

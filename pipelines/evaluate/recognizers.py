@@ -62,7 +62,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class Recognizer:
-    """Base class: subclasses implement :meth:`detect` and :meth:`_embed`."""
+    """Base class: subclasses implement :meth:`_find` and :meth:`_embed`."""
 
     name: str = ""
     metric: str = ""
@@ -70,12 +70,17 @@ class Recognizer:
     """Match when ``distance < threshold`` (the model's published operating point)."""
     dim: int = 128
 
-    def detect(self, image: np.ndarray) -> list[np.ndarray]:
-        """Face boxes ``(4,) x0, y0, x1, y1`` (pixels) in ``image (H, W, 3) uint8`` RGB, largest first."""
+    def _find(self, image: np.ndarray) -> list[tuple[np.ndarray, object]]:
+        """Detections, largest first: ``(box, payload)`` where payload is what :meth:`_embed` aligns on."""
         raise NotImplementedError
 
-    def _embed(self, image: np.ndarray, box: np.ndarray | None, landmarks68: np.ndarray | None) -> np.ndarray | None:
+    def _embed(self, image: np.ndarray, found: object | None, landmarks68: np.ndarray | None) -> np.ndarray:
+        """Embedding ``(D,) float32`` aligned on a detection's payload or on iBUG-68 landmarks."""
         raise NotImplementedError
+
+    def detect(self, image: np.ndarray) -> list[np.ndarray]:
+        """Face boxes ``(4,) x0, y0, x1, y1`` (pixels) in ``image (H, W, 3) uint8`` RGB, largest first."""
+        return [box for box, _ in self._find(check_rgb8(image))]
 
     def embed(self, image: np.ndarray, landmarks68: np.ndarray | None = None) -> FaceEmbedding | None:
         """Embed the largest face (or the face at ``landmarks68``).
@@ -90,15 +95,15 @@ class Recognizer:
             The embedding, or ``None`` when no landmarks are given and the detector finds no face.
         """
         image = check_rgb8(image)
-        boxes = self.detect(image)
+        found = self._find(image)  # one detector run per call
         if landmarks68 is None:
-            if not boxes:
+            if not found:
                 return None
-            vec = self._embed(image, boxes[0], None)
-            return None if vec is None else FaceEmbedding(vec, boxes[0], True, "detector")
+            box, payload = found[0]
+            return FaceEmbedding(self._embed(image, payload, None), box, True, "detector")
         lm = _check_landmarks68(landmarks68)
         lm_box = np.r_[lm.min(0), lm.max(0)]
-        detected = any(_iou(b, lm_box) >= 0.3 for b in boxes)
+        detected = any(_iou(b, lm_box) >= 0.3 for b, _ in found)
         vec = self._embed(image, None, lm)
         return FaceEmbedding(vec, lm_box, detected, "landmarks")
 
@@ -147,18 +152,17 @@ class DlibRecognizer(Recognizer):
         self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
         self.num_jitters = num_jitters
 
-    def detect(self, image: np.ndarray) -> list[np.ndarray]:
+    def _find(self, image):
         for up in (0, 1):
             rects = self._hog(image, up)
             if len(rects):
-                boxes = [np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], float) for r in rects]
-                return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
+                rects = sorted(rects, key=lambda r: -r.width() * r.height())
+                return [(np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], float), r) for r in rects]
         return []
 
-    def _embed(self, image, box, landmarks68):
+    def _embed(self, image, rect, landmarks68):
         d = self._dlib
         if landmarks68 is None:
-            rect = d.rectangle(*(int(round(x)) for x in (box[0], box[1], box[2] - 1, box[3] - 1)))
             shape = self._shape(image, rect)
         else:
             lo, hi = landmarks68.min(0), landmarks68.max(0)
@@ -212,8 +216,8 @@ class SFaceRecognizer(Recognizer):
         faces[:, :14] /= s
         return faces[np.argsort(-faces[:, 2] * faces[:, 3])]
 
-    def detect(self, image: np.ndarray) -> list[np.ndarray]:
-        return [np.array([f[0], f[1], f[0] + f[2], f[1] + f[3]], float) for f in self._faces(image)]
+    def _find(self, image):
+        return [(np.array([f[0], f[1], f[0] + f[2], f[1] + f[3]], float), f) for f in self._faces(image)]
 
     @staticmethod
     def row_from_landmarks68(lm: np.ndarray) -> np.ndarray:
@@ -222,14 +226,9 @@ class SFaceRecognizer(Recognizer):
         pts = [lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]]
         return np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1], *np.concatenate(pts), 1.0], np.float32)
 
-    def _embed(self, image, box, landmarks68):
+    def _embed(self, image, row, landmarks68):
         bgr = np.ascontiguousarray(image[..., ::-1])
-        if landmarks68 is None:
-            faces = self._faces(image)
-            if len(faces) == 0:
-                return None
-            row = faces[0]
-        else:
+        if landmarks68 is not None:
             row = self.row_from_landmarks68(landmarks68)
         crop = self._sface.alignCrop(bgr, row[None].astype(np.float32))
         vec = self._sface.feature(crop).reshape(-1).astype(np.float32)
