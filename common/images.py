@@ -8,15 +8,13 @@ Writing strips all metadata and is atomic (temp name, then rename).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from headveil.common.errors import ImageReadError
-from headveil.common.outputs import atomic_replace
+from headveil.common.outputs import atomic_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -111,16 +109,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"unsupported output format {path.suffix!r}; use .png or .jpg")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         Image.fromarray(arr, "RGB").save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-        atomic_replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path
 
 

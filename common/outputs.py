@@ -80,6 +80,24 @@ def atomic_replace(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temp file path next to ``path`` (same suffix unless given); on success it is renamed
+    to ``path`` with ordinary permissions, on any exception it is removed (no partial files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix if suffix is None else suffix,
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        atomic_replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write JSON atomically (temp file in the same folder, then rename)."""
     path = Path(path)

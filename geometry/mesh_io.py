@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from headveil.common.outputs import atomic_replace
+from headveil.common.outputs import atomic_file
 
 MESH_FORMATS = ("ply", "obj", "glb")
 
@@ -47,16 +45,8 @@ def export_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray
     data = mesh.export(file_type=fmt, **({"include_normals": False} if fmt == "obj" else {}))
     if isinstance(data, str):
         data = data.encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        atomic_replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 

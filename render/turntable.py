@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from headveil.common.outputs import atomic_replace
+from headveil.common.outputs import atomic_file
 from headveil.geometry.camera import Camera, intrinsics_from_fov, look_at
 from headveil.geometry.transforms import rotation_y
 from headveil.render.mesh_renderer import render_mesh
@@ -51,10 +49,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 24) -> P
     import imageio.v2 as imageio
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         if path.suffix.lower() == ".gif":
             imageio.mimsave(tmp, list(frames), duration=1.0 / fps, loop=0)
         else:
@@ -62,9 +57,4 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 24) -> P
                                     ffmpeg_log_level="error", output_params=["-map_metadata", "-1"]) as w:
                 for f in frames:
                     w.append_data(f)
-        atomic_replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path
