@@ -4,14 +4,19 @@ Layout::
 
     CAPTURE/transforms.json   {"camera_convention": "opencv", "frames": [...], "gt_mesh": "gt_mesh.ply"?,
                                "model_codes": {"identity": [...], "expression": [...]}?}
-    CAPTURE/images/*.png      views; CAPTURE/masks/*.png optional (white = head)
+    CAPTURE/images/*.png      RGB views; CAPTURE/masks/*.png optional (white = head)
+    CAPTURE/protected/*.png   gradient views (16-bit greyscale ‖g‖ codes, see render/protect.py)
     CAPTURE/gt_mesh.ply       optional ground truth (model vertex order when synthetic)
 
 A frame is ``{"file_path", "K" (3×3 px), "c2w" (4×4, OpenCV axes, metres), "width", "height",
-"privacy": "neutral" | "protected", "mask_path"?}``. NeRF-style files (``camera_angle_x`` or
-``fl_x``/``fl_y``/``cx``/``cy`` and OpenGL ``transform_matrix`` per frame) are read too and
-converted. ``privacy`` says whether a view may be seen as RGB (``neutral``, e.g. the back of the
-head) or only through a protecting operator (``protected``: views that show the face).
+"privacy": "neutral" | "protected", "content": "rgb" | "gradient", "protect"?, "mask_path"?}``.
+NeRF-style files (``camera_angle_x`` or ``fl_x``/``fl_y``/``cx``/``cy`` and OpenGL
+``transform_matrix`` per frame) are read too and converted. ``privacy`` says whether a view may be
+seen as RGB (``neutral``, e.g. the back of the head) or only through the protecting operator
+(``protected``: views that show the face). ``content`` says what the file holds: ``rgb`` (default)
+or ``gradient`` — the output of ``headveil protect``: a ``uint16`` PNG of quantised ‖g‖ or a
+``float32`` ``.npy``, with the operator's settings in ``protect`` (``size``, ``blur``, ``operator``;
+one setting for the whole capture). A protected capture holds no RGB of its protected views.
 """
 
 from __future__ import annotations
@@ -35,13 +40,16 @@ class CaptureError(HeadVeilError, ValueError):
     """A capture folder is unusable (missing files, bad cameras, too few views)."""
 
 
+CONTENTS = ("rgb", "gradient")
+
+
 @dataclass
 class Capture:
     """A loaded capture.
 
     Attributes:
-        images: ``(C, H, W, 3) float32`` in [0, 1].
-        masks: ``(C, H, W) float32`` in [0, 1] or None.
+        images: ``(C, H, W, 3) float32`` in [0, 1]; zeros for gradient views.
+        masks: ``(C, H, W) float32`` in [0, 1], −1 for views without a mask; None when no view has one.
         cameras: C cameras (OpenCV axes, metres).
         privacy: C labels from :data:`PRIVACY`.
         names: C file names.
@@ -60,9 +68,28 @@ class Capture:
     root: Path | None = None
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """Background colour of the images (RGB in [0, 1]) outside the head."""
+    contents: list[str] = field(default_factory=list)
+    """C entries of :data:`CONTENTS` (``rgb`` when empty)."""
+    gradients: np.ndarray | None = None
+    """``(C, H, W) float32`` ‖g‖ in [0, 2√3] for gradient views (zeros for RGB views), or None."""
+    protect: dict | None = None
+    """The protecting operator's settings (``ProtectConfig`` fields) of the gradient views."""
+
+    def __post_init__(self):
+        if not self.contents:
+            self.contents = ["rgb"] * len(self.cameras)
 
     def __len__(self) -> int:
         return len(self.cameras)
+
+    def views(self, privacy: str = "all", content: str = "all") -> list[int]:
+        """Indices of the views with this privacy label and content (``all`` matches any)."""
+        return [i for i in range(len(self)) if privacy in ("all", self.privacy[i])
+                and content in ("all", self.contents[i])]
+
+    def summary(self) -> dict:
+        """View counts by privacy label and content."""
+        return {f"{p}_{c}": len(self.views(p, c)) for p in PRIVACY for c in CONTENTS if self.views(p, c)}
 
 
 def _frame_camera(fr: dict, meta: dict, w: int, h: int, convention: str) -> Camera:
@@ -108,18 +135,38 @@ def load_capture(root: str | os.PathLike, bound_radius: float | None = 0.25, min
     if len(frames) < min_views:
         raise CaptureError(f"{root} has {len(frames)} view(s); reconstruction needs at least {min_views}")
     convention = meta.get("camera_convention", "opengl" if "transform_matrix" in frames[0] else "opencv")
-    images, masks, cams, privacy, names = [], [], [], [], []
+    images, masks, cams, privacy, names, contents, grads = [], [], [], [], [], [], []
+    protect = None
     for fr in frames:
         path = root / fr["file_path"]
         if not path.suffix and not path.exists():
             path = path.with_suffix(".png")
-        try:
-            img = read_image(path)
-        except ImageReadError as exc:
-            raise CaptureError(f"{root}: {exc}") from None
+        content = fr.get("content", "rgb")
+        if content not in CONTENTS:
+            raise CaptureError(f"{path.name}: content must be one of {CONTENTS}; got {content!r}")
+        if content == "gradient":
+            g = read_gradient(path)
+            settings = dict(fr.get("protect") or meta.get("protect") or {})
+            if protect is not None and settings != protect:
+                raise CaptureError(f"{path.name}: gradient views were made with different operator settings "
+                                   f"({settings} vs {protect}); protect every view with one setting")
+            protect = settings
+            img = np.zeros((*g.shape, 3), np.uint8)
+        else:
+            try:
+                img = read_image(path)
+            except ImageReadError as exc:
+                raise CaptureError(f"{root}: {exc}") from None
+            g = np.zeros(img.shape[:2], np.float32)
         h, w = img.shape[:2]
         if images and img.shape != images[0].shape:
-            raise CaptureError(f"{path.name} is {w}×{h}; all views must share one size")
+            raise CaptureError(f"{path.name} is {w}×{h} but {names[0]} is {images[0].shape[1]}×{images[0].shape[0]}; "
+                               "all views (RGB and gradient) must share one size — protect with --size equal to "
+                               "the RGB views' size")
+        if int(fr.get("width", w)) != w or int(fr.get("height", h)) != h:
+            raise CaptureError(f"{path.name} is {w}×{h} but its frame says {fr.get('width')}×{fr.get('height')}")
+        contents.append(content)
+        grads.append(g)
         cam = _frame_camera(fr, meta, int(fr.get("width", w)), int(fr.get("height", h)), convention)
         label = fr.get("privacy", "neutral")
         if label not in PRIVACY:
@@ -131,16 +178,60 @@ def load_capture(root: str | os.PathLike, bound_radius: float | None = 0.25, min
         images.append(img)
         if fr.get("mask_path"):
             m = read_image(root / fr["mask_path"])
+            if m.shape[:2] != img.shape[:2]:
+                raise CaptureError(f"{fr['mask_path']}: the mask's size differs from its view's")
             masks.append(to_float01(m)[..., 0])
+        else:
+            masks.append(None)
         cams.append(cam)
         privacy.append(label)
         names.append(path.name)
-    if masks and len(masks) != len(images):
-        raise CaptureError(f"{root}: masks are given for some views but not all")
+    have = [m is not None for m in masks]
+    if any(have) and not all(h or c == "gradient" for h, c in zip(have, contents)):
+        raise CaptureError(f"{root}: masks are given for some RGB views but not all")
+    mask_arr = None
+    if any(have):
+        mask_arr = np.stack([m if m is not None else np.full(images[0].shape[:2], -1.0, np.float32) for m in masks])
     gt = root / meta["gt_mesh"] if meta.get("gt_mesh") else None
-    return Capture(np.stack([to_float01(i) for i in images]), np.stack(masks) if masks else None, cams, privacy,
+    return Capture(np.stack([to_float01(i) for i in images]), mask_arr, cams, privacy,
                    names, gt if gt is not None and gt.is_file() else None, meta.get("model_codes", {}), root,
-                   tuple(float(c) for c in meta.get("background", (0.0, 0.0, 0.0))))
+                   tuple(float(c) for c in meta.get("background", (0.0, 0.0, 0.0))), contents,
+                   np.stack(grads) if "gradient" in contents else None, protect)
+
+
+def read_gradient(path: Path) -> np.ndarray:
+    """Read a gradient view: ``uint16`` greyscale PNG codes or a ``float32 .npy`` → ``(H, W) float32``
+    ‖g‖. RGB images and values outside [0, 2√3] are refused (a protected view given as RGB)."""
+    from PIL import Image
+
+    from headveil.render.protect import GRADIENT_MAX, dequantize
+
+    if not path.is_file():
+        raise CaptureError(f"gradient view not found: {path}")
+    if path.suffix.lower() == ".npy":
+        try:
+            g = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise CaptureError(f"{path.name}: unreadable .npy ({exc})") from None
+        if g.ndim != 2:
+            raise CaptureError(f"{path.name}: a gradient view must be one channel (H, W); got {g.shape} — "
+                               "is it an RGB image? run `headveil protect` on it first")
+        g = g.astype(np.float32)
+    else:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                mode, arr = im.mode, np.asarray(im)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise CaptureError(f"{path.name}: not a readable gradient image ({exc})") from None
+        if arr.ndim != 2 or mode not in ("I;16", "I;16B", "I;16L", "I"):
+            raise CaptureError(f"{path.name}: labelled as a gradient view but holds a {mode} image {arr.shape}; "
+                               "protected views must be the 16-bit output of `headveil protect`, never RGB")
+        g = dequantize(arr.astype(np.uint16))
+    if not np.isfinite(g).all() or g.min() < 0 or g.max() > GRADIENT_MAX + 1e-4:
+        raise CaptureError(f"{path.name}: values outside the gradient range [0, {GRADIENT_MAX:.3f}] — "
+                           "not the output of the protecting operator")
+    return g
 
 
 def views_on_sphere(n: int, radius: float, pitch_range=(-15.0, 35.0), seed: int = 0) -> list[np.ndarray]:
@@ -162,33 +253,79 @@ def privacy_label(c2w: np.ndarray, face_cone_deg: float = 75.0) -> str:
     return "protected" if np.degrees(np.arccos(np.clip(d[2], -1, 1))) < face_cone_deg else "neutral"
 
 
+def views_split(n_neutral: int, n_protected: int, radius: float, face_cone_deg: float = 100.0,
+                pitch_range=(-15.0, 35.0), seed: int = 0) -> list[tuple[np.ndarray, str]]:
+    """Cameras of a split capture (as the paper's FaceScape 10 + 20 and H3DS 16 + 20 splits):
+    ``n_protected`` views with yaw spread over ``±face_cone_deg`` around the face (+Z), labelled
+    ``protected``, and ``n_neutral`` views spread over the back of the head, labelled ``neutral``.
+    Returns ``(c2w (4, 4) OpenCV, label)`` pairs, protected views first."""
+    if n_neutral < 0 or n_protected < 0 or n_neutral + n_protected < 2:
+        raise ValueError(f"need at least two views in all; got {n_neutral} neutral + {n_protected} protected")
+    if not 0 < face_cone_deg < 180:
+        raise ValueError(f"face_cone_deg must be in (0, 180); got {face_cone_deg}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for n, lo, hi, label in ((n_protected, -face_cone_deg, face_cone_deg, "protected"),
+                             (n_neutral, face_cone_deg, 360.0 - face_cone_deg, "neutral")):
+        step = (hi - lo) / max(n, 1)
+        for i in range(n):
+            yaw = np.radians(lo + (i + 0.5) * step + rng.uniform(-0.25, 0.25) * step)
+            pitch = np.radians(rng.uniform(*pitch_range))
+            eye = radius * np.array([np.sin(yaw) * np.cos(pitch), np.sin(pitch), np.cos(yaw) * np.cos(pitch)])
+            out.append((look_at(eye), label))
+    return out
+
+
 def write_synthetic_capture(out: str | os.PathLike, model, codes, n_views: int = 30, size: int = 64,
-                            fov_deg: float = 30.0, distance: float = 0.6, seed: int = 0, light=None) -> Path:
-    """Render a synthetic subject from ``n_views`` views into a capture folder (atomically)."""
+                            fov_deg: float = 30.0, distance: float = 0.6, seed: int = 0, light=None,
+                            split: tuple[int, int] | None = None, protect=None) -> Path:
+    """Render a synthetic subject into a capture folder (atomically).
+
+    Args:
+        n_views: views spread around the head (labels by :func:`privacy_label`); ignored with ``split``.
+        split: ``(n_neutral, n_protected)`` views placed by :func:`views_split`.
+        protect: a :class:`~headveil.render.protect.ProtectConfig`: protected views are written only
+            as gradient files (their RGB is rendered in memory, protected, and dropped; no mask);
+            its ``size`` is overridden by ``size`` so every view shares one size.
+    """
+    from dataclasses import replace
+
     from headveil.geometry.mesh_io import export_mesh
+    from headveil.pipelines.protect import write_gradient
     from headveil.render.mesh_renderer import render_mesh
+    from headveil.render.protect import protect_image
 
     verts = model.vertices(codes.alpha, codes.eta).astype(np.float64)
     colors = model.albedo(codes.beta)
     K = intrinsics_from_fov(size, size, fov_deg)
+    views = views_split(*split, distance, seed=seed) if split is not None else \
+        [(c, privacy_label(c)) for c in views_on_sphere(n_views, distance, seed=seed)]
+    op = replace(protect, size=size) if protect is not None else None
     frames = []
     with atomic_output_dir(out) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
-        for i, c2w in enumerate(views_on_sphere(n_views, distance, seed=seed)):
+        for i, (c2w, label) in enumerate(views):
             cam = Camera(K, c2w, size, size)
             res = render_mesh(verts, model.faces, cam, colors, light=light, background=(0.0, 0.0, 0.0), supersample=2)
-            write_image(tmp / f"images/{i:03d}.png", res.image)
-            write_image(tmp / f"masks/{i:03d}.png", np.repeat(res.mask[..., None], 3, -1))
-            frames.append({"file_path": f"images/{i:03d}.png", "mask_path": f"masks/{i:03d}.png", "K": K.tolist(),
-                           "c2w": c2w.tolist(), "width": size, "height": size, "privacy": privacy_label(c2w)})
+            frame = {"K": K.tolist(), "c2w": c2w.tolist(), "width": size, "height": size, "privacy": label}
+            if label == "protected" and op is not None:
+                write_gradient(tmp / f"protected/{i:03d}.png", protect_image(res.image, op))
+                frame.update({"file_path": f"protected/{i:03d}.png", "content": "gradient", "protect": op.to_json()})
+            else:
+                write_image(tmp / f"images/{i:03d}.png", res.image)
+                write_image(tmp / f"masks/{i:03d}.png", np.repeat(res.mask[..., None], 3, -1))
+                frame.update({"file_path": f"images/{i:03d}.png", "mask_path": f"masks/{i:03d}.png"})
+            frames.append(frame)
         export_mesh(tmp / "gt_mesh.ply", verts, model.faces, colors)
         write_json(tmp / "transforms.json", {"camera_convention": "opencv", "frames": frames, "gt_mesh": "gt_mesh.ply",
                                              "background": [0.0, 0.0, 0.0],
+                                             **({"protect": op.to_json()} if op is not None else {}),
                                              "model_codes": {"identity": np.asarray(codes.alpha).tolist(),
                                                              "expression": np.asarray(codes.eta).tolist(),
                                                              "albedo": np.asarray(codes.beta).tolist()}})
-        write_json(tmp / "manifest.json", build_manifest("headveil synth --capture", {"n_views": n_views, "size": size,
-                                                                                       "fov_deg": fov_deg, "distance": distance},
-                                                         seed=seed, extra={"model": model.name}))
+        write_json(tmp / "manifest.json", build_manifest(
+            "headveil synth --capture", {"n_views": len(views), "size": size, "fov_deg": fov_deg, "distance": distance,
+                                         "split": split, "protect": op.to_json() if op else None},
+            seed=seed, extra={"model": model.name}))
     return Path(out)

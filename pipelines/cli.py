@@ -1,7 +1,7 @@
 """The ``headveil`` command line, generated from the typed configs with tyro.
 
 Subcommands: ``info``, ``synth``, ``fit``, ``demo``, ``evalset``, ``eval``, ``report``,
-``reconstruct``, ``build-model``. Every subcommand has
+``reconstruct``, ``protect``, ``build-model``. Every subcommand has
 ``--help``; user errors print one line and exit with status 2.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def _subcommands() -> dict:
@@ -19,12 +20,13 @@ def _subcommands() -> dict:
     from headveil.pipelines.evaluate.report import ReportConfig
     from headveil.pipelines.fit import FitCommand
     from headveil.pipelines.info import InfoCommand
+    from headveil.pipelines.protect import ProtectCommand
     from headveil.pipelines.reconstruct import ReconstructConfig
     from headveil.pipelines.synth import SynthConfig
 
     return {"info": InfoCommand, "synth": SynthConfig, "fit": FitCommand, "demo": DemoConfig,
             "evalset": EvalSetConfig, "eval": EvalConfig, "report": ReportConfig, "reconstruct": ReconstructConfig,
-            "build-model": BuildModelConfig}
+            "protect": ProtectCommand, "build-model": BuildModelConfig}
 
 
 def dispatch(cfg) -> int:
@@ -36,6 +38,7 @@ def dispatch(cfg) -> int:
     from headveil.pipelines.evaluate.report import ReportConfig, write_report
     from headveil.pipelines.fit import FitCommand, run_fit
     from headveil.pipelines.info import InfoCommand, collect_info, format_info
+    from headveil.pipelines.protect import ProtectCommand, run_protect
     from headveil.pipelines.reconstruct import ReconstructConfig, run_reconstruct
     from headveil.pipelines.synth import SynthConfig, run_synth
 
@@ -91,7 +94,17 @@ def dispatch(cfg) -> int:
             line += f"; Chamfer vs ground truth {geo['head']['chamfer_mm']:.2f} mm (head)"
             if "chamfer_mm" in geo.get("face", {}):
                 line += f", {geo['face']['chamfer_mm']:.2f} mm (face)"
+            for name, st in m.get("stage_meshes", {}).items():
+                face = st.get("geometry_vs_gt", {}).get("face", {})
+                if "chamfer_mm" in face:
+                    line += f"; after {name}: {face['chamfer_mm']:.2f} mm (face)"
         print(line)
+    elif isinstance(cfg, ProtectCommand):
+        res = run_protect(cfg)
+        print(f"wrote {res['written']} gradient image(s) to {res['out']}/"
+              + (f"; {len(res['failed'])} failed (listed in manifest.json)" if res["failed"] else "")
+              + ("; next: headveil reconstruct " + str(res["out"]) + " --preset two-stage"
+                 if (Path(res["out"]) / "transforms.json").is_file() else ""))
     elif isinstance(cfg, BuildModelConfig):
         run_build_model(cfg)
     else:  # pragma: no cover - tyro only returns the registered types

@@ -5,15 +5,28 @@ Outputs in ``DIR``: ``mesh.ply`` (+ requested formats, vertex colours from the c
 F-score against the capture's ``gt_mesh.ply`` when it has one: whole head and face region) and
 ``manifest.json``.
 
-Presets (stage lists run by the one training loop in :mod:`headveil.pipelines.train`):
+Presets (stage lists run by the one training loop in :mod:`headveil.pipelines.train`; weights
+are the two-stage paper's λ1..λ4):
 
-- ``full-rgb``: one stage on every view's RGB (the non-private baseline).
+- ``full-rgb``: one stage, L_rgb on every view's RGB (VolSDF on all views: the non-private baseline).
+- ``two-stage``: stage 1, λ1 L_rgb + λ2 L_eik on the neutral RGB views (λ1 = 1, λ2 = 0.1);
+  stage 2, λ2 L_eik + λ3 L_lip + λ4 L_grad on the protected gradient views (λ3 = 3e-10, λ4 = 1).
+- ``two-stage-nolip``: the same with λ3 = 0 (ablation).
+- ``grad-only``: one stage, L_grad (+ L_eik) on the protected views from the template (ablation).
+- ``rgb+grad``: one stage with both losses, each on its own views, from the template (ablation).
+
+Every preset but ``full-rgb`` is *private*: it refuses a capture that holds RGB of a protected view
+(protect it first with ``headveil protect CAPTURE --out DIR``), so the field never receives a
+sensitive RGB image. The template is the parametric field's Δθ = 0 start: the model's mean head
+(``--template mean``), the capture's own codes (``capture``, synthetic captures) or a ``fit.json``
+from ``headveil fit``. Multi-stage presets also write each earlier stage's mesh
+(``mesh_stage1.ply``) and its metrics.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -25,8 +38,42 @@ from headveil.common.errors import HeadVeilError
 from headveil.common.outputs import build_manifest, sha256_file, write_json
 from headveil.pipelines.train import StageConfig, train
 
+def _stage1(steps):
+    return StageConfig(name="stage1", steps=steps, views="neutral", loss="rgb", w_rgb=1.0, w_eikonal=0.1)
+
+
+def _stage2(steps, lip: bool = True):
+    return StageConfig(name="stage2", steps=steps, views="protected", loss="grad", w_grad=1.0, w_eikonal=0.1,
+                       w_lipschitz=3e-10 if lip else 0.0, w_mask=0.0, w_residual=0.003)
+
+
+@dataclass(frozen=True)
+class Preset:
+    stages: object
+    """``steps tuple → [StageConfig]``."""
+    private: bool
+    """Never touches RGB of a protected view."""
+    default_steps: tuple[int, ...]
+
+
+def _per_stage(steps: tuple[int, ...], n: int, default: tuple[int, ...]) -> tuple[int, ...]:
+    steps = tuple(steps) or default
+    if len(steps) == 1:
+        steps = steps * n
+    if len(steps) != n or min(steps) < 1:
+        raise HeadVeilError(f"--steps takes one value or one per stage ({n}), each ≥ 1; got {steps}")
+    return steps
+
+
 PRESETS = {
-    "full-rgb": lambda steps: [StageConfig(name="rgb", steps=steps or 800, views="all")],
+    "full-rgb": Preset(lambda s: [StageConfig(name="rgb", steps=s[0], views="all", loss="rgb", w_eikonal=0.1)],
+                       False, (600,)),
+    # one stage each, from the template, for the paper's Fig. 7 ablations
+    "two-stage": Preset(lambda s: [_stage1(s[0]), _stage2(s[1])], True, (300, 300)),
+    "two-stage-nolip": Preset(lambda s: [_stage1(s[0]), _stage2(s[1], lip=False)], True, (300, 300)),
+    "grad-only": Preset(lambda s: [replace(_stage2(s[0]), name="grad")], True, (600,)),
+    "rgb+grad": Preset(lambda s: [StageConfig(name="rgb+grad", steps=s[0], views="all", loss="rgb+grad",
+                                              w_eikonal=0.1, w_lipschitz=3e-10)], True, (600,)),
 }
 
 
@@ -38,16 +85,26 @@ class ReconstructConfig:
     """Capture folder with ``transforms.json`` (e.g. from ``headveil synth --capture``)."""
     out: Path = Path("recon_out")
     preset: str = "full-rgb"
-    """Stage list: full-rgb."""
+    """Stage list: full-rgb, two-stage, two-stage-nolip, grad-only, rgb+grad."""
     prior: bool = True
     """Use the embedded 3DMM as the SDF prior (the parametric head field); False = plain VolSDF."""
-    steps: int | None = None
-    """Override the steps of every stage."""
+    steps: tuple[int, ...] = ()
+    """Steps: one value for every stage or one per stage (default per preset)."""
     rays: int = 512
+    """Random rays per step of the RGB loss."""
+    patches: int = 4
+    """16×16 patches per step of the gradient loss."""
     samples: int = 48
+    normals: str = "detached"
+    """Colour-network normals: ``detached`` (analytic, cheap) or ``fd`` (differentiable finite
+    differences, ~2.3× slower per step; on the synthetic benchmark it did not beat detached)."""
+    code_components: int = 0
+    """With the prior: also optimise the first k identity components of α through the cached prior's
+    first-order sensitivities (0 = the codes stay at the template)."""
     seed: int = 0
-    fit_codes: bool = True
-    """With the prior: use the capture's model codes when it has them (synthetic captures)."""
+    template: str = "mean"
+    """With the prior: ``mean`` (the model's mean head), ``capture`` (the capture's model codes,
+    synthetic captures) or a path to a ``fit.json`` (identity and expression of a fitted head)."""
     cache_resolution: int = 96
     """Grid resolution of the cached 3DMM prior."""
     resolution: int = 128
@@ -76,11 +133,104 @@ def _face_metrics(pred_v, pred_f, gt_v, gt_f, face_mask, seed=0) -> dict:
     return surface_distance(p[keep], g, 1.0, pn[keep], gn).to_json()
 
 
-def run_reconstruct(cfg: ReconstructConfig) -> dict:
-    from headveil.geometry.mesh_io import export_mesh, load_mesh
+def _template_codes(cfg: ReconstructConfig, capture, model):
+    """α, η of the template (or None, None for the mean head)."""
+    import json
+
+    if cfg.template == "mean":
+        return None, None
+    if cfg.template == "capture":
+        if capture.codes.get("identity") is None:
+            raise HeadVeilError("--template capture needs a capture with model_codes (synthetic captures have them)")
+        return capture.codes["identity"], capture.codes.get("expression")
+    p = Path(cfg.template)
+    if not p.is_file():
+        raise HeadVeilError(f"--template must be mean, capture or a fit.json path; {p} does not exist")
+    try:
+        fit = json.loads(p.read_text())
+        alpha = np.asarray(fit["identity"], np.float32)
+        expr = fit.get("expression") or {}
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise HeadVeilError(f"{p} is not a fit.json with an identity code ({exc})") from None
+    eta = np.zeros(model.n_expr, np.float32)
+    if isinstance(expr, dict):
+        for name, v in expr.items():
+            if name in model.expr_names:
+                eta[list(model.expr_names).index(name)] = float(v)
+    else:
+        eta[: len(expr)] = np.asarray(expr, np.float32)[: model.n_expr]
+    return alpha, eta
+
+
+def check_capture_for_preset(capture, preset_name: str, prior: bool) -> list[str]:
+    """Refuse captures a preset cannot use (before any training); returns warnings."""
+    preset = PRESETS[preset_name]
+    warnings = []
+    prot_rgb = capture.views("protected", "rgb")
+    if preset.private and prot_rgb:
+        raise HeadVeilError(
+            f"preset {preset_name} never reads RGB of protected views, but this capture holds {len(prot_rgb)} "
+            f"(e.g. {capture.names[prot_rgb[0]]}); protect them first: headveil protect {capture.root} --out DIR")
+    if not preset.private and capture.views("all", "gradient"):
+        raise HeadVeilError(f"{preset_name} needs RGB of every view, but this capture's protected views hold only "
+                            "gradients; use --preset two-stage")
+    stages = preset.stages(preset.default_steps)
+    for st in stages:
+        if "grad" in st.loss and not capture.views(st.views, "gradient"):
+            raise HeadVeilError(f"preset {preset_name} needs protected gradient views; this capture has none "
+                                f"({capture.summary()})")
+        if st.loss == "rgb" and not capture.views(st.views, "rgb"):
+            raise HeadVeilError(f"preset {preset_name} stage {st.name} needs {st.views} RGB views; this capture has "
+                                f"none ({capture.summary()})" + ("" if prior else " and --prior false gives no template"))
+    if not prior and not capture.views("neutral", "rgb") and preset.private:
+        raise HeadVeilError("no neutral RGB views and no template: use the 3DMM prior (--prior true) as the template")
+    if preset_name == "full-rgb" and capture.views("protected", "rgb"):
+        warnings.append("full-rgb reads the RGB of protected views: it is the non-private baseline")
+    if preset.private and prior and len(capture.views("neutral", "rgb")) < 3:
+        warnings.append(f"only {len(capture.views('neutral', 'rgb'))} neutral RGB view(s): stage 1 relies on the "
+                        "template (the model's head) for the low-frequency shape")
+    return warnings
+
+
+def _extract(field_, resolution: int):
+    """Mesh of the field's zero level set with colours from the colour field (normal = mesh
+    normal, viewed head-on): ``verts (V, 3) m, faces (F, 3), colors (V, 3) in [0, 1]``."""
+    from headveil.neural_fields.extraction import extract_mesh
+    from headveil.render.mesh_renderer import vertex_normals
+
+    with torch.no_grad():
+        verts, faces = extract_mesh(field_.sdf, (-0.2, -0.2, -0.2, 0.2, 0.2, 0.2), resolution)
+        vt = torch.as_tensor(verts, dtype=torch.float32)
+        n = torch.as_tensor(vertex_normals(verts, faces), dtype=torch.float32)
+        cols = []
+        for s in range(0, len(vt), 32768):
+            _, feats = field_(vt[s:s + 32768])
+            cols.append(field_.color(vt[s:s + 32768], n[s:s + 32768], -n[s:s + 32768], feats))
+        colors = torch.cat(cols).numpy() if cols else np.zeros((0, 3), np.float32)
+    return verts, faces, colors
+
+
+def _geometry_vs_gt(verts, faces, capture, model) -> dict:
+    from headveil.geometry.mesh_io import load_mesh
     from headveil.geometry.metrics import compare_meshes
     from headveil.geometry.morphable.model import load_embedded
-    from headveil.neural_fields.extraction import extract_mesh
+
+    gv, gf, _ = load_mesh(capture.gt_mesh)
+    m = model or load_embedded()
+    if len(gv) == m.n_vertices and np.array_equal(gf, m.faces):
+        # model topology: compare with the skin (eyes, teeth, tongue are inside the head)
+        skin = m.face_part_mask("skin")
+        return {"head": compare_meshes(verts, faces, gv, gf, n_samples=20000, gt_face_mask=skin).to_json(),
+                "face": _face_metrics(verts, faces, gv, gf[skin], m.regions["face"]),
+                "gt_surface": "skin sub-mesh of the model"}
+    return {"head": compare_meshes(verts, faces, gv, gf, n_samples=20000).to_json(), "gt_surface": "whole mesh"}
+
+
+def run_reconstruct(cfg: ReconstructConfig) -> dict:
+    import warnings as _warnings
+
+    from headveil.geometry.mesh_io import export_mesh
+    from headveil.geometry.morphable.model import load_embedded
     from headveil.neural_fields.head_field import HeadField, HeadFieldConfig
     from headveil.pipelines.capture import load_capture
 
@@ -89,59 +239,64 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict:
     bad = set(cfg.format) - {"ply", "obj", "glb"}
     if bad:
         raise HeadVeilError(f"unknown mesh format(s) {sorted(bad)}; choose from ply, obj, glb")
+    if cfg.normals not in ("detached", "fd"):
+        raise HeadVeilError(f"--normals must be detached or fd; got {cfg.normals!r}")
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     capture = load_capture(cfg.capture)  # validates before any training
-    stages = PRESETS[cfg.preset](cfg.steps)
+    warns = check_capture_for_preset(capture, cfg.preset, cfg.prior)
+    for w in warns:
+        _warnings.warn(w, stacklevel=2)
+    preset = PRESETS[cfg.preset]
+    stages = preset.stages(_per_stage(cfg.steps, len(preset.stages(preset.default_steps)), preset.default_steps))
     for s in stages:
-        s.rays, s.samples = cfg.rays, cfg.samples
+        s.rays, s.samples, s.patches = cfg.rays, cfg.samples, cfg.patches
+        s.normals = cfg.normals
     model = load_embedded() if cfg.prior else None
     torch.manual_seed(cfg.seed)
     field_ = HeadField(model, HeadFieldConfig(prior=cfg.prior))
     if cfg.prior:
-        if cfg.fit_codes and capture.codes.get("identity") is not None:
-            field_.set_codes(capture.codes["identity"], capture.codes.get("expression"))
-        field_.cache_prior(cfg.cache_resolution)
+        alpha, eta = _template_codes(cfg, capture, model)
+        if alpha is not None:
+            field_.set_codes(alpha, eta)
+        field_.cache_prior(cfg.cache_resolution, code_components=cfg.code_components)
+    elif cfg.code_components:
+        raise HeadVeilError("--code-components needs the 3DMM prior (--prior true)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
     if not cfg.resume and ckpt.exists():
         ckpt.unlink()
-    stats = train(field_, capture, stages, cfg.seed, ckpt, cfg.checkpoint_every, cfg.resume, capture.background)
+    stage_meshes = {}
+
+    def on_stage_end(si, st, f):
+        if si < len(stages) - 1:  # earlier stages: their mesh and metrics (the last one is the result)
+            v, fc, col = _extract(f, cfg.resolution)
+            export_mesh(out / f"mesh_{st.name}.ply", v, fc, col)
+            entry = {"mesh": f"mesh_{st.name}.ply", "vertices": int(len(v))}
+            if capture.gt_mesh is not None and len(v):
+                entry["geometry_vs_gt"] = _geometry_vs_gt(v, fc, capture, model)
+            stage_meshes[st.name] = entry
+
+    stats = train(field_, capture, stages, cfg.seed, ckpt, cfg.checkpoint_every, cfg.resume, capture.background,
+                  on_stage_end=on_stage_end)
     t_train = time.perf_counter() - t0
 
-    # mesh + vertex colours from the colour field (normal = mesh normal, viewed head-on)
     t1 = time.perf_counter()
-    with torch.no_grad():
-        verts, faces = extract_mesh(field_.sdf, (-0.2, -0.2, -0.2, 0.2, 0.2, 0.2), cfg.resolution)
-        from headveil.render.mesh_renderer import vertex_normals
-
-        vt = torch.as_tensor(verts, dtype=torch.float32)
-        n = torch.as_tensor(vertex_normals(verts, faces), dtype=torch.float32)
-        cols = []
-        for s in range(0, len(vt), 32768):
-            _, feats = field_(vt[s:s + 32768])
-            cols.append(field_.color(vt[s:s + 32768], n[s:s + 32768], -n[s:s + 32768], feats))
-        colors = torch.cat(cols).numpy()
+    verts, faces, colors = _extract(field_, cfg.resolution)
+    if len(verts) == 0:
+        raise HeadVeilError("the trained field has no surface inside the box (training failed); see metrics of "
+                            "the stages and try more steps or a lower learning rate")
     for fmt in {"ply", *cfg.format}:
         export_mesh(out / f"mesh.{fmt}", verts, faces, colors)
     t_mesh = time.perf_counter() - t1
-    metrics = {"stages": stats, "seconds": {"train": t_train, "mesh": t_mesh, "total": time.perf_counter() - t0},
+    metrics = {"preset": cfg.preset, "private": preset.private, "stages": stats, "stage_meshes": stage_meshes,
+               "seconds": {"train": t_train, "mesh": t_mesh, "total": time.perf_counter() - t0},
                "mesh": {"vertices": int(len(verts)), "faces": int(len(faces))}, "backend": field_.backend(),
-               "prior": cfg.prior, "views": len(capture)}
+               "prior": cfg.prior, "template": cfg.template if cfg.prior else None, "views": len(capture),
+               "view_counts": capture.summary(), "warnings": warns}
     if capture.gt_mesh is not None:
-        gv, gf, _ = load_mesh(capture.gt_mesh)
-        m = model or load_embedded()
-        if len(gv) == m.n_vertices and np.array_equal(gf, m.faces):
-            # model topology: compare with the skin (eyes, teeth, tongue are inside the head)
-            skin = m.face_part_mask("skin")
-            metrics["geometry_vs_gt"] = {
-                "head": compare_meshes(verts, faces, gv, gf, n_samples=20000, gt_face_mask=skin).to_json(),
-                "face": _face_metrics(verts, faces, gv, gf[skin], m.regions["face"]),
-                "gt_surface": "skin sub-mesh of the model"}
-        else:
-            metrics["geometry_vs_gt"] = {"head": compare_meshes(verts, faces, gv, gf, n_samples=20000).to_json(),
-                                         "gt_surface": "whole mesh"}
+        metrics["geometry_vs_gt"] = _geometry_vs_gt(verts, faces, capture, model)
     write_json(out / "metrics.json", metrics)
     inputs = [capture.root / "transforms.json"] + ([capture.gt_mesh] if capture.gt_mesh else [])
     write_json(out / "manifest.json", build_manifest("headveil reconstruct", cfg, seed=cfg.seed, inputs=inputs,

@@ -56,6 +56,12 @@ class SynthConfig:
     """Views per capture, spread around the head."""
     capture_size: int = 64
     """Capture image size in pixels."""
+    capture_split: tuple[int, int] | None = None
+    """``N_NEUTRAL N_PROTECTED``: place views as a split capture (protected views around the face,
+    neutral ones behind), e.g. ``10 20`` (FaceScape) or ``16 20`` (H3DS); overrides capture_views."""
+    capture_protect: bool = False
+    """Write protected views only as gradient images (the protecting operator at capture_size,
+    Sobel, no blur): a capture for ``--preset two-stage`` that holds no RGB of its protected views."""
 
 
 @dataclass
@@ -164,6 +170,7 @@ def _run_capture(cfg: SynthConfig, model: MorphableModel) -> Path:
     from tqdm import tqdm
 
     from headveil.pipelines.capture import write_synthetic_capture
+    from headveil.render.protect import ProtectConfig
 
     with atomic_output_dir(cfg.out) as tmp:
         children = np.random.SeedSequence(cfg.seed).spawn(cfg.subjects)
@@ -174,7 +181,8 @@ def _run_capture(cfg: SynthConfig, model: MorphableModel) -> Path:
                 else np.zeros(model.n_expr, np.float32)
             write_synthetic_capture(tmp / f"s{i:04d}", model, SubjectCodes(c["alpha"], eta, c["beta"]),
                                     cfg.capture_views, cfg.capture_size, seed=int(rng.integers(2**31)),
-                                    light=random_light(rng))
+                                    light=random_light(rng), split=cfg.capture_split,
+                                    protect=ProtectConfig(cfg.capture_size) if cfg.capture_protect else None)
         write_json(tmp / "manifest.json", build_manifest("headveil synth --capture", cfg, seed=cfg.seed,
                                                          backends={"raster": "auto"}, extra={"model": model.name}))
     return cfg.out

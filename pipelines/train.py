@@ -1,9 +1,18 @@
 """The one training loop for head fields: stages are configs, not copies of the loop.
 
-A stage picks the views it may use (all, privacy-neutral only, protected only), the image loss
-(``rgb``: L1 on colours, paper eq. 2) and the regularisers (eikonal eq. 4 on finite-difference
-gradients, the colour network's Lipschitz product eq. 8, a mask loss when the capture has masks).
-Rays are drawn at random from the stage's views, sampled in the head's bounding sphere, rendered
+A stage picks the views it may use (all, privacy-neutral only, protected only), the image losses
+and the regularisers of the two-stage paper's eq. 9:
+
+    L = λ1 L_rgb + λ2 L_eik + λ3 L_lip + λ4 L_grad  (+ mask and residual terms)
+
+- ``L_rgb`` (eq. 2): L1 on colours of random rays of the stage's RGB views;
+- ``L_grad`` (eq. 5): L1 between ‖ĝ‖ of rendered patches (the protecting operator of
+  :mod:`headveil.render.protect`, same kernel and blur, ``valid`` padding) and the ‖g‖ of the
+  stage's gradient views — the only thing a protected view holds;
+- ``L_eik`` (eq. 4) on finite-difference gradients at random points, ``L_lip`` (eq. 8) the
+  colour network's product of per-layer bounds.
+
+Rays are sampled in the head's bounding sphere (or in a band around the 3DMM surface), rendered
 with VolSDF density and composited over the capture's background.
 
 Deterministic for a seed on CPU; checkpoints are written atomically; a non-finite loss stops
@@ -26,6 +35,7 @@ from headveil.common.errors import HeadVeilError
 from headveil.neural_fields.head_field import HeadField
 from headveil.neural_fields.sdf import eikonal_loss, finite_difference_gradient
 from headveil.pipelines.capture import Capture
+from headveil.render.protect import ProtectConfig, gradient_magnitude
 from headveil.render.rays import rays_from_camera
 from headveil.render.volume import (
     composite,
@@ -49,13 +59,33 @@ class StageConfig:
     views: str = "all"
     """Which views this stage may see: ``all``, ``neutral`` or ``protected``."""
     loss: str = "rgb"
-    """Image loss: ``rgb`` (L1 on colours)."""
+    """Image losses: ``rgb`` (L1 on colours of RGB views), ``grad`` (L1 on gradient magnitudes of
+    gradient views) or ``rgb+grad`` (both, each on its own views)."""
+    w_rgb: float = 1.0
+    """λ1 of eq. 9."""
+    w_grad: float = 1.0
+    """λ4 of eq. 9."""
     rays: int = 512
+    """Random rays per step for the RGB loss."""
+    patches: int = 4
+    """Patches per step for the gradient loss."""
+    patch_size: int = 16
+    """Side (px) of a rendered patch; the loss sees its interior (side − 2·operator margin)."""
+    normals: str = "detached"
+    """Normals fed to the colour network: ``detached`` (analytic SDF gradient, no second-order
+    term; cheap) or ``fd`` (tetrahedral finite differences of the SDF, differentiable, so shading
+    gradients reach the geometry; 4 extra SDF evaluations per sample)."""
+    fd_eps: float = 1e-3
+    """Step (metres) of the ``fd`` normals."""
     samples: int = 48
     lr: float = 2e-3
     """Adam learning rate of the geometry (SDF hash grid and MLP); decays ×0.1 over the stage."""
     lr_networks: float = 5e-3
-    """Adam learning rate of the colour network, the density β and trainable codes; same decay."""
+    """Adam learning rate of the colour network and the density β; same decay."""
+    lr_codes: float = 2e-2
+    """Adam learning rate of trainable 3DMM codes (α ~ N(0, I) units); same decay."""
+    w_codes: float = 1e-3
+    """Weight of the code prior mean(α²) (trainable codes only)."""
     w_eikonal: float = 0.05
     eikonal_points: int = 1024
     w_lipschitz: float = 0.0
@@ -73,18 +103,70 @@ class StageConfig:
     """Half-width (metres) of the prior-guided sampling band."""
 
 
-def rays_of(capture: Capture, views: str):
-    """Rays, target colours and masks of the selected views: ``(N, 3) ×2, (N, 3), (N,) | None``."""
+def _check_views(views: str) -> None:
     if views not in ("all", "neutral", "protected"):
         raise ValueError(f"views must be all, neutral or protected; got {views!r}")
-    sel = [i for i, p in enumerate(capture.privacy) if views == "all" or p == views]
+
+
+def rays_of(capture: Capture, views: str):
+    """Rays, target colours and masks of the selected RGB views: ``(N, 3) ×2, (N, 3), (N,) | None``
+    (mask −1 where a view has none)."""
+    _check_views(views)
+    sel = capture.views(views, "rgb")
     if not sel:
-        raise HeadVeilError(f"the capture has no {views} views for this stage")
+        raise HeadVeilError(f"the capture has no {views} RGB views for this stage's RGB loss")
     o, d = zip(*(rays_from_camera(capture.cameras[i]) for i in sel))
     rgb = capture.images[sel].reshape(-1, 3)
     mask = capture.masks[sel].reshape(-1) if capture.masks is not None else None
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
     return t(np.concatenate(o)), t(np.concatenate(d)), t(rgb), (t(mask) if mask is not None else None)
+
+
+class GradientPatches:
+    """Random ``S × S`` patches of a capture's gradient views: rays and the ‖g‖ targets of their
+    interiors.
+
+    Patch corners are drawn with probability 0.8 among those whose target patch holds any gradient
+    (the head), else uniformly (so empty space stays empty). Rays ``(V, H, W, 3)`` are precomputed.
+    """
+
+    def __init__(self, capture: Capture, views: str, size: int, margin: int):
+        _check_views(views)
+        self.sel = capture.views(views, "gradient")
+        if not self.sel:
+            raise HeadVeilError(f"the capture has no {views} gradient views for this stage's gradient loss "
+                                "(protect the face views with `headveil protect CAPTURE --out DIR`)")
+        H, W = capture.gradients.shape[1:]
+        if size > min(H, W) or size - 2 * margin < 2:
+            raise ValueError(f"patch_size {size} must fit the {W}×{H} views and exceed 2·margin + 1 = {2 * margin + 1}")
+        self.size, self.margin, self.H, self.W = size, margin, H, W
+        o, d = zip(*(rays_from_camera(capture.cameras[i]) for i in self.sel))
+        t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
+        self.o = t(np.stack(o)).reshape(len(self.sel), H, W, 3)
+        self.d = t(np.stack(d)).reshape(len(self.sel), H, W, 3)
+        self.g = t(capture.gradients[self.sel])
+        busy = F.max_pool2d((self.g > 1e-3).float()[:, None], size, stride=1)[:, 0]  # (V, H−S+1, W−S+1)
+        self.busy = busy.reshape(-1).nonzero()[:, 0]
+        self.n_corners = busy.numel()
+        self._shape = busy.shape
+
+    def sample(self, n: int, generator=None):
+        """``n`` patches: ``origins, dirs (n·S·S, 3)`` and targets ``(n, S − 2m, S − 2m)``."""
+        S, m = self.size, self.margin
+        pick_busy = torch.rand(n, generator=generator) < 0.8
+        any_idx = torch.randint(0, self.n_corners, (n,), generator=generator)
+        if len(self.busy):
+            busy_idx = self.busy[torch.randint(0, len(self.busy), (n,), generator=generator)]
+            any_idx = torch.where(pick_busy, busy_idx, any_idx)
+        _, h1, w1 = self._shape
+        v, rem = any_idx // (h1 * w1), any_idx % (h1 * w1)
+        y0, x0 = rem // w1, rem % w1
+        ar = torch.arange(S)
+        ys = (y0[:, None] + ar)[:, :, None].expand(n, S, S)
+        xs = (x0[:, None] + ar)[:, None, :].expand(n, S, S)
+        vv = v[:, None, None].expand(n, S, S)
+        target = self.g[vv, ys, xs][:, m:S - m, m:S - m]
+        return self.o[vv, ys, xs].reshape(-1, 3), self.d[vv, ys, xs].reshape(-1, 3), target
 
 
 def prior_band(field: HeadField, origins, dirs, near, far, band: float, n_coarse: int = 64):
@@ -128,11 +210,17 @@ def render_rays(field: HeadField, origins, dirs, cfg: StageConfig, background, g
         raise ValueError(f"sampling must be auto, uniform or prior; got {cfg.sampling!r}")
     ts, te = stratified_samples(near, far, cfg.samples, perturb=perturb, generator=generator)
     mids = 0.5 * (ts + te)
-    pts = (origins[:, None, :] + mids[..., None] * dirs[:, None, :]).reshape(-1, 3).requires_grad_(True)
-    with torch.enable_grad():
-        sdf, feats = field(pts)
-        (grad,) = torch.autograd.grad(sdf.sum(), pts, retain_graph=True)
-    normals = F.normalize(grad.detach(), dim=-1)
+    pts = (origins[:, None, :] + mids[..., None] * dirs[:, None, :]).reshape(-1, 3)
+    if cfg.normals == "fd":
+        sdf, feats, normals = _fd_normals(field, pts, cfg.fd_eps)
+    elif cfg.normals == "detached":
+        pts.requires_grad_(True)
+        with torch.enable_grad():
+            sdf, feats = field(pts)
+            (grad,) = torch.autograd.grad(sdf.sum(), pts, retain_graph=True)
+        normals = F.normalize(grad.detach(), dim=-1)
+    else:
+        raise ValueError(f"normals must be detached or fd; got {cfg.normals!r}")
     sigma = field.density(sdf).reshape(ts.shape) * hit[:, None]
     w, _ = render_weights(ts, te, sigma)
     view = dirs[:, None, :].expand(-1, ts.shape[1], -1).reshape(-1, 3)
@@ -140,13 +228,32 @@ def render_rays(field: HeadField, origins, dirs, cfg: StageConfig, background, g
     return composite(w, color, background), w.sum(1), expected_depth(w, ts, te)
 
 
+_TETRA = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, 1.0, 1.0]])
+
+
+def _fd_normals(field: HeadField, pts: torch.Tensor, eps: float):
+    """SDF, features and unit normals at ``pts (N, 3)``; normals from the tetrahedral stencil
+    ``n ∝ Σ_k v_k f(x + ε v_k)`` (differentiable in the field, no second-order autograd)."""
+    n = len(pts)
+    allp = torch.cat([pts, (pts[:, None, :] + eps * _TETRA).reshape(-1, 3)])
+    sdf_all, feats_all = field(allp)
+    sdf, feats = sdf_all[:n], feats_all[:n]
+    if hasattr(field, "last_residual") and field.config.prior:
+        field.last_residual = field.last_residual[:n]
+    g = (sdf_all[n:].reshape(n, 4, 1) * _TETRA).sum(1)
+    return sdf, feats, F.normalize(g, dim=-1)
+
+
 def _param_groups(field: HeadField, cfg: StageConfig):
-    """Geometry (the SDF's grid and MLP) at ``lr``; colour, density and codes at ``lr_networks``."""
+    """Geometry (the SDF's grid and MLP) at ``lr``; colour and density at ``lr_networks``;
+    trainable codes (α, η) at ``lr_codes``."""
     geo_prefix = ("residual.", "net.")
-    geo = [p for n, p in field.named_parameters() if n.startswith(geo_prefix) and p.requires_grad]
-    ids = {id(p) for p in geo}
-    rest = [p for p in field.parameters() if id(p) not in ids and p.requires_grad]
-    return [{"params": geo, "lr": cfg.lr}, {"params": rest, "lr": cfg.lr_networks}]
+    named = [(n, p) for n, p in field.named_parameters() if p.requires_grad]
+    geo = [p for n, p in named if n.startswith(geo_prefix)]
+    codes = [p for n, p in named if n in ("alpha", "eta")]
+    rest = [p for n, p in named if not n.startswith(geo_prefix) and n not in ("alpha", "eta")]
+    return [{"params": geo, "lr": cfg.lr}, {"params": rest, "lr": cfg.lr_networks},
+            {"params": codes, "lr": cfg.lr_codes}]
 
 
 def save_checkpoint(path: Path, field: HeadField, opt, stage: int, step: int, extra: dict) -> None:
@@ -164,8 +271,10 @@ def _diverged_message(stage: str, step: int, what: str, checkpoint: Path | None)
 
 def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: int = 0,
           checkpoint: Path | None = None, checkpoint_every: int = 200, resume: bool = False,
-          background=(0.0, 0.0, 0.0), progress: bool = True) -> dict:
-    """Run the stages in order; returns per-stage stats (final loss, PSNR, seconds)."""
+          background=(0.0, 0.0, 0.0), progress: bool = True, on_stage_end=None) -> dict:
+    """Run the stages in order; returns per-stage stats (final loss, batch PSNR / gradient L1,
+    seconds). ``on_stage_end(index, stage_config, field)`` is called after each stage (e.g. to
+    extract that stage's mesh); on resume it is called for the stages that are run."""
     from tqdm import tqdm
 
     torch.manual_seed(seed)
@@ -174,6 +283,8 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
     if resume and checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
         field.load_state_dict(state["field"])
+        if field.config.prior and getattr(field, "code_components", 0):
+            field.recache()  # the cache must sit at the restored codes
         start_stage, start_step = state["stage"], state["step"]
         torch.set_rng_state(state["rng"])
         gen.manual_seed(seed + 7919 * (start_stage * 100003 + start_step))
@@ -182,51 +293,87 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
     for si, cfg in enumerate(stages):
         if si < start_stage:
             continue
-        o, d, rgb, mask = rays_of(capture, cfg.views)
+        if cfg.loss not in ("rgb", "grad", "rgb+grad"):
+            raise ValueError(f"stage {cfg.name}: loss must be rgb, grad or rgb+grad; got {cfg.loss!r}")
+        use_rgb, use_grad = "rgb" in cfg.loss.split("+"), "grad" in cfg.loss.split("+")
+        o = d = rgb = mask = patches = None
+        if use_rgb:
+            o, d, rgb, mask = rays_of(capture, cfg.views)
+        if use_grad:
+            op = ProtectConfig.from_json(capture.protect or {})
+            patches = GradientPatches(capture, cfg.views, cfg.patch_size, op.margin)
         opt = torch.optim.Adam(_param_groups(field, cfg), betas=(0.9, 0.99), eps=1e-15)
         first = start_step if si == start_stage else 0
         if state is not None and si == start_stage and first > 0:
             opt.load_state_dict(state["optimizer"])
         t0 = time.perf_counter()
         bar = tqdm(range(first, cfg.steps), desc=f"stage {cfg.name}", unit="step", disable=not progress)
-        loss_v = psnr_v = float("nan")
+        loss_v = psnr_v = grad_v = float("nan")
         for step in bar:
-            for g, base in zip(opt.param_groups, (cfg.lr, cfg.lr_networks)):
+            for g, base in zip(opt.param_groups, (cfg.lr, cfg.lr_networks, cfg.lr_codes)):
                 g["lr"] = base * 0.1 ** (step / cfg.steps)  # exponential decay ×0.1 over the stage
-            idx = torch.randint(0, len(o), (cfg.rays,), generator=gen)
-            pred, opacity, _ = render_rays(field, o[idx], d[idx], cfg, bg, gen)
-            residual = getattr(field, "last_residual", None) if field.config.prior else None
-            if not (torch.isfinite(pred).all() and torch.isfinite(opacity).all()):
-                raise TrainingDivergedError(_diverged_message(cfg.name, step, "the rendered colours", checkpoint))
-            if cfg.loss != "rgb":
-                raise ValueError(f"unknown image loss {cfg.loss!r}")
-            loss_img = (pred - rgb[idx]).abs().mean()
-            loss = loss_img
-            if mask is not None and cfg.w_mask > 0:
-                loss = loss + cfg.w_mask * F.binary_cross_entropy(opacity.clamp(1e-4, 1 - 1e-4), mask[idx])
+            loss = torch.zeros(())
+            residuals = []
+            if use_rgb:
+                idx = torch.randint(0, len(o), (cfg.rays,), generator=gen)
+                pred, opacity, _ = render_rays(field, o[idx], d[idx], cfg, bg, gen)
+                residuals.append(getattr(field, "last_residual", None))
+                if not (torch.isfinite(pred).all() and torch.isfinite(opacity).all()):
+                    raise TrainingDivergedError(_diverged_message(cfg.name, step, "the rendered colours", checkpoint))
+                loss = loss + cfg.w_rgb * (pred - rgb[idx]).abs().mean()
+                if mask is not None and cfg.w_mask > 0:
+                    mi = mask[idx]
+                    has = mi >= 0
+                    if has.any():
+                        bce = F.binary_cross_entropy(opacity[has].clamp(1e-4, 1 - 1e-4), mi[has])
+                        loss = loss + cfg.w_mask * bce
+                mse = ((pred.detach() - rgb[idx]) ** 2).mean().item()
+                psnr_v = -10 * math.log10(max(mse, 1e-10))
+            if use_grad:
+                po, pd, target = patches.sample(cfg.patches, gen)
+                pc, _, _ = render_rays(field, po, pd, cfg, bg, gen)
+                residuals.append(getattr(field, "last_residual", None))
+                if not torch.isfinite(pc).all():
+                    raise TrainingDivergedError(_diverged_message(cfg.name, step, "the rendered patches", checkpoint))
+                S = cfg.patch_size
+                g_hat = gradient_magnitude(pc.reshape(-1, S, S, 3), op.operator, op.blur, padding="valid")
+                loss_grad = (g_hat - target).abs().mean()
+                loss = loss + cfg.w_grad * loss_grad
+                grad_v = loss_grad.item()
             if cfg.w_eikonal > 0:
                 p = (torch.rand(cfg.eikonal_points, 3, generator=gen) * 2 - 1) * cfg.bound_radius
                 loss = loss + cfg.w_eikonal * eikonal_loss(finite_difference_gradient(field.sdf, p, eps=2e-3))
-            if cfg.w_residual > 0 and residual is not None:
-                loss = loss + cfg.w_residual * residual.abs().mean() * 1e3
+            residuals = [r for r in residuals if r is not None] if field.config.prior else []
+            if cfg.w_residual > 0 and residuals:
+                loss = loss + cfg.w_residual * torch.cat(residuals).abs().mean() * 1e3
             if cfg.w_lipschitz > 0:
                 loss = loss + cfg.w_lipschitz * field.color.lipschitz_loss()
+            if field.config.prior and field.alpha.requires_grad and cfg.w_codes > 0:
+                loss = loss + cfg.w_codes * (field.alpha ** 2).mean()
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(_diverged_message(cfg.name, step, f"the loss ({loss.item()})", checkpoint))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_v = loss.item()
-            mse = ((pred.detach() - rgb[idx]) ** 2).mean().item()
-            psnr_v = -10 * math.log10(max(mse, 1e-10))
-            bar.set_postfix(loss=f"{loss_v:.4f}", psnr=f"{psnr_v:.1f}")
+            post = {"loss": f"{loss_v:.4f}"}
+            if use_rgb:
+                post["psnr"] = f"{psnr_v:.1f}"
+            if use_grad:
+                post["grad"] = f"{grad_v:.4f}"
+            bar.set_postfix(post)
             if checkpoint is not None and (step + 1) % checkpoint_every == 0:
                 save_checkpoint(checkpoint, field, opt, si, step + 1, {"stage_name": cfg.name})
         bar.close()
-        stats[cfg.name] = {"steps": cfg.steps, "loss": loss_v, "psnr_batch": psnr_v,
+        stats[cfg.name] = {"steps": cfg.steps, "loss": loss_v, "psnr_batch": psnr_v if use_rgb else None,
+                           "grad_l1_batch": grad_v if use_grad else None,
                            "seconds": time.perf_counter() - t0, "config": asdict(cfg)}
+        if field.config.prior and getattr(field, "code_components", 0):
+            field.recache()  # the cache follows α to first order only: make it exact again
         if checkpoint is not None:
             save_checkpoint(checkpoint, field, opt, si + 1, 0, {"stage_name": cfg.name})
+        if on_stage_end is not None:
+            on_stage_end(si, cfg, field)
         state, start_step = None, 0
     return stats
 

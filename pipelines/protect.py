@@ -1,0 +1,172 @@
+"""``headveil protect``: the user-side protecting operator of the two-stage reconstruction.
+
+Two forms:
+
+- ``headveil protect IMAGE... --out DIR``: each image becomes ``DIR/<stem>.png`` (16-bit
+  greyscale ‖g‖ codes, or ``.npy`` float32 with ``--format npy``) and ``DIR/<stem>.preview.png``
+  (8-bit, ‖g‖ scaled by its 99th percentile for viewing), plus ``DIR/manifest.json``.
+- ``headveil protect CAPTURE --out DIR`` (a folder with ``transforms.json``): a new capture where
+  every ``protected`` view is replaced by its gradient file (``protected/NNN.png``, intrinsics
+  scaled to the protected size, its mask dropped); ``neutral`` views are copied as they are.
+
+What leaves the operator is ‖g‖ only. The RGB it protects is never written, cached or logged; the
+outputs carry no metadata; file names of protected views in a capture are renumbered; the
+manifest records hashes of the *outputs* (a hash of a sensitive photo would let anyone holding
+that photo confirm it was used) and the operator settings. See :mod:`headveil.render.protect`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import tyro
+
+from headveil.common.errors import HeadVeilError
+from headveil.common.outputs import atomic_file, atomic_output_dir, build_manifest, sha256_file, write_json
+from headveil.render.protect import ProtectConfig, protect_image, quantize
+
+
+def write_gradient(path: str | os.PathLike, g: np.ndarray) -> Path:
+    """Write ‖g‖ ``(H, W)`` atomically: ``.png`` → 16-bit greyscale codes (:func:`quantize`),
+    ``.npy`` → float32. No metadata."""
+    from PIL import Image
+
+    path = Path(path)
+    g = np.asarray(g, np.float32)
+    if g.ndim != 2:
+        raise ValueError(f"a gradient image is (H, W); got {g.shape}")
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".npy"):
+        raise ValueError(f"gradient files are .png (16-bit) or .npy; got {path.suffix!r}")
+    with atomic_file(path) as tmp:
+        if suffix == ".npy":
+            with open(tmp, "wb") as fh:
+                np.save(fh, g)
+        else:
+            Image.fromarray(quantize(g)).save(tmp, format="PNG")  # uint16 → mode I;16, no text chunks
+    return path
+
+
+def gradient_preview(g: np.ndarray) -> np.ndarray:
+    """An 8-bit RGB view of ‖g‖ ``(H, W)`` (scaled by its 99th percentile, grey) for people to look at."""
+    hi = float(np.percentile(g, 99)) or 1.0
+    v = np.clip(g / hi, 0, 1)
+    return np.repeat((v * 255 + 0.5).astype(np.uint8)[..., None], 3, -1)
+
+
+@dataclass
+class ProtectCommand:
+    """Keep only colour-gradient magnitudes of face images (or of a capture's protected views)."""
+
+    inputs: Annotated[tuple[Path, ...], tyro.conf.Positional]
+    """Image files / folders of images, or one capture folder (with ``transforms.json``)."""
+    out: Path = Path("protected_out")
+    size: int = 64
+    """Longer side (px) after downsampling; 0 keeps the size."""
+    blur: float = 0.0
+    """Gaussian σ (px, after downsampling) before the derivatives."""
+    operator: Literal["sobel", "central"] = "sobel"
+    format: Literal["png", "npy"] = "png"
+    """``png``: 16-bit codes (step 5.3e-5); ``npy``: float32."""
+    preview: bool = True
+    """Also write an 8-bit preview of each gradient image (images form only)."""
+
+
+def run_protect(cmd: ProtectCommand) -> dict:
+    from tqdm import tqdm
+
+    from headveil.common.images import list_images, read_image, write_image
+
+    op = ProtectConfig(cmd.size, cmd.blur, cmd.operator)
+    if not cmd.inputs:
+        raise HeadVeilError("give at least one image, folder of images, or capture folder")
+    if len(cmd.inputs) == 1 and (Path(cmd.inputs[0]) / "transforms.json").is_file():
+        return protect_capture(Path(cmd.inputs[0]), cmd.out, op, cmd.format)
+    paths = list_images(list(cmd.inputs))
+    if not paths:
+        raise HeadVeilError("no images found in the given paths")
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise HeadVeilError("two inputs share a file name stem; their outputs would collide")
+    written, failed = [], []
+    with atomic_output_dir(cmd.out) as tmp:
+        for p in tqdm(paths, desc="protect", unit="image"):
+            try:
+                g = protect_image(read_image(p), op)
+            except HeadVeilError as exc:
+                failed.append({"file": p.name, "error": str(exc)})
+                continue
+            written.append(write_gradient(tmp / f"{p.stem}.{cmd.format}", g))
+            if cmd.preview:
+                write_image(tmp / f"{p.stem}.preview.png", gradient_preview(g))
+        if not written:
+            raise HeadVeilError(f"no image could be protected: {failed}")
+        write_json(tmp / "manifest.json", build_manifest(
+            "headveil protect", cmd, seed=None, extra={
+                "protect": op.to_json(), "failed": failed,
+                "outputs": [{"path": w.name, "sha256": sha256_file(w)} for w in written],
+                "note": "input hashes are deliberately not recorded (they would confirm a sensitive photo)"}))
+    return {"out": Path(cmd.out), "written": len(written), "failed": failed}
+
+
+def protect_capture(src: Path, out: Path, op: ProtectConfig, fmt: str = "png") -> dict:
+    """Turn every ``protected`` RGB view of capture ``src`` into a gradient view in a new capture ``out``."""
+    from headveil.common.images import read_image
+    from headveil.pipelines.capture import load_capture
+
+    cap = load_capture(src)  # validates the capture first
+    meta = json.loads((src / "transforms.json").read_text())
+    frames = meta["frames"]
+    prot = [i for i in cap.views("protected", "rgb")]
+    if not prot:
+        raise HeadVeilError(f"{src} has no protected RGB views to protect")
+    w0, h0 = cap.cameras[0].width, cap.cameras[0].height
+    neutral_rgb = cap.views("neutral", "rgb")
+    if neutral_rgb and op.size and max(w0, h0) > op.size:
+        raise HeadVeilError(f"the neutral views are {w0}×{h0} but --size {op.size} would shrink the protected ones; "
+                            "every view of a capture must share one size (use --size 0 or resize the capture)")
+    new_frames = []
+    with atomic_output_dir(out) as tmp:
+        for i, fr in enumerate(frames):
+            fr = dict(fr)
+            if i in prot:
+                path = src / fr["file_path"]
+                g = protect_image(read_image(path if path.exists() else path.with_suffix(".png")), op)
+                s = g.shape[1] / cap.cameras[i].width
+                K = np.asarray(cap.cameras[i].K, float).copy()
+                K[:2] *= s
+                name = f"protected/{len(new_frames):03d}.{fmt}"
+                write_gradient(tmp / name, g)
+                for k in ("mask_path", "transform_matrix", "fl_x", "fl_y", "cx", "cy", "camera_angle_x"):
+                    fr.pop(k, None)
+                fr.update({"file_path": name, "content": "gradient", "protect": op.to_json(), "K": K.tolist(),
+                           "c2w": cap.cameras[i].c2w.tolist(), "width": int(g.shape[1]), "height": int(g.shape[0])})
+            else:
+                for key in ("file_path", "mask_path"):
+                    if fr.get(key):
+                        p = src / fr[key]
+                        p = p if p.exists() else p.with_suffix(".png")
+                        (tmp / fr[key]).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(p, tmp / fr[key])
+                if "transform_matrix" in fr:  # store every camera the same way (OpenCV c2w + K)
+                    fr = {"file_path": fr["file_path"], **({"mask_path": fr["mask_path"]} if fr.get("mask_path") else {}),
+                          "K": np.asarray(cap.cameras[i].K).tolist(), "c2w": cap.cameras[i].c2w.tolist(),
+                          "width": cap.cameras[i].width, "height": cap.cameras[i].height,
+                          "privacy": cap.privacy[i]}
+            new_frames.append(fr)
+        meta = {k: v for k, v in meta.items() if k not in ("frames", "camera_angle_x", "fl_x", "fl_y", "cx", "cy")}
+        meta.update({"camera_convention": "opencv", "frames": new_frames, "protect": op.to_json()})
+        if meta.get("gt_mesh") and (src / meta["gt_mesh"]).is_file():
+            shutil.copyfile(src / meta["gt_mesh"], tmp / meta["gt_mesh"])
+        write_json(tmp / "transforms.json", meta)
+        write_json(tmp / "manifest.json", build_manifest(
+            "headveil protect (capture)", {"capture": str(src), "protect": op.to_json(), "format": fmt}, seed=None,
+            extra={"protected_views": len(prot), "neutral_views": len(frames) - len(prot),
+                   "note": "protected RGB views are not copied and their hashes are not recorded"}))
+    return {"out": Path(out), "written": len(prot), "failed": []}
