@@ -51,7 +51,8 @@ def main() -> None:
                                         ("no prior (plain VolSDF)", False, False)):
                 t0 = time.perf_counter()
                 res = run_reconstruct(ReconstructConfig(capture=cap, out=Path(tmp) / f"rec{s}{label[:6]}{prior}{codes}",
-                                                        steps=a.steps, prior=prior, fit_codes=codes, resolution=128))
+                                                        steps=(a.steps,), prior=prior,
+                                                        template="capture" if codes else "mean", resolution=128))
                 m = res["metrics"]
                 g = m["geometry_vs_gt"]
                 rows.append((label, s, time.perf_counter() - t0, g["head"]["chamfer_mm"], g["face"].get("chamfer_mm", np.nan),

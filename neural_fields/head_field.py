@@ -12,6 +12,13 @@ reconstruction), and detail learned on one identity moves with the surface when 
 
 With ``prior=False`` the same class is a plain VolSDF field (``f = SDFNetwork(x)``).
 
+Training speed comes from :meth:`HeadField.cache_prior` (the model SDF on a grid). With
+``code_components = k`` the cache also holds the first-order sensitivity of the SDF to the first
+``k`` identity components, ``∂sdf/∂α_j = −n(p)·∂p/∂α_j`` (``p`` the closest surface point, ``n``
+its normal), so α can be optimised jointly with the residual through the cache
+(``sdf(x; α) ≈ sdf(x; α₀) − B(x)(α − α₀)``); :meth:`HeadField.recache` re-centres the cache at
+the current α (exact again).
+
 Frames: points in the model frame (metres, +Y up, face toward +Z); codes α ``(K,)``, η ``(E,)``.
 """
 
@@ -103,8 +110,9 @@ class HeadField(nn.Module):
         self.color = ColorNetwork(cfg.feature_dim, cfg.color)
         self.density = LaplaceDensity(cfg.beta_init)
         self._posed = None
-        self._prior_grid = None  # (1, 4, R, R, R): model SDF and canonical points on a grid
+        self._prior_grid = None  # (1, 7 + k, R, R, R): model SDF, canonical points and normals, sensitivities
         self._prior_box = None
+        self._cache_alpha = None  # α at which the cache was computed (k,)
 
     # -- codes ---------------------------------------------------------------------------------
     def set_codes(self, alpha=None, eta=None, trainable: bool = False) -> None:
@@ -142,10 +150,17 @@ class HeadField(nn.Module):
         return self._posed
 
     # -- field ---------------------------------------------------------------------------------
-    def cache_prior(self, resolution: int = 96, half_extent: float = 0.22, chunk: int = 32768) -> None:
+    def cache_prior(self, resolution: int = 96, half_extent: float = 0.22, chunk: int = 32768,
+                    code_components: int = 0) -> None:
         """Precompute the model SDF and canonical points on a ``resolution³`` grid over the cube
-        ``±half_extent`` metres; :meth:`model_sdf` then interpolates trilinearly (fast training;
-        no gradient to the codes). Call again after the codes change; :meth:`set_codes` clears it."""
+        ``±half_extent`` metres; :meth:`model_sdf` then interpolates trilinearly (fast training).
+
+        With ``code_components = k > 0`` the grid also holds ``∂sdf/∂α_j`` for ``j < k`` and α
+        becomes trainable: the cached SDF follows α to first order (see the module docstring).
+        Without it the cache has no gradient to the codes. :meth:`set_codes` clears the cache."""
+        k = int(code_components)
+        if not 0 <= k <= self.model.n_id:
+            raise ValueError(f"code_components must be in [0, {self.model.n_id}]; got {k}")
         self._prior_grid = None
         axis = torch.linspace(-half_extent, half_extent, resolution)
         zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")  # grid_sample order: D=z, H=y, W=x
@@ -153,10 +168,55 @@ class HeadField(nn.Module):
         vals = []
         with torch.no_grad():
             for s in range(0, len(pts), chunk):
-                base, x_c = self.model_sdf(pts[s:s + chunk])
-                vals.append(torch.cat([base[:, None], x_c], 1))
-        grid = torch.cat(vals).reshape(resolution, resolution, resolution, 4).permute(3, 0, 1, 2)[None]
+                base, x_c, n_c, sens = self._exact_prior(pts[s:s + chunk], k)
+                vals.append(torch.cat([base[:, None], x_c, n_c] + ([sens] if k else []), 1))
+        grid = torch.cat(vals).reshape(resolution, resolution, resolution, 7 + k).permute(3, 0, 1, 2)[None]
         self._prior_grid, self._prior_box = grid.contiguous(), half_extent
+        self._cache_alpha = self.alpha.detach()[:k].clone()
+        self._cache_args = (resolution, half_extent, chunk)
+        if k:
+            self.alpha.requires_grad_(True)
+
+    def recache(self) -> None:
+        """Recompute the cache at the current codes (keeps resolution and code components)."""
+        if self._prior_grid is None:
+            raise ValueError("recache needs a cached prior (call cache_prior first)")
+        k = self._prior_grid.shape[1] - 7
+        self._posed = None
+        self.cache_prior(*self._cache_args, code_components=k)
+
+    @property
+    def code_components(self) -> int:
+        """Identity components trainable through the cache (0 without sensitivities)."""
+        return 0 if self._prior_grid is None else self._prior_grid.shape[1] - 7
+
+    def _exact_prior(self, x: torch.Tensor, k: int = 0, detach: bool = True):
+        """Exact model SDF ``(N,)``, canonical points and normals ``(N, 3)`` and, for ``k > 0``,
+        ``∂sdf/∂α_{<k}`` ``(N, k)`` at the current codes (``detach``: no grad to the codes)."""
+        verts = self.posed_vertices()
+        verts = verts.detach() if detach else verts
+        base, cp = mesh_sdf(x, verts, self.faces, k=self.config.candidates, neighbours=self._neighbours,
+                            rings=self._rings)
+        f = self.faces[cp.face]
+        q_c = (cp.bary[..., None] * self.template[f]).sum(1)
+        n_c = (cp.bary[..., None] * self.template_normals[f]).sum(1)
+        n_c = n_c / n_c.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        sens = None
+        if k:
+            if getattr(self, "_basis", None) is None or self._basis.shape[1] < k:
+                basis = torch.as_tensor(self.model.shape_basis[:k], dtype=torch.float32)  # (k, V, 3)
+                self._basis = self._with_caps(basis.permute(1, 0, 2).reshape(self.model.n_vertices, -1)).reshape(-1, k, 3)
+            # ∇sdf = sign(sdf)·(x − p)/|x − p| off the surface (exact, independent of the winding);
+            # on it (|x − p| ≈ 0) the interpolated vertex normal, oriented by the mesh pseudonormal sign
+            off = x - cp.points
+            dist = off.norm(dim=-1, keepdim=True)
+            vn = vertex_normals_torch(verts, self.faces)
+            n_s = (cp.bary[..., None] * vn[f]).sum(1)
+            n_s = n_s / n_s.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            n = torch.where(dist > 1e-6, off / dist.clamp_min(1e-12) * torch.sign(base)[:, None], n_s)
+            dp = (cp.bary[..., None, None] * self._basis[:, :k][f]).sum(1)  # (N, k, 3)
+            sens = -(dp * n[:, None, :]).sum(-1)
+        return base, q_c + base[:, None] * n_c, n_c, sens
 
     def model_sdf(self, x: torch.Tensor):
         """SDF of the model surface alone and the canonical points ``x_c (N, 3)``."""
@@ -165,16 +225,17 @@ class HeadField(nn.Module):
 
             g = (x / self._prior_box).reshape(1, -1, 1, 1, 3)
             v = F.grid_sample(self._prior_grid, g, mode="bilinear", padding_mode="border", align_corners=True)
-            v = v.reshape(4, -1).T
-            return v[:, 0], v[:, 1:]
-        verts = self.posed_vertices()
-        base, cp = mesh_sdf(x, verts, self.faces, k=self.config.candidates, neighbours=self._neighbours,
-                            rings=self._rings)
-        f = self.faces[cp.face]
-        q_c = (cp.bary[..., None] * self.template[f]).sum(1)
-        n_c = (cp.bary[..., None] * self.template_normals[f]).sum(1)
-        n_c = n_c / n_c.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        return base, q_c + base[:, None] * n_c
+            v = v.reshape(self._prior_grid.shape[1], -1).T
+            base, x_c = v[:, 0], v[:, 1:4]
+            k = v.shape[1] - 7
+            if k:
+                d_alpha = self.alpha[:k] - self._cache_alpha
+                shift = v[:, 7:] @ d_alpha  # first-order change of the model SDF (v[:, 7:] = ∂sdf/∂α)
+                base = base + shift
+                x_c = x_c + shift[:, None] * v[:, 4:7]
+            return base, x_c
+        base, x_c, _, _ = self._exact_prior(x, 0, detach=False)
+        return base, x_c
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x (N, 3)`` metres → ``(sdf (N,) metres, features (N, feature_dim))``."""

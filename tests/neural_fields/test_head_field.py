@@ -54,3 +54,26 @@ def test_plain_volsdf_field():
     assert s.shape == (4,) and feats.shape == (4, SMALL.feature_dim) and (s < 0).all()
     with pytest.raises(ValueError, match="needs the morphable model"):
         HeadField(None, HeadFieldConfig(prior=True))
+
+
+def test_cached_code_sensitivity_predicts_the_sdf_change(model):
+    cfg = HeadFieldConfig()
+    cfg.encoding.n_levels, cfg.encoding.log2_table_size = 2, 10
+    f = HeadField(model, cfg)
+    f.cache_prior(28, code_components=3)
+    assert f.code_components == 3 and f.alpha.requires_grad
+    # points within 2 cm of the mean surface
+    v = torch.as_tensor(model.vertices_mean, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    x = v[torch.randint(0, len(v), (400,), generator=g)] + 0.02 * (torch.rand(400, 3, generator=g) - 0.5)
+    base0 = f.model_sdf(x)[0].detach()
+    with torch.no_grad():
+        f.alpha[:3] = torch.tensor([0.8, -0.6, 0.5])
+    predicted = f.model_sdf(x)[0]
+    predicted.sum().backward()
+    assert f.alpha.grad[:3].abs().sum() > 0 and f.alpha.grad[3:].abs().sum() == 0  # only the cached components
+    f.recache()  # exact at the new codes (same grid, so interpolation errors cancel in the difference)
+    actual = f.model_sdf(x)[0].detach()
+    change, err = (actual - base0).abs().mean(), (predicted.detach() - actual).abs().mean()
+    assert change > 1e-3  # the codes moved the surface by millimetres
+    assert err < 0.25 * change  # first order explains most of it
