@@ -1,4 +1,6 @@
-"""``headveil report DIR``: one self-contained HTML file from ``DIR/eval/metrics.json``.
+"""``headveil report DIR``: one self-contained HTML file from ``DIR/eval/metrics.json`` (an
+evaluated set), or from a ``headveil reconstruct`` output's ``metrics.json`` (stage table and mesh
+renders side by side).
 
 Tables per recognizer (privacy and utility per method), an image grid of originals next to each
 method's output, and matplotlib plots (DIS against strength per method, top-1 identification
@@ -160,9 +162,80 @@ def _grid(folder: Path, cfg: ReportConfig) -> str:
     return f"<h2>Originals and protected images</h2><table class=grid>{head}{''.join(body)}</table>"
 
 
+_STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
+          "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:right}th{background:#f3f3f3}"
+          "table.grid td{padding:0}")
+
+
+def _mesh_views(path: Path, size: int, yaws=(0.0, 45.0)) -> list[np.ndarray]:
+    """Untextured and coloured renders of a mesh at the capture's framing (0.6 m, fov 30°)."""
+    from headveil.geometry.camera import Camera, intrinsics_from_fov, look_at
+    from headveil.geometry.mesh_io import load_mesh
+    from headveil.render.mesh_renderer import render_mesh
+
+    v, f, c = load_mesh(path)
+    out = []
+    for yaw in yaws:
+        y = np.radians(yaw)
+        cam = Camera(intrinsics_from_fov(size, size, 30.0), look_at(0.6 * np.array([np.sin(y), 0.0, np.cos(y)])),
+                     size, size)
+        for colors in (None, c) if c is not None else (None,):
+            img = render_mesh(v, f, cam, colors, background=(1.0, 1.0, 1.0)).image
+            out.append((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
+    return out
+
+
+def write_reconstruction_report(folder: Path, thumb: int = 192) -> Path:
+    """``folder/report.html`` for a ``headveil reconstruct`` output: per-stage geometry table and
+    renders of every stage's mesh (and the ground truth when the capture has one) side by side."""
+    import json
+
+    m = json.loads((folder / "metrics.json").read_text())
+    rows, meshes = [], []
+    for name, st in m.get("stage_meshes", {}).items():
+        meshes.append((f"after {name}", folder / st["mesh"], st.get("geometry_vs_gt")))
+    meshes.append((f"result ({m.get('preset', '?')})", folder / "mesh.ply", m.get("geometry_vs_gt")))
+    try:
+        cap = Path(json.loads((folder / "manifest.json").read_text())["config"]["capture"])
+        gt = json.loads((cap / "transforms.json").read_text()).get("gt_mesh")
+        if gt and (cap / gt).is_file():
+            meshes.append(("ground truth", cap / gt, None))
+    except (OSError, KeyError, ValueError):
+        pass
+    for label, _, g in meshes:
+        if g:
+            face, head = g.get("face", {}), g.get("head", {})
+            rows.append(f"<tr><th>{html.escape(label)}</th><td>{_fmt(face.get('chamfer_mm'))}</td>"
+                        f"<td>{_fmt(face.get('fscore'))}</td><td>{_fmt(head.get('chamfer_mm'))}</td></tr>")
+    stages = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v['config']['views']))}</td>"
+                     f"<td>{html.escape(str(v['config']['loss']))}</td><td>{v['steps']}</td>"
+                     f"<td>{_fmt(v.get('psnr_batch'))}</td><td>{_fmt(v.get('grad_l1_batch'))}</td>"
+                     f"<td>{_fmt(v['seconds'])}</td></tr>" for k, v in m.get("stages", {}).items())
+    grid = "".join(f"<tr><th>{html.escape(label)}</th>" + "".join(
+        f"<td><img src='data:image/png;base64,{_png_b64(img)}' width={thumb}></td>" for img in _mesh_views(p, thumb))
+        + "</tr>" for label, p, _ in meshes if p.is_file())
+    doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>HeadVeil reconstruction report</title><style>"
+           + _STYLE + "</style></head><body><h1>HeadVeil reconstruction report</h1>"
+           f"<p>Preset {html.escape(str(m.get('preset')))} (private: {m.get('private')}), views "
+           f"{html.escape(json.dumps(m.get('view_counts', {})))}, {m['seconds']['total']:.0f} s.</p>"
+           "<h2>Stages</h2><table><tr><th>stage</th><th>views</th><th>loss</th><th>steps</th><th>batch PSNR dB</th>"
+           f"<th>batch ‖g‖ L1</th><th>seconds</th></tr>{stages}</table>"
+           "<h2>Geometry against the ground truth</h2><table><tr><th></th><th>face Chamfer mm</th>"
+           f"<th>face F-score @1 mm</th><th>head Chamfer mm</th></tr>{''.join(rows)}</table>"
+           "<h2>Meshes (front, 45°; untextured, colour field)</h2><table class=grid>" + grid + "</table></body></html>")
+    path = folder / "report.html"
+    tmp = path.with_name(f".report.html.{os.getpid()}.tmp")
+    tmp.write_text(doc, encoding="utf-8")
+    atomic_replace(tmp, path)
+    return path
+
+
 def write_report(cfg: ReportConfig) -> Path:
-    """Write ``folder/eval/report.html`` atomically; returns its path."""
+    """Write ``folder/eval/report.html`` (an evaluated set) or ``folder/report.html`` (a
+    ``headveil reconstruct`` output) atomically; returns its path."""
     folder = Path(cfg.folder)
+    if (folder / "metrics.json").is_file() and not (folder / "eval" / "metrics.json").is_file():
+        return write_reconstruction_report(folder, max(cfg.thumb, 160))
     metrics = load_metrics(folder)
     parts = [f"<p>{metrics['n_images']} images ({html.escape(metrics['mode'])}); "
              f"{len(metrics['failures'])} failed rows.</p>"]
@@ -175,9 +248,7 @@ def write_report(cfg: ReportConfig) -> Path:
             f"<li>{html.escape(f['id'])} ({html.escape(f['stage'])}): {html.escape(f['error'])}</li>"
             for f in metrics["failures"]) + "</ul>")
     doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>HeadVeil evaluation report</title><style>"
-           "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
-           "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:right}th{background:#f3f3f3}"
-           "table.grid td{padding:0}</style></head><body><h1>HeadVeil evaluation report</h1>"
+           + _STYLE + "</style></head><body><h1>HeadVeil evaluation report</h1>"
            + "".join(parts) + "</body></html>")
     path = folder / "eval" / "report.html"
     tmp = path.with_name(f".report.html.{os.getpid()}.tmp")

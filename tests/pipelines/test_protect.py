@@ -162,3 +162,8 @@ def test_two_stage_cli_end_to_end(split_captures, tmp_path):
     assert m["private"] and m["stages"]["stage2"]["grad_l1_batch"] >= 0 and m["stages"]["stage2"]["psnr_batch"] is None
     assert m["stages"]["stage2"]["config"]["w_lipschitz"] == 3e-10 and m["stages"]["stage1"]["config"]["views"] == "neutral"
     assert "chamfer_mm" in m["stage_meshes"]["stage1"]["geometry_vs_gt"]["face"]
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(out)])
+    assert e.value.code == 0
+    page = (out / "report.html").read_text()
+    assert "after stage1" in page and "ground truth" in page and page.count("data:image/png;base64") == 12
