@@ -39,7 +39,10 @@ KINDS = ("original", "protected", "stage-2 mesh (no texture)", "our rendering", 
 
 def _probe_images(model, codes, meshes, light, size=256, yaws=(-25.0, 25.0)):
     """Reference (frontal original) and probes of every kind: ``ref uint8, {kind: [uint8 (H, W, 3)]}``."""
-    from headveil.geometry.camera import Camera, intrinsics_from_fov, look_at
+    import cv2
+
+    from headveil.geometry.camera import Camera, intrinsics_from_fov
+    from headveil.pipelines.capture import orbit_c2w
     from headveil.geometry.mesh_io import load_mesh
     from headveil.pipelines.protect import gradient_preview
     from headveil.render.mesh_renderer import render_mesh
@@ -50,8 +53,7 @@ def _probe_images(model, codes, meshes, light, size=256, yaws=(-25.0, 25.0)):
     K = intrinsics_from_fov(size, size, 30.0)
 
     def cam(yaw):
-        y = np.radians(yaw)
-        return Camera(K, look_at(0.6 * np.array([np.sin(y), 0.0, np.cos(y)])), size, size)
+        return Camera(K, orbit_c2w(np.radians(yaw), 0.0, 0.6), size, size)
 
     def u8(x):
         return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -65,8 +67,6 @@ def _probe_images(model, codes, meshes, light, size=256, yaws=(-25.0, 25.0)):
         orig = render_mesh(verts, model.faces, c, albedo, light=light, background=(0, 0, 0)).image
         out["original"].append(u8(orig))
         g = protect_image(orig, ProtectConfig(64))
-        import cv2
-
         out["protected"].append(cv2.resize(gradient_preview(g), (size, size), interpolation=cv2.INTER_NEAREST))
         out["stage-2 mesh (no texture)"].append(u8(render_mesh(stage2[0], stage2[1], c, None, light=light,
                                                                background=(0, 0, 0)).image))

@@ -234,6 +234,12 @@ def read_gradient(path: Path) -> np.ndarray:
     return g
 
 
+def orbit_c2w(yaw: float, pitch: float, radius: float) -> np.ndarray:
+    """OpenCV c2w ``(4, 4)`` of a camera at ``radius`` metres looking at the origin; ``yaw`` (about +Y,
+    0 = in front of the face at +Z) and ``pitch`` (up) in radians."""
+    return look_at(radius * np.array([np.sin(yaw) * np.cos(pitch), np.sin(pitch), np.cos(yaw) * np.cos(pitch)]))
+
+
 def views_on_sphere(n: int, radius: float, pitch_range=(-15.0, 35.0), seed: int = 0) -> list[np.ndarray]:
     """``n`` OpenCV c2w matrices looking at the origin, yaw spread evenly around 360° (golden-angle
     jitter), pitch in ``pitch_range`` degrees, at ``radius`` metres."""
@@ -241,9 +247,7 @@ def views_on_sphere(n: int, radius: float, pitch_range=(-15.0, 35.0), seed: int 
     out = []
     for i in range(n):
         yaw = np.radians((i * 360.0 / n + rng.uniform(-0.3, 0.3) * 360.0 / n) % 360.0)
-        pitch = np.radians(rng.uniform(*pitch_range))
-        eye = radius * np.array([np.sin(yaw) * np.cos(pitch), np.sin(pitch), np.cos(yaw) * np.cos(pitch)])
-        out.append(look_at(eye))
+        out.append(orbit_c2w(yaw, np.radians(rng.uniform(*pitch_range)), radius))
     return out
 
 
@@ -270,9 +274,7 @@ def views_split(n_neutral: int, n_protected: int, radius: float, face_cone_deg: 
         step = (hi - lo) / max(n, 1)
         for i in range(n):
             yaw = np.radians(lo + (i + 0.5) * step + rng.uniform(-0.25, 0.25) * step)
-            pitch = np.radians(rng.uniform(*pitch_range))
-            eye = radius * np.array([np.sin(yaw) * np.cos(pitch), np.sin(pitch), np.cos(yaw) * np.cos(pitch)])
-            out.append((look_at(eye), label))
+            out.append((orbit_c2w(yaw, np.radians(rng.uniform(*pitch_range)), radius), label))
     return out
 
 

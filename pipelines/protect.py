@@ -83,7 +83,10 @@ def run_protect(cmd: ProtectCommand) -> dict:
 
     from headveil.common.images import list_images, read_image, write_image
 
-    op = ProtectConfig(cmd.size, cmd.blur, cmd.operator)
+    try:
+        op = ProtectConfig(cmd.size, cmd.blur, cmd.operator)
+    except ValueError as exc:
+        raise HeadVeilError(str(exc)) from None
     if not cmd.inputs:
         raise HeadVeilError("give at least one image, folder of images, or capture folder")
     if len(cmd.inputs) == 1 and (Path(cmd.inputs[0]) / "transforms.json").is_file():
@@ -117,13 +120,12 @@ def run_protect(cmd: ProtectCommand) -> dict:
 
 def protect_capture(src: Path, out: Path, op: ProtectConfig, fmt: str = "png") -> dict:
     """Turn every ``protected`` RGB view of capture ``src`` into a gradient view in a new capture ``out``."""
-    from headveil.common.images import read_image
     from headveil.pipelines.capture import load_capture
 
     cap = load_capture(src)  # validates the capture first
     meta = json.loads((src / "transforms.json").read_text())
     frames = meta["frames"]
-    prot = [i for i in cap.views("protected", "rgb")]
+    prot = set(cap.views("protected", "rgb"))
     if not prot:
         raise HeadVeilError(f"{src} has no protected RGB views to protect")
     w0, h0 = cap.cameras[0].width, cap.cameras[0].height
@@ -136,8 +138,7 @@ def protect_capture(src: Path, out: Path, op: ProtectConfig, fmt: str = "png") -
         for i, fr in enumerate(frames):
             fr = dict(fr)
             if i in prot:
-                path = src / fr["file_path"]
-                g = protect_image(read_image(path if path.exists() else path.with_suffix(".png")), op)
+                g = protect_image(cap.images[i], op)  # the capture was read (and validated) once above
                 s = g.shape[1] / cap.cameras[i].width
                 K = np.asarray(cap.cameras[i].K, float).copy()
                 K[:2] *= s

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +20,7 @@ import numpy as np
 import tyro
 
 from headveil.common.images import read_image
-from headveil.common.outputs import atomic_replace
+from headveil.common.outputs import atomic_file
 from headveil.pipelines.evaluate.evaluate import load_metrics
 
 
@@ -169,16 +168,15 @@ _STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-
 
 def _mesh_views(path: Path, size: int, yaws=(0.0, 45.0)) -> list[np.ndarray]:
     """Untextured and coloured renders of a mesh at the capture's framing (0.6 m, fov 30°)."""
-    from headveil.geometry.camera import Camera, intrinsics_from_fov, look_at
+    from headveil.geometry.camera import Camera, intrinsics_from_fov
     from headveil.geometry.mesh_io import load_mesh
+    from headveil.pipelines.capture import orbit_c2w
     from headveil.render.mesh_renderer import render_mesh
 
     v, f, c = load_mesh(path)
     out = []
     for yaw in yaws:
-        y = np.radians(yaw)
-        cam = Camera(intrinsics_from_fov(size, size, 30.0), look_at(0.6 * np.array([np.sin(y), 0.0, np.cos(y)])),
-                     size, size)
+        cam = Camera(intrinsics_from_fov(size, size, 30.0), orbit_c2w(np.radians(yaw), 0.0, 0.6), size, size)
         for colors in (None, c) if c is not None else (None,):
             img = render_mesh(v, f, cam, colors, background=(1.0, 1.0, 1.0)).image
             out.append((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
@@ -224,9 +222,8 @@ def write_reconstruction_report(folder: Path, thumb: int = 192) -> Path:
            f"<th>face F-score @1 mm</th><th>head Chamfer mm</th></tr>{''.join(rows)}</table>"
            "<h2>Meshes (front, 45°; untextured, colour field)</h2><table class=grid>" + grid + "</table></body></html>")
     path = folder / "report.html"
-    tmp = path.with_name(f".report.html.{os.getpid()}.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    atomic_replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(doc, encoding="utf-8")
     return path
 
 
@@ -251,7 +248,6 @@ def write_report(cfg: ReportConfig) -> Path:
            + _STYLE + "</style></head><body><h1>HeadVeil evaluation report</h1>"
            + "".join(parts) + "</body></html>")
     path = folder / "eval" / "report.html"
-    tmp = path.with_name(f".report.html.{os.getpid()}.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    atomic_replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(doc, encoding="utf-8")
     return path
