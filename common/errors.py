@@ -46,3 +46,11 @@ def require_module(module: str, what: str, extra: str):
         return importlib.import_module(module)
     except ImportError as exc:  # the original error is kept in the message and as __cause__
         raise MissingDependencyError(what, extra, exc) from exc
+
+
+class ExtremePoseError(HeadVeilError):
+    """The fitted head pose is beyond the range the fitter and re-rendering handle."""
+
+
+class ReidentifiedError(HeadVeilError):
+    """A protected output is still matched to the original by a recognizer (re-identification guard)."""

@@ -1,7 +1,7 @@
 """The ``headveil`` command line, generated from the typed configs with tyro.
 
 Subcommands: ``info``, ``synth``, ``fit``, ``demo``, ``evalset``, ``eval``, ``report``,
-``reconstruct``, ``protect``, ``build-model``. Every subcommand has
+``reconstruct``, ``protect``, ``deid``, ``recover``, ``chep-table``, ``build-model``. Every subcommand has
 ``--help``; user errors print one line and exit with status 2.
 """
 
@@ -14,8 +14,10 @@ from pathlib import Path
 
 def _subcommands() -> dict:
     from headveil.pipelines.build_model import BuildModelConfig
+    from headveil.pipelines.deid.run import DeidCommand, RecoverCommand
     from headveil.pipelines.demo import DemoConfig
     from headveil.pipelines.evaluate.evalset import EvalSetConfig
+    from headveil.pipelines.evaluate.table1 import Table1Config
     from headveil.pipelines.evaluate.evaluate import EvalConfig
     from headveil.pipelines.evaluate.report import ReportConfig
     from headveil.pipelines.fit import FitCommand
@@ -26,13 +28,16 @@ def _subcommands() -> dict:
 
     return {"info": InfoCommand, "synth": SynthConfig, "fit": FitCommand, "demo": DemoConfig,
             "evalset": EvalSetConfig, "eval": EvalConfig, "report": ReportConfig, "reconstruct": ReconstructConfig,
-            "protect": ProtectCommand, "build-model": BuildModelConfig}
+            "protect": ProtectCommand, "deid": DeidCommand, "recover": RecoverCommand, "chep-table": Table1Config,
+            "build-model": BuildModelConfig}
 
 
 def dispatch(cfg) -> int:
     """Run a parsed config; returns the process exit status."""
     from headveil.pipelines.build_model import BuildModelConfig, run_build_model
+    from headveil.pipelines.deid.run import DeidCommand, RecoverCommand, run_deid, run_recover
     from headveil.pipelines.demo import DemoConfig, run_demo
+    from headveil.pipelines.evaluate.table1 import Table1Config, format_markdown, run_table1
     from headveil.pipelines.evaluate.evalset import EvalSetConfig, run_evalset
     from headveil.pipelines.evaluate.evaluate import EvalConfig, run_eval
     from headveil.pipelines.evaluate.report import ReportConfig, write_report
@@ -105,6 +110,17 @@ def dispatch(cfg) -> int:
               + (f"; {len(res['failed'])} failed (listed in manifest.json)" if res["failed"] else "")
               + ("; next: headveil reconstruct " + str(res["out"]) + " --preset two-stage"
                  if (Path(res["out"]) / "transforms.json").is_file() else ""))
+    elif isinstance(cfg, DeidCommand):
+        res = run_deid(cfg)
+        print(f"de-identified {len(res['done'])} image(s) into {res['out']}/ in {res['seconds']:.1f} s"
+              + (f"; {len(res['failed'])} failed (listed in summary.json)" if res["failed"] else ""))
+        return 1 if res["failed"] and not res["done"] else 0
+    elif isinstance(cfg, RecoverCommand):
+        res = run_recover(cfg)
+        print(f"wrote {res['out']}/recovered.png")
+    elif isinstance(cfg, Table1Config):
+        print(format_markdown(run_table1(cfg)))
+        print(f"tables in {cfg.out}/table1.json and table1.md")
     elif isinstance(cfg, BuildModelConfig):
         run_build_model(cfg)
     else:  # pragma: no cover - tyro only returns the registered types

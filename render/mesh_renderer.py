@@ -41,12 +41,9 @@ class RenderResult:
 def vertex_normals(vertices, faces):
     """Area-weighted unit vertex normals ``(V, 3)`` (numpy or torch; differentiable in torch)."""
     if isinstance(vertices, np.ndarray):
-        tri = vertices[faces]
-        fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        vn = np.zeros_like(vertices)
-        for i in range(3):
-            np.add.at(vn, faces[:, i], fn)
-        return vn / np.clip(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12, None)
+        from headveil.geometry.dense import vertex_normals as vertex_normals_np
+
+        return vertex_normals_np(vertices, faces)
     import torch
 
     tri = vertices[faces]

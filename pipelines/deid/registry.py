@@ -47,6 +47,8 @@ class DeidInput:
         codes: the subject's :class:`~headveil.pipelines.scene.SubjectCodes` (α, η, β).
         pose: the subject's :class:`~headveil.pipelines.scene.HeadPose`.
         camera: the :class:`~headveil.geometry.camera.Camera` the image was taken with.
+        rigid: model → world ``(R (3, 3), t (3,) metres)``; when None it comes from ``pose``
+            (fitted photos set it directly: their pose includes the camera's frontal flip).
         light: the scene light used to render the image, if it is a render.
         background: background colour (RGB in [0, 1]) of a render.
         extras: anything else a method documents (e.g. a key for reversible methods).
@@ -59,6 +61,7 @@ class DeidInput:
     codes: Any = None
     pose: Any = None
     camera: Any = None
+    rigid: tuple | None = None
     light: Any = None
     background: tuple[float, float, float] | None = None
     extras: dict = field(default_factory=dict)
@@ -68,7 +71,16 @@ class DeidInput:
         def cp(x):
             return x.copy() if isinstance(x, np.ndarray) else (dataclasses.replace(x) if dataclasses.is_dataclass(x) and not isinstance(x, type) else x)
         return DeidInput(self.image.copy(), cp(self.landmarks68), cp(self.face_box), self.model, cp(self.codes),
-                         cp(self.pose), self.camera, self.light, self.background, dict(self.extras))
+                         cp(self.pose), self.camera, self.rigid, self.light, self.background,
+                         dict(self.extras))
+
+    def model_to_world(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(R (3, 3), t (3,))`` taking model-frame points to the world frame."""
+        if self.rigid is not None:
+            return np.asarray(self.rigid[0], np.float64), np.asarray(self.rigid[1], np.float64)
+        if self.pose is None:
+            raise HeadVeilError("a 3D method needs the head's pose or rigid transform")
+        return self.pose.R, np.asarray(self.pose.translation, np.float64)
 
 
 @dataclass
@@ -80,12 +92,15 @@ class DeidOutput:
         mesh: optional ``(vertices (V, 3) metres world frame, faces (F, 3), colors (V, 3) in [0, 1] | None)``.
         codes: optional protected codes (e.g. the perturbed identity α').
         metrics: method-specific numbers (e.g. the perturbation norm).
+        extras: in-memory by-products (never written).
     """
 
     image: np.ndarray
     mesh: tuple | None = None
     codes: Any = None
     metrics: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
+    """In-memory by-products for callers (e.g. the composite's face mask); never written."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +137,7 @@ def register_method(spec: MethodSpec, replace: bool = False) -> MethodSpec:
 
 def _load_builtin() -> None:
     # importing the modules registers their methods; kept lazy so importing the registry is cheap
-    from headveil.pipelines.deid import baselines  # noqa: F401
+    from headveil.pipelines.deid import baselines, chep, idcode  # noqa: F401
 
 
 def available_methods() -> list[str]:

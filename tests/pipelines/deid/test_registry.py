@@ -28,7 +28,8 @@ def subject_input(model):
     res, _ = render_subject(model, codes, pose, cam)
     img = (np.clip(res.image, 0, 1) * 255 + 0.5).astype(np.uint8)
     lm, _ = cam.project(model.landmarks_3d(posed_vertices(model, codes, pose), "ibug68"))
-    return DeidInput(img, landmarks68=lm, model=model, codes=codes, pose=pose, camera=cam, background=(0.55, 0.56, 0.6))
+    return DeidInput(img, landmarks68=lm, model=model, codes=codes, pose=pose, camera=cam, background=(0.55, 0.56, 0.6),
+                     extras={"key": b"contract-test-key"})
 
 
 def _snapshot(inp):

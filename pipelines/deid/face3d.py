@@ -1,0 +1,101 @@
+"""Re-rendering a face with a new identity inside its photo (shared by the 3D methods).
+
+Everything but the face geometry is kept: the pose (model → world ``R, t``), camera, expression η,
+and either the model albedo under the scene light (``render="model"``) or the photo's own colours
+carried by the mesh (``render="photo"``: sampled from the input with visibility on the original
+mesh, then shown unlit on the deformed mesh, so skin, light and detail stay the person's own and
+only the shape changes identity). Only the face region of the model is replaced (hair, ears,
+background and clothing stay), composited by :func:`headveil.render.composite.composite_face`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from headveil.common.errors import HeadVeilError
+from headveil.geometry.morphable.model import MorphableModel
+from headveil.render.composite import Composite, composite_face
+from headveil.render.mesh_renderer import render_mesh
+from headveil.render.shading import DirectionalLight
+
+RENDER_MODES = ("photo", "model")
+
+#: Model regions replaced by a re-render (the face, its features and the mouth).
+FACE_REGIONS = ("face", "lips", "brows", "eyes", "mouth_interior")
+#: Model parts inside the head (never a source of bin colours).
+INTERIOR_PARTS = ("teeth", "tongue")
+
+UNLIT = DirectionalLight((0.0, 0.0, 1.0), 1.0, 0.0)
+"""A light that returns the albedo unchanged (ambient 1, diffuse 0): used for photo colours."""
+
+
+@dataclass(frozen=True)
+class FaceSubmesh:
+    """The face region of a model: ``vertex_index (Vf,)`` into the model, ``faces (Ff, 3)`` re-indexed."""
+
+    vertex_index: np.ndarray
+    faces: np.ndarray
+
+
+def face_submesh(model: MorphableModel) -> FaceSubmesh:
+    """Triangles whose three vertices lie in :data:`FACE_REGIONS` (cached on the model)."""
+    cache = model.__dict__.setdefault("_face_submesh", {})
+    if "face" not in cache:
+        keep = np.zeros(model.n_vertices, bool)
+        for r in FACE_REGIONS:
+            if r in model.regions:
+                keep |= model.regions[r]
+        if not keep.any():
+            raise HeadVeilError(f"model {model.name!r} has no face region; cannot re-render a face")
+        tri = keep[model.faces].all(1)
+        idx = np.unique(model.faces[tri])
+        remap = -np.ones(model.n_vertices, np.int64)
+        remap[idx] = np.arange(len(idx))
+        cache["face"] = FaceSubmesh(idx, remap[model.faces[tri]])
+    return cache["face"]
+
+
+def exterior_vertices(model: MorphableModel) -> np.ndarray:
+    """``(V,) bool``: vertices not on interior parts (teeth, tongue)."""
+    bad = [model.part_names.index(p) for p in INTERIOR_PARTS if p in model.part_names]
+    return ~np.isin(model.vertex_part, bad)
+
+
+def to_world(vertices_model: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.asarray(vertices_model, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
+
+
+def photo_colors(photo: np.ndarray, model: MorphableModel, vertices_model: np.ndarray, R, t, camera) -> np.ndarray:
+    """Colours ``(V, 3)`` in [0, 1] of the photo on the fitted model mesh (visibility on the whole head)."""
+    from headveil.render.texture import sample_photo_colors
+
+    colors, visible = sample_photo_colors(photo, to_world(vertices_model, R, t), model.faces, camera)
+    if not visible.any():
+        raise HeadVeilError("the fitted face is not visible in the photo; cannot carry its colours")
+    return colors
+
+
+def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old_faces: np.ndarray,
+                  new_vertices: np.ndarray, new_faces: np.ndarray, new_colors: np.ndarray, light=None,
+                  unlit: bool = False, feather_px: float = 1.5) -> Composite:
+    """Render a new face mesh into ``photo`` in place of the old one.
+
+    Args:
+        photo: ``(H, W, 3) uint8`` RGB, size of ``camera``.
+        camera: the photo's camera; ``R (3, 3)``, ``t (3,)``: model → world.
+        old_vertices / old_faces: the original face mesh (model frame, metres), for the region to remove.
+        new_vertices / new_faces / new_colors: the new face mesh and its colours ``(V', 3)`` in [0, 1].
+        light: scene light for ``unlit=False`` (default frontal directional).
+        unlit: show ``new_colors`` as they are (photo colours already hold the light).
+    """
+    from headveil.render.rasterize import rasterize
+
+    old = rasterize(to_world(old_vertices, R, t), np.asarray(old_faces), camera.scaled(2))
+    cov_old = old.mask.reshape(camera.height, 2, camera.width, 2).mean(axis=(1, 3))
+    res = render_mesh(to_world(new_vertices, R, t), new_faces, camera, np.clip(new_colors, 0, 1),
+                      light=UNLIT if unlit else light, background=(0.0, 0.0, 0.0), supersample=2)
+    cov = res.mask
+    render = np.where(cov[..., None] > 0, res.image / np.maximum(cov[..., None], 1e-6), 0.0)
+    return composite_face(photo, render, cov, cov_old, feather_px)

@@ -1,0 +1,108 @@
+"""ID-code de-identification (IDEudemon Step I): ``id-noise``, ``id-dp``, ``id-keyed``.
+
+Each perturbs only the identity code α of the subject (see :mod:`headveil.geometry.identity.codes`
+for the normalised code and the three perturbations) and re-renders the face with the original
+expression, pose, camera and colours (:mod:`headveil.pipelines.deid.face3d`). A zero-strength
+call (scale 0, ε = inf, θ = 0) leaves α unchanged and returns the input image as it is.
+
+``id-keyed`` reads its key from ``DeidInput.extras["key"]`` (bytes); the key is never stored in
+outputs or logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from headveil.common.errors import HeadVeilError
+from headveil.geometry.identity import codes as idc
+from headveil.pipelines.deid import face3d
+from headveil.pipelines.deid.registry import DeidInput, DeidOutput, MethodSpec, register_method
+
+
+def _check_render(mode: str) -> None:
+    if mode not in face3d.RENDER_MODES:
+        raise HeadVeilError(f"render must be one of {face3d.RENDER_MODES}; got {mode!r}")
+
+
+def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: dict) -> DeidOutput:
+    """Re-render ``inp`` with identity ``alpha_new`` (the shared back end of the ID-code methods)."""
+    model, c = inp.model, inp.codes
+    alpha = np.asarray(c.alpha, np.float64)
+    metrics = {**metrics, "delta_norm": float(np.linalg.norm(alpha_new - alpha)), "render": render}
+    if np.array_equal(np.asarray(alpha_new, np.float64), alpha):
+        return DeidOutput(inp.image.copy(), codes=alpha.copy(), metrics=metrics)
+    R, t = inp.model_to_world()
+    sub = face3d.face_submesh(model)
+    v_old = model.vertices(alpha, c.eta)
+    v_new = model.vertices(alpha_new, c.eta)
+    if render == "photo":
+        colors = inp.extras.get("photo_colors")
+        if colors is None:
+            colors = face3d.photo_colors(inp.image, model, v_old, R, t, inp.camera)
+    else:
+        colors = model.albedo(c.beta)
+    idx = sub.vertex_index
+    comp = face3d.rerender_face(inp.image, inp.camera, R, t, v_old[idx], sub.faces, v_new[idx], sub.faces,
+                                colors[idx], light=inp.light, unlit=render == "photo")
+    mesh = (face3d.to_world(v_new, R, t), model.faces, np.clip(colors, 0, 1))
+    metrics["face_pixels"] = int((comp.face_mask > 0).sum())
+    return DeidOutput(comp.image, mesh=mesh, codes=np.asarray(alpha_new, np.float64), metrics=metrics,
+                      extras={"composite": comp})
+
+
+@dataclass
+class NoiseParams:
+    scale: float = 0.25
+    """s: std of the Gaussian noise on the normalised code z ∈ [−1, 1] (IDEudemon: 0.05–0.4)."""
+    render: str = "photo"
+    """photo (the input's own colours carried by the mesh) or model (model albedo, scene light)."""
+
+
+def _noise(inp: DeidInput, p: NoiseParams, rng: np.random.Generator) -> DeidOutput:
+    _check_render(p.render)
+    a = idc.perturb_noise(inp.codes.alpha, p.scale, rng)
+    return apply_identity(inp, a, p.render, {"scale": p.scale})
+
+
+@dataclass
+class LaplaceParams:
+    epsilon: float = 800.0
+    """ε of the Laplace mechanism on the normalised code; noise scale Δ/ε with Δ = 2K (K = 100 for
+    the embedded model: ε = 800 gives the same per-component spread as id-noise at s = 0.25)."""
+    render: str = "photo"
+
+
+def _laplace(inp: DeidInput, p: LaplaceParams, rng: np.random.Generator) -> DeidOutput:
+    _check_render(p.render)
+    a = idc.perturb_laplace(inp.codes.alpha, p.epsilon, rng)
+    K = len(np.asarray(inp.codes.alpha).ravel())
+    return apply_identity(inp, a, p.render, {"epsilon": p.epsilon, "sensitivity": idc.laplace_sensitivity(K),
+                                             "laplace_scale": idc.laplace_sensitivity(K) / p.epsilon})
+
+
+@dataclass
+class KeyedParams:
+    theta: float = 70.0
+    """θ in degrees: rotation of a code at 90° from the key's reference (book: 70–95; < 90 here)."""
+    render: str = "photo"
+
+
+def _keyed(inp: DeidInput, p: KeyedParams, rng: np.random.Generator) -> DeidOutput:
+    _check_render(p.render)
+    key = inp.extras.get("key")
+    if not key:
+        raise HeadVeilError("id-keyed needs a key (headveil deid --key-file FILE; Python: extras['key'] = bytes)")
+    a = np.asarray(inp.codes.alpha, np.float64)
+    a_new = a.copy() if p.theta == 0 else idc.rotate_keyed(a, key, p.theta)
+    return apply_identity(inp, a_new, p.render, {"theta_deg": p.theta, "key_space_bits": idc.key_space_bits(key)})
+
+
+_NEEDS = ("image", "model", "codes", "camera")
+register_method(MethodSpec("id-noise", NoiseParams, _noise, "Gaussian noise on the 3D identity code, face re-rendered",
+                           needs=_NEEDS, strength="scale", identity_strength=0.0))
+register_method(MethodSpec("id-dp", LaplaceParams, _laplace, "ε-DP Laplace noise on the 3D identity code",
+                           needs=_NEEDS, strength="epsilon", identity_strength=float("inf")))
+register_method(MethodSpec("id-keyed", KeyedParams, _keyed, "keyed, reversible rotation of the 3D identity code",
+                           needs=_NEEDS, strength="theta", identity_strength=0.0))

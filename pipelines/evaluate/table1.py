@@ -1,0 +1,258 @@
+"""``headveil chep-table``: the CHEP/SBC paper's Table 1 on a synthetic identity database.
+
+Database (§2.1 analogue): ``identities`` synthetic heads (α, β from the model prior, seeded), each
+with 8 "photos" (the original model mesh with its albedo at 8 yaw angles: the classifier
+training set M) and two targets (neutral and smile: the images CHEP perturbs, set T). Codes are
+the subjects' own (the known α of a synthetic subject stands for the fitted one).
+
+Splits (§2.5, Fig. 11) ``(targets, pivots)``: targets are the first identities, pivots the last,
+so (180, 20) and (100, 20) share their pivots and (100, 20) and (100, 100) their targets.
+
+Every target image is rendered through the paper's chain — dense mesh, SBC colours from (F, T),
+random rotation ρ ~ U[0, π/8]³ (one per identity, shared by all methods), projection F^(2D) —
+once with α ("not perturbed") and once per (q, Q) with α' = CHEP(α). Identity classifiers h =
+recognizer embeddings + SVM / logistic regression trained on M of the split's targets; the table
+holds top-κ accuracies (κ = 5 for the first split, 10 for the others) and the fraction of renders
+the recognizer's own detector still finds (utility).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from headveil.common.errors import HeadVeilError
+
+#: The paper's rows: (classifier, λ).
+CLASSIFIER_ROWS = (("svm", 1.0), ("logreg_l2_ovr", 1.0), ("logreg_l2_multinomial", 1.0),
+                   ("logreg_l1_multinomial", 1.0), ("svm", 10.0), ("logreg_l2_ovr", 10.0))
+ROW_NAMES = {"svm": "SVM", "logreg_l2_ovr": "Logistic Reg. (L2 1 vs. all)",
+             "logreg_l2_multinomial": "Logistic Reg. (L2 Multinomial)",
+             "logreg_l1_multinomial": "Logistic Reg. (L1 Multinomial)"}
+EXPRESSIONS = ("neutral", "smile")
+
+
+@dataclass
+class Table1Config:
+    """Build the synthetic database, perturb its targets with CHEP, and write Table 1."""
+
+    out: Path = Path("chep_table_out")
+    identities: int = 200
+    splits: tuple[tuple[int, int], ...] = ((180, 20), (100, 20), (100, 100))
+    """(targets, pivots) per split; κ = 5 for the first, 10 for the others (paper)."""
+    qs: tuple[int, ...] = (2, 10)
+    b: float = 2.0
+    yaws: tuple[float, ...] = (-40.0, -28.0, -16.0, -6.0, 6.0, 16.0, 28.0, 40.0)
+    """Yaw angles (degrees) of the 8 classifier-training photos per identity."""
+    size: int = 224
+    dense_levels: int = 1
+    bins_from: str = "neutral"
+    recognizers: tuple[str, ...] = ("dlib", "sface")
+    seed: int = 0
+    workers: int = 2
+
+
+@dataclass
+class _Job:
+    identity: int
+    cfg: Table1Config
+    targets_in: list = field(default_factory=list)  # [(config name, pivot array or None)]
+
+
+def split_ids(cfg: Table1Config) -> dict:
+    """``{(T, Q): (target ids, pivot ids)}`` for the configured splits."""
+    n = cfg.identities
+    out = {}
+    for T, Q in cfg.splits:
+        if T < 2 or Q < 1 or T + Q > n:
+            raise HeadVeilError(f"split ({T}, {Q}) does not fit {n} identities (need T ≥ 2, Q ≥ 1, T + Q ≤ {n})")
+        if max(cfg.qs) > Q:
+            raise HeadVeilError(f"q = {max(cfg.qs)} exceeds Q = {Q} in split ({T}, {Q})")
+        out[(T, Q)] = (list(range(T)), list(range(n - Q, n)))
+    return out
+
+
+def database_codes(cfg: Table1Config, model) -> tuple[np.ndarray, np.ndarray]:
+    """Identity ``(N, K)`` and albedo ``(N, A)`` codes of the database (seeded)."""
+    A, B = [], []
+    for ss in np.random.SeedSequence(cfg.seed).spawn(cfg.identities):
+        c = model.sample_codes(np.random.default_rng(ss))
+        A.append(c["alpha"])
+        B.append(c["beta"])
+    return np.stack(A).astype(np.float64), np.stack(B).astype(np.float64)
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(names) -> None:
+    import torch
+
+    from headveil.geometry.morphable.model import load_embedded
+    from headveil.pipelines.evaluate.recognizers import get_recognizer
+
+    torch.set_num_threads(1)
+    _WORKER["model"] = load_embedded()
+    _WORKER["recs"] = {n: get_recognizer(n) for n in names}
+
+
+def _embed_all(img, lm) -> dict:
+    out = {}
+    for n, rec in _WORKER["recs"].items():
+        e = rec.embed(img, lm)
+        out[n] = (e.vector.astype(np.float32), bool(e.detected))
+    return out
+
+
+def _identity_rows(job: _Job) -> list[dict]:
+    from headveil.geometry.dense import DenseMeshConfig
+    from headveil.geometry.identity.chep import CHEPPerturbation, chep_perturb
+    from headveil.geometry.transforms import rotation_y
+    from headveil.pipelines.deid.chep import project_2d, random_rotation, sbc_dense_face, source_bins
+    from headveil.pipelines.scene import expression_vector
+    from headveil.pipelines.evaluate.evalset import EXPRESSIONS as EXPR_WEIGHTS
+
+    cfg, i = job.cfg, job.identity
+    model = _WORKER["model"]
+    alphas, betas = database_codes(cfg, model)
+    a, colors = alphas[i], model.albedo(betas[i])
+    rows = []
+    v0 = model.vertices(a)
+    lm0 = model.landmarks_3d(v0, "ibug68")
+    width = float(np.ptp(v0[model.regions["face"], 0])) if "face" in model.regions else None
+    for yaw in cfg.yaws:
+        img, px = project_2d(v0, model.faces, colors, rotation_y(yaw), cfg.size, face_width=width, points_model=lm0)
+        rows.append({"identity": i, "set": "M", "yaw": yaw, "emb": _embed_all(img, px)})
+    _, R = random_rotation(np.random.default_rng(np.random.SeedSequence([cfg.seed, i, 0xC4E9])))
+    bins = source_bins(model, a, np.zeros(model.n_expr), colors, cfg.bins_from)
+    dense = DenseMeshConfig(levels=cfg.dense_levels)
+    for expr in EXPRESSIONS:
+        eta = expression_vector(model, EXPR_WEIGHTS[expr])
+        for name, piv, q in job.targets_in:
+            if piv is None:
+                a_new, info = a, {}
+            else:
+                res = chep_perturb(a, piv, CHEPPerturbation(q=q, b=cfg.b, check_hull=False), gallery=alphas)
+                a_new, info = res.alpha, {"delta_norm": res.delta_norm}
+            dv, df, dc, _ = sbc_dense_face(model, a_new, eta, bins, dense, region="head")
+            lm = model.landmarks_3d(model.vertices(a_new, eta), "ibug68")
+            img, px = project_2d(dv, df, dc, R, cfg.size, face_width=width, points_model=lm)
+            rows.append({"identity": i, "set": "T", "expr": expr, "config": name, "emb": _embed_all(img, px), **info})
+            if i == 0 and expr == "neutral":
+                from headveil.common.images import write_image
+
+                write_image(Path(cfg.out) / "examples" / f"id0000_{name}.png", img)
+    return rows
+
+
+def _configs(cfg: Table1Config, alphas: np.ndarray) -> dict[int, list]:
+    """Per identity, the target configurations it takes part in: ``[(name, pivots, q)]``."""
+    per = {i: [] for i in range(cfg.identities)}
+    splits = split_ids(cfg)
+    targets_any = sorted({t for ts, _ in splits.values() for t in ts})
+    for t in targets_any:
+        per[t].append(("none", None, 0))
+    done = set()
+    for (T, Q), (ts, ps) in splits.items():
+        for q in cfg.qs:
+            name = f"Q{Q}_q{q}"
+            for t in ts:
+                if (t, name) not in done:
+                    per[t].append((name, alphas[ps], q))
+                    done.add((t, name))
+    return per
+
+
+def run_table1(cfg: Table1Config) -> dict:
+    """Build the database, embed, train the classifiers and write ``table1.{json,md,html}``."""
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
+
+    from headveil.common.outputs import build_manifest, write_json, write_text
+    from headveil.geometry.morphable.model import load_embedded
+    from headveil.pipelines.evaluate.recognizers import available_recognizers
+
+    recs = [r for r in cfg.recognizers if r in available_recognizers()]
+    if not recs:
+        raise HeadVeilError(f"none of the recognizers {cfg.recognizers} is installed (install headveil[faces])")
+    model = load_embedded()
+    alphas, _ = database_codes(cfg, model)
+    per = _configs(cfg, alphas)
+    out = Path(cfg.out)
+    (out / "examples").mkdir(parents=True, exist_ok=True)
+    jobs = [_Job(i, cfg, per[i]) for i in range(cfg.identities)]
+    t0 = time.perf_counter()
+    rows = []
+    if cfg.workers > 1:
+        with get_context("spawn").Pool(cfg.workers, _init_worker, (tuple(recs),)) as pool:
+            for r in tqdm(pool.imap_unordered(_identity_rows, jobs), total=len(jobs), desc="identities"):
+                rows.extend(r)
+    else:
+        _init_worker(tuple(recs))
+        for j in tqdm(jobs, desc="identities"):
+            rows.extend(_identity_rows(j))
+    seconds = time.perf_counter() - t0
+    table = tabulate(cfg, rows, recs)
+    table["seconds"] = seconds
+    write_json(out / "table1.json", table)
+    write_text(out / "table1.md", format_markdown(table))
+    write_json(out / "manifest.json", build_manifest("headveil chep-table", cfg, seed=cfg.seed, inputs=[],
+                                                     backends={"recognizers": recs}))
+    return table
+
+
+def tabulate(cfg: Table1Config, rows: list[dict], recs: list[str]) -> dict:
+    """Top-κ accuracies ``{recognizer: {expr: {row label: {column: acc}}}}`` plus detection rates."""
+    from headveil.pipelines.evaluate.metrics import topk_identification
+
+    splits = split_ids(cfg)
+    result = {"splits": [list(s) for s in cfg.splits], "qs": list(cfg.qs), "recognizers": {}, "detected": {}}
+    for rec in recs:
+        M = [r for r in rows if r["set"] == "M"]
+        T = [r for r in rows if r["set"] == "T"]
+        det = {}
+        for r in T:
+            det.setdefault(r["config"], []).append(r["emb"][rec][1])
+        result["detected"][rec] = {k: float(np.mean(v)) for k, v in det.items()}
+        per_expr = {}
+        for expr in EXPRESSIONS:
+            table = {}
+            for clf, lam in CLASSIFIER_ROWS:
+                label = f"{ROW_NAMES[clf]} λ={lam:g}"
+                cols = {}
+                for k, ((Tn, Q), (ts, _)) in enumerate(splits.items()):
+                    kappa = 5 if k == 0 else 10
+                    tset = set(ts)
+                    Xg = np.stack([r["emb"][rec][0] for r in M if r["identity"] in tset])
+                    yg = np.array([r["identity"] for r in M if r["identity"] in tset])
+                    for name in ["none"] + [f"Q{Q}_q{q}" for q in cfg.qs]:
+                        P = [r for r in T if r["expr"] == expr and r["config"] == name and r["identity"] in tset]
+                        acc = topk_identification(Xg, yg, np.stack([r["emb"][rec][0] for r in P]),
+                                                  np.array([r["identity"] for r in P]), ks=(kappa,),
+                                                  classifier=clf, lam=lam)[kappa]
+                        cols[f"({Tn},{Q}) {name} top{kappa}"] = acc
+                table[label] = cols
+            per_expr[expr] = table
+        result["recognizers"][rec] = per_expr
+    return result
+
+
+def format_markdown(table: dict) -> str:
+    lines = []
+    for rec, per_expr in table["recognizers"].items():
+        for expr, rows in per_expr.items():
+            cols = list(next(iter(rows.values())))
+            lines.append(f"**{rec}, expression {expr}** (top-κ accuracy)\n")
+            lines.append("| h | " + " | ".join(c.replace("none", "not perturbed") for c in cols) + " |")
+            lines.append("|---|" + "---|" * len(cols))
+            for label, r in rows.items():
+                lines.append(f"| {rec} + {label} | " + " | ".join(f"{100 * r[c]:.1f}%" for c in cols) + " |")
+            lines.append("")
+        det = table["detected"][rec]
+        lines.append(f"{rec} detector finds the face in: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in det.items()))
+        lines.append("")
+    return "\n".join(lines)

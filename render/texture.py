@@ -1,0 +1,93 @@
+"""Photo texture: colours sampled from a photo onto a fitted mesh, with visibility.
+
+A vertex takes the photo's colour at its projection when it is visible: it faces the camera and
+its depth matches the rendered depth at its pixel (within ``depth_tol_m``). Hidden vertices get a
+colour by diffusion over the mesh from their visible neighbours (Jacobi averaging on the vertex
+adjacency), so a deformed mesh carries the person's own skin, light and detail everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from headveil.geometry.camera import Camera
+from headveil.render.rasterize import rasterize
+
+
+def _bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import map_coordinates
+
+    x, y = uv[:, 0] - 0.5, uv[:, 1] - 0.5  # pixel centres at (u + 0.5, v + 0.5)
+    return np.stack([map_coordinates(image[..., c], [y, x], order=1, mode="nearest") for c in range(3)], 1)
+
+
+def vertex_adjacency(n_vertices: int, faces: np.ndarray):
+    """Row-normalised vertex adjacency ``(V, V)`` scipy CSR matrix (mean over edge neighbours)."""
+    from scipy.sparse import coo_matrix
+
+    f = np.asarray(faces, np.int64)
+    i = np.concatenate([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
+    j = np.concatenate([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
+    A = coo_matrix((np.ones(len(i)), (i, j)), shape=(n_vertices, n_vertices)).tocsr()
+    A.data[:] = 1.0
+    deg = np.asarray(A.sum(1)).ravel()
+    A = A.multiply(1.0 / np.maximum(deg, 1)[:, None]).tocsr()
+    return A
+
+
+def diffuse_colors(colors: np.ndarray, known: np.ndarray, faces: np.ndarray, iterations: int = 200) -> np.ndarray:
+    """Fill ``colors (V, 3)`` where ``known (V,)`` is False by repeated neighbour averaging."""
+    c = np.asarray(colors, np.float64).copy()
+    known = np.asarray(known, bool)
+    if known.all():
+        return c
+    if not known.any():
+        raise ValueError("no vertex has a known colour to diffuse from")
+    A = vertex_adjacency(len(c), faces)
+    c[~known] = c[known].mean(0)
+    reached = known.copy()
+    for _ in range(iterations):
+        upd = A @ c
+        r = (A @ reached.astype(np.float64)) > 0
+        c[~known] = upd[~known]
+        reached |= r
+    return c
+
+
+def sample_photo_colors(image: np.ndarray, vertices_world: np.ndarray, faces: np.ndarray, camera: Camera,
+                        depth_tol_m: float = 2e-3, min_cos: float = 0.1, backend: str = "auto"
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Colours of a photo on a mesh.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB or float in [0, 1] (the photo).
+        vertices_world: ``(V, 3)`` metres, world frame (the fitted mesh at the photo's pose).
+        faces: ``(F, 3)`` int.
+        camera: the photo's camera (OpenCV axes).
+        depth_tol_m: a vertex counts as visible when within this depth of the rendered surface.
+        min_cos: minimum cosine between the vertex normal and the direction to the camera.
+
+    Returns:
+        ``colors (V, 3) float64`` in [0, 1] and ``visible (V,) bool``.
+    """
+    from headveil.render.mesh_renderer import vertex_normals
+
+    img = np.asarray(image)
+    img = img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
+    if img.ndim != 3 or img.shape[2] != 3 or img.shape[:2] != (camera.height, camera.width):
+        raise ValueError(f"image must be ({camera.height}, {camera.width}, 3); got {img.shape}")
+    v = np.asarray(vertices_world, np.float64)
+    f = np.asarray(faces, np.int64)
+    frags = rasterize(v, f, camera, backend=backend)
+    uv, z = camera.project(v)
+    H, W = img.shape[:2]
+    px = np.clip(np.floor(uv).astype(np.int64), 0, [W - 1, H - 1])
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H) & (z > 0)
+    dz = np.abs(frags.depth[px[:, 1], px[:, 0]] - z)
+    n = vertex_normals(v, f)
+    to_cam = camera.center[None] - v
+    to_cam /= np.linalg.norm(to_cam, axis=1, keepdims=True)
+    visible = inside & (dz < depth_tol_m) & ((n * to_cam).sum(1) > min_cos)
+    colors = np.zeros((len(v), 3))
+    colors[visible] = _bilinear(img, uv[visible])
+    return diffuse_colors(colors, visible, f), visible

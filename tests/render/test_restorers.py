@@ -1,0 +1,133 @@
+"""Restorer registry and contract, photo texture sampling, compositing."""
+
+import numpy as np
+import pytest
+
+from headveil.render.composite import composite_face
+from headveil.render.restorers import (
+    RestoreContext,
+    Restorer,
+    RestorerError,
+    available_restorers,
+    get_restorer,
+    register_restorer,
+    restore,
+)
+
+
+@pytest.fixture()
+def scene():
+    rng = np.random.default_rng(0)
+    H = W = 96
+    photo = (rng.uniform(60, 200, (H, W, 3))).astype(np.uint8)
+    yy, xx = np.mgrid[:H, :W]
+    old = ((xx - 48) ** 2 / 26**2 + (yy - 48) ** 2 / 32**2 <= 1).astype(np.float64)
+    new = ((xx - 48) ** 2 / 22**2 + (yy - 50) ** 2 / 30**2 <= 1).astype(np.float64)
+    photo[old > 0] = (255, 0, 255)  # the original face: a colour found nowhere else
+    render = np.zeros((H, W, 3))
+    render[..., 0], render[..., 1], render[..., 2] = 0.8, 0.6, 0.5
+    return photo, render, new, old
+
+
+def test_composite_removes_every_original_face_pixel(scene):
+    photo, render, new, old = scene
+    comp = composite_face(photo, render, new, old)
+    magenta = np.all(comp.image == (255, 0, 255), axis=-1)
+    assert not magenta.any(), "no pixel of the original face may survive"
+    assert comp.removed_mask[old > 0].all()
+    outside = ~comp.removed_mask
+    assert np.array_equal(comp.image[outside], photo[outside])  # hair / background untouched
+    import cv2
+
+    core = cv2.erode(new.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0  # away from the feathered seam
+    np.testing.assert_allclose(comp.image[core][:, 0].astype(float), 0.8 * 255, atol=1)
+
+
+def test_builtin_restorers_keep_contract(scene):
+    photo, render, new, old = scene
+    comp = composite_face(photo, render, new, old)
+    ctx = RestoreContext.from_mask(comp.face_mask, comp.background)
+    assert {"none", "poisson", "inpaint", "color-match", "onnx"} <= set(available_restorers())
+    for name in ("none", "poisson", "inpaint", "color-match"):
+        out = restore(get_restorer(name), comp.image, ctx)
+        assert out.shape == comp.image.shape and out.dtype == np.uint8
+        far = np.ones_like(new, bool)
+        far[10:-10, 10:-10] = False
+        assert np.array_equal(out[far], comp.image[far]), name  # pixels far from the face never change
+    assert np.array_equal(restore(get_restorer("none"), comp.image, ctx), comp.image)
+    matched = restore(get_restorer("color-match"), comp.image, ctx)
+    ring = (comp.background[(new == 0) & ~comp.removed_mask]).mean(0)
+    assert np.abs(matched[new > 0].mean(0) - ring).max() < np.abs(comp.image[new > 0].mean(0) - ring).max()
+
+
+def test_unknown_and_plugin_restorers(scene):
+    with pytest.raises(RestorerError, match="unknown restorer"):
+        get_restorer("nope")
+
+    class Shift(Restorer):
+        name = "test-shift"
+
+        def __call__(self, image, context):
+            return image[:-1]  # breaks the contract: wrong size
+
+    register_restorer("test-shift", Shift, replace=True)
+    assert "test-shift" in available_restorers()
+    img = scene[0]
+    ctx = RestoreContext.from_mask(scene[2].astype(np.float32), img)
+    with pytest.raises(RestorerError, match="returned"):
+        restore(get_restorer("test-shift"), img, ctx)
+
+
+def _tiny_onnx(path, shape=(1, 3, 32, 32)):
+    """A restoration 'model' y = 0.5 x (range [−1, 1] in and out), built with onnx.helper."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    half = helper.make_tensor("half", TensorProto.FLOAT, [1], [0.5])
+    node = helper.make_node("Mul", ["input", "half"], ["output"])
+    graph = helper.make_graph([node], "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(shape))], [half])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_restorer_runs_a_local_model_and_rejects_bad_shapes(tmp_path, scene):
+    pytest.importorskip("onnxruntime")
+    photo, render, new, old = scene
+    comp = composite_face(photo, render, new, old)
+    ctx = RestoreContext.from_mask(comp.face_mask, comp.background)
+    r = get_restorer("onnx", model=_tiny_onnx(tmp_path / "tiny.onnx"))
+    out = restore(r, comp.image, ctx)
+    # y = 0.5 x in [−1, 1] pulls every face colour toward mid-grey; outside the face nothing changes
+    inside = comp.face_mask > 0.99
+    assert np.abs(out[inside].astype(float) - 127.5).mean() < np.abs(comp.image[inside].astype(float) - 127.5).mean()
+    assert np.array_equal(out[comp.face_mask == 0], comp.image[comp.face_mask == 0])
+    with pytest.raises(RestorerError, match=r"expected \(1, 3, S, S\)"):
+        get_restorer("onnx", model=_tiny_onnx(tmp_path / "grey.onnx", (1, 1, 32, 32)))
+    with pytest.raises(RestorerError, match="square"):
+        get_restorer("onnx", model=_tiny_onnx(tmp_path / "wide.onnx", (1, 3, 32, 48)))
+    with pytest.raises(RestorerError, match="not found"):
+        get_restorer("onnx", model=tmp_path / "missing.onnx")
+
+
+def test_photo_colors_follow_the_render(model):
+    from headveil.pipelines.scene import HeadPose, SubjectCodes, portrait_camera, posed_vertices, render_subject
+    from headveil.render.mesh_renderer import render_mesh
+    from headveil.render.shading import DirectionalLight
+    from headveil.render.texture import sample_photo_colors
+
+    codes = SubjectCodes(np.zeros(model.n_id), np.zeros(model.n_expr), np.zeros(model.n_albedo))
+    cam = portrait_camera(128)
+    unlit = DirectionalLight((0, 0, 1), 1.0, 0.0)
+    res, verts = render_subject(model, codes, HeadPose(), cam, light=unlit)
+    colors, visible = sample_photo_colors(res.image, verts, model.faces, cam)
+    face = model.regions["face"] & visible & (model.vertex_part == 0)
+    assert visible.mean() > 0.2 and face.sum() > 500
+    # unlit render of the albedo → the sampled colours are the albedo (bilinear blur at edges aside)
+    err = np.abs(colors[face] - model.albedo()[face]).max(1)
+    assert np.median(err) < 0.02 and err.mean() < 0.05  # at 128² a pixel spans ~2 mm of face
+    assert np.isfinite(colors).all() and colors.min() >= 0 and colors.max() <= 1
+    again = render_mesh(verts, model.faces, cam, colors, light=unlit)
+    assert np.abs(again.image - res.image)[res.mask > 0.99].mean() < 0.03
