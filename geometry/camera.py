@@ -86,6 +86,27 @@ class Camera:
         K[:2] *= factor
         return Camera(K, self.c2w.copy(), int(round(self.width * factor)), int(round(self.height * factor)))
 
+    def cropped(self, x0: int, y0: int, width: int, height: int) -> Camera:
+        """The same camera seeing only the pixel window ``[x0, x0 + width) × [y0, y0 + height)``."""
+        K = self.K.copy()
+        K[0, 2] -= x0
+        K[1, 2] -= y0
+        return Camera(K, self.c2w.copy(), int(width), int(height))
+
+    def window(self, points_world: np.ndarray, margin: int = 2) -> tuple[int, int, int, int] | None:
+        """Integer pixel window ``(x0, y0, w, h)`` covering the projection of ``points_world (N, 3)``
+        (points in front of the camera), clipped to the image; None when nothing projects inside."""
+        uv, z = self.project(np.asarray(points_world, np.float64))
+        uv = uv[z > 0]
+        if len(uv) == 0:
+            return None
+        x0, y0 = np.floor(uv.min(0)).astype(int) - margin
+        x1, y1 = np.ceil(uv.max(0)).astype(int) + margin
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, self.width), min(y1, self.height)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
+
     def project(self, points_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Project ``points_world (N, 3)`` → pixels ``(N, 2)`` (x right, y down) and depth ``(N,)``."""
         pc = points_world @ self.w2c[:3, :3].T + self.w2c[:3, 3]

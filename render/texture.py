@@ -78,12 +78,16 @@ def sample_photo_colors(image: np.ndarray, vertices_world: np.ndarray, faces: np
         raise ValueError(f"image must be ({camera.height}, {camera.width}, 3); got {img.shape}")
     v = np.asarray(vertices_world, np.float64)
     f = np.asarray(faces, np.int64)
-    frags = rasterize(v, f, camera, backend=backend)
     uv, z = camera.project(v)
     H, W = img.shape[:2]
-    px = np.clip(np.floor(uv).astype(np.int64), 0, [W - 1, H - 1])
     inside = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H) & (z > 0)
-    dz = np.abs(frags.depth[px[:, 1], px[:, 0]] - z)
+    dz = np.full(len(v), np.inf)
+    win = camera.window(v)
+    if win is not None:  # visibility only where the head projects
+        x0, y0, w, h = win
+        frags = rasterize(v, f, camera.cropped(x0, y0, w, h), backend=backend)
+        px = np.clip(np.floor(uv).astype(np.int64) - [x0, y0], 0, [w - 1, h - 1])
+        dz = np.abs(frags.depth[px[:, 1], px[:, 0]] - z)
     n = vertex_normals(v, f)
     to_cam = camera.center[None] - v
     to_cam /= np.linalg.norm(to_cam, axis=1, keepdims=True)

@@ -92,10 +92,18 @@ def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old
     """
     from headveil.render.rasterize import rasterize
 
-    old = rasterize(to_world(old_vertices, R, t), np.asarray(old_faces), camera.scaled(2))
-    cov_old = old.mask.reshape(camera.height, 2, camera.width, 2).mean(axis=(1, 3))
-    res = render_mesh(to_world(new_vertices, R, t), new_faces, camera, np.clip(new_colors, 0, 1),
-                      light=UNLIT if unlit else light, background=(0.0, 0.0, 0.0), supersample=2)
-    cov = res.mask
-    render = np.where(cov[..., None] > 0, res.image / np.maximum(cov[..., None], 1e-6), 0.0)
+    H, W = photo.shape[:2]
+    old_w, new_w = to_world(old_vertices, R, t), to_world(new_vertices, R, t)
+    cov_old, cov, render = np.zeros((H, W)), np.zeros((H, W)), np.zeros((H, W, 3))
+    win = camera.window(np.vstack([old_w, new_w]))
+    if win is not None:  # render only the window around the face (a small part of a photo)
+        x0, y0, w, h = win
+        cam = camera.cropped(x0, y0, w, h)
+        old = rasterize(old_w, np.asarray(old_faces), cam.scaled(2))
+        cov_old[y0:y0 + h, x0:x0 + w] = old.mask.reshape(h, 2, w, 2).mean(axis=(1, 3))
+        res = render_mesh(new_w, new_faces, cam, np.clip(new_colors, 0, 1), light=UNLIT if unlit else light,
+                          background=(0.0, 0.0, 0.0), supersample=2)
+        cov[y0:y0 + h, x0:x0 + w] = res.mask
+        render[y0:y0 + h, x0:x0 + w] = np.where(res.mask[..., None] > 0,
+                                                 res.image / np.maximum(res.mask[..., None], 1e-6), 0.0)
     return composite_face(photo, render, cov, cov_old, feather_px)
