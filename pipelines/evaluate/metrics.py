@@ -113,6 +113,41 @@ def _make_classifier(name: str, lam: float):
     raise ValueError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
 
 
+def fit_identifier(gallery, gallery_ids, classifier: str = "svm", lam: float = 1.0):
+    """Train an identity classifier on ``gallery (N, D)`` embeddings with labels ``gallery_ids (N,)``
+    (≥ 2 identities; ``C = 1/λ``); returns the fitted scikit-learn estimator."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = np.asarray(gallery, np.float64), np.asarray(gallery_ids)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"gallery must be (N, D) with N labels; got {X.shape} and {len(y)} labels")
+    if len(np.unique(y)) < 2:
+        raise ValueError("top-κ identification needs at least 2 gallery identities")
+    clf = _make_classifier(classifier, lam)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    return clf
+
+
+def topk_accuracy(clf, probes, probe_ids, ks=(1, 5)) -> dict[int, float]:
+    """Top-κ accuracy of a fitted identifier (:func:`fit_identifier`) on ``probes (M, D)``."""
+    P, py = np.asarray(probes, np.float64), np.asarray(probe_ids)
+    if P.ndim != 2 or len(P) != len(py):
+        raise ValueError(f"probes must be (M, D) with M labels; got {P.shape} and {len(py)} labels")
+    unknown = set(py.tolist()) - set(clf.classes_.tolist())
+    if unknown:
+        raise ValueError(f"probe identities missing from the gallery: {sorted(unknown)[:5]}")
+    scores = clf.decision_function(P)
+    if scores.ndim == 1:  # binary: positive = classes[1]
+        scores = np.stack([-scores, scores], 1)
+    order = np.argsort(-scores, axis=1)
+    rank = np.argmax(clf.classes_[order] == py[:, None], axis=1)
+    return {int(k): float((rank < k).mean()) for k in ks}
+
+
 def topk_identification(gallery, gallery_ids, probes, probe_ids, ks=(1, 5), classifier: str = "svm",
                         lam: float = 1.0) -> dict[int, float]:
     """Closed-set top-κ identification accuracy of probes against a trained gallery classifier.
@@ -129,32 +164,13 @@ def topk_identification(gallery, gallery_ids, probes, probe_ids, ks=(1, 5), clas
     Returns:
         ``{κ: accuracy}`` (fraction of probes whose identity is among the κ best scores).
     """
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
-    X, y = np.asarray(gallery, np.float64), np.asarray(gallery_ids)
-    P, py = np.asarray(probes, np.float64), np.asarray(probe_ids)
+    X, P = np.asarray(gallery, np.float64), np.asarray(probes, np.float64)
     if X.ndim != 2 or P.ndim != 2 or X.shape[1] != P.shape[1]:
         raise ValueError(f"gallery (N, D) and probes (M, D) must share D; got {X.shape} and {P.shape}")
-    if len(X) != len(y) or len(P) != len(py):
-        raise ValueError("embeddings and identity labels differ in length")
-    classes = np.unique(y)
-    if len(classes) < 2:
-        raise ValueError("top-κ identification needs at least 2 gallery identities")
-    unknown = set(py.tolist()) - set(classes.tolist())
+    unknown = set(np.asarray(probe_ids).tolist()) - set(np.asarray(gallery_ids).tolist())
     if unknown:
         raise ValueError(f"probe identities missing from the gallery: {sorted(unknown)[:5]}")
-    clf = _make_classifier(classifier, lam)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(X, y)
-    scores = clf.decision_function(P)
-    if scores.ndim == 1:  # binary: positive = classes[1]
-        scores = np.stack([-scores, scores], 1)
-    order = np.argsort(-scores, axis=1)
-    rank = np.argmax(clf.classes_[order] == py[:, None], axis=1)
-    return {int(k): float((rank < k).mean()) for k in ks}
+    return topk_accuracy(fit_identifier(X, gallery_ids, classifier, lam), P, probe_ids, ks)
 
 
 def detectability(detected) -> float:

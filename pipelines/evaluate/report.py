@@ -227,10 +227,45 @@ def write_reconstruction_report(folder: Path, thumb: int = 192) -> Path:
     return path
 
 
+def write_table1_report(folder: Path) -> Path:
+    """``folder/report.html`` for a ``headveil chep-table`` output: Table 1 per recognizer and
+    expression in the paper's layout, detection rates, and the example renders of identity 0."""
+    import base64
+    import json
+
+    table = json.loads((folder / "table1.json").read_text())
+    parts = [f"<p>Splits (targets, pivots): {html.escape(str(table['splits']))}; q ∈ {table['qs']}.</p>"]
+    for rec, per_expr in table["recognizers"].items():
+        for expr, rows in per_expr.items():
+            cols = list(next(iter(rows.values())))
+            head = "".join(f"<th>{html.escape(c.replace('none', 'not perturbed'))}</th>" for c in cols)
+            body = "".join(f"<tr><td>{html.escape(rec)} + {html.escape(label)}</td>"
+                           + "".join(f"<td>{100 * r[c]:.1f}%</td>" for c in cols) + "</tr>" for label, r in rows.items())
+            parts.append(f"<h2>{html.escape(rec)}, expression {html.escape(expr)} (top-κ accuracy)</h2>"
+                         f"<table><tr><th>h</th>{head}</tr>{body}</table>")
+        det = table["detected"][rec]
+        parts.append("<p>Detected by the recognizer's own detector: "
+                     + ", ".join(f"{html.escape(k)} {100 * v:.1f}%" for k, v in det.items()) + "</p>")
+    ex = sorted((folder / "examples").glob("*.png"))
+    if ex:
+        parts.append("<h2>Identity 0, neutral</h2><div>" + "".join(
+            f"<figure style='display:inline-block'><img alt='{html.escape(p.stem)}' "
+            f"src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
+            f"<figcaption>{html.escape(p.stem.split('_', 1)[1])}</figcaption></figure>" for p in ex) + "</div>")
+    doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>HeadVeil CHEP Table 1</title><style>" + _STYLE
+           + "</style></head><body><h1>CHEP + SBC: Table 1</h1>" + "".join(parts) + "</body></html>")
+    path = folder / "report.html"
+    with atomic_file(path) as tmp:
+        tmp.write_text(doc, encoding="utf-8")
+    return path
+
+
 def write_report(cfg: ReportConfig) -> Path:
     """Write ``folder/eval/report.html`` (an evaluated set) or ``folder/report.html`` (a
     ``headveil reconstruct`` output) atomically; returns its path."""
     folder = Path(cfg.folder)
+    if (folder / "table1.json").is_file():
+        return write_table1_report(folder)
     if (folder / "metrics.json").is_file() and not (folder / "eval" / "metrics.json").is_file():
         return write_reconstruction_report(folder, max(cfg.thumb, 160))
     metrics = load_metrics(folder)

@@ -196,6 +196,10 @@ def run_table1(cfg: Table1Config) -> dict:
         for j in tqdm(jobs, desc="identities"):
             rows.extend(_identity_rows(j))
     seconds = time.perf_counter() - t0
+    import pickle
+
+    with open(out / "embeddings.pkl", "wb") as f:  # re-tabulate without re-rendering: tabulate(cfg, rows, recs)
+        pickle.dump(rows, f)
     table = tabulate(cfg, rows, recs)
     table["seconds"] = seconds
     write_json(out / "table1.json", table)
@@ -207,7 +211,7 @@ def run_table1(cfg: Table1Config) -> dict:
 
 def tabulate(cfg: Table1Config, rows: list[dict], recs: list[str]) -> dict:
     """Top-κ accuracies ``{recognizer: {expr: {row label: {column: acc}}}}`` plus detection rates."""
-    from headveil.pipelines.evaluate.metrics import topk_identification
+    from headveil.pipelines.evaluate.metrics import fit_identifier, topk_accuracy
 
     splits = split_ids(cfg)
     result = {"splits": [list(s) for s in cfg.splits], "qs": list(cfg.qs), "recognizers": {}, "detected": {}}
@@ -218,25 +222,23 @@ def tabulate(cfg: Table1Config, rows: list[dict], recs: list[str]) -> dict:
         for r in T:
             det.setdefault(r["config"], []).append(r["emb"][rec][1])
         result["detected"][rec] = {k: float(np.mean(v)) for k, v in det.items()}
-        per_expr = {}
-        for expr in EXPRESSIONS:
-            table = {}
-            for clf, lam in CLASSIFIER_ROWS:
-                label = f"{ROW_NAMES[clf]} λ={lam:g}"
-                cols = {}
-                for k, ((Tn, Q), (ts, _)) in enumerate(splits.items()):
-                    kappa = 5 if k == 0 else 10
-                    tset = set(ts)
-                    Xg = np.stack([r["emb"][rec][0] for r in M if r["identity"] in tset])
-                    yg = np.array([r["identity"] for r in M if r["identity"] in tset])
+        per_expr = {expr: {} for expr in EXPRESSIONS}
+        for clf_name, lam in CLASSIFIER_ROWS:
+            label = f"{ROW_NAMES[clf_name]} λ={lam:g}"
+            for expr in EXPRESSIONS:
+                per_expr[expr][label] = {}
+            for k, ((Tn, Q), (ts, _)) in enumerate(splits.items()):
+                kappa = 5 if k == 0 else 10
+                tset = set(ts)
+                Xg = np.stack([r["emb"][rec][0] for r in M if r["identity"] in tset])
+                yg = np.array([r["identity"] for r in M if r["identity"] in tset])
+                clf = fit_identifier(Xg, yg, clf_name, lam)  # one classifier per split, every probe set
+                for expr in EXPRESSIONS:
                     for name in ["none"] + [f"Q{Q}_q{q}" for q in cfg.qs]:
                         P = [r for r in T if r["expr"] == expr and r["config"] == name and r["identity"] in tset]
-                        acc = topk_identification(Xg, yg, np.stack([r["emb"][rec][0] for r in P]),
-                                                  np.array([r["identity"] for r in P]), ks=(kappa,),
-                                                  classifier=clf, lam=lam)[kappa]
-                        cols[f"({Tn},{Q}) {name} top{kappa}"] = acc
-                table[label] = cols
-            per_expr[expr] = table
+                        acc = topk_accuracy(clf, np.stack([r["emb"][rec][0] for r in P]),
+                                            np.array([r["identity"] for r in P]), ks=(kappa,))[kappa]
+                        per_expr[expr][label][f"({Tn},{Q}) {name} top{kappa}"] = acc
         result["recognizers"][rec] = per_expr
     return result
 

@@ -84,3 +84,7 @@ def test_table1_smoke(tmp_path):
     assert set(table["detected"]["sface"]) == {"none", "Q3_q2", "Q5_q2"}
     assert "not perturbed" in format_markdown(table)
     assert (tmp_path / "t" / "table1.md").is_file() and (tmp_path / "t" / "examples" / "id0000_none.png").is_file()
+    from headveil.pipelines.evaluate.report import ReportConfig, write_report
+
+    html = write_report(ReportConfig(tmp_path / "t")).read_text()
+    assert "Table 1" in html and "not perturbed" in html and "data:image/png;base64" in html
