@@ -257,7 +257,11 @@ def run_evalset(cfg: EvalSetConfig) -> dict:
 
         bar = tqdm(total=len(tasks), desc="evalset", unit="subject")
         if cfg.workers > 1:
-            with ProcessPoolExecutor(cfg.workers) as pool:
+            from multiprocessing import get_context
+
+            # spawn, not fork: the parent may hold threads (torch, onnxruntime, MediaPipe) that a
+            # forked child would inherit mid-lock
+            with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
                 for rows in pool.map(_render_subject_rows, tasks):
                     consume(rows)
                     bar.update()
