@@ -37,10 +37,20 @@ def collect_info() -> dict:
         "recognizers": {r: ("available" if recognizer_available(r) else "missing: install headveil[faces]")
                         for r in RECOGNIZERS},
         "deid_methods": available_methods(),
+        "restorers": _restorers(),
         "raster_backends": {b: ("available" if b in available_backends() else "missing") for b in BACKENDS},
         "hashgrid_backends": _hashgrid_backends(),
         "torch": {"version": torch.__version__, "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads()},
     }
+
+
+def _restorers() -> dict:
+    import importlib.util
+
+    from headveil.render.restorers import available_restorers
+
+    ort = importlib.util.find_spec("onnxruntime") is not None
+    return {r: ("available" if r != "onnx" or ort else "missing: install headveil[onnx]") for r in available_restorers()}
 
 
 def _hashgrid_backends() -> dict:
