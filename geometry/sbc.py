@@ -82,15 +82,8 @@ def _fill_empty(colors: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return colors[ji, ki]
 
 
-def build_bins(vertices, colors, n_theta: int = 100, n_phi: int = 100, origin=(0.0, 0.0, 0.0),
-               shell_m: float | None = None) -> SphericalBins:
+def build_bins(vertices, colors, n_theta: int = 100, n_phi: int = 100, origin=(0.0, 0.0, 0.0)) -> SphericalBins:
     """Ξ_jk: mean colour per bin of ``vertices (N, 3)`` with ``colors (N, 3)`` (any range, e.g. [0, 1]).
-
-    ``shell_m``: when set, a bin averages only its outer layer — vertices within ``shell_m`` metres
-    of the bin's largest radius. The paper's face mesh is a single surface, so every vertex is on
-    the outer layer; a head mesh with a mouth cavity or eyeballs behind the lids has several
-    surfaces along one direction, and the inner ones (red mouth lining behind the cheeks) would
-    otherwise tint the skin.
 
     Raises:
         ValueError: mismatched shapes, NaN, no vertices, or bin counts < 1.
@@ -103,14 +96,9 @@ def build_bins(vertices, colors, n_theta: int = 100, n_phi: int = 100, origin=(0
         raise ValueError("build_bins needs at least one finite vertex and colour")
     if n_theta < 1 or n_phi < 1:
         raise ValueError(f"bin counts must be ≥ 1; got {n_theta} × {n_phi}")
-    r, th, ph = spherical_coordinates(v, origin)
+    _, th, ph = spherical_coordinates(v, origin)
     j, k = _bin_index(th, ph, n_theta, n_phi)
     flat = j * n_phi + k
-    if shell_m is not None:
-        rmax = np.full(n_theta * n_phi, -np.inf)
-        np.maximum.at(rmax, flat, r)
-        keep = r >= rmax[flat] - float(shell_m)
-        flat, c = flat[keep], c[keep]
     counts = np.bincount(flat, minlength=n_theta * n_phi)
     sums = np.stack([np.bincount(flat, c[:, i], minlength=n_theta * n_phi) for i in range(3)], 1)
     mean = sums / np.maximum(counts, 1)[:, None]
@@ -159,7 +147,7 @@ def sample_bins(bins: SphericalBins, vertices) -> np.ndarray:
 
 
 def spherical_bins_coloring(source_vertices, source_colors, target_vertices, n_theta: int = 100,
-                            n_phi: int = 100, origin=(0.0, 0.0, 0.0), shell_m: float | None = None) -> np.ndarray:
+                            n_phi: int = 100, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
     """SBC in one call: bins from ``(source_vertices (N, 3), source_colors (N, 3))``, colours
     ``(M, 3)`` for ``target_vertices (M, 3)`` (same frame, metres)."""
-    return sample_bins(build_bins(source_vertices, source_colors, n_theta, n_phi, origin, shell_m), target_vertices)
+    return sample_bins(build_bins(source_vertices, source_colors, n_theta, n_phi, origin), target_vertices)

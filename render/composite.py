@@ -69,7 +69,7 @@ def composite_face(photo: np.ndarray, render: np.ndarray, coverage_new: np.ndarr
     alpha = new
     if feather_px > 0:
         inner = cv2.GaussianBlur((new > 0.999).astype(np.float64), (0, 0), feather_px)
-        alpha = np.minimum(new, np.maximum(inner, 0.0))
+        alpha = np.minimum(new, inner)
         alpha = np.where(new > 0.999, np.maximum(alpha, 0.5 * new), alpha)
     a = alpha[..., None]
     out = a * np.clip(render, 0, 1) * 255.0 + (1 - a) * background.astype(np.float64)

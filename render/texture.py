@@ -44,13 +44,9 @@ def diffuse_colors(colors: np.ndarray, known: np.ndarray, faces: np.ndarray, ite
     if not known.any():
         raise ValueError("no vertex has a known colour to diffuse from")
     A = vertex_adjacency(len(c), faces)
-    c[~known] = c[known].mean(0)
-    reached = known.copy()
+    c[~known] = c[known].mean(0)  # start of the iteration; parts never reached keep it
     for _ in range(iterations):
-        upd = A @ c
-        r = (A @ reached.astype(np.float64)) > 0
-        c[~known] = upd[~known]
-        reached |= r
+        c[~known] = (A @ c)[~known]
     return c
 
 

@@ -30,8 +30,6 @@ from headveil.pipelines.deid import face3d
 from headveil.pipelines.deid.registry import DeidInput, DeidOutput, MethodSpec, register_method
 
 BINS_FROM = ("neutral", "expression")
-SHELL_M = None
-"""Outer-layer depth of a bin in metres (None: every outer-surface vertex counts)."""
 
 
 def load_pivots(spec: str | Path | int, model, seed: int = 0) -> np.ndarray:
@@ -61,8 +59,7 @@ def load_pivots(spec: str | Path | int, model, seed: int = 0) -> np.ndarray:
     return np.pad(arr, ((0, 0), (0, model.n_id - arr.shape[1])))
 
 
-def source_bins(model, alpha, eta, colors, bins_from: str = "neutral", n_bins: int = 100,
-                shell_m: float | None = SHELL_M) -> SphericalBins:
+def source_bins(model, alpha, eta, colors, bins_from: str = "neutral", n_bins: int = 100) -> SphericalBins:
     """Ξ of the original coloured mesh (F, T) (§2.3): F = S α + F̄ without expression as in the
     paper, or with it (``bins_from="expression"``, the §5 improvement).
 
@@ -77,7 +74,7 @@ def source_bins(model, alpha, eta, colors, bins_from: str = "neutral", n_bins: i
         raise HeadVeilError(f"bins_from must be one of {BINS_FROM}; got {bins_from!r}")
     src_v = model.vertices(alpha, eta if bins_from == "expression" else None)
     ext = face3d.exterior_vertices(model) & outer_surface_mask(src_v, model.faces)
-    return build_bins(src_v[ext], np.asarray(colors)[ext], n_bins, n_bins, shell_m=shell_m)
+    return build_bins(src_v[ext], np.asarray(colors)[ext], n_bins, n_bins)
 
 
 def sbc_dense_face(model, alpha_new, eta, bins: SphericalBins, dense: DenseMeshConfig,
@@ -160,8 +157,7 @@ class CHEPParams:
 
 
 def _chep(inp: DeidInput, p: CHEPParams, rng: np.random.Generator) -> DeidOutput:
-    if p.render not in face3d.RENDER_MODES:
-        raise HeadVeilError(f"render must be one of {face3d.RENDER_MODES}; got {p.render!r}")
+    face3d.check_render_mode(p.render)
     model, c = inp.model, inp.codes
     alpha = np.asarray(c.alpha, np.float64)
     pivots = inp.extras.get("pivots")
@@ -173,12 +169,7 @@ def _chep(inp: DeidInput, p: CHEPParams, rng: np.random.Generator) -> DeidOutput
         return DeidOutput(inp.image.copy(), codes=alpha.copy(), metrics=metrics)
     R, t = inp.model_to_world()
     v_old = model.vertices(alpha, c.eta)
-    if p.render == "photo":
-        colors = inp.extras.get("photo_colors")
-        if colors is None:
-            colors = face3d.photo_colors(inp.image, model, v_old, R, t, inp.camera)
-    else:
-        colors = model.albedo(c.beta)
+    colors = face3d.subject_colors(inp, p.render, v_old, R, t)
     bins = source_bins(model, alpha, c.eta, colors, p.bins_from)
     dv, df, dc, info = sbc_dense_face(model, res.alpha, c.eta, bins, DenseMeshConfig(levels=p.dense_levels))
     sub = face3d.face_submesh(model)

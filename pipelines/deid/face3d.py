@@ -63,18 +63,37 @@ def exterior_vertices(model: MorphableModel) -> np.ndarray:
     return ~np.isin(model.vertex_part, bad)
 
 
+def check_render_mode(mode: str) -> None:
+    """One error for an unknown ``render`` parameter."""
+    if mode not in RENDER_MODES:
+        raise HeadVeilError(f"render must be one of {RENDER_MODES}; got {mode!r}")
+
+
 def to_world(vertices_model: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``(V, 3) float64`` world-frame points from model-frame ``vertices_model (V, 3)`` (metres) and the
+    model → world rotation ``R (3, 3)`` and translation ``t (3,)``."""
     return np.asarray(vertices_model, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
 
 
 def photo_colors(photo: np.ndarray, model: MorphableModel, vertices_model: np.ndarray, R, t, camera) -> np.ndarray:
-    """Colours ``(V, 3)`` in [0, 1] of the photo on the fitted model mesh (visibility on the whole head)."""
+    """Colours ``(V, 3) float64`` in [0, 1] of ``photo (H, W, 3) uint8`` on the fitted model mesh
+    ``vertices_model (V, 3)`` (model frame, metres; posed by ``R, t`` into the camera's world),
+    with visibility on the whole head."""
     from headveil.render.texture import sample_photo_colors
 
     colors, visible = sample_photo_colors(photo, to_world(vertices_model, R, t), model.faces, camera)
     if not visible.any():
         raise HeadVeilError("the fitted face is not visible in the photo; cannot carry its colours")
     return colors
+
+
+def subject_colors(inp, render: str, vertices_model: np.ndarray, R, t) -> np.ndarray:
+    """The colours T a 3D method carries: the photo's on the fitted mesh (``render="photo"``) or the
+    model albedo of the subject's β (``"model"``); ``(V, 3)`` in [0, 1]."""
+    check_render_mode(render)
+    if render == "photo":
+        return photo_colors(inp.image, inp.model, vertices_model, R, t, inp.camera)
+    return inp.model.albedo(inp.codes.beta)
 
 
 def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old_faces: np.ndarray,

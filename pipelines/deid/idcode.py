@@ -21,11 +21,6 @@ from headveil.pipelines.deid import face3d
 from headveil.pipelines.deid.registry import DeidInput, DeidOutput, MethodSpec, register_method
 
 
-def _check_render(mode: str) -> None:
-    if mode not in face3d.RENDER_MODES:
-        raise HeadVeilError(f"render must be one of {face3d.RENDER_MODES}; got {mode!r}")
-
-
 def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: dict) -> DeidOutput:
     """Re-render ``inp`` with identity ``alpha_new`` (the shared back end of the ID-code methods)."""
     model, c = inp.model, inp.codes
@@ -37,12 +32,7 @@ def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: 
     sub = face3d.face_submesh(model)
     v_old = model.vertices(alpha, c.eta)
     v_new = model.vertices(alpha_new, c.eta)
-    if render == "photo":
-        colors = inp.extras.get("photo_colors")
-        if colors is None:
-            colors = face3d.photo_colors(inp.image, model, v_old, R, t, inp.camera)
-    else:
-        colors = model.albedo(c.beta)
+    colors = face3d.subject_colors(inp, render, v_old, R, t)
     idx = sub.vertex_index
     comp = face3d.rerender_face(inp.image, inp.camera, R, t, v_old[idx], sub.faces, v_new[idx], sub.faces,
                                 colors[idx], light=inp.light, unlit=render == "photo")
@@ -61,7 +51,7 @@ class NoiseParams:
 
 
 def _noise(inp: DeidInput, p: NoiseParams, rng: np.random.Generator) -> DeidOutput:
-    _check_render(p.render)
+    face3d.check_render_mode(p.render)
     a = idc.perturb_noise(inp.codes.alpha, p.scale, rng)
     return apply_identity(inp, a, p.render, {"scale": p.scale})
 
@@ -75,7 +65,7 @@ class LaplaceParams:
 
 
 def _laplace(inp: DeidInput, p: LaplaceParams, rng: np.random.Generator) -> DeidOutput:
-    _check_render(p.render)
+    face3d.check_render_mode(p.render)
     a = idc.perturb_laplace(inp.codes.alpha, p.epsilon, rng)
     K = len(np.asarray(inp.codes.alpha).ravel())
     return apply_identity(inp, a, p.render, {"epsilon": p.epsilon, "sensitivity": idc.laplace_sensitivity(K),
@@ -90,7 +80,7 @@ class KeyedParams:
 
 
 def _keyed(inp: DeidInput, p: KeyedParams, rng: np.random.Generator) -> DeidOutput:
-    _check_render(p.render)
+    face3d.check_render_mode(p.render)
     key = inp.extras.get("key")
     if not key:
         raise HeadVeilError("id-keyed needs a key (headveil deid --key-file FILE; Python: extras['key'] = bytes)")

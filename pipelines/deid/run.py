@@ -31,9 +31,8 @@ from headveil.pipelines.fit import FitConfig
 
 log = logging.getLogger(__name__)
 
-#: Method parameters the command line sets directly: option name → (method, parameter).
-_OPTION_PARAMS = {"scale": "scale", "epsilon": "epsilon", "theta": "theta", "q": "q", "b": "b", "pivots": "pivots",
-                  "render": "render"}
+#: Method parameters the command line sets directly (option name = parameter name).
+_OPTION_PARAMS = ("scale", "epsilon", "theta", "q", "b", "pivots", "render")
 
 
 @dataclass
@@ -95,13 +94,13 @@ def _method(cmd: DeidCommand):
     spec, params = parse_method(cmd.method)
     names = {f.name for f in dataclasses.fields(params)}
     over = {}
-    for opt, par in _OPTION_PARAMS.items():
-        val = getattr(cmd, opt)
+    for par in _OPTION_PARAMS:
+        val = getattr(cmd, par)
         if val is None:
             continue
         if par not in names:
-            raise HeadVeilError(f"--{opt} does not apply to method {spec.name!r} (its parameters: {sorted(names)})")
-        over[par] = str(val) if par == "pivots" else val
+            raise HeadVeilError(f"--{par} does not apply to method {spec.name!r} (its parameters: {sorted(names)})")
+        over[par] = val
     return spec, dataclasses.replace(params, **over)
 
 

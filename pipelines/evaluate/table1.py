@@ -59,7 +59,9 @@ class Table1Config:
 class _Job:
     identity: int
     cfg: Table1Config
-    targets_in: list = field(default_factory=list)  # [(config name, pivot array or None)]
+    alpha: np.ndarray
+    beta: np.ndarray
+    targets_in: list = field(default_factory=list)  # [(config name, pivot codes (Q, K) or None, q)]
 
 
 def split_ids(cfg: Table1Config) -> dict:
@@ -117,8 +119,7 @@ def _identity_rows(job: _Job) -> list[dict]:
 
     cfg, i = job.cfg, job.identity
     model = _WORKER["model"]
-    alphas, betas = database_codes(cfg, model)
-    a, colors = alphas[i], model.albedo(betas[i])
+    a, colors = job.alpha, model.albedo(job.beta)
     rows = []
     v0 = model.vertices(a)
     lm0 = model.landmarks_3d(v0, "ibug68")
@@ -127,15 +128,17 @@ def _identity_rows(job: _Job) -> list[dict]:
         img, px = project_2d(v0, model.faces, colors, rotation_y(yaw), cfg.size, face_width=width, points_model=lm0)
         rows.append({"identity": i, "set": "M", "yaw": yaw, "emb": _embed_all(img, px)})
     _, R = random_rotation(np.random.default_rng(np.random.SeedSequence([cfg.seed, i, 0xC4E9])))
-    bins = source_bins(model, a, np.zeros(model.n_expr), colors, cfg.bins_from)
     dense = DenseMeshConfig(levels=cfg.dense_levels)
+    bins = None
     for expr in EXPRESSIONS:
         eta = expression_vector(model, EXPR_WEIGHTS[expr])
+        if bins is None or cfg.bins_from == "expression":  # neutral bins are the same for every expression
+            bins = source_bins(model, a, eta, colors, cfg.bins_from)
         for name, piv, q in job.targets_in:
             if piv is None:
                 a_new, info = a, {}
             else:
-                res = chep_perturb(a, piv, CHEPPerturbation(q=q, b=cfg.b, check_hull=False), gallery=alphas)
+                res = chep_perturb(a, piv, CHEPPerturbation(q=q, b=cfg.b, check_hull=False))
                 a_new, info = res.alpha, {"delta_norm": res.delta_norm}
             dv, df, dc, _ = sbc_dense_face(model, a_new, eta, bins, dense, region="head")
             lm = model.landmarks_3d(model.vertices(a_new, eta), "ibug68")
@@ -172,7 +175,7 @@ def run_table1(cfg: Table1Config) -> dict:
 
     from tqdm import tqdm
 
-    from headveil.common.outputs import build_manifest, write_json, write_text
+    from headveil.common.outputs import atomic_file, build_manifest, write_json, write_text
     from headveil.geometry.morphable.model import load_embedded
     from headveil.pipelines.evaluate.recognizers import available_recognizers
 
@@ -180,11 +183,11 @@ def run_table1(cfg: Table1Config) -> dict:
     if not recs:
         raise HeadVeilError(f"none of the recognizers {cfg.recognizers} is installed (install headveil[faces])")
     model = load_embedded()
-    alphas, _ = database_codes(cfg, model)
+    alphas, betas = database_codes(cfg, model)
     per = _configs(cfg, alphas)
     out = Path(cfg.out)
     (out / "examples").mkdir(parents=True, exist_ok=True)
-    jobs = [_Job(i, cfg, per[i]) for i in range(cfg.identities)]
+    jobs = [_Job(i, cfg, alphas[i], betas[i], per[i]) for i in range(cfg.identities)]
     t0 = time.perf_counter()
     rows = []
     if cfg.workers > 1:
@@ -198,8 +201,8 @@ def run_table1(cfg: Table1Config) -> dict:
     seconds = time.perf_counter() - t0
     import pickle
 
-    with open(out / "embeddings.pkl", "wb") as f:  # re-tabulate without re-rendering: tabulate(cfg, rows, recs)
-        pickle.dump(rows, f)
+    with atomic_file(out / "embeddings.pkl") as tmp:  # re-tabulate without re-rendering: tabulate(cfg, rows, recs)
+        tmp.write_bytes(pickle.dumps(rows))
     table = tabulate(cfg, rows, recs)
     table["seconds"] = seconds
     write_json(out / "table1.json", table)
