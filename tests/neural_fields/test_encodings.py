@@ -66,13 +66,26 @@ def test_fast_path_matches_reference_forward_and_backward():
 
 
 def test_gradcheck_points_and_table():
-    from headveil.neural_fields.encodings import _LevelLookup
+    from headveil.neural_fields.encodings import _HashLookup
 
     torch.manual_seed(1)
-    table = torch.randn(2, 512, dtype=torch.float64, requires_grad=True)
-    # keep points away from cell faces, where the trilinear derivative jumps
-    pos = (torch.randint(0, 8, (6, 3)).double() + 0.2 + 0.6 * torch.rand(6, 3, dtype=torch.float64)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda p, t: _LevelLookup.apply(p, t, 8, 512, False), (pos, table))
+    levels = [(2, 27, True, 0), (8, 512, False, 27), (5, 100, False, 539)]  # dense, hashed 2^k, hashed mod
+    table = torch.randn(2 * 639, dtype=torch.float64, requires_grad=True)
+    # keep points away from cell faces of every level (cells of 1/40), where the derivative jumps
+    u = ((torch.randint(0, 40, (6, 3)).double() + 0.3 + 0.4 * torch.rand(6, 3, dtype=torch.float64)) / 40)
+    assert torch.autograd.gradcheck(lambda p, t: _HashLookup.apply(p, t, levels, 2), (u.requires_grad_(), table))
+
+
+def test_corner_major_indices_match_level_indices():
+    from headveil.neural_fields.encodings import _corners
+
+    torch.manual_seed(2)
+    for res, size, dense in [(4, 125, True), (16, 512, False), (16, 300, False)]:
+        pos = torch.rand(40, 3) * res
+        pos[0] = res  # the upper box face lies in the last cell
+        idx, frac = level_indices(pos, res, size, dense)
+        idx_c, w_c, _ = _corners(pos.t().contiguous(), res, size, dense)
+        assert idx_c.dtype == torch.int32 and torch.equal(idx_c.t().long(), idx) and torch.allclose(w_c.t(), trilinear_weights(frac))
 
 
 def test_backends():
