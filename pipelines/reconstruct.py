@@ -95,6 +95,10 @@ class ReconstructConfig:
     patches: int = 4
     """16×16 patches per step of the gradient loss."""
     samples: int = 48
+    """Stratified samples per ray."""
+    importance: int = 0
+    """Extra importance samples per ray from a no-grad pass over the stratified ones (0 = off);
+    see :class:`~headveil.pipelines.train.StageConfig`."""
     normals: str = "detached"
     """Colour-network normals: ``detached`` (analytic, cheap) or ``fd`` (differentiable finite
     differences, ~2.3× slower per step; on the synthetic benchmark it did not beat detached)."""
@@ -250,7 +254,7 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict:
     preset = PRESETS[cfg.preset]
     stages = preset.stages(_per_stage(cfg.steps, len(preset.stages(preset.default_steps)), preset.default_steps))
     for s in stages:
-        s.rays, s.samples, s.patches = cfg.rays, cfg.samples, cfg.patches
+        s.rays, s.samples, s.patches, s.importance = cfg.rays, cfg.samples, cfg.patches, cfg.importance
         s.normals = cfg.normals
     model = load_embedded() if cfg.prior else None
     torch.manual_seed(cfg.seed)

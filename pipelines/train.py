@@ -40,6 +40,7 @@ from headveil.render.rays import rays_from_camera
 from headveil.render.volume import (
     composite,
     expected_depth,
+    importance_samples,
     near_far_from_sphere,
     render_weights,
     stratified_samples,
@@ -101,6 +102,11 @@ class StageConfig:
     ``auto`` (prior when the field has a cached prior)."""
     band: float = 0.03
     """Half-width (metres) of the prior-guided sampling band."""
+    importance: int = 0
+    """Extra samples per ray drawn by importance (inverse CDF of the volume-rendering weights of a
+    no-grad pass over the ``samples`` stratified ones, NeuS/VolSDF coarse-to-fine); they subdivide
+    the stratified intervals, so a ray is rendered with ``samples + importance`` samples. Works with
+    either ``sampling`` mode; 0 = off."""
 
 
 def _check_views(views: str) -> None:
@@ -191,6 +197,22 @@ def prior_band(field: HeadField, origins, dirs, near, far, band: float, n_coarse
     return new_near, new_far
 
 
+def refine_intervals(field: HeadField, origins, dirs, ts, te, hit, n: int, perturb: bool = True, generator=None):
+    """Subdivide contiguous ray intervals ``ts, te (R, S)`` (metres) at ``n`` distances drawn from
+    the weights of a no-grad render of ``field`` at their midpoints; returns ``(R, S + n)`` intervals
+    (contiguous, sorted). Rays that miss the bounding sphere (``hit`` False) get uniform draws."""
+    if ts.shape[1] < 2:
+        raise ValueError("importance sampling needs at least 2 stratified samples per ray")
+    with torch.no_grad():
+        mids = 0.5 * (ts + te)
+        pts = (origins[:, None, :] + mids[..., None] * dirs[:, None, :]).reshape(-1, 3)
+        sigma = field.density(field.sdf(pts)).reshape(ts.shape) * hit[:, None]
+        w, _ = render_weights(ts, te, sigma)
+        extra = importance_samples(ts, te, w, n, perturb=perturb, generator=generator)
+        edges, _ = torch.sort(torch.cat([ts[:, :1], te, extra], 1), 1)
+    return edges[:, :-1], edges[:, 1:]
+
+
 def render_rays(field: HeadField, origins, dirs, cfg: StageConfig, background, generator=None, perturb=True):
     """Volume-render rays ``origins, dirs (R, 3)`` (world frame, metres, unit directions).
 
@@ -209,6 +231,8 @@ def render_rays(field: HeadField, origins, dirs, cfg: StageConfig, background, g
     elif mode != "uniform":
         raise ValueError(f"sampling must be auto, uniform or prior; got {cfg.sampling!r}")
     ts, te = stratified_samples(near, far, cfg.samples, perturb=perturb, generator=generator)
+    if cfg.importance > 0:
+        ts, te = refine_intervals(field, origins, dirs, ts, te, hit, cfg.importance, perturb, generator)
     mids = 0.5 * (ts + te)
     pts = (origins[:, None, :] + mids[..., None] * dirs[:, None, :]).reshape(-1, 3)
     if cfg.normals == "fd":

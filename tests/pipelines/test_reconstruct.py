@@ -148,3 +148,27 @@ def test_prior_band_brackets_the_model_surface(model, capture_dir):
     assert s_in.abs().item() < 0.03
     # a ray that misses the head keeps its full interval
     assert n2[1] == near[1] and f2[1] == far[1]
+
+
+def test_importance_samples_subdivide_intervals_at_the_surface(model, capture_dir):
+    from headveil.pipelines.train import refine_intervals, render_rays
+    from headveil.render.volume import near_far_from_sphere, stratified_samples
+
+    cap = load_capture(capture_dir)
+    f = _tiny_field(model, cap)
+    o = torch.tensor([[0.0, 0.0, 0.6]])
+    d = torch.tensor([[0.0, 0.0, -1.0]])
+    near, far, hit = near_far_from_sphere(o, d, 0.2)
+    ts, te = stratified_samples(near, far, 16, perturb=False)
+    gen = torch.Generator().manual_seed(0)
+    ts2, te2 = refine_intervals(f, o, d, ts, te, hit, 32, generator=gen)
+    # contiguous, sorted, covering the same span, with the 32 new edges added
+    assert ts2.shape == (1, 48) and torch.equal(ts2[:, 1:], te2[:, :-1]) and bool((te2 >= ts2).all())
+    assert ts2[0, 0] == ts[0, 0] and te2[0, -1] == te[0, -1]
+    # the untrained field is the prior head, whose surface this ray meets at the nose tip (t ≈ 0.5 m):
+    # most new edges fall within one stratified bin (2.5 cm) of it, where uniform draws would put 1/8
+    new = torch.cat([ts2[0], te2[0, -1:]])
+    assert ((new - 0.5).abs() < 0.025).sum() >= 0.7 * 32
+    # in the loop: samples + importance per ray, rendered opaque like without it
+    rgb, opacity, depth = render_rays(f, o, d, StageConfig(samples=16, importance=32), 0.0, gen)
+    assert opacity.item() > 0.9 and abs(depth.item() - 0.5) < 0.02
