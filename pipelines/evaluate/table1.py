@@ -109,13 +109,48 @@ def _embed_all(img, lm) -> dict:
     return out
 
 
-def _identity_rows(job: _Job) -> list[dict]:
+def target_images(model, cfg: Table1Config, identity: int, alpha: np.ndarray, colors: np.ndarray, targets_in):
+    """Render one identity's targets T through the paper's chain (dense mesh, SBC colours from
+    (F, T), its random rotation ρ, F^(2D)) for every configuration in ``targets_in``.
+
+    Yields ``(expression, config name, image (S, S, 3) uint8, iBUG-68 pixels (68, 2), info)`` with
+    ``info`` = ``{"delta_norm": ‖δ‖}`` for perturbed configurations.
+    """
     from headveil.geometry.dense import DenseMeshConfig
     from headveil.geometry.identity.chep import CHEPPerturbation, chep_perturb
-    from headveil.geometry.transforms import rotation_y
     from headveil.pipelines.deid.chep import project_2d, random_rotation, sbc_dense_face, source_bins
-    from headveil.pipelines.scene import expression_vector
     from headveil.pipelines.evaluate.evalset import EXPRESSIONS as EXPR_WEIGHTS
+    from headveil.pipelines.scene import expression_vector
+
+    width = _face_width(model, alpha)
+    _, R = random_rotation(np.random.default_rng(np.random.SeedSequence([cfg.seed, identity, 0xC4E9])))
+    dense = DenseMeshConfig(levels=cfg.dense_levels)
+    bins = None
+    for expr in EXPRESSIONS:
+        eta = expression_vector(model, EXPR_WEIGHTS[expr])
+        if bins is None or cfg.bins_from == "expression":  # neutral bins are the same for every expression
+            bins = source_bins(model, alpha, eta, colors, cfg.bins_from)
+        for name, piv, q in targets_in:
+            if piv is None:
+                a_new, info = alpha, {}
+            else:
+                res = chep_perturb(alpha, piv, CHEPPerturbation(q=q, b=cfg.b, check_hull=False))
+                a_new, info = res.alpha, {"delta_norm": res.delta_norm}
+            dv, df, dc, _ = sbc_dense_face(model, a_new, eta, bins, dense, region="head")
+            lm = model.landmarks_3d(model.vertices(a_new, eta), "ibug68")
+            img, px = project_2d(dv, df, dc, R, cfg.size, face_width=width, points_model=lm)
+            yield expr, name, img, px, info
+
+
+def _face_width(model, alpha: np.ndarray) -> float | None:
+    """Width (metres) of the identity's neutral face region: F^(2D) scales it to 1."""
+    v0 = model.vertices(alpha)
+    return float(np.ptp(v0[model.regions["face"], 0])) if "face" in model.regions else None
+
+
+def _identity_rows(job: _Job) -> list[dict]:
+    from headveil.geometry.transforms import rotation_y
+    from headveil.pipelines.deid.chep import project_2d
 
     cfg, i = job.cfg, job.identity
     model = _WORKER["model"]
@@ -123,35 +158,20 @@ def _identity_rows(job: _Job) -> list[dict]:
     rows = []
     v0 = model.vertices(a)
     lm0 = model.landmarks_3d(v0, "ibug68")
-    width = float(np.ptp(v0[model.regions["face"], 0])) if "face" in model.regions else None
+    width = _face_width(model, a)
     for yaw in cfg.yaws:
         img, px = project_2d(v0, model.faces, colors, rotation_y(yaw), cfg.size, face_width=width, points_model=lm0)
         rows.append({"identity": i, "set": "M", "yaw": yaw, "emb": _embed_all(img, px)})
-    _, R = random_rotation(np.random.default_rng(np.random.SeedSequence([cfg.seed, i, 0xC4E9])))
-    dense = DenseMeshConfig(levels=cfg.dense_levels)
-    bins = None
-    for expr in EXPRESSIONS:
-        eta = expression_vector(model, EXPR_WEIGHTS[expr])
-        if bins is None or cfg.bins_from == "expression":  # neutral bins are the same for every expression
-            bins = source_bins(model, a, eta, colors, cfg.bins_from)
-        for name, piv, q in job.targets_in:
-            if piv is None:
-                a_new, info = a, {}
-            else:
-                res = chep_perturb(a, piv, CHEPPerturbation(q=q, b=cfg.b, check_hull=False))
-                a_new, info = res.alpha, {"delta_norm": res.delta_norm}
-            dv, df, dc, _ = sbc_dense_face(model, a_new, eta, bins, dense, region="head")
-            lm = model.landmarks_3d(model.vertices(a_new, eta), "ibug68")
-            img, px = project_2d(dv, df, dc, R, cfg.size, face_width=width, points_model=lm)
-            rows.append({"identity": i, "set": "T", "expr": expr, "config": name, "emb": _embed_all(img, px), **info})
-            if i == 0 and expr == "neutral":
-                from headveil.common.images import write_image
+    for expr, name, img, px, info in target_images(model, cfg, i, a, colors, job.targets_in):
+        rows.append({"identity": i, "set": "T", "expr": expr, "config": name, "emb": _embed_all(img, px), **info})
+        if i == 0 and expr == "neutral":
+            from headveil.common.images import write_image
 
-                write_image(Path(cfg.out) / "examples" / f"id0000_{name}.png", img)
+            write_image(Path(cfg.out) / "examples" / f"id0000_{name}.png", img)
     return rows
 
 
-def _configs(cfg: Table1Config, alphas: np.ndarray) -> dict[int, list]:
+def target_configs(cfg: Table1Config, alphas: np.ndarray) -> dict[int, list]:
     """Per identity, the target configurations it takes part in: ``[(name, pivots, q)]``."""
     per = {i: [] for i in range(cfg.identities)}
     splits = split_ids(cfg)
@@ -184,7 +204,7 @@ def run_table1(cfg: Table1Config) -> dict:
         raise HeadVeilError(f"none of the recognizers {cfg.recognizers} is installed (install headveil[faces])")
     model = load_embedded()
     alphas, betas = database_codes(cfg, model)
-    per = _configs(cfg, alphas)
+    per = target_configs(cfg, alphas)
     out = Path(cfg.out)
     (out / "examples").mkdir(parents=True, exist_ok=True)
     jobs = [_Job(i, cfg, alphas[i], betas[i], per[i]) for i in range(cfg.identities)]

@@ -71,3 +71,15 @@ def test_registry_errors(monkeypatch):
     finally:
         R.get_recognizer.cache_clear()
     assert is_available("dlib")
+
+
+def test_dlib_cnn_detector_finds_the_hog_face(photos):
+    from headveil.pipelines.evaluate.recognizers import DlibRecognizer, _iou
+
+    _, hopper = photos
+    hog = get_recognizer("dlib").detect(hopper)
+    cnn = DlibRecognizer(detector="cnn").detect(hopper)
+    assert len(hog) == len(cnn) == 1 and _iou(hog[0], cnn[0]) > 0.5
+    assert DlibRecognizer(detector="cnn").detect(np.full_like(hopper, 128)) == []
+    with pytest.raises(ValueError, match="hog"):
+        DlibRecognizer(detector="viola-jones")
