@@ -88,7 +88,7 @@ def _subject(model, s):
     return SubjectCodes(c["alpha"], eta, c["beta"]), random_light(rng)
 
 
-def run_geometry(model, subjects, presets, steps2, steps1, save: Path, threads: int) -> None:
+def run_geometry(model, subjects, presets, steps2, steps1, save: Path, threads: int, prior: bool = True) -> None:
     """Reconstruct ``subjects`` with ``presets``; rows go to ``save/rows.jsonl``, meshes to ``save``."""
     import torch
 
@@ -110,10 +110,10 @@ def run_geometry(model, subjects, presets, steps2, steps1, save: Path, threads: 
                 t0 = time.perf_counter()
                 out = tmp / f"{preset}{s}"
                 m = run_reconstruct(ReconstructConfig(capture=cap, out=out, preset=preset, steps=st, resolution=128,
-                                                      threads=threads))["metrics"]
+                                                      threads=threads, prior=prior))["metrics"]
                 dt = time.perf_counter() - t0
                 face = lambda g: g["face"].get("chamfer_mm", np.nan)  # noqa: E731
-                row = {"subject": s, "preset": preset, "seconds": dt, "threads": threads,
+                row = {"subject": s, "preset": preset, "seconds": dt, "threads": threads, "prior": prior,
                        "face_mm": face(m["geometry_vs_gt"]), "head_mm": m["geometry_vs_gt"]["head"]["chamfer_mm"]}
                 if "stage1" in m["stage_meshes"]:
                     row["stage1_face_mm"] = face(m["stage_meshes"]["stage1"]["geometry_vs_gt"])
@@ -170,6 +170,8 @@ def main() -> None:
                     help="only reconstruct (subjects from --first) and save rows + meshes to DIR")
     ap.add_argument("--first", type=int, default=0, help="first subject index (with --geometry-only)")
     ap.add_argument("--presets", nargs="+", default=None)
+    ap.add_argument("--no-prior", action="store_true",
+                    help="plain VolSDF fields (the paper's set-up: no 3DMM template) in every run")
     ap.add_argument("--collect", type=Path, nargs="+", default=None, metavar="DIR",
                     help="skip reconstruction: attack and report the saved DIRs")
     ap.add_argument("--machine-note", default="", help="where the geometry runs ran, when not here")
@@ -184,7 +186,7 @@ def main() -> None:
     steps1 = (sum(steps2),)  # single-stage runs get the two-stage run's total steps
     if a.geometry_only is not None:
         run_geometry(model, range(a.first, a.first + a.subjects), a.presets or ["two-stage", "full-rgb"],
-                     steps2, steps1, a.geometry_only, a.threads)
+                     steps2, steps1, a.geometry_only, a.threads, prior=not a.no_prior)
         return
     folders = a.collect
     tmpdir = None
