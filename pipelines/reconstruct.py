@@ -97,8 +97,8 @@ class ReconstructConfig:
     samples: int = 48
     """Stratified samples per ray."""
     importance: int = 0
-    """Extra importance samples per ray from a no-grad pass over the stratified ones (0 = off);
-    see :class:`~headveil.pipelines.train.StageConfig`."""
+    """Extra importance samples per ray (0 = off): drawn from the weights of a no-grad render of
+    the stratified samples, they subdivide its intervals (samples + importance per ray)."""
     normals: str = "detached"
     """Colour-network normals: ``detached`` (analytic, cheap) or ``fd`` (differentiable finite
     differences, ~2.3× slower per step; on the synthetic benchmark it did not beat detached)."""
