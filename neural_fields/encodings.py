@@ -125,6 +125,14 @@ def trilinear_weight_gradients(frac: torch.Tensor) -> torch.Tensor:
     return torch.stack([gx.reshape(-1, 8), gy.reshape(-1, 8), gz.reshape(-1, 8)], -1)
 
 
+def _cells(p: torch.Tensor, res: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell of ``p (3, N)`` (level units): lower corner ``(3, N) int64`` and per-axis weights
+    ``(3, 2, N)`` = ``(1 − frac, frac)``."""
+    i0f = p.floor().clamp_(0, res - 1)
+    frac = p - i0f
+    return i0f.long(), torch.stack([1 - frac, frac], 1)
+
+
 def _corners(p: torch.Tensor, res: int, size: int, dense: bool):
     """Corner-major form of :func:`level_indices` + :func:`trilinear_weights` for the fast kernel.
 
@@ -133,16 +141,12 @@ def _corners(p: torch.Tensor, res: int, size: int, dense: bool):
 
     Returns:
         ``idx (8, N) int32`` table rows, ``w (8, N)`` trilinear weights (corner ``c = 4 b_x + 2 b_y
-        + b_z`` as in :func:`level_indices`), and ``axis_w (3, 2, N)`` the per-axis weights
-        ``(1 − frac, frac)``. Every broadcast runs along N (vectorised rows), and for hashed
+        + b_z`` as in :func:`level_indices`). Every broadcast runs along N (vectorised rows), and for hashed
         levels with a power-of-two table the mask is applied per axis before the XOR
         (``(a ⊕ b ⊕ c) & m = (a & m) ⊕ (b & m) ⊕ (c & m)``), so no ``(8, N)`` pass is spent on it;
         the ``(8, N)`` arithmetic then runs in int32 (rows < 2^24), half the memory traffic of int64.
     """
-    i0f = p.floor().clamp_(0, res - 1)
-    frac = p - i0f
-    i0 = i0f.long()
-    axis_w = torch.stack([1 - frac, frac], 1)  # (3, 2, N)
+    i0, axis_w = _cells(p, res)
     mult = (1, res + 1, (res + 1) ** 2) if dense else _PRIMES
     pow2 = size & (size - 1) == 0
     narrow = dense or pow2  # every partial result fits in int32
@@ -161,7 +165,7 @@ def _corners(p: torch.Tensor, res: int, size: int, dense: bool):
         if not pow2:
             idx = (idx % size).int()
     w = (axis_w[0][:, None, None] * axis_w[1][None, :, None]) * axis_w[2][None, None, :]
-    return idx.reshape(8, -1), w.reshape(8, -1), axis_w
+    return idx.reshape(8, -1), w.reshape(8, -1)
 
 
 class _HashLookup(torch.autograd.Function):
@@ -181,7 +185,7 @@ class _HashLookup(torch.autograd.Function):
         out = u.new_empty(len(levels) * F, u.shape[0])  # feature-major: each row written in place
         saved = []
         for lvl, (res, size, dense, off) in enumerate(levels):
-            idx, w, _ = _corners(uT * res, res, size, dense)
+            idx, w = _corners(uT * res, res, size, dense)
             tab = table.narrow(0, off * F, size * F).view(F, size)
             flat = idx.view(-1)
             for f in range(F):  # index_select of a contiguous row: ~3× faster than take on CPU
@@ -212,7 +216,7 @@ class _HashLookup(torch.autograd.Function):
                 tab = table.narrow(0, off * F, size * F).view(F, size)
                 flat = idx.view(-1)
                 dots = sum(tab[f].index_select(0, flat).view_as(idx) * rows[f] for f in range(F)).view(2, 2, 2, -1)
-                _, _, aw = _corners(uT * res, res, size, dense)
+                _, aw = _cells(uT * res, res)  # the weights' derivatives need only the cell
                 wx, wy, wz = aw[0], aw[1], aw[2]
                 g_u[0] += ((dots[1] - dots[0]) * (wy[:, None] * wz[None, :])).sum((0, 1)) * res
                 g_u[1] += ((dots[:, 1] - dots[:, 0]) * (wx[:, None] * wz[None, :])).sum((0, 1)) * res
@@ -243,7 +247,8 @@ class HashGridEncoding(nn.Module):
     """Multiresolution hash encoding of points in a box.
 
     Input ``points (N, 3)`` float32 in the config's box frame (metres for head fields); output
-    ``(N, n_levels · n_features)`` float32, level-major. Differentiable in its table (parameters)
+    ``(N, n_levels · n_features)`` float32, level-major (with the torch backend a transposed view
+    of a feature-major buffer; ``.contiguous()`` if a consumer needs rows). Differentiable in its table (parameters)
     and, first order, in the points.
     """
 

@@ -231,6 +231,8 @@ def render_rays(field: HeadField, origins, dirs, cfg: StageConfig, background, g
     elif mode != "uniform":
         raise ValueError(f"sampling must be auto, uniform or prior; got {cfg.sampling!r}")
     ts, te = stratified_samples(near, far, cfg.samples, perturb=perturb, generator=generator)
+    if cfg.importance < 0:
+        raise ValueError(f"importance must be ≥ 0 samples per ray; got {cfg.importance}")
     if cfg.importance > 0:
         ts, te = refine_intervals(field, origins, dirs, ts, te, hit, cfg.importance, perturb, generator)
     mids = 0.5 * (ts + te)

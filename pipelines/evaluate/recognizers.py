@@ -156,17 +156,17 @@ class DlibRecognizer(Recognizer):
         self._dlib = dlib
         self.detector = detector
         if detector == "hog":
-            self._hog = dlib.get_frontal_face_detector()
+            self._detect = dlib.get_frontal_face_detector()
         else:
             cnn = dlib.cnn_face_detection_model_v1(frm.cnn_face_detector_model_location())
-            self._hog = lambda image, up: [d.rect for d in cnn(image, up)]
+            self._detect = lambda image, up: [d.rect for d in cnn(image, up)]
         self._shape = dlib.shape_predictor(frm.pose_predictor_model_location())
         self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
         self.num_jitters = num_jitters
 
     def _find(self, image):
         for up in (0, 1):
-            rects = self._hog(image, up)
+            rects = self._detect(image, up)
             if len(rects):
                 rects = sorted(rects, key=lambda r: -r.width() * r.height())
                 return [(np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], float), r) for r in rects]

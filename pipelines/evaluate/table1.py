@@ -122,7 +122,7 @@ def target_images(model, cfg: Table1Config, identity: int, alpha: np.ndarray, co
     from headveil.pipelines.evaluate.evalset import EXPRESSIONS as EXPR_WEIGHTS
     from headveil.pipelines.scene import expression_vector
 
-    width = _face_width(model, alpha)
+    width = _face_width(model, model.vertices(alpha))
     _, R = random_rotation(np.random.default_rng(np.random.SeedSequence([cfg.seed, identity, 0xC4E9])))
     dense = DenseMeshConfig(levels=cfg.dense_levels)
     bins = None
@@ -142,9 +142,8 @@ def target_images(model, cfg: Table1Config, identity: int, alpha: np.ndarray, co
             yield expr, name, img, px, info
 
 
-def _face_width(model, alpha: np.ndarray) -> float | None:
-    """Width (metres) of the identity's neutral face region: F^(2D) scales it to 1."""
-    v0 = model.vertices(alpha)
+def _face_width(model, v0: np.ndarray) -> float | None:
+    """Width (metres) of the face region of neutral vertices ``v0 (V, 3)``: F^(2D) scales it to 1."""
     return float(np.ptp(v0[model.regions["face"], 0])) if "face" in model.regions else None
 
 
@@ -158,7 +157,7 @@ def _identity_rows(job: _Job) -> list[dict]:
     rows = []
     v0 = model.vertices(a)
     lm0 = model.landmarks_3d(v0, "ibug68")
-    width = _face_width(model, a)
+    width = _face_width(model, v0)
     for yaw in cfg.yaws:
         img, px = project_2d(v0, model.faces, colors, rotation_y(yaw), cfg.size, face_width=width, points_model=lm0)
         rows.append({"identity": i, "set": "M", "yaw": yaw, "emb": _embed_all(img, px)})

@@ -84,7 +84,7 @@ def test_corner_major_indices_match_level_indices():
         pos = torch.rand(40, 3) * res
         pos[0] = res  # the upper box face lies in the last cell
         idx, frac = level_indices(pos, res, size, dense)
-        idx_c, w_c, _ = _corners(pos.t().contiguous(), res, size, dense)
+        idx_c, w_c = _corners(pos.t().contiguous(), res, size, dense)
         assert idx_c.dtype == torch.int32 and torch.equal(idx_c.t().long(), idx) and torch.allclose(w_c.t(), trilinear_weights(frac))
 
 
