@@ -15,8 +15,14 @@ camera distance) verified against the subject's frontal original — originals, 
 threshold and at the EER threshold of its synthetic calibration. A missed detection counts as
 not verified.
 
+``--face-cone C`` moves the split: protected views cover yaw ±C around the face, the neutral views
+the rest (100° by default; 150° leaves the neutral views only behind the head). ``--cone-rows``
+tabulates saved rows by cone and template (section ``two-stage-cone``).
+
 Writes the ``two-stage`` section of BENCHMARKS.md. Usage:
     python benchmarks/bench_two_stage.py [--subjects 5] [--ablation-subjects 2] [--no-write]
+    python benchmarks/bench_two_stage.py --geometry-only DIR --first S --subjects 1 --face-cone 150 --no-prior
+    python benchmarks/bench_two_stage.py --cone-rows DIR/rows.jsonl ...
 """
 
 from __future__ import annotations
@@ -88,7 +94,8 @@ def _subject(model, s):
     return SubjectCodes(c["alpha"], eta, c["beta"]), random_light(rng)
 
 
-def run_geometry(model, subjects, presets, steps2, steps1, save: Path, threads: int, prior: bool = True) -> None:
+def run_geometry(model, subjects, presets, steps2, steps1, save: Path, threads: int, prior: bool = True,
+                 face_cone: float = 100.0) -> None:
     """Reconstruct ``subjects`` with ``presets``; rows go to ``save/rows.jsonl``, meshes to ``save``."""
     import torch
 
@@ -102,7 +109,7 @@ def run_geometry(model, subjects, presets, steps2, steps1, save: Path, threads: 
         tmp = Path(tmp)
         for s in subjects:
             codes, light = _subject(model, s)
-            kw = dict(size=64, seed=s, light=light, split=(10, 20))
+            kw = dict(size=64, seed=s, light=light, split=(10, 20), face_cone_deg=face_cone)
             rgb = write_synthetic_capture(tmp / f"rgb{s}", model, codes, **kw)
             prot = write_synthetic_capture(tmp / f"prot{s}", model, codes, protect=ProtectConfig(64), **kw)
             for preset in presets:
@@ -114,6 +121,7 @@ def run_geometry(model, subjects, presets, steps2, steps1, save: Path, threads: 
                 dt = time.perf_counter() - t0
                 face = lambda g: g["face"].get("chamfer_mm", np.nan)  # noqa: E731
                 row = {"subject": s, "preset": preset, "seconds": dt, "threads": threads, "prior": prior,
+                       "face_cone": face_cone,
                        "face_mm": face(m["geometry_vs_gt"]), "head_mm": m["geometry_vs_gt"]["head"]["chamfer_mm"]}
                 if "stage1" in m["stage_meshes"]:
                     row["stage1_face_mm"] = face(m["stage_meshes"]["stage1"]["geometry_vs_gt"])
@@ -160,6 +168,29 @@ def run_attack(model, folders: list[Path]) -> tuple[list[dict], dict]:
     return geo, attack, subjects
 
 
+def cone_table(rows: list[dict]) -> str:
+    """Markdown table of stage 1, stage 2 and full-RGB face Chamfer by neutral-view coverage
+    (``face_cone``) and template; the last row per (subject, preset, prior, cone) counts."""
+    last = {}
+    for r in rows:
+        last[(r["subject"], r["preset"], bool(r.get("prior", True)), float(r.get("face_cone", 100.0)))] = r
+    lines = ["| protected views cover yaw | neutral views | template | subjects | stage 1 face mm | stage 2 face mm "
+             "| full-RGB face mm | stage 2 / stage 1 | stage 2 / full-RGB |", "|---" * 9 + "|"]
+    for cone in sorted({k[3] for k in last}):
+        for prior in (True, False):
+            two = [r for k, r in last.items() if k[1] == "two-stage" and k[2] == prior and k[3] == cone]
+            if not two:
+                continue
+            full = [r for k, r in last.items() if k[1] == "full-rgb" and k[2] == prior and k[3] == cone]
+            s1 = np.mean([r["stage1_face_mm"] for r in two])
+            s2 = np.mean([r["face_mm"] for r in two])
+            fr = f"{np.mean([r['face_mm'] for r in full]):.2f}" if full else "not run"
+            ratio_f = f"{s2 / float(fr):.2f}" if full else "n/a"
+            lines.append(f"| ±{cone:.0f}° | {cone:.0f}°–{360 - cone:.0f}° | {'mean head' if prior else 'none'} | "
+                         f"{len(two)} | {s1:.2f} | {s2:.2f} | {fr} | {s2 / s1:.2f} | {ratio_f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--subjects", type=int, default=5)
@@ -172,8 +203,12 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=None)
     ap.add_argument("--no-prior", action="store_true",
                     help="plain VolSDF fields (the paper's set-up: no 3DMM template) in every run")
+    ap.add_argument("--face-cone", type=float, default=100.0,
+                    help="protected views cover yaw ±this (degrees) around the face, neutral views the rest")
     ap.add_argument("--collect", type=Path, nargs="+", default=None, metavar="DIR",
                     help="skip reconstruction: attack and report the saved DIRs")
+    ap.add_argument("--cone-rows", type=Path, nargs="+", default=None, metavar="JSONL",
+                    help="skip reconstruction: tabulate saved rows by --face-cone and template (section two-stage-cone)")
     ap.add_argument("--machine-note", default="", help="where the geometry runs ran, when not here")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
@@ -181,12 +216,21 @@ def main() -> None:
     from headveil.geometry.morphable.model import load_embedded
     from headveil.pipelines.reconstruct import PRESETS
 
+    if a.cone_rows is not None:
+        rows = [json.loads(ln) for f in a.cone_rows for ln in f.read_text().splitlines() if ln.strip()]
+        body = "### Two-stage ratios by neutral-view coverage\n\n" + cone_table(rows)
+        if a.machine_note:
+            body += "\n\n" + a.machine_note
+        print(body)
+        if not a.no_write:
+            update_section("two-stage-cone", body)
+        return
     model = load_embedded()
     steps2 = tuple(a.steps) if a.steps else PRESETS["two-stage"].default_steps
     steps1 = (sum(steps2),)  # single-stage runs get the two-stage run's total steps
     if a.geometry_only is not None:
         run_geometry(model, range(a.first, a.first + a.subjects), a.presets or ["two-stage", "full-rgb"],
-                     steps2, steps1, a.geometry_only, a.threads, prior=not a.no_prior)
+                     steps2, steps1, a.geometry_only, a.threads, prior=not a.no_prior, face_cone=a.face_cone)
         return
     folders = a.collect
     tmpdir = None

@@ -7,6 +7,10 @@ class HeadVeilError(Exception):
     """Base class for errors caused by user input or the environment, not by a bug."""
 
 
+class SettingsError(HeadVeilError, ValueError):
+    """A command's settings are out of range or inconsistent."""
+
+
 class ImageReadError(HeadVeilError, ValueError):
     """An image file could not be read or decoded (missing, truncated, not an image)."""
 

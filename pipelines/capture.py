@@ -280,12 +280,16 @@ def views_split(n_neutral: int, n_protected: int, radius: float, face_cone_deg: 
 
 def write_synthetic_capture(out: str | os.PathLike, model, codes, n_views: int = 30, size: int = 64,
                             fov_deg: float = 30.0, distance: float = 0.6, seed: int = 0, light=None,
-                            split: tuple[int, int] | None = None, protect=None) -> Path:
+                            split: tuple[int, int] | None = None, protect=None, face_cone_deg: float = 100.0) -> Path:
     """Render a synthetic subject into a capture folder (atomically).
 
     Args:
         n_views: views spread around the head (labels by :func:`privacy_label`); ignored with ``split``.
         split: ``(n_neutral, n_protected)`` views placed by :func:`views_split`.
+        face_cone_deg: with ``split``, the protected views cover yaw ``±face_cone_deg`` around the
+            face and the neutral ones the rest of the orbit: the larger it is, the less of the face
+            the neutral views see (at 100° their silhouettes still trace the face's profile; from
+            about 120° on, no neutral view sees the face within ±30° of its front).
         protect: a :class:`~headveil.render.protect.ProtectConfig`: protected views are written only
             as gradient files (their RGB is rendered in memory, protected, and dropped; no mask);
             its ``size`` is overridden by ``size`` so every view shares one size.
@@ -300,7 +304,7 @@ def write_synthetic_capture(out: str | os.PathLike, model, codes, n_views: int =
     verts = model.vertices(codes.alpha, codes.eta).astype(np.float64)
     colors = model.albedo(codes.beta)
     K = intrinsics_from_fov(size, size, fov_deg)
-    views = views_split(*split, distance, seed=seed) if split is not None else \
+    views = views_split(*split, distance, face_cone_deg, seed=seed) if split is not None else \
         [(c, privacy_label(c)) for c in views_on_sphere(n_views, distance, seed=seed)]
     op = replace(protect, size=size) if protect is not None else None
     frames = []
@@ -328,6 +332,7 @@ def write_synthetic_capture(out: str | os.PathLike, model, codes, n_views: int =
                                                              "albedo": np.asarray(codes.beta).tolist()}})
         write_json(tmp / "manifest.json", build_manifest(
             "headveil synth --capture", {"n_views": len(views), "size": size, "fov_deg": fov_deg, "distance": distance,
-                                         "split": split, "protect": op.to_json() if op else None},
+                                         "split": split, "face_cone_deg": face_cone_deg if split else None,
+                                         "protect": op.to_json() if op else None},
             seed=seed, extra={"model": model.name}))
     return Path(out)

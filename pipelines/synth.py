@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from headveil.common.errors import SettingsError
 from headveil.common.images import write_image
 from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
 from headveil.geometry.mesh_io import export_mesh
@@ -59,6 +60,9 @@ class SynthConfig:
     capture_split: tuple[int, int] | None = None
     """``N_NEUTRAL N_PROTECTED``: place views as a split capture (protected views around the face,
     neutral ones behind), e.g. ``10 20`` (FaceScape) or ``16 20`` (H3DS); overrides capture_views."""
+    capture_face_cone: float = 100.0
+    """With ``capture_split``: protected views cover yaw ±this many degrees around the face, neutral
+    views the rest. Stricter privacy (neutral views that see less of the face) means a larger cone."""
     capture_protect: bool = False
     """Write protected views only as gradient images (the protecting operator at capture_size,
     Sobel, no blur): a capture for ``--preset two-stage`` that holds no RGB of its protected views."""
@@ -141,7 +145,9 @@ def run_synth(cfg: SynthConfig, model: MorphableModel | None = None) -> Path:
     from tqdm import tqdm
 
     if cfg.subjects < 1 or cfg.views < 1:
-        raise ValueError(f"--subjects and --views must be ≥ 1, got {cfg.subjects}, {cfg.views}")
+        raise SettingsError(f"--subjects and --views must be ≥ 1, got {cfg.subjects}, {cfg.views}")
+    if not 0 < cfg.capture_face_cone < 180:
+        raise SettingsError(f"--capture-face-cone must be in (0, 180) degrees; got {cfg.capture_face_cone}")
     model = model or load_embedded()
     if cfg.capture:
         return _run_capture(cfg, model)
@@ -182,6 +188,7 @@ def _run_capture(cfg: SynthConfig, model: MorphableModel) -> Path:
             write_synthetic_capture(tmp / f"s{i:04d}", model, SubjectCodes(c["alpha"], eta, c["beta"]),
                                     cfg.capture_views, cfg.capture_size, seed=int(rng.integers(2**31)),
                                     light=random_light(rng), split=cfg.capture_split,
+                                    face_cone_deg=cfg.capture_face_cone,
                                     protect=ProtectConfig(cfg.capture_size) if cfg.capture_protect else None)
         write_json(tmp / "manifest.json", build_manifest("headveil synth --capture", cfg, seed=cfg.seed,
                                                          backends={"raster": "auto"}, extra={"model": model.name}))

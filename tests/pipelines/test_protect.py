@@ -82,6 +82,16 @@ def test_split_capture_layout_and_protected_content(split_captures):
     assert labels.count("protected") == 20 and labels.count("neutral") == 10
 
 
+@pytest.mark.parametrize("cone", [100.0, 135.0])
+def test_split_face_cone_bounds_every_view(cone):
+    # yaw of a camera = angle of its position from the face direction (+Z) in the x-z plane
+    for c2w, label in views_split(10, 20, 0.6, face_cone_deg=cone, seed=3):
+        yaw = abs(np.degrees(np.arctan2(c2w[0, 3], c2w[2, 3])))
+        assert (yaw < cone) if label == "protected" else (yaw > cone), (label, yaw)
+    with pytest.raises(ValueError, match="face_cone_deg"):
+        views_split(10, 20, 0.6, face_cone_deg=180.0)
+
+
 def test_protect_capture_matches_synthetic_protection(split_captures, tmp_path):
     from headveil.pipelines.protect import ProtectCommand, run_protect
 

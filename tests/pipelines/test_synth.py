@@ -33,4 +33,6 @@ def test_synth_rejects_bad_counts(tmp_path, model):
 
     with pytest.raises(ValueError, match="subjects"):
         run_synth(SynthConfig(subjects=0, out=tmp_path / "x"), model)
+    with pytest.raises(ValueError, match="face-cone"):
+        run_synth(SynthConfig(capture=True, capture_split=(2, 2), capture_face_cone=180.0, out=tmp_path / "x"), model)
     assert not (tmp_path / "x").exists()
