@@ -184,10 +184,10 @@ def cone_table(rows: list[dict]) -> str:
             full = [r for k, r in last.items() if k[1] == "full-rgb" and k[2] == prior and k[3] == cone]
             s1 = np.mean([r["stage1_face_mm"] for r in two])
             s2 = np.mean([r["face_mm"] for r in two])
-            fr = f"{np.mean([r['face_mm'] for r in full]):.2f}" if full else "not run"
-            ratio_f = f"{s2 / float(fr):.2f}" if full else "n/a"
+            fr = np.mean([r["face_mm"] for r in full]) if full else None
+            full_cells = f"{fr:.2f} | {s2 / s1:.2f} | {s2 / fr:.2f}" if full else f"not run | {s2 / s1:.2f} | n/a"
             lines.append(f"| ±{cone:.0f}° | {cone:.0f}°–{360 - cone:.0f}° | {'mean head' if prior else 'none'} | "
-                         f"{len(two)} | {s1:.2f} | {s2:.2f} | {fr} | {s2 / s1:.2f} | {ratio_f} |")
+                         f"{len(two)} | {s1:.2f} | {s2:.2f} | {full_cells} |")
     return "\n".join(lines)
 
 
@@ -237,11 +237,17 @@ def main() -> None:
     if folders is None:
         tmpdir = tempfile.TemporaryDirectory()
         folder = Path(tmpdir.name)
-        run_geometry(model, range(a.subjects), ["two-stage", "full-rgb"], steps2, steps1, folder, a.threads)
+        setup = dict(prior=not a.no_prior, face_cone=a.face_cone)
+        run_geometry(model, range(a.subjects), ["two-stage", "full-rgb"], steps2, steps1, folder, a.threads, **setup)
         run_geometry(model, range(a.ablation_subjects), ["two-stage-nolip", "grad-only", "rgb+grad"], steps2, steps1,
-                     folder, a.threads)
+                     folder, a.threads, **setup)
         folders = [folder]
     geo, attack, attacked = run_attack(model, folders)
+    setups = {(bool(r.get("prior", True)), float(r.get("face_cone", 100.0))) for r in geo}
+    if len(setups) != 1:
+        sys.exit(f"the rows mix set-ups (template, face cone) {sorted(setups)}; collect one at a time "
+                 "(--cone-rows compares them)")
+    ((prior, cone),) = setups
     times = {}
     for r in geo:
         times.setdefault(r["preset"], []).append(r["seconds"])
@@ -256,8 +262,10 @@ def main() -> None:
     fr, _ = mean("full-rgb", "face_mm")
     lines = [f"### Two-stage privacy reconstruction, {n_subjects} synthetic subjects, 30 views at 64×64 "
              "(10 neutral RGB + 20 protected ‖g‖), marching cubes 128³", "",
-             f"Steps: two-stage {steps2[0]} + {steps2[1]}; single-stage presets {steps1[0]}. Template: the model's "
-             "mean head (no subject codes). Face-region Chamfer against the ground-truth skin.", "",
+             f"Steps: two-stage {steps2[0]} + {steps2[1]}; single-stage presets {steps1[0]}. Template: "
+             + ("the model's mean head (no subject codes)" if prior else "none (plain VolSDF)")
+             + f". Protected views cover yaw ±{cone:.0f}° around the face. "
+             "Face-region Chamfer against the ground-truth skin.", "",
              "| run | subjects | face Chamfer mm | head Chamfer mm | wall time s (mean / max) |", "|---|---|---|---|---|",
              f"| stage 1 (neutral RGB) | {n1} | {s1:.2f} | | |"]
     for preset in ("two-stage", "two-stage-nolip", "full-rgb", "grad-only", "rgb+grad"):
