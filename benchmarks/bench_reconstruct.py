@@ -60,6 +60,8 @@ def main() -> None:
             for k, (label, prior, codes, samples, imp, steps) in enumerate(SETTINGS):
                 t0 = time.perf_counter()
                 res = run_reconstruct(ReconstructConfig(capture=cap, out=Path(tmp) / f"rec{s}_{k}",
+                                                        preset="full-rgb", non_private=True,
+                                                        ground_truth=cap.with_name(cap.name + "_ground_truth"),
                                                         steps=(steps or a.steps,),
                                                         prior=prior, template="capture" if codes else "mean",
                                                         samples=samples, importance=imp, resolution=128))

@@ -117,7 +117,9 @@ def run_geometry(model, subjects, presets, steps2, steps1, save: Path, threads: 
                 t0 = time.perf_counter()
                 out = tmp / f"{preset}{s}"
                 m = run_reconstruct(ReconstructConfig(capture=cap, out=out, preset=preset, steps=st, resolution=128,
-                                                      threads=threads, prior=prior))["metrics"]
+                                                      threads=threads, prior=prior, non_private=preset == "full-rgb",
+                                                      ground_truth=cap.with_name(cap.name + "_ground_truth"))
+                                    )["metrics"]
                 dt = time.perf_counter() - t0
                 face = lambda g: g["face"].get("chamfer_mm", np.nan)  # noqa: E731
                 row = {"subject": s, "preset": preset, "seconds": dt, "threads": threads, "prior": prior,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -151,7 +152,7 @@ class HeadField(nn.Module):
 
     # -- field ---------------------------------------------------------------------------------
     def cache_prior(self, resolution: int = 96, half_extent: float = 0.22, chunk: int = 32768,
-                    code_components: int = 0) -> None:
+                    code_components: int = 0, progress: bool = False) -> None:
         """Precompute the model SDF and canonical points on a ``resolution³`` grid over the cube
         ``±half_extent`` metres; :meth:`model_sdf` then interpolates trilinearly (fast training).
 
@@ -166,8 +167,11 @@ class HeadField(nn.Module):
         zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")  # grid_sample order: D=z, H=y, W=x
         pts = torch.stack([xx, yy, zz], -1).reshape(-1, 3)
         vals = []
+        from tqdm import tqdm
+
         with torch.no_grad():
-            for s in range(0, len(pts), chunk):
+            for s in tqdm(range(0, len(pts), chunk), desc=f"3DMM prior {resolution}³", unit="chunk",
+                          disable=not progress, leave=False):
                 base, x_c, n_c, sens = self._exact_prior(pts[s:s + chunk], k)
                 vals.append(torch.cat([base[:, None], x_c, n_c] + ([sens] if k else []), 1))
         grid = torch.cat(vals).reshape(resolution, resolution, resolution, 7 + k).permute(3, 0, 1, 2)[None]
@@ -176,6 +180,41 @@ class HeadField(nn.Module):
         self._cache_args = (resolution, half_extent, chunk)
         if k:
             self.alpha.requires_grad_(True)
+
+    def prior_cache_key(self, resolution: int = 96, half_extent: float = 0.22, code_components: int = 0) -> str:
+        """A hex digest naming the cache :meth:`cache_prior` would build: the model's geometry and
+        topology, the codes, the grid and the code components."""
+        import hashlib
+
+        h = hashlib.sha256(b"headveil/prior-cache/v1")
+        for arr in (self.model.vertices_mean, self.model.faces, self.model.shape_basis[:8], self.alpha.detach(),
+                    self.eta.detach()):
+            h.update(np.ascontiguousarray(arr.numpy() if isinstance(arr, torch.Tensor) else arr).tobytes())
+        h.update(f"{resolution}/{half_extent}/{int(code_components)}".encode())
+        return h.hexdigest()
+
+    def prior_cache_state(self) -> dict:
+        """The cached prior as tensors and plain values (for :func:`torch.save`; loads with
+        ``weights_only=True``)."""
+        if self._prior_grid is None:
+            raise ValueError("no cached prior (call cache_prior first)")
+        res, half, chunk = self._cache_args
+        return {"grid": self._prior_grid, "box": float(self._prior_box), "alpha": self._cache_alpha,
+                "args": [int(res), float(half), int(chunk)],
+                "key": self.prior_cache_key(res, half, self._prior_grid.shape[1] - 7)}
+
+    def load_prior_cache(self, state: dict) -> bool:
+        """Restore a cache saved by :meth:`prior_cache_state` if it belongs to this model and these
+        codes (its key matches); returns whether it was used."""
+        res, half, chunk = state["args"]
+        k = int(state["grid"].shape[1]) - 7
+        if state.get("key") != self.prior_cache_key(res, half, k):
+            return False
+        self._prior_grid, self._prior_box = state["grid"].contiguous(), float(state["box"])
+        self._cache_alpha, self._cache_args = state["alpha"], (int(res), float(half), int(chunk))
+        if k:
+            self.alpha.requires_grad_(True)
+        return True
 
     def recache(self) -> None:
         """Recompute the cache at the current codes (keeps resolution and code components)."""

@@ -2,11 +2,18 @@
 
 Layout::
 
-    CAPTURE/transforms.json   {"camera_convention": "opencv", "frames": [...], "gt_mesh": "gt_mesh.ply"?,
-                               "model_codes": {"identity": [...], "expression": [...]}?}
+    CAPTURE/transforms.json   {"camera_convention": "opencv", "frames": [...], "background": [r, g, b]?}
     CAPTURE/images/*.png      RGB views; CAPTURE/masks/*.png optional (white = head)
     CAPTURE/protected/*.png   gradient views (16-bit greyscale ‖g‖ codes, see render/protect.py)
-    CAPTURE/gt_mesh.ply       optional ground truth (model vertex order when synthetic)
+
+    GROUND_TRUTH/gt_mesh.ply  evaluation ground truth, in its own folder (never sent with a capture):
+    GROUND_TRUTH/codes.json   ``gt_mesh.ply`` (model vertex order when synthetic) and the subject's
+                              model codes ``{"identity", "expression", "albedo"}``
+
+Every path in ``transforms.json`` is relative to the capture and must stay inside it. A capture
+written by :func:`write_synthetic_capture` and every output of ``headveil protect`` hold no
+ground truth: :func:`load_capture` takes it from a separate folder (``ground_truth=``); older
+captures with ``gt_mesh`` / ``model_codes`` keys inside are still read.
 
 A frame is ``{"file_path", "K" (3×3 px), "c2w" (4×4, OpenCV axes, metres), "width", "height",
 "privacy": "neutral" | "protected", "content": "rgb" | "gradient", "protect"?, "mask_path"?}``.
@@ -114,11 +121,52 @@ def _frame_camera(fr: dict, meta: dict, w: int, h: int, convention: str) -> Came
     return Camera(K, c2w, w, h)
 
 
-def load_capture(root: str | os.PathLike, bound_radius: float | None = 0.25, min_views: int = 2) -> Capture:
+def capture_path(root: Path, rel, what: str) -> Path:
+    """``root / rel`` for a path named in ``transforms.json``; refuses absolute paths and paths that
+    leave the capture (``../x.png``, symlinks out of it)."""
+    if not isinstance(rel, str) or not rel.strip():
+        raise CaptureError(f"{root}: a frame's {what} must be a non-empty relative path; got {rel!r}")
+    p = Path(rel)
+    full = (root / p).resolve()
+    if p.is_absolute() or not (full == root.resolve() or root.resolve() in full.parents):
+        raise CaptureError(f"{root}: {what} {rel!r} leaves the capture folder; every path must stay inside it")
+    return root / p
+
+
+def _check_background(meta: dict, tf: Path) -> tuple[float, float, float]:
+    bg = meta.get("background", (0.0, 0.0, 0.0))
+    try:
+        vals = tuple(float(c) for c in bg)
+    except (TypeError, ValueError):
+        raise CaptureError(f"{tf}: background must be three numbers in [0, 1]; got {bg!r}") from None
+    if len(vals) != 3 or not all(np.isfinite(v) and 0.0 <= v <= 1.0 for v in vals):
+        raise CaptureError(f"{tf}: background must be three finite numbers in [0, 1] (RGB); got {bg!r}")
+    return vals
+
+
+def load_ground_truth(folder: str | os.PathLike) -> tuple[Path, dict]:
+    """``(gt_mesh.ply path, model codes dict)`` of a ground-truth folder (codes may be empty)."""
+    folder = Path(folder)
+    mesh = folder / "gt_mesh.ply"
+    if not mesh.is_file():
+        raise CaptureError(f"{folder} is not a ground-truth folder: gt_mesh.ply is missing")
+    codes = {}
+    if (folder / "codes.json").is_file():
+        try:
+            codes = json.loads((folder / "codes.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise CaptureError(f"{folder}/codes.json is not valid JSON: {exc}") from None
+    return mesh, codes
+
+
+def load_capture(root: str | os.PathLike, bound_radius: float | None = 0.25, min_views: int = 2,
+                 ground_truth: str | os.PathLike | None = None) -> Capture:
     """Read and validate a capture folder.
 
     Args:
         root: the folder with ``transforms.json``.
+        ground_truth: a folder with ``gt_mesh.ply`` (+ ``codes.json``) for evaluation, kept apart
+            from the capture.
         bound_radius: when given, every camera must see the sphere of this radius (metres) around
             the origin (the head's bounding sphere); ``None`` skips the check.
         min_views: fewer views raise :class:`CaptureError`.
@@ -132,13 +180,18 @@ def load_capture(root: str | os.PathLike, bound_radius: float | None = 0.25, min
     except json.JSONDecodeError as exc:
         raise CaptureError(f"{tf} is not valid JSON: {exc}") from None
     frames = meta.get("frames", [])
+    if not isinstance(frames, list) or not all(isinstance(fr, dict) for fr in frames):
+        raise CaptureError(f"{tf}: frames must be a list of objects")
     if len(frames) < min_views:
         raise CaptureError(f"{root} has {len(frames)} view(s); reconstruction needs at least {min_views}")
     convention = meta.get("camera_convention", "opengl" if "transform_matrix" in frames[0] else "opencv")
     images, masks, cams, privacy, names, contents, grads = [], [], [], [], [], [], []
     protect = None
-    for fr in frames:
-        path = root / fr["file_path"]
+    background = _check_background(meta, tf)
+    for n, fr in enumerate(frames):
+        if "file_path" not in fr:
+            raise CaptureError(f"{tf}: frame {n} has no file_path")
+        path = capture_path(root, fr["file_path"], "file_path")
         if not path.suffix and not path.exists():
             path = path.with_suffix(".png")
         content = fr.get("content", "rgb")
@@ -177,7 +230,10 @@ def load_capture(root: str | os.PathLike, bound_radius: float | None = 0.25, min
                 raise CaptureError(f"{path.name}: the camera does not see the head's bounding sphere at the origin")
         images.append(img)
         if fr.get("mask_path"):
-            m = read_image(root / fr["mask_path"])
+            try:
+                m = read_image(capture_path(root, fr["mask_path"], "mask_path"))
+            except ImageReadError as exc:
+                raise CaptureError(f"{root}: {exc}") from None
             if m.shape[:2] != img.shape[:2]:
                 raise CaptureError(f"{fr['mask_path']}: the mask's size differs from its view's")
             masks.append(to_float01(m)[..., 0])
@@ -192,10 +248,13 @@ def load_capture(root: str | os.PathLike, bound_radius: float | None = 0.25, min
     mask_arr = None
     if any(have):
         mask_arr = np.stack([m if m is not None else np.full(images[0].shape[:2], -1.0, np.float32) for m in masks])
-    gt = root / meta["gt_mesh"] if meta.get("gt_mesh") else None
+    gt = capture_path(root, meta["gt_mesh"], "gt_mesh") if meta.get("gt_mesh") else None
+    gt = gt if gt is not None and gt.is_file() else None
+    codes = meta.get("model_codes", {})
+    if ground_truth is not None:
+        gt, codes = load_ground_truth(ground_truth)
     return Capture(np.stack([to_float01(i) for i in images]), mask_arr, cams, privacy,
-                   names, gt if gt is not None and gt.is_file() else None, meta.get("model_codes", {}), root,
-                   tuple(float(c) for c in meta.get("background", (0.0, 0.0, 0.0))), contents,
+                   names, gt, codes, root, background, contents,
                    np.stack(grads) if "gradient" in contents else None, protect)
 
 
@@ -280,8 +339,9 @@ def views_split(n_neutral: int, n_protected: int, radius: float, face_cone_deg: 
 
 def write_synthetic_capture(out: str | os.PathLike, model, codes, n_views: int = 30, size: int = 64,
                             fov_deg: float = 30.0, distance: float = 0.6, seed: int = 0, light=None,
-                            split: tuple[int, int] | None = None, protect=None, face_cone_deg: float = 100.0) -> Path:
-    """Render a synthetic subject into a capture folder (atomically).
+                            split: tuple[int, int] | None = None, protect=None, face_cone_deg: float = 150.0,
+                            ground_truth: str | os.PathLike | None = None) -> Path:
+    """Render a synthetic subject into a capture folder (atomically), its ground truth apart.
 
     Args:
         n_views: views spread around the head (labels by :func:`privacy_label`); ignored with ``split``.
@@ -293,6 +353,8 @@ def write_synthetic_capture(out: str | os.PathLike, model, codes, n_views: int =
         protect: a :class:`~headveil.render.protect.ProtectConfig`: protected views are written only
             as gradient files (their RGB is rendered in memory, protected, and dropped; no mask);
             its ``size`` is overridden by ``size`` so every view shares one size.
+        ground_truth: folder for ``gt_mesh.ply`` and ``codes.json`` (default: ``OUT_ground_truth``
+            beside the capture); the capture itself holds neither.
     """
     from dataclasses import replace
 
@@ -323,16 +385,19 @@ def write_synthetic_capture(out: str | os.PathLike, model, codes, n_views: int =
                 write_image(tmp / f"masks/{i:03d}.png", np.repeat(res.mask[..., None], 3, -1))
                 frame.update({"file_path": f"images/{i:03d}.png", "mask_path": f"masks/{i:03d}.png"})
             frames.append(frame)
-        export_mesh(tmp / "gt_mesh.ply", verts, model.faces, colors)
-        write_json(tmp / "transforms.json", {"camera_convention": "opencv", "frames": frames, "gt_mesh": "gt_mesh.ply",
+        write_json(tmp / "transforms.json", {"camera_convention": "opencv", "frames": frames,
                                              "background": [0.0, 0.0, 0.0],
-                                             **({"protect": op.to_json()} if op is not None else {}),
-                                             "model_codes": {"identity": np.asarray(codes.alpha).tolist(),
-                                                             "expression": np.asarray(codes.eta).tolist(),
-                                                             "albedo": np.asarray(codes.beta).tolist()}})
+                                             **({"protect": op.to_json()} if op is not None else {})})
         write_json(tmp / "manifest.json", build_manifest(
             "headveil synth --capture", {"n_views": len(views), "size": size, "fov_deg": fov_deg, "distance": distance,
                                          "split": split, "face_cone_deg": face_cone_deg if split else None,
                                          "protect": op.to_json() if op else None},
             seed=seed, extra={"model": model.name}))
+    gt_dir = Path(ground_truth) if ground_truth is not None else Path(out).with_name(Path(out).name + "_ground_truth")
+    with atomic_output_dir(gt_dir) as tmp:
+        export_mesh(tmp / "gt_mesh.ply", verts, model.faces, colors)
+        write_json(tmp / "codes.json", {"identity": np.asarray(codes.alpha).tolist(),
+                                        "expression": np.asarray(codes.eta).tolist(),
+                                        "albedo": np.asarray(codes.beta).tolist(), "model": model.name,
+                                        "note": "evaluation ground truth: never send this folder with the capture"})
     return Path(out)

@@ -1,8 +1,13 @@
 """The ``headveil`` command line, generated from the typed configs with tyro.
 
 Subcommands: ``info``, ``synth``, ``fit``, ``demo``, ``evalset``, ``eval``, ``report``,
-``reconstruct``, ``protect``, ``deid``, ``recover``, ``chep-table``, ``build-model``. Every subcommand has
-``--help``; user errors print one line and exit with status 2.
+``reconstruct``, ``protect``, ``deid``, ``recover``, ``keygen``, ``chep-table``, ``build-model``. Every
+subcommand has ``--help``.
+
+Exit status, the same for every command: 0 all inputs done; 1 some inputs failed (each listed in
+the command's ``summary.json`` and on stderr), the others done; 2 a usage error (bad option, unsafe
+output path, unreadable settings; one line on stderr, nothing written); 3 every input failed;
+130 interrupted (Ctrl-C; a batch writes its summary first).
 """
 
 from __future__ import annotations
@@ -22,14 +27,25 @@ def _subcommands() -> dict:
     from headveil.pipelines.evaluate.report import ReportConfig
     from headveil.pipelines.fit import FitCommand
     from headveil.pipelines.info import InfoCommand
+    from headveil.pipelines.keygen import KeygenCommand
     from headveil.pipelines.protect import ProtectCommand
     from headveil.pipelines.reconstruct import ReconstructConfig
     from headveil.pipelines.synth import SynthConfig
 
     return {"info": InfoCommand, "synth": SynthConfig, "fit": FitCommand, "demo": DemoConfig,
             "evalset": EvalSetConfig, "eval": EvalConfig, "report": ReportConfig, "reconstruct": ReconstructConfig,
-            "protect": ProtectCommand, "deid": DeidCommand, "recover": RecoverCommand, "chep-table": Table1Config,
+            "protect": ProtectCommand, "deid": DeidCommand, "recover": RecoverCommand, "keygen": KeygenCommand, "chep-table": Table1Config,
             "build-model": BuildModelConfig}
+
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def batch_status(n_done: int, n_failed: int) -> int:
+    """The exit status of a batch: 0 all done, 1 some failed, 3 all failed."""
+    if not n_failed:
+        return EXIT_OK
+    return EXIT_PARTIAL if n_done else EXIT_FAILED
 
 
 def dispatch(cfg) -> int:
@@ -43,6 +59,7 @@ def dispatch(cfg) -> int:
     from headveil.pipelines.evaluate.report import ReportConfig, write_report
     from headveil.pipelines.fit import FitCommand, run_fit
     from headveil.pipelines.info import InfoCommand, collect_info, format_info
+    from headveil.pipelines.keygen import KeygenCommand, run_keygen
     from headveil.pipelines.protect import ProtectCommand, run_protect
     from headveil.pipelines.reconstruct import ReconstructConfig, run_reconstruct
     from headveil.pipelines.synth import SynthConfig, run_synth
@@ -53,14 +70,20 @@ def dispatch(cfg) -> int:
     elif isinstance(cfg, SynthConfig):
         out = run_synth(cfg)
         if cfg.capture:
-            print(f"wrote {cfg.subjects} capture(s) of {cfg.capture_views} views to {out}/s*/; next: headveil reconstruct {out}/s0000")
+            n = sum(cfg.capture_split) if cfg.capture_split else cfg.capture_views
+            nxt = (f"headveil reconstruct {out}/s0000 --ground-truth {out}/ground_truth/s0000 --out recon"
+                   if cfg.capture_protect else
+                   f"headveil protect {out}/s0000 --out {out}/s0000_protected, then headveil reconstruct "
+                   f"{out}/s0000_protected --ground-truth {out}/ground_truth/s0000 --out recon")
+            print(f"wrote {cfg.subjects} capture(s) of {n} views to {out}/s*/ (ground truth, never to be sent, in "
+                  f"{out}/ground_truth/); next: {nxt}")
         else:
             print(f"wrote {cfg.subjects * cfg.views} images with ground truth to {out}/")
     elif isinstance(cfg, FitCommand):
         summary = run_fit(cfg)
-        print(f"fitted {len(summary['fitted'])} face(s) into {summary['out']}/"
-              + (f"; {len(summary['failed'])} image(s) failed" if summary["failed"] else ""))
-        return 1 if summary["failed"] and not summary["fitted"] else 0
+        print(f"fitted {len(summary['done'])} face(s) into {summary['out']}/"
+              + (f"; {len(summary['failed'])} image(s) failed (listed in summary.json)" if summary["failed"] else ""))
+        return batch_status(len(summary["done"]), len(summary["failed"]))
     elif isinstance(cfg, DemoConfig):
         res = run_demo(cfg)
         m = res["metrics"]
@@ -114,10 +137,15 @@ def dispatch(cfg) -> int:
         res = run_deid(cfg)
         print(f"de-identified {len(res['done'])} image(s) into {res['out']}/ in {res['seconds']:.1f} s"
               + (f"; {len(res['failed'])} failed (listed in summary.json)" if res["failed"] else ""))
-        return 1 if res["failed"] and not res["done"] else 0
+        for name, why in res.get("attention", {}).items():
+            print(f"  {name}: {why}", file=sys.stderr)
+        return batch_status(len(res["done"]), len(res["failed"]))
     elif isinstance(cfg, RecoverCommand):
         res = run_recover(cfg)
         print(f"wrote {res['out']}/recovered.png")
+    elif isinstance(cfg, KeygenCommand):
+        print(f"wrote a new 256-bit key to {run_keygen(cfg)} (mode 600); keep it secret and keep a copy: "
+              "without it an id-keyed output cannot be recovered")
     elif isinstance(cfg, Table1Config):
         print(format_markdown(run_table1(cfg)))
         print(f"tables in {cfg.out}/table1.json and table1.md")
@@ -135,9 +163,27 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = tyro.extras.subcommand_cli_from_dict(_subcommands(), args=argv, prog="headveil",
                                                description="HeadVeil: privacy-preserving 3D heads.")
+    _quiet_native_logs()
     try:
         code = dispatch(cfg)
     except HeadVeilError as exc:
         print(f"headveil: error: {exc}", file=sys.stderr)
-        code = 2
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        print("headveil: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     sys.exit(code)
+
+
+def _quiet_native_logs() -> None:
+    """Silence the native loggers of MediaPipe / TFLite / absl before they are imported, and show
+    Python warnings as one line (``headveil: warning: ...``) instead of file and line."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("GLOG_minloglevel", "3")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.showwarning = lambda message, category, *args, **kw: print(f"headveil: warning: {message}",
+                                                                         file=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="headveil: %(levelname)s: %(message)s")

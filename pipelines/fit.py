@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import tyro
@@ -155,16 +155,24 @@ def fit_image(image: np.ndarray, model: MorphableModel | None = None, config: Fi
 # -- CLI ---------------------------------------------------------------------------------------
 @dataclass
 class FitCommand:
-    """Fit the head model to photos; writes OUT/<stem>/mesh.ply, fit.json and manifest.json."""
+    """Fit the head model to photos; writes OUT/NAME/mesh.ply, fit.json, manifest.json and OUT/summary.json."""
 
     images: Annotated[list[Path], tyro.conf.Positional]
     """Image files or folders of images."""
     out: Path = Path("fit_out")
     """Output folder."""
     format: tuple[str, ...] = ("ply",)
-    """Mesh formats to write besides nothing else: any of ply, obj, glb (ply is always written)."""
+    """Mesh formats: any of ply, obj, glb (ply is always written)."""
     all_faces: bool = False
-    """Fit every face found (folders <stem>_face<k>) instead of one."""
+    """Fit every face found (folders NAME_face<k>) instead of one."""
+    names: Literal["index", "stem"] = "index"
+    """Output folder names: index (0001, 0002, … in input order) or stem (the input's file name)."""
+    record_inputs: bool = False
+    """Write each input's path and SHA-256 into its manifest (off by default: a hash lets anyone holding the photo confirm the link)."""
+    resume: bool = False
+    """Continue an interrupted batch in OUT: inputs its summary.json lists as done are skipped."""
+    overwrite: bool = False
+    """Write into an existing folder headveil did not make (only headveil's own files are replaced)."""
     fit: FitConfig = field(default_factory=FitConfig)
 
 
@@ -177,37 +185,48 @@ def write_fit_outputs(folder: Path, model: MorphableModel, res: FitResult, forma
 
 
 def run_fit(cmd: FitCommand, model: MorphableModel | None = None) -> dict:
-    """Fit every image; per-image failures are reported, not fatal. Returns a summary dict."""
+    """Fit every image; one input's failure, whatever its cause, is reported, not fatal.
+
+    Returns the batch summary as a dict (``done`` ``{input: output name}``, ``failed``)."""
     from tqdm import tqdm
+
+    from headveil.common.errors import NoFaceFoundError
+    from headveil.common.outputs import open_output_root
+    from headveil.pipelines.batch import BatchSummary, output_names, public_config
 
     for f in cmd.format:
         if f not in MESH_FORMATS:
-            raise ValueError(f"--format {f!r} is not one of {', '.join(MESH_FORMATS)}")
+            raise HeadVeilError(f"--format {f!r} is not one of {', '.join(MESH_FORMATS)}")
     model = model or load_embedded()
     paths = list_images(cmd.images)
     if not paths:
         raise HeadVeilError(f"no images found in {', '.join(map(str, cmd.images))}")
-    cmd.out.mkdir(parents=True, exist_ok=True)
-    done, failed = [], {}
-    for p in tqdm(paths, desc="fitting", unit="image", disable=len(paths) < 2):
-        try:
+    summary = BatchSummary.load_for_resume("headveil fit", cmd.out) if cmd.resume else BatchSummary("headveil fit",
+                                                                                                    cmd.out)
+    open_output_root(cmd.out, "headveil fit", cmd.images, cmd.overwrite or cmd.resume, private=True)
+    names = output_names(paths, cmd.names, summary.done)
+    if cmd.names == "stem" and len({p.stem for p in paths}) < len(paths):
+        summary.notes.append("inputs sharing a file stem were given distinct names (stem_suffix)")
+        tqdm.write("[fit] inputs share a file stem: their folders are named stem_suffix (see summary.json)")
+    todo = [p for p in paths if str(p) not in summary.done]
+    for p in tqdm(todo, desc="fitting", unit="image", disable=len(todo) < 2):
+        with summary.item(p, "fit"):
             img = read_image(p)
             faces = detect_faces(img, cmd.fit.detector, cmd.fit.max_side) if cmd.all_faces else [None]
             if cmd.all_faces and not faces:
-                from headveil.common.errors import NoFaceFoundError
-
                 raise NoFaceFoundError(str(p), resolve_detector(cmd.fit.detector))
+            written = []
             for k, det in enumerate(faces):
-                name = p.stem if not cmd.all_faces else f"{p.stem}_face{k}"
+                name = names[str(p)] if not cmd.all_faces else f"{names[str(p)]}_face{k}"
                 res = fit_image(img, model, cmd.fit, source=str(p), detection=det)
-                with atomic_output_dir(cmd.out / name) as tmp:
+                with atomic_output_dir(cmd.out / name, overwrite=cmd.overwrite, private=True) as tmp:
                     write_fit_outputs(tmp, model, res, cmd.format)
                     write_json(tmp / "manifest.json", build_manifest(
-                        "headveil fit", cmd, seed=None, inputs=[p],
+                        "headveil fit", {**public_config(cmd), "record_inputs": cmd.record_inputs},
+                        seed=None, inputs=[p] if cmd.record_inputs else [],
                         backends={"detector": res.detector, "raster": "embree" if cmd.fit.refine else "none"},
                         extra={"model": model.name}))
-                done.append(name)
-        except HeadVeilError as exc:
-            failed[str(p)] = str(exc)
-            tqdm.write(f"[fit] {p}: {exc}")
-    return {"fitted": done, "failed": failed, "out": str(cmd.out)}
+                written.append(name)
+            summary.done[str(p)] = ",".join(written)
+    summary.write()
+    return {**summary.to_json(), "out": str(cmd.out)}

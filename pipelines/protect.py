@@ -76,6 +76,8 @@ class ProtectCommand:
     """``png``: 16-bit codes (step 5.3e-5); ``npy``: float32."""
     preview: bool = True
     """Also write an 8-bit preview of each gradient image (images form only)."""
+    overwrite: bool = False
+    """Write into an existing folder headveil did not make (only headveil's own files are replaced)."""
 
 
 def run_protect(cmd: ProtectCommand) -> dict:
@@ -89,8 +91,11 @@ def run_protect(cmd: ProtectCommand) -> dict:
         raise HeadVeilError(str(exc)) from None
     if not cmd.inputs:
         raise HeadVeilError("give at least one image, folder of images, or capture folder")
+    from headveil.common.outputs import check_output_path
+
+    check_output_path(cmd.out, cmd.inputs, cmd.overwrite)
     if len(cmd.inputs) == 1 and (Path(cmd.inputs[0]) / "transforms.json").is_file():
-        return protect_capture(Path(cmd.inputs[0]), cmd.out, op, cmd.format)
+        return protect_capture(Path(cmd.inputs[0]), cmd.out, op, cmd.format, cmd.overwrite)
     paths = list_images(list(cmd.inputs))
     if not paths:
         raise HeadVeilError("no images found in the given paths")
@@ -98,7 +103,7 @@ def run_protect(cmd: ProtectCommand) -> dict:
     if len(set(stems)) != len(stems):
         raise HeadVeilError("two inputs share a file name stem; their outputs would collide")
     written, failed = [], []
-    with atomic_output_dir(cmd.out) as tmp:
+    with atomic_output_dir(cmd.out, overwrite=cmd.overwrite, private=True) as tmp:
         for p in tqdm(paths, desc="protect", unit="image"):
             try:
                 g = protect_image(read_image(p), op)
@@ -111,18 +116,30 @@ def run_protect(cmd: ProtectCommand) -> dict:
         if not written:
             raise HeadVeilError(f"no image could be protected: {failed}")
         write_json(tmp / "manifest.json", build_manifest(
-            "headveil protect", cmd, seed=None, extra={
+            "headveil protect", {"size": cmd.size, "blur": cmd.blur, "operator": cmd.operator, "format": cmd.format,
+                                 "preview": cmd.preview}, seed=None, extra={
                 "protect": op.to_json(), "failed": failed,
                 "outputs": [{"path": w.name, "sha256": sha256_file(w)} for w in written],
                 "note": "input hashes are deliberately not recorded (they would confirm a sensitive photo)"}))
     return {"out": Path(cmd.out), "written": len(written), "failed": failed}
 
 
-def protect_capture(src: Path, out: Path, op: ProtectConfig, fmt: str = "png") -> dict:
-    """Turn every ``protected`` RGB view of capture ``src`` into a gradient view in a new capture ``out``."""
-    from headveil.pipelines.capture import load_capture
+#: The only keys a protected capture's ``transforms.json`` and its frames may hold (an allow-list:
+#: anything else a source capture carries — model codes, ground-truth meshes, user metadata — is dropped).
+CAPTURE_KEYS = ("camera_convention", "frames", "protect", "background")
+FRAME_KEYS = ("file_path", "mask_path", "K", "c2w", "width", "height", "privacy", "content", "protect")
 
-    cap = load_capture(src)  # validates the capture first
+
+def protect_capture(src: Path, out: Path, op: ProtectConfig, fmt: str = "png", overwrite: bool = False) -> dict:
+    """Turn every ``protected`` RGB view of capture ``src`` into a gradient view in a new capture ``out``.
+
+    The new capture holds only what the allow-lists :data:`CAPTURE_KEYS` / :data:`FRAME_KEYS` name:
+    intrinsics, poses, sizes, privacy labels, the gradient files and the neutral views with their
+    masks, plus a manifest without input paths or hashes. Ground truth (meshes, model codes) is
+    never copied: keep it in its own folder for evaluation (``headveil reconstruct --ground-truth``)."""
+    from headveil.pipelines.capture import capture_path, load_capture
+
+    cap = load_capture(src)  # validates the capture first (paths inside it, sizes, cameras)
     meta = json.loads((src / "transforms.json").read_text())
     frames = meta["frames"]
     prot = set(cap.views("protected", "rgb"))
@@ -134,40 +151,42 @@ def protect_capture(src: Path, out: Path, op: ProtectConfig, fmt: str = "png") -
         raise HeadVeilError(f"the neutral views are {w0}×{h0} but --size {op.size} would shrink the protected ones; "
                             "every view of a capture must share one size (use --size 0 or resize the capture)")
     new_frames = []
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, private=True) as tmp:
         for i, fr in enumerate(frames):
-            fr = dict(fr)
+            cam = cap.cameras[i]
+            base = {"K": np.asarray(cam.K, float).tolist(), "c2w": cam.c2w.tolist(), "width": cam.width,
+                    "height": cam.height, "privacy": cap.privacy[i]}
             if i in prot:
                 g = protect_image(cap.images[i], op)  # the capture was read (and validated) once above
-                s = g.shape[1] / cap.cameras[i].width
-                K = np.asarray(cap.cameras[i].K, float).copy()
+                s = g.shape[1] / cam.width
+                K = np.asarray(cam.K, float).copy()
                 K[:2] *= s
                 name = f"protected/{len(new_frames):03d}.{fmt}"
                 write_gradient(tmp / name, g)
-                for k in ("mask_path", "transform_matrix", "fl_x", "fl_y", "cx", "cy", "camera_angle_x"):
-                    fr.pop(k, None)
-                fr.update({"file_path": name, "content": "gradient", "protect": op.to_json(), "K": K.tolist(),
-                           "c2w": cap.cameras[i].c2w.tolist(), "width": int(g.shape[1]), "height": int(g.shape[0])})
+                new = {**base, "file_path": name, "content": "gradient", "protect": op.to_json(), "K": K.tolist(),
+                       "width": int(g.shape[1]), "height": int(g.shape[0])}
+            elif cap.contents[i] == "gradient":  # already protected: copy the gradient file
+                name = f"protected/{len(new_frames):03d}{Path(fr['file_path']).suffix}"
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(capture_path(src, fr["file_path"], "file_path"), tmp / name)
+                new = {**base, "file_path": name, "content": "gradient", "protect": fr.get("protect") or cap.protect}
             else:
-                for key in ("file_path", "mask_path"):
+                new = dict(base)
+                for key, folder in (("file_path", "images"), ("mask_path", "masks")):
                     if fr.get(key):
-                        p = src / fr[key]
+                        p = capture_path(src, fr[key], key)
                         p = p if p.exists() else p.with_suffix(".png")
-                        (tmp / fr[key]).parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(p, tmp / fr[key])
-                if "transform_matrix" in fr:  # store every camera the same way (OpenCV c2w + K)
-                    fr = {"file_path": fr["file_path"], **({"mask_path": fr["mask_path"]} if fr.get("mask_path") else {}),
-                          "K": np.asarray(cap.cameras[i].K).tolist(), "c2w": cap.cameras[i].c2w.tolist(),
-                          "width": cap.cameras[i].width, "height": cap.cameras[i].height,
-                          "privacy": cap.privacy[i]}
-            new_frames.append(fr)
-        meta = {k: v for k, v in meta.items() if k not in ("frames", "camera_angle_x", "fl_x", "fl_y", "cx", "cy")}
-        meta.update({"camera_convention": "opencv", "frames": new_frames, "protect": op.to_json()})
-        if meta.get("gt_mesh") and (src / meta["gt_mesh"]).is_file():
-            shutil.copyfile(src / meta["gt_mesh"], tmp / meta["gt_mesh"])
-        write_json(tmp / "transforms.json", meta)
+                        name = f"{folder}/{len(new_frames):03d}{p.suffix}"
+                        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(p, tmp / name)
+                        new[key] = name
+            new_frames.append({k: v for k, v in new.items() if k in FRAME_KEYS})
+        meta = {"camera_convention": "opencv", "frames": new_frames, "protect": op.to_json(),
+                "background": list(cap.background)}
+        write_json(tmp / "transforms.json", {k: v for k, v in meta.items() if k in CAPTURE_KEYS})
         write_json(tmp / "manifest.json", build_manifest(
-            "headveil protect (capture)", {"capture": str(src), "protect": op.to_json(), "format": fmt}, seed=None,
+            "headveil protect (capture)", {"protect": op.to_json(), "format": fmt}, seed=None,
             extra={"protected_views": len(prot), "neutral_views": len(frames) - len(prot),
-                   "note": "protected RGB views are not copied and their hashes are not recorded"}))
+                   "note": "protected RGB views are not copied, input paths and hashes are not recorded, "
+                           "and no ground truth is included"}))
     return {"out": Path(out), "written": len(prot), "failed": []}

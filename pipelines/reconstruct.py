@@ -1,9 +1,11 @@
 """``headveil reconstruct CAPTURE --out DIR``: train a head field on a capture, extract the mesh.
 
 Outputs in ``DIR``: ``mesh.ply`` (+ requested formats, vertex colours from the colour field),
-``checkpoint.pt`` (resumable with ``--resume``), ``metrics.json`` (training stats, and Chamfer /
-F-score against the capture's ``gt_mesh.ply`` when it has one: whole head and face region) and
-``manifest.json``.
+``checkpoint.pt`` (resumable with ``--resume``), ``prior_cache.pt`` (the cached 3DMM prior, reused
+by ``--resume`` and later runs into the same folder), ``metrics.json`` (training stats, and Chamfer /
+F-score against the ground truth given with ``--ground-truth DIR``: whole head and face region)
+and ``manifest.json``. The default preset is the private ``two-stage``; the non-private
+``full-rgb`` baseline reads RGB of the face and needs ``--non-private``.
 
 Presets (stage lists run by the one training loop in :mod:`headveil.pipelines.train`; weights
 are the two-stage paper's λ1..λ4):
@@ -82,12 +84,18 @@ class ReconstructConfig:
     """Reconstruct a head from a multi-view capture; writes mesh, checkpoint, metrics, manifest."""
 
     capture: Annotated[Path, tyro.conf.Positional]
-    """Capture folder with ``transforms.json`` (e.g. from ``headveil synth --capture``)."""
+    """Capture folder with transforms.json (e.g. from headveil synth --capture, protected with headveil protect)."""
     out: Path = Path("recon_out")
-    preset: str = "full-rgb"
-    """Stage list: full-rgb, two-stage, two-stage-nolip, grad-only, rgb+grad."""
+    preset: str = "two-stage"
+    """Stage list: two-stage (private: RGB of neutral views, then gradients of the face), two-stage-nolip, grad-only, rgb+grad, or full-rgb (the non-private baseline, needs --non-private)."""
+    non_private: bool = False
+    """Allow the full-rgb preset, which reads the RGB of the views that show the face."""
+    ground_truth: Path | None = None
+    """Ground-truth folder (gt_mesh.ply, codes.json; headveil synth writes OUT/ground_truth/sNNNN) for the Chamfer metrics and --template capture. Kept apart from the capture."""
     prior: bool = True
-    """Use the embedded 3DMM as the SDF prior (the parametric head field); False = plain VolSDF."""
+    """Use the embedded 3DMM as the SDF prior (the parametric head field); --no-prior = plain VolSDF."""
+    overwrite: bool = False
+    """Write into an existing folder headveil did not make (only headveil's own files are replaced)."""
     steps: tuple[int, ...] = ()
     """Steps: one value for every stage or one per stage (default per preset)."""
     rays: int = 512
@@ -97,18 +105,14 @@ class ReconstructConfig:
     samples: int = 48
     """Stratified samples per ray."""
     importance: int = 0
-    """Extra importance samples per ray (0 = off): drawn from the weights of a no-grad render of
-    the stratified samples, they subdivide its intervals (samples + importance per ray)."""
+    """Extra importance samples per ray (0 = off), drawn from the weights of a no-grad render of the stratified samples."""
     normals: str = "detached"
-    """Colour-network normals: ``detached`` (analytic, cheap) or ``fd`` (differentiable finite
-    differences, ~2.3× slower per step; on the synthetic benchmark it did not beat detached)."""
+    """Colour-network normals: detached (analytic, cheap) or fd (differentiable finite differences, about 2.3× slower per step)."""
     code_components: int = 0
-    """With the prior: also optimise the first k identity components of α through the cached prior's
-    first-order sensitivities (0 = the codes stay at the template)."""
+    """With the prior: also optimise the first k identity components of α through the cached prior's first-order sensitivities (0 = the codes stay at the template)."""
     seed: int = 0
     template: str = "mean"
-    """With the prior: ``mean`` (the model's mean head), ``capture`` (the capture's model codes,
-    synthetic captures) or a path to a ``fit.json`` (identity and expression of a fitted head)."""
+    """With the prior: mean (the model's mean head), capture (the subject's model codes from --ground-truth, synthetic captures) or a path to a fit.json (identity and expression of a fitted head)."""
     cache_resolution: int = 96
     """Grid resolution of the cached 3DMM prior."""
     resolution: int = 128
@@ -145,7 +149,8 @@ def _template_codes(cfg: ReconstructConfig, capture, model):
         return None, None
     if cfg.template == "capture":
         if capture.codes.get("identity") is None:
-            raise HeadVeilError("--template capture needs a capture with model_codes (synthetic captures have them)")
+            raise HeadVeilError("--template capture needs the subject's codes: pass --ground-truth DIR (headveil synth "
+                                "writes them to OUT/ground_truth/sNNNN)")
         return capture.codes["identity"], capture.codes.get("expression")
     p = Path(cfg.template)
     if not p.is_file():
@@ -166,10 +171,15 @@ def _template_codes(cfg: ReconstructConfig, capture, model):
     return alpha, eta
 
 
-def check_capture_for_preset(capture, preset_name: str, prior: bool) -> list[str]:
+def check_capture_for_preset(capture, preset_name: str, prior: bool, non_private: bool = False) -> list[str]:
     """Refuse captures a preset cannot use (before any training); returns warnings."""
     preset = PRESETS[preset_name]
     warnings = []
+    if not preset.private and capture.views("protected", "rgb") and not non_private:
+        raise HeadVeilError(f"{preset_name} is the non-private baseline: it reads the RGB of the "
+                            f"{len(capture.views('protected', 'rgb'))} views that show the face. Pass --non-private to "
+                            "run it, or protect the capture (headveil protect CAPTURE --out DIR) and use --preset "
+                            "two-stage")
     prot_rgb = capture.views("protected", "rgb")
     if preset.private and prot_rgb:
         raise HeadVeilError(
@@ -185,9 +195,9 @@ def check_capture_for_preset(capture, preset_name: str, prior: bool) -> list[str
                                 f"({capture.summary()})")
         if st.loss == "rgb" and not capture.views(st.views, "rgb"):
             raise HeadVeilError(f"preset {preset_name} stage {st.name} needs {st.views} RGB views; this capture has "
-                                f"none ({capture.summary()})" + ("" if prior else " and --prior false gives no template"))
+                                f"none ({capture.summary()})" + ("" if prior else " and --no-prior gives no template"))
     if not prior and not capture.views("neutral", "rgb") and preset.private:
-        raise HeadVeilError("no neutral RGB views and no template: use the 3DMM prior (--prior true) as the template")
+        raise HeadVeilError("no neutral RGB views and no template: drop --no-prior to use the 3DMM prior as the template")
     if preset_name == "full-rgb" and capture.views("protected", "rgb"):
         warnings.append("full-rgb reads the RGB of protected views: it is the non-private baseline")
     if preset.private and prior and len(capture.views("neutral", "rgb")) < 3:
@@ -203,7 +213,7 @@ def _extract(field_, resolution: int):
     from headveil.render.mesh_renderer import vertex_normals
 
     with torch.no_grad():
-        verts, faces = extract_mesh(field_.sdf, (-0.2, -0.2, -0.2, 0.2, 0.2, 0.2), resolution)
+        verts, faces = extract_mesh(field_.sdf, (-0.2, -0.2, -0.2, 0.2, 0.2, 0.2), resolution, progress=True)
         vt = torch.as_tensor(verts, dtype=torch.float32)
         n = torch.as_tensor(vertex_normals(verts, faces), dtype=torch.float32)
         cols = []
@@ -230,14 +240,37 @@ def _geometry_vs_gt(verts, faces, capture, model) -> dict:
     return {"head": compare_meshes(verts, faces, gv, gf, n_samples=20000).to_json(), "gt_surface": "whole mesh"}
 
 
-def run_reconstruct(cfg: ReconstructConfig) -> dict:
-    import warnings as _warnings
+def _prior_cache(field_, cfg: ReconstructConfig, out: Path) -> str:
+    """Build the cached 3DMM prior, or load it from ``out/prior_cache.pt`` when it was built for the
+    same model, codes and grid (resumed runs and reruns skip the build); returns what happened."""
+    path = out / "prior_cache.pt"
+    if path.is_file():
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception:  # unreadable: rebuilt below
+            state = None
+        if state is not None and field_.load_prior_cache(state):
+            return "loaded"
+    field_.cache_prior(cfg.cache_resolution, code_components=cfg.code_components, progress=True)
+    from headveil.common.outputs import atomic_file
 
+    with atomic_file(path) as tmp:
+        torch.save(field_.prior_cache_state(), tmp)
+    return "built"
+
+
+def run_reconstruct(cfg: ReconstructConfig) -> dict:
+    import json
+    import logging
+    import sys
+
+    from headveil.common.outputs import open_output_root
     from headveil.geometry.mesh_io import export_mesh
     from headveil.geometry.morphable.model import load_embedded
     from headveil.neural_fields.head_field import HeadField, HeadFieldConfig
     from headveil.pipelines.capture import load_capture
 
+    log = logging.getLogger("headveil.reconstruct")
     if cfg.preset not in PRESETS:
         raise HeadVeilError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")
     bad = set(cfg.format) - {"ply", "obj", "glb"}
@@ -245,33 +278,47 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict:
         raise HeadVeilError(f"unknown mesh format(s) {sorted(bad)}; choose from ply, obj, glb")
     if cfg.normals not in ("detached", "fd"):
         raise HeadVeilError(f"--normals must be detached or fd; got {cfg.normals!r}")
+    if cfg.code_components and not cfg.prior:
+        raise HeadVeilError("--code-components needs the 3DMM prior (drop --no-prior)")
+    for name in ("rays", "patches", "samples", "resolution", "cache_resolution", "checkpoint_every", "threads"):
+        if getattr(cfg, name) < 1:
+            raise HeadVeilError(f"--{name.replace('_', '-')} must be ≥ 1; got {getattr(cfg, name)}")
+    if cfg.importance < 0:
+        raise HeadVeilError(f"--importance must be ≥ 0; got {cfg.importance}")
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    capture = load_capture(cfg.capture)  # validates before any training
-    warns = check_capture_for_preset(capture, cfg.preset, cfg.prior)
+    capture = load_capture(cfg.capture, ground_truth=cfg.ground_truth)  # validates before any training
+    warns = check_capture_for_preset(capture, cfg.preset, cfg.prior, cfg.non_private)
     for w in warns:
-        _warnings.warn(w, stacklevel=2)
+        log.warning(w)
     preset = PRESETS[cfg.preset]
     stages = preset.stages(_per_stage(cfg.steps, len(preset.stages(preset.default_steps)), preset.default_steps))
     for s in stages:
         s.rays, s.samples, s.patches, s.importance = cfg.rays, cfg.samples, cfg.patches, cfg.importance
         s.normals = cfg.normals
+    out = Path(cfg.out)
+    if cfg.resume and not (out / "checkpoint.pt").is_file():
+        raise HeadVeilError(f"--resume: {out}/checkpoint.pt does not exist (nothing to resume)")
+    open_output_root(out, "headveil reconstruct", [cfg.capture] + ([cfg.ground_truth] if cfg.ground_truth else []),
+                     cfg.overwrite or cfg.resume)
     model = load_embedded() if cfg.prior else None
     torch.manual_seed(cfg.seed)
     field_ = HeadField(model, HeadFieldConfig(prior=cfg.prior))
+    prior_cache = None
     if cfg.prior:
         alpha, eta = _template_codes(cfg, capture, model)
         if alpha is not None:
             field_.set_codes(alpha, eta)
-        field_.cache_prior(cfg.cache_resolution, code_components=cfg.code_components)
-    elif cfg.code_components:
-        raise HeadVeilError("--code-components needs the 3DMM prior (--prior true)")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+        prior_cache = _prior_cache(field_, cfg, out)
     ckpt = out / "checkpoint.pt"
     if not cfg.resume and ckpt.exists():
         ckpt.unlink()
+    stages_file = out / "stage_meshes.json"
     stage_meshes = {}
+    if cfg.resume and stages_file.is_file():
+        stage_meshes = json.loads(stages_file.read_text())
+    elif stages_file.exists():
+        stages_file.unlink()
 
     def on_stage_end(si, st, f):
         if si < len(stages) - 1:  # earlier stages: their mesh and metrics (the last one is the result)
@@ -281,12 +328,14 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict:
             if capture.gt_mesh is not None and len(v):
                 entry["geometry_vs_gt"] = _geometry_vs_gt(v, fc, capture, model)
             stage_meshes[st.name] = entry
+            write_json(stages_file, stage_meshes)
 
     stats = train(field_, capture, stages, cfg.seed, ckpt, cfg.checkpoint_every, cfg.resume, capture.background,
                   on_stage_end=on_stage_end)
     t_train = time.perf_counter() - t0
 
     t1 = time.perf_counter()
+    print("extracting the mesh…", file=sys.stderr, flush=True)
     verts, faces, colors = _extract(field_, cfg.resolution)
     if len(verts) == 0:
         raise HeadVeilError("the trained field has no surface inside the box (training failed); see metrics of "
@@ -297,9 +346,10 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict:
     metrics = {"preset": cfg.preset, "private": preset.private, "stages": stats, "stage_meshes": stage_meshes,
                "seconds": {"train": t_train, "mesh": t_mesh, "total": time.perf_counter() - t0},
                "mesh": {"vertices": int(len(verts)), "faces": int(len(faces))}, "backend": field_.backend(),
-               "prior": cfg.prior, "template": cfg.template if cfg.prior else None, "views": len(capture),
-               "view_counts": capture.summary(), "warnings": warns}
+               "prior": cfg.prior, "prior_cache": prior_cache, "template": cfg.template if cfg.prior else None,
+               "views": len(capture), "view_counts": capture.summary(), "warnings": warns, "resumed": cfg.resume}
     if capture.gt_mesh is not None:
+        print("comparing with the ground truth…", file=sys.stderr, flush=True)
         metrics["geometry_vs_gt"] = _geometry_vs_gt(verts, faces, capture, model)
     write_json(out / "metrics.json", metrics)
     inputs = [capture.root / "transforms.json"] + ([capture.gt_mesh] if capture.gt_mesh else [])

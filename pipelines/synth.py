@@ -51,8 +51,7 @@ class SynthConfig:
     """Largest weight of a drawn expression unit."""
     fov_deg: float = 20.0
     capture: bool = False
-    """Write multi-view captures instead (one folder per subject with ``transforms.json``, images,
-    masks, per-view privacy labels and ``gt_mesh.ply``) for ``headveil reconstruct``."""
+    """Write multi-view captures instead (one folder per subject with transforms.json, images, masks and per-view privacy labels; ground truth in OUT/ground_truth/) for headveil reconstruct."""
     capture_views: int = 30
     """Views per capture, spread around the head."""
     capture_size: int = 64
@@ -60,12 +59,12 @@ class SynthConfig:
     capture_split: tuple[int, int] | None = None
     """``N_NEUTRAL N_PROTECTED``: place views as a split capture (protected views around the face,
     neutral ones behind), e.g. ``10 20`` (FaceScape) or ``16 20`` (H3DS); overrides capture_views."""
-    capture_face_cone: float = 100.0
-    """With ``capture_split``: protected views cover yaw ±this many degrees around the face, neutral
-    views the rest. Stricter privacy (neutral views that see less of the face) means a larger cone."""
+    capture_face_cone: float = 150.0
+    """With --capture-split: protected views cover yaw ±this many degrees around the face, neutral views the rest (150: neutral views within ±30° of the back of the head, the paper's set-up; smaller cones let neutral views see the face's profile)."""
     capture_protect: bool = False
-    """Write protected views only as gradient images (the protecting operator at capture_size,
-    Sobel, no blur): a capture for ``--preset two-stage`` that holds no RGB of its protected views."""
+    """Write protected views only as gradient images (the protecting operator at capture-size, Sobel, no blur): a capture for the two-stage preset that holds no RGB of its protected views."""
+    overwrite: bool = False
+    """Write into an existing folder headveil did not make (only headveil's own files are replaced)."""
 
 
 @dataclass
@@ -148,11 +147,14 @@ def run_synth(cfg: SynthConfig, model: MorphableModel | None = None) -> Path:
         raise SettingsError(f"--subjects and --views must be ≥ 1, got {cfg.subjects}, {cfg.views}")
     if not 0 < cfg.capture_face_cone < 180:
         raise SettingsError(f"--capture-face-cone must be in (0, 180) degrees; got {cfg.capture_face_cone}")
+    from headveil.common.outputs import check_output_path
+
+    check_output_path(cfg.out, (), cfg.overwrite)
     model = model or load_embedded()
     if cfg.capture:
         return _run_capture(cfg, model)
     rows = []
-    with atomic_output_dir(cfg.out) as tmp:
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
         for s in tqdm(generate(model, cfg), total=cfg.subjects * cfg.views, desc="synth", unit="image"):
             d = tmp / s.name
             d.mkdir()
@@ -178,7 +180,8 @@ def _run_capture(cfg: SynthConfig, model: MorphableModel) -> Path:
     from headveil.pipelines.capture import write_synthetic_capture
     from headveil.render.protect import ProtectConfig
 
-    with atomic_output_dir(cfg.out) as tmp:
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+        (tmp / "ground_truth").mkdir()
         children = np.random.SeedSequence(cfg.seed).spawn(cfg.subjects)
         for i, ss in enumerate(tqdm(children, desc="synth captures", unit="subject")):
             rng = np.random.default_rng(ss)
@@ -189,7 +192,8 @@ def _run_capture(cfg: SynthConfig, model: MorphableModel) -> Path:
                                     cfg.capture_views, cfg.capture_size, seed=int(rng.integers(2**31)),
                                     light=random_light(rng), split=cfg.capture_split,
                                     face_cone_deg=cfg.capture_face_cone,
-                                    protect=ProtectConfig(cfg.capture_size) if cfg.capture_protect else None)
+                                    protect=ProtectConfig(cfg.capture_size) if cfg.capture_protect else None,
+                                    ground_truth=tmp / "ground_truth" / f"s{i:04d}")
         write_json(tmp / "manifest.json", build_manifest("headveil synth --capture", cfg, seed=cfg.seed,
                                                          backends={"raster": "auto"}, extra={"model": model.name}))
     return cfg.out

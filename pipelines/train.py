@@ -21,6 +21,7 @@ the run with :class:`TrainingDivergedError` and leaves the last good checkpoint 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -282,11 +283,16 @@ def _param_groups(field: HeadField, cfg: StageConfig):
             {"params": codes, "lr": cfg.lr_codes}]
 
 
-def save_checkpoint(path: Path, field: HeadField, opt, stage: int, step: int, extra: dict) -> None:
-    """Write a checkpoint atomically (temp file, then rename)."""
+def save_checkpoint(path: Path, field: HeadField, opt, stage: int, step: int, extra: dict,
+                    generator: torch.Generator | None = None) -> None:
+    """Write a checkpoint atomically (temp file, then rename): field, optimiser, position, both
+    random states (the global one and the sampling generator's), so a resumed run continues the
+    same random sequence as an uninterrupted one. Only tensors and plain values: it loads with
+    ``torch.load(..., weights_only=True)``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save({"field": field.state_dict(), "optimizer": opt.state_dict(), "stage": stage, "step": step,
-                "backend": field.backend(), "rng": torch.get_rng_state(), **extra}, tmp)
+                "backend": field.backend(), "rng": torch.get_rng_state(),
+                **({"generator": generator.get_state()} if generator is not None else {}), **extra}, tmp)
     os.replace(tmp, path)
 
 
@@ -307,15 +313,22 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
     gen = torch.Generator().manual_seed(seed)
     start_stage, start_step, state = 0, 0, None
     if resume and checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
+        try:
+            state = torch.load(checkpoint, weights_only=True)
+        except Exception as exc:  # a truncated or foreign file: say so instead of a pickle traceback
+            raise HeadVeilError(f"{checkpoint} is not a readable headveil checkpoint ({type(exc).__name__}); "
+                                "delete it to start over") from None
         field.load_state_dict(state["field"])
         if field.config.prior and getattr(field, "code_components", 0):
             field.recache()  # the cache must sit at the restored codes
         start_stage, start_step = state["stage"], state["step"]
         torch.set_rng_state(state["rng"])
-        gen.manual_seed(seed + 7919 * (start_stage * 100003 + start_step))
+        if "generator" in state:
+            gen.set_state(state["generator"])
+        else:
+            gen.manual_seed(seed + 7919 * (start_stage * 100003 + start_step))
     bg = torch.as_tensor(background, dtype=torch.float32)
-    stats = {}
+    stats = {k: v for k, v in json.loads(state.get("stats_json", "{}")).items()} if state is not None else {}
     for si, cfg in enumerate(stages):
         if si < start_stage:
             continue
@@ -389,7 +402,8 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
                 post["grad"] = f"{grad_v:.4f}"
             bar.set_postfix(post)
             if checkpoint is not None and (step + 1) % checkpoint_every == 0:
-                save_checkpoint(checkpoint, field, opt, si, step + 1, {"stage_name": cfg.name})
+                save_checkpoint(checkpoint, field, opt, si, step + 1,
+                                {"stage_name": cfg.name, "stats_json": json.dumps(stats)}, gen)
         bar.close()
         stats[cfg.name] = {"steps": cfg.steps, "loss": loss_v, "psnr_batch": psnr_v if use_rgb else None,
                            "grad_l1_batch": grad_v if use_grad else None,
@@ -397,7 +411,8 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
         if field.config.prior and getattr(field, "code_components", 0):
             field.recache()  # the cache follows α to first order only: make it exact again
         if checkpoint is not None:
-            save_checkpoint(checkpoint, field, opt, si + 1, 0, {"stage_name": cfg.name})
+            save_checkpoint(checkpoint, field, opt, si + 1, 0,
+                            {"stage_name": cfg.name, "stats_json": json.dumps(stats)}, gen)
         if on_stage_end is not None:
             on_stage_end(si, cfg, field)
         state, start_step = None, 0

@@ -1,5 +1,8 @@
 """Compositing a re-rendered face into its photo (IDEudemon §3.3, visual similarity assistance).
 
+:func:`identical_share` measures what the promise below is worth: the share of a region's pixels
+left byte-identical to the input.
+
 The face region is the projected model's face: ``region_new`` (where the new face renders) and
 ``region_old`` (where the original face was). The output keeps the photo outside both (hair,
 background, clothing), shows the new render inside ``region_new``, and fills the rest of
@@ -45,7 +48,7 @@ def inpaint_region(image: np.ndarray, region: np.ndarray, radius: float = 5.0, m
 
 
 def composite_face(photo: np.ndarray, render: np.ndarray, coverage_new: np.ndarray, coverage_old: np.ndarray,
-                   feather_px: float = 1.5) -> Composite:
+                   feather_px: float = 1.5, face_region: np.ndarray | None = None) -> Composite:
     """Put ``render`` into ``photo`` over the new face, inpainting what the old face leaves uncovered.
 
     Args:
@@ -54,6 +57,8 @@ def composite_face(photo: np.ndarray, render: np.ndarray, coverage_new: np.ndarr
         coverage_new: ``(H, W)`` new-face coverage in [0, 1].
         coverage_old: ``(H, W)`` original-face coverage in [0, 1].
         feather_px: Gaussian σ (pixels) of the seam blend, applied inside the new face only.
+        face_region: optional ``(H, W) bool``, the face as the detector outlines it (e.g. the hull of
+            its landmarks): replaced too, where the model's face does not reach (jaw line, cheek rim).
     """
     import cv2
 
@@ -63,6 +68,10 @@ def composite_face(photo: np.ndarray, render: np.ndarray, coverage_new: np.ndarr
             raise ValueError(f"{name} must be {H}×{W}; got {a.shape[:2]}")
     new = np.asarray(coverage_new, np.float64)
     removed = (np.asarray(coverage_old) > 0) | (new > 0)
+    if face_region is not None:
+        if face_region.shape != (H, W):
+            raise ValueError(f"face_region must be {H}×{W}; got {face_region.shape}")
+        removed |= np.asarray(face_region, bool)
     # grow by one pixel so the anti-aliased rim of the old face is replaced too
     removed = cv2.dilate(removed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     background = inpaint_region(photo, removed)
@@ -74,3 +83,42 @@ def composite_face(photo: np.ndarray, render: np.ndarray, coverage_new: np.ndarr
     a = alpha[..., None]
     out = a * np.clip(render, 0, 1) * 255.0 + (1 - a) * background.astype(np.float64)
     return Composite((out + 0.5).clip(0, 255).astype(np.uint8), alpha.astype(np.float32), removed, background)
+
+
+def face_region_from_points(points: np.ndarray, shape: tuple[int, int], grow_px: float = 2.0) -> np.ndarray:
+    """``(H, W) bool``: the convex hull of landmark ``points (L, 2)`` (pixels), grown by ``grow_px``."""
+    import cv2
+
+    H, W = shape
+    pts = np.asarray(points, np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3 or not np.isfinite(pts).all():
+        raise ValueError(f"points must be a finite (L ≥ 3, 2) array; got {pts.shape}")
+    hull = cv2.convexHull(np.round(pts).astype(np.int32))
+    m = np.zeros((H, W), np.uint8)
+    cv2.fillConvexPoly(m, hull, 1)
+    r = int(np.ceil(grow_px))
+    if r > 0:
+        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    return m.astype(bool)
+
+
+def identical_share(original: np.ndarray, output: np.ndarray, region: np.ndarray) -> float:
+    """Share in [0, 1] of ``region (H, W) bool`` whose pixels are byte-identical (all three
+    channels) in ``original`` and ``output`` (both ``(H, W, 3) uint8``); 0 for an empty region."""
+    region = np.asarray(region, bool)
+    n = int(region.sum())
+    if n == 0:
+        return 0.0
+    same = np.all(np.asarray(original) == np.asarray(output), axis=-1)
+    return float((same & region).sum() / n)
+
+
+def break_coincidences(original: np.ndarray, output: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, int]:
+    """Make every pixel of ``region`` differ from ``original``: a re-rendered pixel can land on the
+    input's exact value by chance (photo colours re-sampled at nearly the same place); those get
+    their green channel's lowest bit flipped (±1 of 255, invisible), so that "no original face pixel
+    survives" holds byte for byte and can be checked. Returns ``(image, pixels changed)``."""
+    out = np.array(output, np.uint8, copy=True)
+    same = np.all(np.asarray(original) == out, axis=-1) & np.asarray(region, bool)
+    out[same, 1] ^= 1
+    return out, int(same.sum())

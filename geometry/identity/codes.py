@@ -11,9 +11,12 @@ clipped, and the clip is reported by :func:`normalise_code`).
 - :func:`perturb_noise` — ``z' = clip(z + n, −1, 1)``, ``n ~ N(0, s²)`` (IDEudemon §3.2, s = 0.25).
 - :func:`perturb_laplace` — ``z' = clip(z + Lap(Δ/ε), −1, 1)`` (book eq. 5.11). The L1 sensitivity of
   the code domain ``[−1, 1]^K`` is ``Δ = max ‖z − z̃‖₁ = 2K`` (book eq. 5.12 over all possible
-  inputs); clipping afterwards is post-processing and keeps the guarantee. The guarantee covers the
-  released identity code only: the image also carries pose, expression, light and (with photo
-  texture) the person's own skin colours, which no noise here protects.
+  inputs); clipping afterwards is post-processing and keeps the guarantee. The guarantee holds only
+  if the noise is fresh and secret: drawn from the OS's entropy for every face and every run, and
+  never written anywhere (``headveil deid`` does this; a fixed or published seed lets anyone
+  subtract the noise and voids it). It covers the released identity code only: the image also
+  carries pose, expression, light and (with photo texture) the person's own skin colours, which no
+  noise here protects, and repeated releases of the same face add up (ε per release).
 - :func:`rotate_keyed` / :func:`recover_keyed` — rotate the unit direction of α toward a reference
   direction derived from a secret key (book eq. 6.9 / 8.5–8.6), keeping ‖α‖; the same key undoes it,
   another key yields another identity (see the function docstrings for the exactly invertible map).
@@ -96,17 +99,55 @@ def perturb_laplace(alpha, epsilon: float, rng: np.random.Generator,
 
 
 # -- keyed rotation -------------------------------------------------------------------------------
+MIN_KEY_BYTES = 16
+"""Keys shorter than 128 bits are refused (a short key can be found by trying them all)."""
+
+
 def read_key(path) -> bytes:
-    """The key bytes of a key file (surrounding whitespace stripped). Never logged."""
+    """The key bytes of a key file (surrounding whitespace stripped). Never logged.
+
+    Key file format: any bytes, at least :data:`MIN_KEY_BYTES` (128 bits) after stripping
+    surrounding whitespace; ``headveil keygen --out FILE`` writes a 256-bit key as 64 hex digits.
+    The file must not be readable by group or others (``chmod 600 FILE``).
+
+    Raises:
+        InvalidKeyError: unreadable, group/world-readable, or shorter than 128 bits.
+    """
+    import os
+    import stat
     from pathlib import Path
 
+    path = Path(path)
     try:
-        data = Path(path).read_bytes().strip()
+        mode = path.stat().st_mode
+        data = path.read_bytes().strip()
     except OSError as exc:
         raise InvalidKeyError(f"cannot read the key file {path}: {exc.strerror}") from None
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InvalidKeyError(f"the key file {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+                              f"run: chmod 600 {path}")
     if not data:
         raise InvalidKeyError(f"the key file {path} is empty")
+    if len(data) < MIN_KEY_BYTES:
+        raise InvalidKeyError(f"the key in {path} is {len(data)} byte(s); a key needs at least {MIN_KEY_BYTES} "
+                              "(128 bits): make one with `headveil keygen --out FILE`")
     return data
+
+
+def new_key_text() -> str:
+    """A fresh 256-bit key from the OS's secure random source, as 64 hex digits."""
+    import secrets
+
+    return secrets.token_hex(32)
+
+
+def key_check(key: bytes) -> str:
+    """A 32-bit check value of ``key`` (HMAC-SHA-256 under a fixed label, 8 hex digits): stored with
+    a keyed output so that a wrong key is reported as wrong instead of giving a plausible face. It
+    tells nothing usable about the key (2³² candidates share each value)."""
+    if not isinstance(key, (bytes, bytearray)) or not key:
+        raise InvalidKeyError("a key must be non-empty bytes")
+    return hmac.new(bytes(key), b"headveil/id-keyed/check/v1", hashlib.sha256).hexdigest()[:8]
 
 
 def reference_direction(key: bytes, n_components: int) -> np.ndarray:

@@ -11,6 +11,8 @@ centres at +0.5.
 
 from __future__ import annotations
 
+import contextlib
+
 import threading
 import functools
 import importlib.util
@@ -101,6 +103,27 @@ def resolve_detector(name: str = "auto") -> str:
     return name
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for the duration: MediaPipe and TFLite print start-up
+    notices from C++ (some from their own threads) that no Python setting reaches. Python-level
+    errors are raised as usual and printed after the block."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class MediaPipeDetector:
     name = "mediapipe"
     scheme = "mediapipe478"
@@ -109,8 +132,9 @@ class MediaPipeDetector:
         import os
 
         os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging: errors only
-        from mediapipe.tasks import python as mp_python
-        from mediapipe.tasks.python import vision
+        with native_stderr_silenced():
+            from mediapipe.tasks import python as mp_python
+            from mediapipe.tasks.python import vision
 
         task = mediapipe_task_path()
         if task is None:
@@ -119,7 +143,9 @@ class MediaPipeDetector:
             base_options=mp_python.BaseOptions(model_asset_buffer=task.read_bytes()),
             output_face_blendshapes=True, output_facial_transformation_matrixes=True, num_faces=max_faces,
             running_mode=vision.RunningMode.IMAGE)
-        self._lm = vision.FaceLandmarker.create_from_options(opts)
+        with native_stderr_silenced():
+            self._lm = vision.FaceLandmarker.create_from_options(opts)
+        self._warm = False
         # MediaPipe releases its handle through a thread pool that Python shuts down before
         # ordinary atexit hooks run; a threading-atexit hook registered now runs before that
         # shutdown (they run last-registered first), so the handle is closed cleanly.
@@ -139,7 +165,13 @@ class MediaPipeDetector:
         import mediapipe as mp
 
         h, w = image.shape[:2]
-        res = self._lm.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+        frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+        if not self._warm:  # the first inference prints the delegate's notices
+            with native_stderr_silenced():
+                res = self._lm.detect(frame)
+            self._warm = True
+        else:
+            res = self._lm.detect(frame)
         out = []
         for i, lms in enumerate(res.face_landmarks):
             pts = np.array([[p.x * w, p.y * h] for p in lms], np.float64)

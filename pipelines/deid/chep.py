@@ -78,11 +78,13 @@ def source_bins(model, alpha, eta, colors, bins_from: str = "neutral", n_bins: i
 
 
 def sbc_dense_face(model, alpha_new, eta, bins: SphericalBins, dense: DenseMeshConfig,
-                   region: str = "face") -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+                   region: str = "face", submesh=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Steps 2–3: the dense perturbed mesh F̈' (with expression η) and its SBC colours from ``bins``.
 
     Args:
         region: ``face`` (the face submesh, for compositing into photos) or ``head`` (the whole mesh).
+        submesh: with ``region="face"``, the :class:`~headveil.pipelines.deid.face3d.FaceSubmesh` to
+            use (e.g. grown to a photo's face outline); default the model's face submesh.
 
     Returns:
         ``(vertices (V', 3) model frame metres, faces (F', 3), colors (V', 3) in [0, 1], info)``.
@@ -90,7 +92,7 @@ def sbc_dense_face(model, alpha_new, eta, bins: SphericalBins, dense: DenseMeshC
     v_new = model.vertices(alpha_new, eta)
     skin = (model.vertex_part == 0).astype(np.float64)
     if region == "face":
-        sub = face3d.face_submesh(model)
+        sub = submesh if submesh is not None else face3d.face_submesh(model)
         idx, faces = sub.vertex_index, sub.faces
     elif region == "head":
         idx, faces = np.arange(model.n_vertices), model.faces
@@ -155,6 +157,21 @@ class CHEPParams:
     """Colours T carried by SBC: photo (sampled from the input) or model (albedo)."""
     check_hull: bool = True
 
+    def __post_init__(self):
+        from headveil.common.errors import SettingsError
+
+        if int(self.q) < 1:
+            raise SettingsError(f"--q must be ≥ 1; got {self.q}")
+        if not (np.isfinite(self.b) and self.b >= 0):
+            raise SettingsError(f"--b must be a finite number ≥ 0; got {self.b}")
+        if self.selection not in ("nearest", "furthest"):
+            raise SettingsError(f"selection must be nearest or furthest; got {self.selection!r}")
+        if self.bins_from not in BINS_FROM:
+            raise SettingsError(f"bins_from must be one of {BINS_FROM}; got {self.bins_from!r}")
+        if int(self.dense_levels) < 0:
+            raise SettingsError(f"dense_levels must be ≥ 0; got {self.dense_levels}")
+        face3d.check_render_mode(self.render)
+
 
 def _chep(inp: DeidInput, p: CHEPParams, rng: np.random.Generator) -> DeidOutput:
     face3d.check_render_mode(p.render)
@@ -171,10 +188,12 @@ def _chep(inp: DeidInput, p: CHEPParams, rng: np.random.Generator) -> DeidOutput
     v_old = model.vertices(alpha, c.eta)
     colors = face3d.subject_colors(inp, p.render, v_old, R, t)
     bins = source_bins(model, alpha, c.eta, colors, p.bins_from)
-    dv, df, dc, info = sbc_dense_face(model, res.alpha, c.eta, bins, DenseMeshConfig(levels=p.dense_levels))
-    sub = face3d.face_submesh(model)
+    sub = face3d.region_submesh(model, face3d.to_world(v_old, R, t), inp.camera, inp.extras.get("face_region"))
+    dv, df, dc, info = sbc_dense_face(model, res.alpha, c.eta, bins, DenseMeshConfig(levels=p.dense_levels),
+                                      submesh=sub)
     comp = face3d.rerender_face(inp.image, inp.camera, R, t, v_old[sub.vertex_index], sub.faces, dv, df, dc,
-                                light=inp.light, unlit=p.render == "photo")
+                                light=inp.light, unlit=p.render == "photo",
+                                face_region=inp.extras.get("face_region"))
     metrics.update(info, face_pixels=int((comp.face_mask > 0).sum()))
     return DeidOutput(comp.image, mesh=(face3d.to_world(dv, R, t), df, dc), codes=res.alpha, metrics=metrics,
                       extras={"composite": comp})

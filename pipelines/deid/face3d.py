@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headveil.common.errors import HeadVeilError
+from headveil.common.errors import HeadVeilError, SettingsError
 from headveil.geometry.morphable.model import MorphableModel
 from headveil.render.composite import Composite, composite_face
 from headveil.render.mesh_renderer import render_mesh
@@ -57,6 +57,38 @@ def face_submesh(model: MorphableModel) -> FaceSubmesh:
     return cache["face"]
 
 
+def _submesh(model: MorphableModel, keep: np.ndarray) -> FaceSubmesh:
+    tri = keep[model.faces].all(1)
+    idx = np.unique(model.faces[tri])
+    remap = -np.ones(model.n_vertices, np.int64)
+    remap[idx] = np.arange(len(idx))
+    return FaceSubmesh(idx, remap[model.faces[tri]])
+
+
+def region_submesh(model: MorphableModel, vertices_world: np.ndarray, camera, region: np.ndarray | None) -> FaceSubmesh:
+    """The face submesh grown to a detector's face outline: :func:`face_submesh` plus the skin
+    vertices (not the ears) of the posed mesh ``vertices_world (V, 3)`` that project inside
+    ``region (H, W) bool``, so the re-render covers the whole outlined face (forehead, cheek and jaw
+    rims included) instead of leaving those pixels to inpainting. ``region=None`` → the face submesh."""
+    base = face_submesh(model)
+    if region is None:
+        return base
+    keep = np.zeros(model.n_vertices, bool)
+    keep[base.vertex_index] = True
+    uv, z = camera.project(np.asarray(vertices_world, np.float64))
+    H, W = region.shape
+    x, y = np.round(uv[:, 0]).astype(np.int64), np.round(uv[:, 1]).astype(np.int64)
+    ok = (z > 0) & (x >= 0) & (x < W) & (y >= 0) & (y < H)
+    inside = np.zeros(model.n_vertices, bool)
+    inside[ok] = region[y[ok], x[ok]]
+    skin = model.vertex_part == model.part_names.index("skin") if "skin" in model.part_names else \
+        np.ones(model.n_vertices, bool)
+    if "ears" in model.regions:
+        skin &= ~model.regions["ears"]
+    keep |= inside & skin
+    return _submesh(model, keep)
+
+
 def exterior_vertices(model: MorphableModel) -> np.ndarray:
     """``(V,) bool``: vertices not on interior parts (teeth, tongue)."""
     bad = [model.part_names.index(p) for p in INTERIOR_PARTS if p in model.part_names]
@@ -66,7 +98,7 @@ def exterior_vertices(model: MorphableModel) -> np.ndarray:
 def check_render_mode(mode: str) -> None:
     """One error for an unknown ``render`` parameter."""
     if mode not in RENDER_MODES:
-        raise HeadVeilError(f"render must be one of {RENDER_MODES}; got {mode!r}")
+        raise SettingsError(f"render must be one of {RENDER_MODES}; got {mode!r}")
 
 
 def to_world(vertices_model: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -98,7 +130,7 @@ def subject_colors(inp, render: str, vertices_model: np.ndarray, R, t) -> np.nda
 
 def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old_faces: np.ndarray,
                   new_vertices: np.ndarray, new_faces: np.ndarray, new_colors: np.ndarray, light=None,
-                  unlit: bool = False, feather_px: float = 1.5) -> Composite:
+                  unlit: bool = False, feather_px: float = 1.5, face_region: np.ndarray | None = None) -> Composite:
     """Render a new face mesh into ``photo`` in place of the old one.
 
     Args:
@@ -108,6 +140,7 @@ def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old
         new_vertices / new_faces / new_colors: the new face mesh and its colours ``(V', 3)`` in [0, 1].
         light: scene light for ``unlit=False`` (default frontal directional).
         unlit: show ``new_colors`` as they are (photo colours already hold the light).
+        face_region: ``(H, W) bool`` face outline of the detector (replaced as well), or None.
     """
     from headveil.render.rasterize import rasterize
 
@@ -125,4 +158,4 @@ def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old
         cov[y0:y0 + h, x0:x0 + w] = res.mask
         render[y0:y0 + h, x0:x0 + w] = np.where(res.mask[..., None] > 0,
                                                  res.image / np.maximum(res.mask[..., None], 1e-6), 0.0)
-    return composite_face(photo, render, cov, cov_old, feather_px)
+    return composite_face(photo, render, cov, cov_old, feather_px, face_region)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headveil.common.errors import HeadVeilError
+from headveil.common.errors import HeadVeilError, SettingsError
 from headveil.geometry.identity import codes as idc
 from headveil.pipelines.deid import face3d
 from headveil.pipelines.deid.registry import DeidInput, DeidOutput, MethodSpec, register_method
@@ -29,13 +29,14 @@ def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: 
     if np.array_equal(np.asarray(alpha_new, np.float64), alpha):
         return DeidOutput(inp.image.copy(), codes=alpha.copy(), metrics=metrics)
     R, t = inp.model_to_world()
-    sub = face3d.face_submesh(model)
     v_old = model.vertices(alpha, c.eta)
+    sub = face3d.region_submesh(model, face3d.to_world(v_old, R, t), inp.camera, inp.extras.get("face_region"))
     v_new = model.vertices(alpha_new, c.eta)
     colors = face3d.subject_colors(inp, render, v_old, R, t)
     idx = sub.vertex_index
     comp = face3d.rerender_face(inp.image, inp.camera, R, t, v_old[idx], sub.faces, v_new[idx], sub.faces,
-                                colors[idx], light=inp.light, unlit=render == "photo")
+                                colors[idx], light=inp.light, unlit=render == "photo",
+                                face_region=inp.extras.get("face_region"))
     mesh = (face3d.to_world(v_new, R, t), model.faces, np.clip(colors, 0, 1))
     metrics["face_pixels"] = int((comp.face_mask > 0).sum())
     return DeidOutput(comp.image, mesh=mesh, codes=np.asarray(alpha_new, np.float64), metrics=metrics,
@@ -48,6 +49,11 @@ class NoiseParams:
     """s: std of the Gaussian noise on the normalised code z ∈ [−1, 1] (IDEudemon: 0.05–0.4)."""
     render: str = "photo"
     """photo (the input's own colours carried by the mesh) or model (model albedo, scene light)."""
+
+    def __post_init__(self):
+        if not (np.isfinite(self.scale) and self.scale >= 0):
+            raise SettingsError(f"--scale must be a finite number ≥ 0; got {self.scale}")
+        face3d.check_render_mode(self.render)
 
 
 def _noise(inp: DeidInput, p: NoiseParams, rng: np.random.Generator) -> DeidOutput:
@@ -63,6 +69,11 @@ class LaplaceParams:
     the embedded model: ε = 800 gives the same per-component spread as id-noise at s = 0.25)."""
     render: str = "photo"
 
+    def __post_init__(self):
+        if not self.epsilon > 0:
+            raise SettingsError(f"--epsilon must be > 0 (inf = no noise); got {self.epsilon}")
+        face3d.check_render_mode(self.render)
+
 
 def _laplace(inp: DeidInput, p: LaplaceParams, rng: np.random.Generator) -> DeidOutput:
     face3d.check_render_mode(p.render)
@@ -77,6 +88,11 @@ class KeyedParams:
     theta: float = 70.0
     """θ in degrees: rotation of a code at 90° from the key's reference (book: 70–95; < 90 here)."""
     render: str = "photo"
+
+    def __post_init__(self):
+        if not 0 <= self.theta < 90:
+            raise SettingsError(f"--theta must be in [0, 90) degrees; got {self.theta}")
+        face3d.check_render_mode(self.render)
 
 
 def _keyed(inp: DeidInput, p: KeyedParams, rng: np.random.Generator) -> DeidOutput:

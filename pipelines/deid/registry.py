@@ -195,8 +195,13 @@ def method_label(spec: MethodSpec, params: Any) -> str:
     return spec.name + (":" + ",".join(diff) if diff else "")
 
 
-def apply_method(spec: MethodSpec | str, inp: DeidInput, params: Any = None, seed: int = 0) -> DeidOutput:
-    """Validate the input, run a method on a copy of it with ``numpy.random.default_rng(seed)``.
+def apply_method(spec: MethodSpec | str, inp: DeidInput, params: Any = None, seed: int | None = 0,
+                 rng: np.random.Generator | None = None) -> DeidOutput:
+    """Validate the input, run a method on a copy of it.
+
+    Randomness: ``rng`` when given; else ``numpy.random.default_rng(seed)`` (research renders of
+    synthetic subjects, reproducible); ``seed=None`` draws fresh OS entropy (what privacy noise on a
+    real person needs: ``headveil deid`` never passes a seed unless asked to be insecure).
 
     Raises:
         UnknownMethodError: unknown name.
@@ -212,7 +217,9 @@ def apply_method(spec: MethodSpec | str, inp: DeidInput, params: Any = None, see
     params = spec.params() if params is None else params
     if not isinstance(params, spec.params):
         raise TypeError(f"method {spec.name!r} takes {spec.params.__name__}, got {type(params).__name__}")
-    out = spec.apply(inp.copy(), params, np.random.default_rng(seed))
+    if rng is None:
+        rng = np.random.default_rng(np.random.SeedSequence() if seed is None else seed)
+    out = spec.apply(inp.copy(), params, rng)
     img = check_rgb8(out.image, f"{spec.name} output")
     if img.shape != inp.image.shape:
         raise RuntimeError(f"method {spec.name!r} returned {img.shape}, expected {inp.image.shape}")

@@ -37,38 +37,49 @@ _OPTION_PARAMS = ("scale", "epsilon", "theta", "q", "b", "pivots", "render")
 
 @dataclass
 class DeidCommand:
-    """De-identify faces in photos by changing their 3D identity; writes OUT/<stem>/deid.png and metrics."""
+    """De-identify faces in photos by changing their 3D identity; writes OUT/NAME/deid.png and metrics."""
 
     images: Annotated[list[Path], tyro.conf.Positional]
     """Image files or folders of images."""
     method: str = "id-noise"
     """Registered method: id-noise, id-dp, id-keyed, chep (or name:key=value,...)."""
     out: Path = Path("deid_out")
-    scale: float | None = None
-    """id-noise: noise std s on the normalised code (default 0.25)."""
-    epsilon: float | None = None
-    """id-dp: privacy budget ε."""
+    scale: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: 0.25)")] = None
+    """id-noise: noise std s on the normalised code."""
+    epsilon: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: 800)")] = None
+    """id-dp: privacy budget ε (smaller = more noise)."""
     key_file: Path | None = None
-    """id-keyed: file holding the secret key (never logged or written)."""
-    theta: float | None = None
-    """id-keyed: rotation θ in degrees (default 70)."""
-    q: int | None = None
-    """chep: pivots per target (default 10)."""
-    b: float | None = None
-    """chep: jump factor (default 2)."""
-    pivots: str | None = None
+    """id-keyed: file holding the secret key, at least 128 bits, mode 600 (make one with headveil keygen)."""
+    theta: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: 70)")] = None
+    """id-keyed: rotation θ in degrees, in [0, 90)."""
+    q: Annotated[int | None, tyro.conf.arg(metavar="INT", help_behavior_hint="(default: 10)")] = None
+    """chep: pivots per target."""
+    b: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: 2)")] = None
+    """chep: jump factor (0 = unchanged, above 1 escapes the hull)."""
+    pivots: Annotated[str | None, tyro.conf.arg(metavar="N|FILE|DIR", help_behavior_hint="(default: 20)")] = None
     """chep: a pivot count drawn from the model, a .npy (Q, K) file, or a folder of fit.json."""
-    render: Literal["photo", "model"] | None = None
-    """Colours of the new face: photo (the input's own, default) or model (albedo, scene light)."""
+    render: Annotated[Literal["photo", "model"] | None, tyro.conf.arg(help_behavior_hint="(default: photo)")] = None
+    """Colours of the new face: photo (the input's own) or model (albedo under the scene light)."""
     restorer: str = "none"
     """Step II restorer: none, poisson, inpaint, color-match, onnx, or a plugin."""
     restorer_model: Path | None = None
     """onnx restorer: path of the .onnx model."""
-    guard: Literal["warn", "fail", "off"] = "warn"
-    """Re-identification guard: warn or fail when a recognizer still matches the original."""
+    guard: Literal["fail", "warn", "off"] = "fail"
+    """Re-identification guard: fail (no output for a face a recognizer still matches), warn, or off."""
     max_yaw: float = 60.0
     """Faces turned further than this (degrees, yaw or pitch) are refused."""
-    seed: int = 0
+    seed: int | None = None
+    """Only with --insecure-reproducible: a fixed seed for the privacy noise."""
+    insecure_reproducible: bool = False
+    """Draw the noise from --seed instead of the OS's entropy: anyone who knows the seed can subtract
+    the noise and recover the identity. For research runs on synthetic or consenting subjects only;
+    every output is marked."""
+    names: Literal["index", "stem"] = "index"
+    """Output folder names: index (0001, 0002, … in input order) or stem (the input's file name)."""
+    resume: bool = False
+    """Continue an interrupted batch in OUT: inputs its summary.json lists as done are skipped."""
+    overwrite: bool = False
+    """Write into an existing folder headveil did not make (only headveil's own files are replaced)."""
     format: tuple[str, ...] = ("ply",)
     """Mesh formats (ply always; glb, obj)."""
     fit: FitConfig = field(default_factory=FitConfig)
@@ -76,14 +87,16 @@ class DeidCommand:
 
 @dataclass
 class RecoverCommand:
-    """Undo an id-keyed de-identification with its key; writes OUT/recovered.png and codes."""
+    """Undo an id-keyed de-identification with its key; writes OUT/recovered.png and the recovered code."""
 
     folder: Annotated[Path, tyro.conf.Positional]
-    """A folder written by `headveil deid --method id-keyed` (deid.png, codes.json, mesh.ply)."""
+    """A folder written by headveil deid --method id-keyed (deid.png, codes.json)."""
     key_file: Path
-    """The key file used for the de-identification (a wrong key yields another identity)."""
+    """The key file used for the de-identification (a wrong key is reported as wrong)."""
     out: Path | None = None
     """Output folder (default FOLDER_recovered)."""
+    overwrite: bool = False
+    """Write into an existing folder headveil did not make."""
 
 
 def _method(cmd: DeidCommand):
@@ -111,19 +124,33 @@ def _recognizers() -> dict:
 
 
 def guard_identity(original: np.ndarray, protected: np.ndarray, recognizers: dict) -> dict:
-    """DIS between the original and protected face for every recognizer, and whether it still matches."""
+    """Re-identification of ``protected`` against ``original`` (both ``(H, W, 3) uint8``) by every recognizer.
+
+    Per recognizer: ``detected`` (its own detector finds the face in the output, at the original's
+    place), ``dis`` (distance with that detection, or None), ``dis_aligned`` (distance when the
+    output is embedded at the original's alignment: an attacker who knows where the face is) and
+    ``status``: ``matched`` when either distance is below the recognizer's threshold, else
+    ``not detected`` when its detector misses the output (never counted as de-identified), else
+    ``not matched``. An original the recognizer cannot find gives ``status: original not detected``.
+    """
+    from headveil.pipelines.evaluate.recognizers import _iou
+
     out = {}
     for name, rec in recognizers.items():
-        a, b = rec.embed(original), rec.embed(protected)
-        if a is None:
-            out[name] = {"dis": None, "match": None, "note": "no face found in the original by this recognizer"}
+        found = rec._find(original)
+        if not found:
+            out[name] = {"status": "original not detected", "dis": None, "dis_aligned": None, "detected": None,
+                         "match": None}
             continue
-        if b is None:
-            out[name] = {"dis": None, "match": False, "detected": False}
-            continue
-        d = float(rec.distance(a, b))
-        out[name] = {"dis": d, "match": bool(rec.is_match(d)), "threshold": rec.threshold, "metric": rec.metric,
-                     "detected": True}
+        box, payload = found[0]
+        a = rec._embed(original, payload, None)
+        d_al = float(rec.distance(a, rec._embed(protected, payload, None)))
+        own = [(b, pl) for b, pl in rec._find(protected) if _iou(b, box) >= 0.3]
+        d_own = float(rec.distance(a, rec._embed(protected, own[0][1], None))) if own else None
+        match = bool(rec.is_match(d_al)) or (d_own is not None and bool(rec.is_match(d_own)))
+        status = "matched" if match else ("not detected" if not own else "not matched")
+        out[name] = {"status": status, "match": match, "detected": bool(own), "dis": d_own, "dis_aligned": d_al,
+                     "threshold": rec.threshold, "metric": rec.metric}
     return out
 
 
@@ -143,11 +170,14 @@ def _utility(original: np.ndarray, protected: np.ndarray, removed: np.ndarray | 
 
 
 def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: dict, restorer, recognizers: dict,
-               source: str = "<array>"):
-    """De-identify one photo. Returns ``(image uint8, DeidOutput, FitResult, metrics dict)``."""
+               source: str = "<array>", rng: np.random.Generator | None = None):
+    """De-identify one photo. Returns ``(image uint8, DeidOutput, FitResult, metrics dict)``.
+
+    ``rng`` is the privacy noise's generator; None draws fresh OS entropy."""
     from headveil.pipelines.deid.registry import DeidInput, apply_method
     from headveil.pipelines.fit import fit_image
     from headveil.pipelines.scene import SubjectCodes
+    from headveil.render.composite import break_coincidences, face_region_from_points, identical_share
     from headveil.render.restorers import RestoreContext, restore
     from headveil.render.shading import SHLight
 
@@ -158,69 +188,107 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         raise ExtremePoseError(f"{source}: head turned {pose['yaw_deg']:.0f}° yaw / {pose['pitch_deg']:.0f}° pitch, "
                                f"beyond ±{cmd.max_yaw:.0f}° (--max-yaw)")
     t_fit = time.perf_counter() - t0
+    region = face_region_from_points(fit.detection.points, img.shape[:2])
     inp = DeidInput(img, landmarks68=None, model=model,
                     codes=SubjectCodes(fit.identity, fit.expression, fit.albedo), camera=fit.camera,
                     rigid=(fit.R, fit.t), light=SHLight(fit.lighting) if fit.lighting is not None else None,
-                    extras={"source": source, **extras})
-    out = apply_method(spec, inp, params, seed=cmd.seed)
+                    extras={"source": source, "face_region": region, **extras})
+    out = apply_method(spec, inp, params, rng=rng if rng is not None else np.random.default_rng(np.random.SeedSequence()))
     t_method = time.perf_counter() - t0 - t_fit
     image = out.image
     comp = out.extras.get("composite")
     if comp is not None and restorer is not None:
         image = restore(restorer, image, RestoreContext.from_mask(comp.face_mask, comp.background))
     t_restore = time.perf_counter() - t0 - t_fit - t_method
+    replaced = region if comp is None else (region | comp.removed_mask)
+    coincident = 0
+    if comp is not None:  # a method that re-rendered the face: no pixel of it may equal the input's
+        image, coincident = break_coincidences(img, image, replaced)
     metrics = {"method": spec.name, "params": dict(params.__dict__), **out.metrics,
                "fit": {"landmark_rmse_px": fit.landmark_rmse_px, "detector": fit.detector, "pose": {
                    k: pose[k] for k in ("yaw_deg", "pitch_deg", "roll_deg")}},
                "utility": _utility(img, image, None if comp is None else comp.removed_mask)}
+    metrics["utility"]["face_region_pixels"] = int(region.sum())
+    metrics["utility"]["face_pixels_identical_share"] = identical_share(img, image, region)
+    metrics["utility"]["face_pixels_coincident_before_dither"] = coincident
     if cmd.guard != "off" and recognizers:
         g = guard_identity(img, image, recognizers)
         metrics["reidentification"] = g
-        hits = [n for n, r in g.items() if r.get("match")]
-        metrics["reidentified_by"] = hits
+        hits = [n for n, r in g.items() if r["status"] == "matched"]
+        missed = [n for n, r in g.items() if r["status"] == "not detected"]
+        metrics["reidentified_by"], metrics["not_detected_by"] = hits, missed
         if hits:
             msg = f"still matched to the original by {', '.join(hits)} after the {cmd.restorer!r} restorer"
             if cmd.guard == "fail":
                 raise ReidentifiedError(msg)
-            log.warning(msg)
+            log.warning(f"{source}: {msg}")
     metrics["seconds"] = {"fit": t_fit, "method": t_method, "restore": t_restore,
                           "total": time.perf_counter() - t0}
     return image, out, fit, metrics
 
 
-def _codes_json(spec, params, out, fit, model) -> dict:
-    return {"method": spec.name, "render": getattr(params, "render", None), "theta_deg": getattr(params, "theta", None),
-            "alpha_protected": None if out.codes is None else np.asarray(out.codes).tolist(),
+def _codes_json(spec, params, out, fit, model, key: bytes) -> dict:
+    """What ``headveil recover`` needs of an id-keyed output: the protected code (useless without the
+    key), expression, pose, camera, θ and a check value of the key. Nothing of the original."""
+    from headveil.geometry.identity.codes import key_check
+
+    return {"schema": 1, "method": spec.name, "render": getattr(params, "render", None),
+            "theta_deg": getattr(params, "theta", None), "key_check": key_check(key),
+            "alpha_protected": np.asarray(out.codes).tolist(),
             "expression": fit.expression.tolist(), "albedo": fit.albedo.tolist(),
             "R": np.asarray(fit.R).tolist(), "t": np.asarray(fit.t).tolist(), "camera": fit.camera.to_dict(),
             "model": model.name, "frame": "model -> OpenCV camera"}
 
 
-def run_deid(cmd: DeidCommand, model=None) -> dict:
-    """``headveil deid``: every image (per-image failures are reported, not fatal)."""
-    from tqdm import tqdm
+def _output_mesh(out, image: np.ndarray, fit, params):
+    """The mesh to export: with photo colours, re-sampled from the *output* image (the original's
+    colours never leave in a file), else the method's colours."""
+    if out.mesh is None:
+        return None
+    v, f, c = out.mesh
+    if getattr(params, "render", None) == "photo":
+        from headveil.render.texture import sample_photo_colors
 
+        c, _ = sample_photo_colors(image, np.asarray(v, np.float64), np.asarray(f), fit.camera)
+    return v, f, c
+
+
+def _noise_rngs(cmd: DeidCommand, n: int) -> list[np.random.Generator]:
+    """One generator per input: fresh OS entropy per face and run (never written), or, only with
+    --insecure-reproducible, children of SeedSequence(seed) (still one per face: no shared noise)."""
+    if cmd.seed is not None and not cmd.insecure_reproducible:
+        raise HeadVeilError("--seed makes the privacy noise reproducible by anyone who knows it; it is refused "
+                            "unless you also pass --insecure-reproducible (research runs only)")
+    if cmd.insecure_reproducible:
+        seq = np.random.SeedSequence(0 if cmd.seed is None else cmd.seed)
+    else:
+        seq = np.random.SeedSequence()
+    return [np.random.default_rng(c) for c in seq.spawn(n)]
+
+
+def _prepare(cmd: DeidCommand, model):
+    """Everything checked before any work: method, settings, key, pivots, restorer, recognizers."""
     from headveil.geometry.identity.codes import read_key
-    from headveil.geometry.mesh_io import MESH_FORMATS, export_mesh
-    from headveil.geometry.morphable.model import load_embedded
+    from headveil.geometry.mesh_io import MESH_FORMATS
     from headveil.render.restorers import get_restorer
 
     for f in cmd.format:
         if f not in MESH_FORMATS:
             raise HeadVeilError(f"--format {f!r} is not one of {', '.join(MESH_FORMATS)}")
+    if not 0 < cmd.max_yaw <= 90:
+        raise HeadVeilError(f"--max-yaw must be in (0, 90] degrees; got {cmd.max_yaw}")
     spec, params = _method(cmd)
-    model = model or load_embedded()
     extras = {}
     if spec.name == "id-keyed":
         if cmd.key_file is None:
-            raise HeadVeilError("id-keyed needs --key-file FILE (the key is never written or logged)")
+            raise HeadVeilError("id-keyed needs --key-file FILE (make one with headveil keygen; it is never written "
+                                "or logged)")
         extras["key"] = read_key(cmd.key_file)
     elif cmd.key_file is not None:
         raise HeadVeilError(f"--key-file applies to id-keyed only, not {spec.name!r}")
     if spec.name == "chep":
-        from headveil.pipelines.deid.chep import load_pivots
-
         from headveil.geometry.identity.chep import CHEPPerturbation, GalleryError, check_gallery
+        from headveil.pipelines.deid.chep import load_pivots
 
         extras["pivots"] = check_gallery(load_pivots(params.pivots, model, params.pivot_seed), "pivot set")
         CHEPPerturbation(params.q, params.b, params.selection)
@@ -231,53 +299,81 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
     if cmd.restorer_model is not None and cmd.restorer != "onnx":
         raise HeadVeilError("--restorer-model applies to --restorer onnx only")
     restorer = get_restorer(cmd.restorer, **opts)
+    recognizers = _recognizers() if cmd.guard != "off" else {}
+    return spec, params, extras, restorer, recognizers
+
+
+def run_deid(cmd: DeidCommand, model=None) -> dict:
+    """``headveil deid``: every image (one image's failure, whatever its cause, is reported, not fatal).
+
+    Returns the batch summary as a dict (``done`` ``{input: output name}``, ``failed``, ``attention``)."""
+    from tqdm import tqdm
+
+    from headveil.common.outputs import open_output_root
+    from headveil.geometry.mesh_io import export_mesh
+    from headveil.geometry.morphable.model import load_embedded
+    from headveil.pipelines.batch import BatchSummary, output_names, public_config
+
+    model = model or load_embedded()
+    spec, params, extras, restorer, recognizers = _prepare(cmd, model)
     paths = list_images(cmd.images)
     if not paths:
         raise HeadVeilError(f"no images found in {', '.join(map(str, cmd.images))}")
-    recognizers = _recognizers() if cmd.guard != "off" else {}
-    cmd.out.mkdir(parents=True, exist_ok=True)
-    done, failed = [], {}
-    t0 = time.perf_counter()
-    for p in tqdm(paths, desc="de-identifying", unit="image", disable=len(paths) < 2):
-        try:
+    rngs = _noise_rngs(cmd, len(paths))
+    summary = BatchSummary.load_for_resume("headveil deid", cmd.out) if cmd.resume else \
+        BatchSummary("headveil deid", cmd.out)
+    open_output_root(cmd.out, "headveil deid", cmd.images, cmd.overwrite or cmd.resume, private=True)
+    names = output_names(paths, cmd.names, summary.done)
+    if cmd.names == "stem" and len({p.stem for p in paths}) < len(paths):
+        summary.notes.append("inputs sharing a file stem were given distinct names (stem_suffix)")
+        tqdm.write("[deid] inputs share a file stem: their folders are named stem_suffix (see summary.json)")
+    summary.extra = {"method": spec.name, "noise": "insecure-reproducible seed" if cmd.insecure_reproducible
+                     else "fresh OS entropy per face (never stored)"}
+    todo = [(p, r) for p, r in zip(paths, rngs) if str(p) not in summary.done]
+    for p, rng in tqdm(todo, desc="de-identifying", unit="image", disable=len(todo) < 2):
+        name = names[str(p)]
+        with summary.item(p, "deid"):
             img = read_image(p)
-            image, out, fit, metrics = deid_image(img, cmd, model, spec, params, extras, restorer, recognizers, str(p))
-            with atomic_output_dir(cmd.out / p.stem) as tmp:
+            image, out, fit, metrics = deid_image(img, cmd, model, spec, params, extras, restorer, recognizers,
+                                                  str(p), rng)
+            if cmd.insecure_reproducible:
+                metrics["insecure_reproducible"] = True
+            mesh = _output_mesh(out, image, fit, params)
+            with atomic_output_dir(cmd.out / name, overwrite=cmd.overwrite, private=True) as tmp:
                 write_image(tmp / "deid.png", image)
-                if out.mesh is not None:
+                if mesh is not None:
                     for fmt in dict.fromkeys(("ply",) + tuple(cmd.format)):
-                        export_mesh(tmp / f"mesh.{fmt}", *out.mesh)
+                        export_mesh(tmp / f"mesh.{fmt}", *mesh)
                 write_json(tmp / "metrics.json", metrics)
-                write_json(tmp / "codes.json", _codes_json(spec, params, out, fit, model))
-                outputs = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+                if spec.name == "id-keyed":
+                    write_json(tmp / "codes.json", _codes_json(spec, params, out, fit, model, extras["key"]))
+                outputs = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if not f.name.startswith(".")}
                 write_json(tmp / "manifest.json", build_manifest(
-                    "headveil deid", _public_config(cmd), seed=cmd.seed, inputs=[],
-                    backends={"detector": fit.detector, "restorer": cmd.restorer,
-                              "recognizers": sorted(recognizers)},
-                    extra={"model": model.name, "output_sha256": outputs}))
-            done.append(p.stem)
-        except HeadVeilError as exc:
-            failed[str(p)] = str(exc)
-            tqdm.write(f"[deid] {p}: {exc}")
-    summary = {"done": done, "failed": failed, "out": str(cmd.out), "seconds": time.perf_counter() - t0}
-    write_json(cmd.out / "summary.json", summary)
-    return summary
-
-
-def _public_config(cmd: DeidCommand) -> dict:
-    """The resolved config as written to manifests: the key file's path is kept, never its content."""
-    import dataclasses
-
-    cfg = dataclasses.asdict(cmd)
-    cfg["images"] = [Path(p).name for p in cmd.images]
-    return cfg
+                    "headveil deid", public_config(cmd), seed=cmd.seed if cmd.insecure_reproducible else None,
+                    inputs=[], backends={"detector": fit.detector, "restorer": cmd.restorer,
+                                         "recognizers": sorted(recognizers)},
+                    extra={"model": model.name, "output_sha256": outputs,
+                           "noise": summary.extra["noise"],
+                           **({"insecure_reproducible": True} if cmd.insecure_reproducible else {})}))
+            summary.done[str(p)] = name
+            why = [f"matched by {n}" for n in metrics.get("reidentified_by", [])] + \
+                  [f"not detected by {n}" for n in metrics.get("not_detected_by", [])]
+            if why:
+                summary.attention[name] = "; ".join(why)
+    summary.write()
+    return {**summary.to_json(), "out": str(cmd.out)}
 
 
 def run_recover(cmd: RecoverCommand, model=None) -> dict:
-    """``headveil recover``: re-render the recovered identity into the de-identified photo."""
-    from headveil.geometry.identity.codes import read_key, recover_keyed
+    """``headveil recover``: the identity code of an id-keyed output, re-rendered into its image.
+
+    What it restores is the *code* α, exactly. The image is the de-identified photo with the face
+    re-rendered at the recovered shape, coloured from the de-identified photo itself (the original's
+    pixels were never kept): the shape is the person's again, the skin texture is what deid.png
+    shows. A wrong key is refused by the key check stored with the output."""
+    from headveil.common.outputs import check_output_path
     from headveil.geometry.camera import Camera
-    from headveil.geometry.mesh_io import load_mesh
+    from headveil.geometry.identity.codes import InvalidKeyError, key_check, read_key, recover_keyed
     from headveil.geometry.morphable.model import load_embedded
     from headveil.pipelines.deid import face3d
 
@@ -285,31 +381,35 @@ def run_recover(cmd: RecoverCommand, model=None) -> dict:
     try:
         codes = json.loads((folder / "codes.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise HeadVeilError(f"{folder}: no readable codes.json ({exc}); is this a `headveil deid` output?") from None
+        raise HeadVeilError(f"{folder}: no readable codes.json ({exc}); is this a `headveil deid --method id-keyed` "
+                            "output?") from None
     if codes.get("method") != "id-keyed":
         raise HeadVeilError(f"{folder} was made with {codes.get('method')!r}; only id-keyed is reversible")
-    model = model or load_embedded()
+    out = Path(cmd.out or folder.with_name(folder.name + "_recovered"))
+    check_output_path(out, [folder], cmd.overwrite)
     key = read_key(cmd.key_file)
+    if codes.get("key_check") is not None and key_check(key) != codes["key_check"]:
+        raise InvalidKeyError(f"wrong key: {cmd.key_file} is not the key {folder} was made with")
+    model = model or load_embedded()
     a_prot = np.asarray(codes["alpha_protected"], np.float64)
     a = recover_keyed(a_prot, key, float(codes["theta_deg"]))
     img = read_image(folder / "deid.png")
     eta = np.asarray(codes["expression"], np.float64)
     R, t = np.asarray(codes["R"]), np.asarray(codes["t"])
     cam = Camera.from_dict(codes["camera"])
+    v_prot = model.vertices(a_prot, eta)
     if codes.get("render") == "photo":
-        _, _, colors = load_mesh(folder / "mesh.ply")
-        if colors is None or len(colors) != model.n_vertices:
-            raise HeadVeilError(f"{folder}/mesh.ply lacks per-vertex colours of the {model.n_vertices}-vertex model")
+        colors = face3d.photo_colors(img, model, v_prot, R, t, cam)
     else:
         colors = model.albedo(codes["albedo"])
     sub = face3d.face_submesh(model)
     idx = sub.vertex_index
-    comp = face3d.rerender_face(img, cam, R, t, model.vertices(a_prot, eta)[idx], sub.faces,
-                                model.vertices(a, eta)[idx], sub.faces, colors[idx], unlit=codes.get("render") == "photo")
-    out = cmd.out or folder.with_name(folder.name + "_recovered")
-    with atomic_output_dir(out) as tmp:
+    comp = face3d.rerender_face(img, cam, R, t, v_prot[idx], sub.faces, model.vertices(a, eta)[idx], sub.faces,
+                                colors[idx], unlit=codes.get("render") == "photo")
+    with atomic_output_dir(out, overwrite=cmd.overwrite, private=True) as tmp:
         write_image(tmp / "recovered.png", comp.image)
-        write_json(tmp / "codes.json", {**codes, "alpha_recovered": a.tolist()})
-        write_json(tmp / "manifest.json", build_manifest("headveil recover", {"folder": str(folder)}, seed=None,
+        write_json(tmp / "codes.json", {"schema": 1, "method": "id-keyed", "alpha_recovered": a.tolist(),
+                                        "model": model.name})
+        write_json(tmp / "manifest.json", build_manifest("headveil recover", {"folder": None}, seed=None,
                                                          inputs=[], backends={}, extra={"model": model.name}))
     return {"out": str(out), "delta_norm": float(np.linalg.norm(a - a_prot))}

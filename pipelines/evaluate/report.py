@@ -194,10 +194,14 @@ def write_reconstruction_report(folder: Path, thumb: int = 192) -> Path:
         meshes.append((f"after {name}", folder / st["mesh"], st.get("geometry_vs_gt")))
     meshes.append((f"result ({m.get('preset', '?')})", folder / "mesh.ply", m.get("geometry_vs_gt")))
     try:
-        cap = Path(json.loads((folder / "manifest.json").read_text())["config"]["capture"])
-        gt = json.loads((cap / "transforms.json").read_text()).get("gt_mesh")
-        if gt and (cap / gt).is_file():
-            meshes.append(("ground truth", cap / gt, None))
+        cfg = json.loads((folder / "manifest.json").read_text())["config"]
+        cap, gt_dir = Path(cfg["capture"]), cfg.get("ground_truth")
+        gt = Path(gt_dir) / "gt_mesh.ply" if gt_dir else None
+        if gt is None:  # a capture that carries its ground truth inside (older layout)
+            rel = json.loads((cap / "transforms.json").read_text()).get("gt_mesh")
+            gt = cap / rel if rel else None
+        if gt is not None and gt.is_file():
+            meshes.append(("ground truth", gt, None))
     except (OSError, KeyError, ValueError):
         pass
     for label, _, g in meshes:

@@ -109,16 +109,34 @@ def test_fit_cli_batch_reports_failures_without_partial_outputs(tmp_path, model,
     write_image(imgs / "blank.png", np.full((64, 64, 3), 90, np.uint8))
     (imgs / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     out = tmp_path / "out"
-    summary = run_fit(FitCommand(images=[imgs], out=out, format=("obj", "glb")), model)
-    assert summary["fitted"] == ["face"]
+    summary = run_fit(FitCommand(images=[imgs], out=out, format=("obj", "glb"), names="stem"), model)
+    assert summary["done"] == {str(imgs / "face.png"): "face"}
     assert set(summary["failed"]) == {str(imgs / "blank.png"), str(imgs / "broken.jpg")}
-    assert sorted(p.name for p in out.iterdir()) == ["face"]
-    files = {p.name for p in (out / "face").iterdir()}
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["face", "summary.json"]
+    assert json.loads((out / "summary.json").read_text())["failed"] == summary["failed"]
+    files = {p.name for p in (out / "face").iterdir() if not p.name.startswith(".")}
     assert files == {"mesh.ply", "mesh.obj", "mesh.glb", "fit.json", "manifest.json"}
     fit = json.loads((out / "face" / "fit.json").read_text())
     assert set(fit) >= {"identity", "expression", "albedo", "lighting", "pose", "camera", "landmark_rmse_px", "detector"}
     manifest = json.loads((out / "face" / "manifest.json").read_text())
+    # no input path or hash unless asked: a hash lets anyone holding the photo confirm the link
+    assert manifest["inputs"] == [] and "face.png" not in (out / "face" / "manifest.json").read_text()
+    assert (out / "face").stat().st_mode & 0o777 == 0o700 and (out / "face" / "fit.json").stat().st_mode & 0o777 == 0o600
+    summary = run_fit(FitCommand(images=[imgs / "face.png"], out=tmp_path / "o2", record_inputs=True), model)
+    manifest = json.loads((tmp_path / "o2" / "0001" / "manifest.json").read_text())
     assert manifest["inputs"][0]["path"].endswith("face.png") and len(manifest["inputs"][0]["sha256"]) == 64
+
+
+def test_fit_same_stem_inputs_get_distinct_folders(tmp_path, model, rendered_subject):
+    imgs = tmp_path / "in"
+    write_image(imgs / "person.png", rendered_subject["image"])
+    write_image(imgs / "person.jpg", rendered_subject["image"])
+    out = tmp_path / "out"
+    summary = run_fit(FitCommand(images=[imgs], out=out, names="stem"), model)
+    assert sorted(summary["done"].values()) == ["person_jpg", "person_png"] and summary["notes"]
+    assert (out / "person_jpg" / "fit.json").is_file() and (out / "person_png" / "fit.json").is_file()
+    summary = run_fit(FitCommand(images=[imgs], out=tmp_path / "idx"), model)  # default: opaque names
+    assert sorted(summary["done"].values()) == ["0001", "0002"]
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "I;16"])

@@ -47,7 +47,8 @@ def test_protect_images_writes_only_gradient_magnitudes(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["protect", str(src / "face.jpg"), "--out", str(out), "--size", "40", "--blur", "0.5"])
     assert e.value.code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["face.png", "face.preview.png", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["face.png", "face.preview.png",
+                                                                                    "manifest.json"]
     raw = src.joinpath("face.jpg").read_bytes()
     for p in out.iterdir():
         data = p.read_bytes()
@@ -144,9 +145,11 @@ def test_presets_refuse_unusable_captures(split_captures):
     with pytest.raises(HeadVeilError, match="protect them first"):
         check_capture_for_preset(rgb, "two-stage", True)  # would hold RGB of protected views
     with pytest.raises(HeadVeilError, match="only gradients"):
-        check_capture_for_preset(prot, "full-rgb", True)
+        check_capture_for_preset(prot, "full-rgb", True, non_private=True)
     assert check_capture_for_preset(prot, "two-stage", True) == []
-    assert "non-private" in check_capture_for_preset(rgb, "full-rgb", True)[0]
+    with pytest.raises(HeadVeilError, match="--non-private"):  # the non-private baseline needs the flag
+        check_capture_for_preset(rgb, "full-rgb", True)
+    assert "non-private" in check_capture_for_preset(rgb, "full-rgb", True, non_private=True)[0]
     no_neutral = load_capture(split_captures[1])
     no_neutral.privacy = ["protected"] * len(no_neutral)
     no_neutral.contents = ["gradient"] * len(no_neutral)
@@ -163,7 +166,8 @@ def test_two_stage_cli_end_to_end(split_captures, tmp_path):
 
     out = tmp_path / "rec"
     with pytest.raises(SystemExit) as e:
-        main(["reconstruct", str(split_captures[1]), "--preset", "two-stage", "--out", str(out), "--steps", "2", "3",
+        main(["reconstruct", str(split_captures[1]), "--ground-truth", str(split_captures[1]) + "_ground_truth",
+              "--out", str(out), "--steps", "2", "3",
               "--rays", "64", "--patches", "1", "--samples", "12", "--resolution", "40", "--cache-resolution", "32"])
     assert e.value.code == 0
     assert {p.name for p in out.iterdir()} >= {"mesh.ply", "mesh_stage1.ply", "checkpoint.pt", "metrics.json",

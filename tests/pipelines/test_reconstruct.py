@@ -1,6 +1,7 @@
 """Capture folders, the training loop and `headveil reconstruct` on tiny synthetic captures."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -21,13 +22,17 @@ def capture_dir(model, tmp_path_factory):
     return write_synthetic_capture(tmp_path_factory.mktemp("cap") / "c", model, codes, n_views=6, size=32, seed=1)
 
 
+def _gt(capture_dir):
+    return capture_dir.with_name(capture_dir.name + "_ground_truth")
+
+
 def _tiny_field(model, cap):
     from headveil.neural_fields.head_field import HeadField, HeadFieldConfig
 
     cfg = HeadFieldConfig()
     cfg.encoding.n_levels, cfg.encoding.log2_table_size = 4, 12
     f = HeadField(model, cfg)
-    f.set_codes(cap.codes["identity"])
+    f.set_codes(json.loads((_gt(cap.root) / "codes.json").read_text())["identity"])
     f.cache_prior(24)
     return f
 
@@ -38,7 +43,11 @@ TINY = dict(rays=64, samples=12, eikonal_points=64)
 def test_capture_roundtrip_and_labels(capture_dir):
     cap = load_capture(capture_dir)
     assert len(cap) == 6 and cap.images.shape == (6, 32, 32, 3) and cap.masks.shape == (6, 32, 32)
-    assert set(cap.privacy) == {"neutral", "protected"} and cap.gt_mesh.is_file()
+    # the capture holds no ground truth; it lives in its own folder
+    assert set(cap.privacy) == {"neutral", "protected"} and cap.gt_mesh is None and cap.codes == {}
+    assert not any(p.suffix == ".ply" for p in capture_dir.rglob("*"))
+    cap = load_capture(capture_dir, ground_truth=_gt(capture_dir))
+    assert cap.gt_mesh.is_file() and len(cap.codes["identity"]) > 0
     # a camera looking at the face (+Z side) is protected
     for cam, label in zip(cap.cameras, cap.privacy):
         assert (label == "protected") == (cam.c2w[2, 3] > 0.6 * np.cos(np.radians(75)))
@@ -49,8 +58,9 @@ def test_nerf_style_transforms_are_converted(capture_dir, tmp_path):
     meta = json.loads((capture_dir / "transforms.json").read_text())
     f = meta["frames"][0]
     nerf = {"fl_x": f["K"][0][0], "fl_y": f["K"][1][1], "cx": f["K"][0][2], "cy": f["K"][1][2],
-            "frames": [{"file_path": str(capture_dir / fr["file_path"]),
+            "frames": [{"file_path": fr["file_path"],
                         "transform_matrix": opencv_to_opengl(np.array(fr["c2w"])).tolist()} for fr in meta["frames"]]}
+    shutil.copytree(capture_dir / "images", tmp_path / "images")
     write_json(tmp_path / "transforms.json", nerf)
     a, b = load_capture(capture_dir), load_capture(tmp_path)
     assert all(np.allclose(x.c2w, y.c2w) and np.allclose(x.K, y.K) for x, y in zip(a.cameras, b.cameras))
@@ -63,17 +73,24 @@ def test_bad_captures_fail_before_training(capture_dir, tmp_path):
         ("nan", lambda m: m["frames"][1]["c2w"][0].__setitem__(3, float("nan")), "NaN"),
         ("single", lambda m: m.update(frames=m["frames"][:1]), "at least 2"),
         ("away", lambda m: m["frames"][2].update(c2w=np.diag([1.0, -1.0, -1.0, 1.0]).tolist()), "does not see"),
+        ("traversal", lambda m: m["frames"][0].update(file_path="../outside.png"), "leaves the capture"),
+        ("absolute", lambda m: m["frames"][0].update(file_path=str(capture_dir / "images" / "000.png")),
+         "leaves the capture"),
+        ("mask-traversal", lambda m: m["frames"][1].update(mask_path="../../x.png"), "leaves the capture"),
+        ("no-path", lambda m: m["frames"][0].pop("file_path"), "no file_path"),
+        ("nan-background", lambda m: m.update(background=[float("nan"), 0, 0]), "background"),
+        ("bad-background", lambda m: m.update(background="black"), "background"),
     ]:
         d = tmp_path / name
-        d.mkdir()
+        shutil.copytree(capture_dir, d)
         m = json.loads(json.dumps(meta))
-        for fr in m["frames"]:
-            fr["file_path"] = str(capture_dir / fr["file_path"])
-            fr["mask_path"] = str(capture_dir / fr["mask_path"])
         edit(m)
         (d / "transforms.json").write_text(json.dumps(m))
         with pytest.raises(CaptureError, match=match):
             load_capture(d)
+    (tmp_path / "outside.png").write_bytes((capture_dir / "images" / "000.png").read_bytes())
+    with pytest.raises(CaptureError, match="leaves the capture"):  # even when the file outside exists
+        load_capture(tmp_path / "traversal")
 
 
 def test_training_is_deterministic_resumable_and_stops_on_nan(model, capture_dir, tmp_path):
@@ -90,13 +107,13 @@ def test_training_is_deterministic_resumable_and_stops_on_nan(model, capture_dir
     f = _tiny_field(model, cap)
     train(f, cap, [StageConfig(name="a", steps=2, **TINY), StageConfig(name="b", steps=2, views="neutral", **TINY)],
           seed=3, checkpoint=ckpt, checkpoint_every=1, progress=False)
-    state = torch.load(ckpt, weights_only=False)
-    assert state["stage"] == 2 and state["backend"] == "torch"
+    state = torch.load(ckpt, weights_only=True)  # tensors and plain values only
+    assert state["stage"] == 2 and state["backend"] == "torch" and "generator" in state
 
     f.density.forward = lambda s: s * float("nan")
     with pytest.raises(TrainingDivergedError, match="last good checkpoint"):
         train(f, cap, [StageConfig(name="c", steps=2, **TINY)], seed=3, checkpoint=ckpt, progress=False)
-    assert torch.load(ckpt, weights_only=False)["stage"] == 2  # the good checkpoint is untouched
+    assert torch.load(ckpt, weights_only=True)["stage"] == 2  # the good checkpoint is untouched
 
 
 @pytest.mark.slow
@@ -106,7 +123,8 @@ def test_reconstruct_cli_end_to_end(capture_dir, tmp_path):
     out = tmp_path / "rec"
     with pytest.raises(SystemExit) as e:
         main(["reconstruct", str(capture_dir), "--out", str(out), "--steps", "3", "--rays", "64", "--samples", "12",
-              "--resolution", "40", "--cache-resolution", "32", "--format", "ply", "obj"])
+              "--resolution", "40", "--cache-resolution", "32", "--format", "ply", "obj", "--preset", "full-rgb",
+              "--non-private", "--ground-truth", str(_gt(capture_dir))])
     assert e.value.code == 0
     assert {p.name for p in out.iterdir()} >= {"mesh.ply", "mesh.obj", "checkpoint.pt", "metrics.json", "manifest.json"}
     m = json.loads((out / "metrics.json").read_text())
@@ -172,3 +190,54 @@ def test_importance_samples_subdivide_intervals_at_the_surface(model, capture_di
     # in the loop: samples + importance per ray, rendered opaque like without it
     rgb, opacity, depth = render_rays(f, o, d, StageConfig(samples=16, importance=32), 0.0, gen)
     assert opacity.item() > 0.9 and abs(depth.item() - 0.5) < 0.02
+
+
+def test_reconstruct_refuses_the_non_private_baseline_without_its_flag(capture_dir, tmp_path, capsys):
+    from headveil.pipelines.cli import main
+
+    for args in ([], ["--preset", "full-rgb"]):  # default preset two-stage: this capture is not protected
+        with pytest.raises(SystemExit) as e:
+            main(["reconstruct", str(capture_dir), "--out", str(tmp_path / "r"), *args])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("protect them first" in err or "--non-private" in err)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_reconstruct_resume_matches_an_uninterrupted_run(capture_dir, tmp_path, monkeypatch):
+    """Interrupted after the first checkpoint of stage 2, resumed: the same mesh, stage-1 metrics
+    kept, the prior cache loaded rather than rebuilt."""
+    import headveil.pipelines.train as train_mod
+    from headveil.geometry.mesh_io import load_mesh
+    from headveil.pipelines.reconstruct import ReconstructConfig, run_reconstruct
+
+    def cfg(out, resume=False):
+        return ReconstructConfig(capture_dir, out=out, preset="full-rgb", non_private=True, steps=(4,), rays=64,
+                                 samples=12, resolution=40, cache_resolution=24, checkpoint_every=2, resume=resume,
+                                 ground_truth=_gt(capture_dir))
+
+    full = run_reconstruct(cfg(tmp_path / "a"))
+    real_save = train_mod.save_checkpoint
+    calls = []
+
+    def save_then_stop(*a, **kw):
+        real_save(*a, **kw)
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_reconstruct(cfg(tmp_path / "b"))
+    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    built = []
+    real_cache = train_mod.HeadField.cache_prior
+    monkeypatch.setattr(train_mod.HeadField, "cache_prior", lambda self, *a, **kw: built.append(1) or
+                        real_cache(self, *a, **kw))
+    res = run_reconstruct(cfg(tmp_path / "b", resume=True))
+    assert built == [] and res["metrics"]["prior_cache"] == "loaded" and res["metrics"]["resumed"]
+    va, fa, _ = load_mesh(tmp_path / "a" / "mesh.ply")
+    vb, fb, _ = load_mesh(tmp_path / "b" / "mesh.ply")
+    assert va.shape == vb.shape and np.array_equal(fa, fb) and np.allclose(va, vb, atol=1e-6)
+    assert res["metrics"]["stages"]["rgb"]["loss"] == pytest.approx(full["metrics"]["stages"]["rgb"]["loss"], rel=1e-6)

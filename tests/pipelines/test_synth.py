@@ -9,10 +9,11 @@ from headveil.pipelines.synth import SynthConfig, run_synth
 def test_synth_outputs_and_determinism(tmp_path, model):
     cfg = SynthConfig(subjects=2, views=1, seed=5, image_size=64, out=tmp_path / "a")
     run_synth(cfg, model)
-    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    names = sorted(p.name for p in (tmp_path / "a").iterdir() if not p.name.startswith("."))
     assert names == ["index.jsonl", "manifest.json", "s0000_v00", "s0001_v00"]
     d = tmp_path / "a" / "s0000_v00"
     assert {p.name for p in d.iterdir()} == {"image.png", "codes.json", "camera.json", "gt_mesh.ply"}
+    assert (tmp_path / "a" / ".headveil").is_file()  # marks the folder as the tool's own
     codes = json.loads((d / "codes.json").read_text())
     assert len(codes["identity"]) == model.n_id and abs(codes["pose"]["yaw_deg"]) <= 45
     v, f, c = load_mesh(d / "gt_mesh.ply")

@@ -21,36 +21,62 @@ def photo(tmp_path_factory):
     return d
 
 
-def test_keyed_deid_and_recover(photo, tmp_path, model):
-    from headveil.pipelines.fit import FitConfig, fit_image
-    from headveil.common.images import read_image
+def _key(path, text="correct horse battery staple\n"):
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
 
-    key = tmp_path / "key.txt"
-    key.write_text("correct horse battery staple\n")
+
+def test_keyed_deid_and_recover(photo, tmp_path, model):
+    from headveil.common.errors import HeadVeilError
+    from headveil.common.images import read_image
+    from headveil.pipelines.fit import FitConfig, fit_image
+
+    key = _key(tmp_path / "key.txt")
     out = tmp_path / "out"
-    res = run_deid(DeidCommand([photo], method="id-keyed", key_file=key, out=out, format=("ply", "glb")), model)
-    assert res["done"] == ["astronaut"] and "blank.png" in next(iter(res["failed"])).split("/")[-1]
+    res = run_deid(DeidCommand([photo], method="id-keyed", key_file=key, out=out, format=("ply", "glb"),
+                               guard="warn", names="stem"), model)
+    assert list(res["done"].values()) == ["astronaut"] and "blank.png" in next(iter(res["failed"])).split("/")[-1]
     assert "no face" in next(iter(res["failed"].values())).lower()
     folder = out / "astronaut"
     assert {p.name for p in folder.iterdir()} == {"deid.png", "mesh.ply", "mesh.glb", "metrics.json", "codes.json",
-                                                  "manifest.json"}
+                                                  "manifest.json", ".headveil"}
     for p in folder.iterdir():  # the key is never written
         assert b"correct horse" not in p.read_bytes()
+        assert p.stat().st_mode & 0o077 == 0  # private: owner only
+    assert folder.stat().st_mode & 0o777 == 0o700
     man = json.loads((folder / "manifest.json").read_text())
-    assert man["inputs"] == [] and "deid.png" in man["output_sha256"]
+    assert man["inputs"] == [] and "deid.png" in man["output_sha256"] and man["seed"] is None
+    assert "astronaut" not in (folder / "manifest.json").read_text()
     m = json.loads((folder / "metrics.json").read_text())
     assert m["delta_norm"] > 1 and m["utility"]["psnr_outside_face_db"] is None or m["utility"]["psnr_outside_face_db"] > 30
     assert set(m["reidentification"]) == {"dlib", "sface"}
+    assert all(r["status"] in ("matched", "not matched", "not detected") for r in m["reidentification"].values())
     orig = fit_image(read_image(photo / "astronaut.png"), model, FitConfig()).identity
     rec = run_recover(RecoverCommand(folder, key, tmp_path / "rec"), model)
     got = np.array(json.loads((tmp_path / "rec" / "codes.json").read_text())["alpha_recovered"])
     np.testing.assert_allclose(got, orig, atol=1e-4)
     assert (tmp_path / "rec" / "recovered.png").is_file() and rec["delta_norm"] > 1
-    wrong = tmp_path / "wrong.txt"
-    wrong.write_text("another key")
-    run_recover(RecoverCommand(folder, wrong, tmp_path / "rec_wrong"), model)
-    bad = np.array(json.loads((tmp_path / "rec_wrong" / "codes.json").read_text())["alpha_recovered"])
-    assert np.linalg.norm(bad - orig) > 0.3 * np.linalg.norm(orig)
+    assert (tmp_path / "rec" / "codes.json").stat().st_mode & 0o077 == 0
+    # a wrong key is refused by the stored check value instead of giving a plausible face
+    wrong = _key(tmp_path / "wrong.txt", "another key of enough length")
+    with pytest.raises(HeadVeilError, match="wrong key"):
+        run_recover(RecoverCommand(folder, wrong, tmp_path / "rec_wrong"), model)
+    assert not (tmp_path / "rec_wrong").exists()
+
+
+def test_key_files_are_checked(tmp_path, photo, model):
+    from headveil.geometry.identity.codes import InvalidKeyError
+
+    img = photo / "astronaut.png"
+    short = _key(tmp_path / "short.key", "1234567")
+    with pytest.raises(InvalidKeyError, match="128 bits"):
+        run_deid(DeidCommand([img], method="id-keyed", key_file=short, out=tmp_path / "o"), model)
+    loose = _key(tmp_path / "loose.key", "a key long enough to pass the length")
+    loose.chmod(0o644)
+    with pytest.raises(InvalidKeyError, match="chmod 600"):
+        run_deid(DeidCommand([img], method="id-keyed", key_file=loose, out=tmp_path / "o"), model)
+    assert not (tmp_path / "o").exists()
 
 
 def test_chep_cli_guard_and_errors(photo, tmp_path, model):
@@ -59,12 +85,13 @@ def test_chep_cli_guard_and_errors(photo, tmp_path, model):
     img = photo / "astronaut.png"
     res = run_deid(DeidCommand([img], method="chep", pivots="20", q=10, out=tmp_path / "c", guard="off",
                                restorer="poisson"), model)
-    m = json.loads((tmp_path / "c" / "astronaut" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "c" / "0001" / "metrics.json").read_text())
     assert res["done"] and m["q"] == 10 and m["Q"] == 20 and m["dense_vertices"] > model.n_vertices // 3
     assert "reidentification" not in m
-    # a near-zero change is still matched by the recognizers: the guard fails the image
-    res = run_deid(DeidCommand([img], method="id-noise", scale=0.01, out=tmp_path / "g", guard="fail"), model)
+    # a near-zero change is still matched by the recognizers: the default guard fails the image
+    res = run_deid(DeidCommand([img], method="id-noise", scale=0.01, out=tmp_path / "g"), model)
     assert not res["done"] and "still matched" in next(iter(res["failed"].values()))
+    assert not (tmp_path / "g" / "0001").exists()
     with pytest.raises(HeadVeilError, match="Q ≥ q"):
         run_deid(DeidCommand([img], method="chep", pivots="5", q=10, out=tmp_path / "e"), model)
     with pytest.raises(HeadVeilError, match="does not apply"):
