@@ -53,7 +53,7 @@ def _throughput(photos, model) -> tuple[list, str]:
         try:
             deid_image(img512, cmd, model, spec, params, {}, get_restorer("none"), {}, name)  # warm
             t0 = time.perf_counter()
-            _, _, _, m = deid_image(img512, cmd, model, spec, params, {}, get_restorer("none"), {}, name)
+            _, _, _, m, _ = deid_image(img512, cmd, model, spec, params, {}, get_restorer("none"), {}, name)
         except Exception as exc:  # e.g. no face once squashed to 512²
             print(f"{name}: {exc}")
             continue

@@ -109,8 +109,13 @@ class FitResult:
 
 
 def fit_image(image: np.ndarray, model: MorphableModel | None = None, config: FitConfig | None = None,
-              source: str = "<array>", detection: Detection | None = None) -> FitResult:
+              source: str = "<array>", detection: Detection | None = None, K: np.ndarray | None = None) -> FitResult:
     """Fit one face of ``image (H, W, 3) uint8`` RGB.
+
+    Args:
+        detection: the face's landmarks in ``image`` pixels (skips detection).
+        K: ``(3, 3)`` intrinsics of ``image`` in pixels (e.g. a crop of a larger photo's camera);
+            default from ``config.focal_px`` or 1.2 × the larger image side, centred.
 
     Raises:
         NoFaceFoundError: no face (names ``source``).
@@ -134,8 +139,11 @@ def fit_image(image: np.ndarray, model: MorphableModel | None = None, config: Fi
     secs["detect"] = time.perf_counter() - t0
     if detection.size < cfg.min_face_px:
         raise FaceTooSmallError(f"{source}: face is {detection.size:.0f} px, below the {cfg.min_face_px:.0f} px minimum")
-    K = None
-    if cfg.focal_px is not None:
+    if K is not None:
+        K = np.asarray(K, np.float64)
+        if K.shape != (3, 3) or not np.isfinite(K).all():
+            raise ValueError(f"K must be a finite (3, 3) matrix; got {K.shape}")
+    elif cfg.focal_px is not None:
         K = np.array([[cfg.focal_px, 0, W / 2], [0, cfg.focal_px, H / 2], [0, 0, 1.0]])
     t0 = time.perf_counter()
     lf = fit_landmarks(model, detection, W, H, cfg.landmarks, K=K)

@@ -63,6 +63,12 @@ class Detection:
         return Detection(self.points * factor, self.scheme, self.box * factor, self.score, self.detector,
                          dict(self.blendshapes), self.head_pose, None if self.depth is None else self.depth * factor)
 
+    def shifted(self, dx: float, dy: float) -> Detection:
+        """The same detection in an image whose origin moved to pixel ``(dx, dy)`` (a crop)."""
+        d = np.array([dx, dy], np.float64)
+        return Detection(self.points - d, self.scheme, self.box - np.r_[d, d], self.score, self.detector,
+                         dict(self.blendshapes), self.head_pose, None if self.depth is None else self.depth.copy())
+
 
 def _package_file(package: str, *parts: str) -> Path | None:
     spec = importlib.util.find_spec(package)

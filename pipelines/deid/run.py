@@ -133,8 +133,10 @@ def guard_identity(original: np.ndarray, protected: np.ndarray, recognizers: dic
     ``not detected`` when its detector misses the output (never counted as de-identified), else
     ``not matched``. An original the recognizer cannot find gives ``status: original not detected``.
     """
+    from headveil.common.images import check_rgb8
     from headveil.pipelines.evaluate.recognizers import _iou
 
+    original, protected = check_rgb8(original, "original"), check_rgb8(protected, "protected")
     out = {}
     for name, rec in recognizers.items():
         found = rec._find(original)
@@ -169,11 +171,120 @@ def _utility(original: np.ndarray, protected: np.ndarray, removed: np.ndarray | 
     return u
 
 
+WORK_FACE_PX = 512
+"""Faces larger than this (geometric mean of the box sides, pixels) are de-identified on a
+downscaled copy of their window and pasted back: a 24-megapixel photo costs what a 1-megapixel one
+does, and the re-rendered face holds no more detail than the model's texture anyway."""
+WINDOW_MARGIN = 0.9
+"""The working window is the face box grown by this × the face size on every side."""
+
+
+@dataclass
+class FaceWindow:
+    """Where one face is worked on: ``x0, y0, x1, y1`` in the photo (pixels) and the scale ``s``
+    of the working copy (1 = full resolution)."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    scale: float
+
+    @classmethod
+    def around(cls, det, height: int, width: int) -> FaceWindow:
+        m = WINDOW_MARGIN * det.size
+        x0, y0 = max(int(np.floor(det.box[0] - m)), 0), max(int(np.floor(det.box[1] - m)), 0)
+        x1, y1 = min(int(np.ceil(det.box[2] + m)), width), min(int(np.ceil(det.box[3] + m)), height)
+        return cls(x0, y0, x1, y1, min(1.0, WORK_FACE_PX / max(det.size, 1.0)))
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        c = image[self.y0:self.y1, self.x0:self.x1]
+        if self.scale == 1.0:
+            return np.ascontiguousarray(c)
+        size = (max(round(c.shape[1] * self.scale), 2), max(round(c.shape[0] * self.scale), 2))
+        return cv2.resize(c, size, interpolation=cv2.INTER_AREA)
+
+    def camera_K(self, K_full: np.ndarray, work_shape) -> np.ndarray:
+        """Intrinsics of the working copy, for the photo's camera ``K_full (3, 3)``."""
+        K = np.asarray(K_full, np.float64).copy()
+        K[0, 2] -= self.x0
+        K[1, 2] -= self.y0
+        K[0] *= work_shape[1] / (self.x1 - self.x0)
+        K[1] *= work_shape[0] / (self.y1 - self.y0)
+        return K
+
+    def full_K(self, K_work: np.ndarray, work_shape) -> np.ndarray:
+        """Inverse of :meth:`camera_K`: the photo's intrinsics from the working copy's."""
+        K = np.asarray(K_work, np.float64).copy()
+        K[0] /= work_shape[1] / (self.x1 - self.x0)
+        K[1] /= work_shape[0] / (self.y1 - self.y0)
+        K[0, 2] += self.x0
+        K[1, 2] += self.y0
+        return K
+
+    def paste(self, photo: np.ndarray, work_out: np.ndarray, replaced_work: np.ndarray) -> np.ndarray:
+        """The photo with the working copy's result inside ``replaced_work (h, w) bool`` (everything
+        else keeps the photo's own full-resolution pixels)."""
+        import cv2
+
+        out = photo.copy()
+        h, w = self.y1 - self.y0, self.x1 - self.x0
+        if self.scale == 1.0:
+            out[self.y0:self.y1, self.x0:self.x1] = np.where(replaced_work[..., None], work_out,
+                                                             photo[self.y0:self.y1, self.x0:self.x1])
+            return out
+        up = cv2.resize(work_out, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+        grown = cv2.dilate(replaced_work.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32)
+        a = np.clip(cv2.resize(grown, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)[..., None]
+        win = photo[self.y0:self.y1, self.x0:self.x1].astype(np.float32)
+        out[self.y0:self.y1, self.x0:self.x1] = np.clip(a * up + (1 - a) * win + 0.5, 0, 255).astype(np.uint8)
+        return out
+
+    def to_full(self, mask_work: np.ndarray, shape) -> np.ndarray:
+        """A working-copy mask ``(h, w) bool`` in photo pixels ``shape (H, W)``."""
+        import cv2
+
+        full = np.zeros(shape[:2], bool)
+        h, w = self.y1 - self.y0, self.x1 - self.x0
+        m = mask_work if self.scale == 1.0 else cv2.resize(mask_work.astype(np.uint8), (w, h),
+                                                          interpolation=cv2.INTER_NEAREST).astype(bool)
+        full[self.y0:self.y1, self.x0:self.x1] = m
+        return full
+
+
+def detect_one(img: np.ndarray, fit_cfg, source: str):
+    """The face ``fit_cfg.face`` (0 = largest) of ``img``, detected once on a downscaled copy."""
+    from headveil.common.errors import FaceTooSmallError, NoFaceFoundError
+    from headveil.geometry.morphable.detectors import detect_faces, resolve_detector
+
+    found = detect_faces(img, fit_cfg.detector, fit_cfg.max_side)
+    if not found:
+        raise NoFaceFoundError(source, resolve_detector(fit_cfg.detector))
+    if fit_cfg.face >= len(found):
+        raise HeadVeilError(f"{source}: face {fit_cfg.face} requested, {len(found)} found")
+    det = found[fit_cfg.face]
+    if det.size < fit_cfg.min_face_px:
+        raise FaceTooSmallError(f"{source}: face is {det.size:.0f} px, below the {fit_cfg.min_face_px:.0f} px minimum")
+    return det
+
+
 def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: dict, restorer, recognizers: dict,
                source: str = "<array>", rng: np.random.Generator | None = None):
-    """De-identify one photo. Returns ``(image uint8, DeidOutput, FitResult, metrics dict)``.
+    """De-identify one photo ``img (H, W, 3) uint8``.
 
-    ``rng`` is the privacy noise's generator; None draws fresh OS entropy."""
+    The face is detected once (on a downscaled copy of a large photo), then fitted, changed,
+    restored and checked inside a window around it (:class:`FaceWindow`), downscaled when the face
+    is larger than :data:`WORK_FACE_PX`; the result is pasted back, and every pixel outside the
+    replaced face region keeps the photo's own value. Utility and re-identification are measured
+    in the window. ``rng`` is the privacy noise's generator; None draws fresh OS entropy.
+
+    Returns:
+        ``(image (H, W, 3) uint8, DeidOutput, FitResult, metrics dict, photo camera)``; the fit and
+        the output mesh are in the working copy's camera, whose world frame is the photo camera's.
+    """
+    from headveil.geometry.camera import Camera
     from headveil.pipelines.deid.registry import DeidInput, apply_method
     from headveil.pipelines.fit import fit_image
     from headveil.pipelines.scene import SubjectCodes
@@ -182,37 +293,54 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     from headveil.render.shading import SHLight
 
     t0 = time.perf_counter()
-    fit = fit_image(img, model, cmd.fit, source=source)
+    H, W = img.shape[:2]
+    det = detect_one(img, cmd.fit, source)
+    win = FaceWindow.around(det, H, W)
+    work = win.crop(img)
+    sx, sy = work.shape[1] / (win.x1 - win.x0), work.shape[0] / (win.y1 - win.y0)
+    det_w = det.shifted(win.x0, win.y0)
+    det_w = type(det_w)(det_w.points * [sx, sy], det_w.scheme, det_w.box * [sx, sy, sx, sy], det_w.score,
+                        det_w.detector, det_w.blendshapes, det_w.head_pose,
+                        None if det_w.depth is None else det_w.depth * sx)
+    f = cmd.fit.focal_px or 1.2 * max(H, W)
+    K_full = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+    fit = fit_image(work, model, cmd.fit, source=source, detection=det_w, K=win.camera_K(K_full, work.shape))
     pose = fit.pose_dict()
     if max(abs(pose["yaw_deg"]), abs(pose["pitch_deg"])) > cmd.max_yaw:
         raise ExtremePoseError(f"{source}: head turned {pose['yaw_deg']:.0f}° yaw / {pose['pitch_deg']:.0f}° pitch, "
                                f"beyond ±{cmd.max_yaw:.0f}° (--max-yaw)")
     t_fit = time.perf_counter() - t0
-    region = face_region_from_points(fit.detection.points, img.shape[:2])
-    inp = DeidInput(img, landmarks68=None, model=model,
+    region = face_region_from_points(det_w.points, work.shape[:2])
+    inp = DeidInput(work, landmarks68=None, model=model,
                     codes=SubjectCodes(fit.identity, fit.expression, fit.albedo), camera=fit.camera,
                     rigid=(fit.R, fit.t), light=SHLight(fit.lighting) if fit.lighting is not None else None,
                     extras={"source": source, "face_region": region, **extras})
     out = apply_method(spec, inp, params, rng=rng if rng is not None else np.random.default_rng(np.random.SeedSequence()))
     t_method = time.perf_counter() - t0 - t_fit
-    image = out.image
+    image_w = out.image
     comp = out.extras.get("composite")
     if comp is not None and restorer is not None:
-        image = restore(restorer, image, RestoreContext.from_mask(comp.face_mask, comp.background))
+        image_w = restore(restorer, image_w, RestoreContext.from_mask(comp.face_mask, comp.background))
     t_restore = time.perf_counter() - t0 - t_fit - t_method
-    replaced = region if comp is None else (region | comp.removed_mask)
+    replaced_w = region if comp is None else (region | comp.removed_mask)
+    image = win.paste(img, image_w, replaced_w)
+    region_full = win.to_full(region, img.shape)
     coincident = 0
     if comp is not None:  # a method that re-rendered the face: no pixel of it may equal the input's
-        image, coincident = break_coincidences(img, image, replaced)
+        image, coincident = break_coincidences(img, image, win.to_full(replaced_w, img.shape))
+    out.image = image_w
+    orig_w, prot_w = img[win.y0:win.y1, win.x0:win.x1], image[win.y0:win.y1, win.x0:win.x1]
+    removed_full = None if comp is None else win.to_full(comp.removed_mask, img.shape)[win.y0:win.y1, win.x0:win.x1]
     metrics = {"method": spec.name, "params": dict(params.__dict__), **out.metrics,
                "fit": {"landmark_rmse_px": fit.landmark_rmse_px, "detector": fit.detector, "pose": {
                    k: pose[k] for k in ("yaw_deg", "pitch_deg", "roll_deg")}},
-               "utility": _utility(img, image, None if comp is None else comp.removed_mask)}
-    metrics["utility"]["face_region_pixels"] = int(region.sum())
-    metrics["utility"]["face_pixels_identical_share"] = identical_share(img, image, region)
+               "window": {"x0": win.x0, "y0": win.y0, "x1": win.x1, "y1": win.y1, "scale": win.scale},
+               "utility": _utility(orig_w, prot_w, removed_full)}
+    metrics["utility"]["face_region_pixels"] = int(region_full.sum())
+    metrics["utility"]["face_pixels_identical_share"] = identical_share(img, image, region_full)
     metrics["utility"]["face_pixels_coincident_before_dither"] = coincident
     if cmd.guard != "off" and recognizers:
-        g = guard_identity(img, image, recognizers)
+        g = guard_identity(orig_w, prot_w, recognizers)
         metrics["reidentification"] = g
         hits = [n for n, r in g.items() if r["status"] == "matched"]
         missed = [n for n, r in g.items() if r["status"] == "not detected"]
@@ -224,10 +352,11 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
             log.warning(f"{source}: {msg}")
     metrics["seconds"] = {"fit": t_fit, "method": t_method, "restore": t_restore,
                           "total": time.perf_counter() - t0}
-    return image, out, fit, metrics
+    camera = Camera(win.full_K(fit.camera.K, work.shape), fit.camera.c2w, W, H)
+    return image, out, fit, metrics, camera
 
 
-def _codes_json(spec, params, out, fit, model, key: bytes) -> dict:
+def _codes_json(spec, params, out, fit, model, key: bytes, camera) -> dict:
     """What ``headveil recover`` needs of an id-keyed output: the protected code (useless without the
     key), expression, pose, camera, θ and a check value of the key. Nothing of the original."""
     from headveil.geometry.identity.codes import key_check
@@ -236,13 +365,14 @@ def _codes_json(spec, params, out, fit, model, key: bytes) -> dict:
             "theta_deg": getattr(params, "theta", None), "key_check": key_check(key),
             "alpha_protected": np.asarray(out.codes).tolist(),
             "expression": fit.expression.tolist(), "albedo": fit.albedo.tolist(),
-            "R": np.asarray(fit.R).tolist(), "t": np.asarray(fit.t).tolist(), "camera": fit.camera.to_dict(),
+            "R": np.asarray(fit.R).tolist(), "t": np.asarray(fit.t).tolist(), "camera": camera.to_dict(),
             "model": model.name, "frame": "model -> OpenCV camera"}
 
 
 def _output_mesh(out, image: np.ndarray, fit, params):
-    """The mesh to export: with photo colours, re-sampled from the *output* image (the original's
-    colours never leave in a file), else the method's colours."""
+    """The mesh to export: with photo colours, re-sampled from the *output* image (the working
+    copy ``out.image``, in ``fit.camera``; the original's colours never leave in a file), else the
+    method's colours."""
     if out.mesh is None:
         return None
     v, f, c = out.mesh
@@ -334,11 +464,11 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
         name = names[str(p)]
         with summary.item(p, "deid"):
             img = read_image(p)
-            image, out, fit, metrics = deid_image(img, cmd, model, spec, params, extras, restorer, recognizers,
-                                                  str(p), rng)
+            image, out, fit, metrics, camera = deid_image(img, cmd, model, spec, params, extras, restorer,
+                                                          recognizers, str(p), rng)
             if cmd.insecure_reproducible:
                 metrics["insecure_reproducible"] = True
-            mesh = _output_mesh(out, image, fit, params)
+            mesh = _output_mesh(out, out.image, fit, params)
             with atomic_output_dir(cmd.out / name, overwrite=cmd.overwrite, private=True) as tmp:
                 write_image(tmp / "deid.png", image)
                 if mesh is not None:
@@ -346,7 +476,7 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
                         export_mesh(tmp / f"mesh.{fmt}", *mesh)
                 write_json(tmp / "metrics.json", metrics)
                 if spec.name == "id-keyed":
-                    write_json(tmp / "codes.json", _codes_json(spec, params, out, fit, model, extras["key"]))
+                    write_json(tmp / "codes.json", _codes_json(spec, params, out, fit, model, extras["key"], camera))
                 outputs = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if not f.name.startswith(".")}
                 write_json(tmp / "manifest.json", build_manifest(
                     "headveil deid", public_config(cmd), seed=cmd.seed if cmd.insecure_reproducible else None,
