@@ -108,6 +108,27 @@ class FitResult:
         }
 
 
+def detect_one(image: np.ndarray, cfg: FitConfig, source: str = "<array>") -> Detection:
+    """The face ``cfg.face`` (0 = largest) of ``image``, detected once (large images on a downscaled
+    copy, points in ``image`` pixels).
+
+    Raises:
+        NoFaceFoundError: no face; HeadVeilError: fewer faces than ``cfg.face + 1``;
+        FaceTooSmallError: the face is below ``cfg.min_face_px``.
+    """
+    from headveil.common.errors import NoFaceFoundError
+
+    found = detect_faces(image, cfg.detector, cfg.max_side)
+    if not found:
+        raise NoFaceFoundError(source, resolve_detector(cfg.detector))
+    if cfg.face >= len(found):
+        raise HeadVeilError(f"{source}: face {cfg.face} requested, {len(found)} found")
+    det = found[cfg.face]
+    if det.size < cfg.min_face_px:
+        raise FaceTooSmallError(f"{source}: face is {det.size:.0f} px, below the {cfg.min_face_px:.0f} px minimum")
+    return det
+
+
 def fit_image(image: np.ndarray, model: MorphableModel | None = None, config: FitConfig | None = None,
               source: str = "<array>", detection: Detection | None = None, K: np.ndarray | None = None) -> FitResult:
     """Fit one face of ``image (H, W, 3) uint8`` RGB.
@@ -121,7 +142,6 @@ def fit_image(image: np.ndarray, model: MorphableModel | None = None, config: Fi
         NoFaceFoundError: no face (names ``source``).
         FaceTooSmallError: the face is smaller than ``config.min_face_px``.
     """
-    from headveil.common.errors import NoFaceFoundError
 
     cfg = config or FitConfig()
     model = model or load_embedded()
@@ -129,13 +149,7 @@ def fit_image(image: np.ndarray, model: MorphableModel | None = None, config: Fi
     H, W = image.shape[:2]
     secs = {}
     t0 = time.perf_counter()
-    if detection is None:
-        found = detect_faces(image, cfg.detector, cfg.max_side)
-        if not found:
-            raise NoFaceFoundError(source, resolve_detector(cfg.detector))
-        if cfg.face >= len(found):
-            raise HeadVeilError(f"{source}: face {cfg.face} requested, {len(found)} found")
-        detection = found[cfg.face]
+    detection = detect_one(image, cfg, source) if detection is None else detection
     secs["detect"] = time.perf_counter() - t0
     if detection.size < cfg.min_face_px:
         raise FaceTooSmallError(f"{source}: face is {detection.size:.0f} px, below the {cfg.min_face_px:.0f} px minimum")

@@ -254,22 +254,6 @@ class FaceWindow:
         return full
 
 
-def detect_one(img: np.ndarray, fit_cfg, source: str):
-    """The face ``fit_cfg.face`` (0 = largest) of ``img``, detected once on a downscaled copy."""
-    from headveil.common.errors import FaceTooSmallError, NoFaceFoundError
-    from headveil.geometry.morphable.detectors import detect_faces, resolve_detector
-
-    found = detect_faces(img, fit_cfg.detector, fit_cfg.max_side)
-    if not found:
-        raise NoFaceFoundError(source, resolve_detector(fit_cfg.detector))
-    if fit_cfg.face >= len(found):
-        raise HeadVeilError(f"{source}: face {fit_cfg.face} requested, {len(found)} found")
-    det = found[fit_cfg.face]
-    if det.size < fit_cfg.min_face_px:
-        raise FaceTooSmallError(f"{source}: face is {det.size:.0f} px, below the {fit_cfg.min_face_px:.0f} px minimum")
-    return det
-
-
 def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: dict, restorer, recognizers: dict,
                source: str = "<array>", rng: np.random.Generator | None = None):
     """De-identify one photo ``img (H, W, 3) uint8``.
@@ -286,7 +270,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     """
     from headveil.geometry.camera import Camera
     from headveil.pipelines.deid.registry import DeidInput, apply_method
-    from headveil.pipelines.fit import fit_image
+    from headveil.pipelines.fit import detect_one, fit_image
     from headveil.pipelines.scene import SubjectCodes
     from headveil.render.composite import break_coincidences, face_region_from_points, identical_share
     from headveil.render.restorers import RestoreContext, restore
