@@ -35,8 +35,7 @@ class DemoConfig:
     turntable_frames: int = 48
     turntable_size: int = 256
     evaluate: bool = True
-    """Also render a small evaluation set (3 identities × 2 views through the registered baselines),
-    evaluate it with the recognizers and write its HTML report (needs ``headveil[faces]``)."""
+    """Also render a small evaluation set (3 identities × 2 views through the registered baselines), evaluate it with the recognizers and write its HTML report (needs headveil[faces])."""
 
 
 def vertex_errors_mm(fitted: np.ndarray, truth: np.ndarray, mask: np.ndarray, scale: bool = False) -> np.ndarray:

@@ -32,8 +32,7 @@ class DerivationConfig:
     image_size: int = 512
     seed: int = 7
     open_mouth: float = 0.35
-    """Each pose is also rendered with this jawOpen weight, so inner-lip landmarks are assigned
-    to the correct lip (on a closed mouth the upper and lower lip points coincide); 0 disables."""
+    """Each pose is also rendered with this jawOpen weight, so inner-lip landmarks are assigned to the correct lip (on a closed mouth the upper and lower lip points coincide); 0 disables."""
     spread_scale_mm: float = 2.0
     """A landmark whose hits spread by this much (robust std) gets weight 0.5."""
 

@@ -30,7 +30,7 @@ from headveil.render.rasterize import rasterize
 
 @dataclass
 class PhotometricConfig:
-    """Settings of :func:`refine_photometric`."""
+    """Settings of refine_photometric."""
 
     image_size: int = 256
     """Side of the square face crop the loss is computed on, pixels."""

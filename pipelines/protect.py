@@ -65,7 +65,7 @@ class ProtectCommand:
     """Keep only colour-gradient magnitudes of face images (or of a capture's protected views)."""
 
     inputs: Annotated[tuple[Path, ...], tyro.conf.Positional]
-    """Image files / folders of images, or one capture folder (with ``transforms.json``)."""
+    """Image files / folders of images, or one capture folder (with transforms.json)."""
     out: Path = Path("protected_out")
     size: int = 64
     """Longer side (px) after downsampling; 0 keeps the size."""
@@ -73,7 +73,7 @@ class ProtectCommand:
     """Gaussian σ (px, after downsampling) before the derivatives."""
     operator: Literal["sobel", "central"] = "sobel"
     format: Literal["png", "npy"] = "png"
-    """``png``: 16-bit codes (step 5.3e-5); ``npy``: float32."""
+    """png: 16-bit codes (step 5.3e-5); npy: float32."""
     preview: bool = True
     """Also write an 8-bit preview of each gradient image (images form only)."""
     overwrite: bool = False

@@ -120,7 +120,7 @@ class ReconstructConfig:
     format: tuple[str, ...] = ("ply",)
     """Mesh formats: any of ply, obj, glb."""
     resume: bool = False
-    """Continue from ``out/checkpoint.pt``."""
+    """Continue from out/checkpoint.pt."""
     checkpoint_every: int = 200
     threads: int = 2
 

@@ -57,8 +57,7 @@ class SynthConfig:
     capture_size: int = 64
     """Capture image size in pixels."""
     capture_split: tuple[int, int] | None = None
-    """``N_NEUTRAL N_PROTECTED``: place views as a split capture (protected views around the face,
-    neutral ones behind), e.g. ``10 20`` (FaceScape) or ``16 20`` (H3DS); overrides capture_views."""
+    """N_NEUTRAL N_PROTECTED: place views as a split capture (protected views around the face, neutral ones behind), e.g. 10 20 (FaceScape) or 16 20 (H3DS); overrides capture_views."""
     capture_face_cone: float = 150.0
     """With --capture-split: protected views cover yaw ±this many degrees around the face, neutral views the rest (150: neutral views within ±30° of the back of the head, the paper's set-up; smaller cones let neutral views see the face's profile)."""
     capture_protect: bool = False

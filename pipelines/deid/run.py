@@ -71,9 +71,7 @@ class DeidCommand:
     seed: int | None = None
     """Only with --insecure-reproducible: a fixed seed for the privacy noise."""
     insecure_reproducible: bool = False
-    """Draw the noise from --seed instead of the OS's entropy: anyone who knows the seed can subtract
-    the noise and recover the identity. For research runs on synthetic or consenting subjects only;
-    every output is marked."""
+    """Draw the noise from --seed instead of the OS's entropy: anyone who knows the seed can subtract the noise and recover the identity. For research runs on synthetic or consenting subjects only; every output is marked."""
     names: Literal["index", "stem"] = "index"
     """Output folder names: index (0001, 0002, … in input order) or stem (the input's file name)."""
     resume: bool = False

@@ -69,7 +69,7 @@ class EvalSetConfig:
     expressions: tuple[str, ...] = ("neutral",)
     """Named expressions: neutral, smile, open, surprise, frown."""
     methods: tuple[str, ...] = ("blur", "pixelate", "mask")
-    """De-identification methods from the registry, ``name`` or ``name:key=value,...``."""
+    """De-identification methods from the registry, name or name:key=value,...."""
     seed: int = 0
     image_size: int = 256
     meshes: bool = False

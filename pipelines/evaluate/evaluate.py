@@ -44,9 +44,9 @@ class EvalConfig:
     """Compute metrics over an evaluation set folder or an original/protected pairs folder."""
 
     folder: Annotated[Path, tyro.conf.Positional]
-    """The evaluation set (with ``evalset.jsonl``) or pairs folder (``original/`` + ``protected/``)."""
+    """The evaluation set (with evalset.jsonl) or pairs folder (original/ + protected/)."""
     recognizers: tuple[str, ...] = RECOGNIZERS
-    """Attackers to run (``dlib``, ``sface``)."""
+    """Attackers to run (dlib, sface)."""
     classifiers: tuple[str, ...] = M.CLASSIFIERS
     """Top-κ identification classifiers."""
     lambdas: tuple[float, ...] = (1.0, 10.0)

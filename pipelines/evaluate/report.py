@@ -26,10 +26,10 @@ from headveil.pipelines.evaluate.evaluate import load_metrics
 
 @dataclass
 class ReportConfig:
-    """Write ``DIR/eval/report.html`` from the metrics of ``headveil eval DIR``."""
+    """Write DIR/eval/report.html from the metrics of headveil eval DIR."""
 
     folder: Annotated[Path, tyro.conf.Positional]
-    """A folder that ``headveil eval`` has run on."""
+    """A folder that headveil eval has run on."""
     grid_rows: int = 4
     """Originals shown in the image grid."""
     thumb: int = 128
