@@ -86,22 +86,7 @@ def dispatch(cfg) -> int:
         return batch_status(len(summary["done"]), len(summary["failed"]))
     elif isinstance(cfg, DemoConfig):
         res = run_demo(cfg)
-        m = res["metrics"]
-        out = res["out"]
-        print(f"\nDemo finished in {m['seconds']['total']:.1f} s. Outputs in {out}/:")
-        for name, what in (("input.png", "the synthetic subject (rendered from the embedded model)"),
-                           ("comparison.png", "input | fitted head rendered over it"),
-                           ("fit/mesh.ply (.obj, .glb)", "fitted mesh with vertex colours"),
-                           ("fit/fit.json", "identity, expression, albedo, lighting, pose, camera"),
-                           ("gt_mesh.ply (.obj, .glb)", "ground-truth mesh (same vertex order)"),
-                           ("fit_turntable.mp4", "turntable video of the fitted head"),
-                           ("evaluation/eval/report.html", "recognizers attacking the registered de-identification methods"),
-                           ("metrics.json, manifest.json", "errors, timings; config, versions, seed")):
-            if not name.startswith("evaluation") or "evaluation" in m:
-                print(f"  {out}/{name:<28} {what}")
-        e = m["face_vertex_error_mm"]
-        print(f"Face-region vertex error: {e['rigid_mean']:.2f} mm mean (rigid alignment), "
-              f"{e['similarity_mean']:.2f} mm (with scale); landmark RMSE {m['landmark_rmse_px']:.2f} px")
+        _print_demo(res)
     elif isinstance(cfg, EvalSetConfig):
         res = run_evalset(cfg)
         print(f"evaluation set {res['out']}/: {res['rows']} rows ({res['new']} new"
@@ -154,6 +139,40 @@ def dispatch(cfg) -> int:
     else:  # pragma: no cover - tyro only returns the registered types
         raise TypeError(type(cfg))
     return 0
+
+
+def _print_demo(res: dict) -> None:
+    m, out = res["metrics"], res["out"]
+    print(f"\nDemo finished in {m['seconds']['total']:.0f} s. Outputs in {out}/:")
+    rows = [("input.png, comparison.png", "a synthetic subject | the head fitted to it, rendered over it"),
+            ("fit/ (mesh.ply .obj .glb, fit.json)", "the fitted mesh and codes; gt_mesh.* is the truth"),
+            ("fit_turntable.mp4", "turntable video of the fitted head")]
+    if "deid" in m:
+        rows += [("photo_comparison.png", "a real photo | headveil deid's output"),
+                 (f"{m['deid'].get('folder', 'deid')}/", "deid.png, mesh.ply, metrics.json (guard verdict), manifest")]
+    if "reconstruction" in m:
+        rows += [("capture/s0000/", "a split capture: RGB of the back of the head, the face as gradients only"),
+                 ("reconstruction/", "two-stage private reconstruction: mesh_stage1.ply, mesh.ply, metrics.json")]
+    if "evaluation" in m:
+        rows.append(("evaluation/eval/report.html", "recognizers attacking the registered de-identification methods"))
+    rows.append(("metrics.json, manifest.json", "all numbers; config, versions, seed"))
+    for name, what in rows:
+        print(f"  {out}/{name:<38} {what}")
+    e = m["face_vertex_error_mm"]
+    print(f"Fit: face-region vertex error {e['rigid_mean']:.2f} mm (rigid), {e['similarity_mean']:.2f} mm (with "
+          f"scale); landmark RMSE {m['landmark_rmse_px']:.2f} px")
+    d = m.get("deid", {})
+    if d.get("guard"):
+        verdict = ", ".join(f"{k} {v['status']} (DIS {v['dis_aligned']:.2f}, match below {v['threshold']:.2f})"
+                            for k, v in d["guard"].items())
+        print(f"De-identification ({d['method']}): {verdict}")
+    elif d:
+        print(f"De-identification failed: {d.get('failed')}")
+    r = m.get("reconstruction")
+    if r:
+        print(f"Private reconstruction ({r['view_counts']}): face Chamfer {r['stage1_face_chamfer_mm']:.2f} mm after "
+              f"stage 1 (neutral RGB), {r['stage2_face_chamfer_mm']:.2f} mm after stage 2 (gradients), "
+              f"{r['seconds']:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> None:

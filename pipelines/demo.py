@@ -1,13 +1,22 @@
-"""``headveil demo``: the main job on the embedded default, no user files needed.
+"""``headveil demo``: the whole mission on files that ship with the packages, no user files needed.
 
-Draws a subject from the embedded head model, renders it, fits the model back to the render
-(landmarks + photometric refinement), exports the ground-truth and fitted meshes (PLY, OBJ,
-GLB), a turntable video of the fit, a side-by-side comparison image, ``metrics.json`` and
-``manifest.json``, and prints where everything is.
+1. Fit: draws a subject from the embedded head model, renders it, fits the model back to the render
+   (landmarks + photometric refinement), exports the ground-truth and fitted meshes (PLY, OBJ,
+   GLB), a turntable video of the fit and a side-by-side comparison image.
+2. De-identification: ``headveil deid`` on a real photo (scikit-image's public-domain astronaut),
+   with the re-identification guard's verdict per recognizer, and ``photo_comparison.png``.
+3. Private reconstruction: a synthetic split capture whose face views exist only as gradient
+   magnitudes, reconstructed by the two-stage preset, with Chamfer distances to the ground truth
+   (kept in its own folder) after each stage.
+4. Evaluation: a small rendered evaluation set through every registered method, attacked by both
+   recognizers, with its HTML report.
+
+Writes ``metrics.json`` and ``manifest.json`` and prints where everything is.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +45,12 @@ class DemoConfig:
     turntable_size: int = 256
     evaluate: bool = True
     """Also render a small evaluation set (3 identities × 2 views through the registered baselines), evaluate it with the recognizers and write its HTML report (needs headveil[faces])."""
+    deid: bool = True
+    """Also de-identify a real photo (scikit-image's astronaut) with headveil deid (needs headveil[faces])."""
+    reconstruct_steps: tuple[int, int] = (150, 150)
+    """Steps of the two-stage private reconstruction (stage 1, stage 2); 0 0 skips it."""
+    overwrite: bool = False
+    """Write into an existing folder headveil did not make (only headveil's own files are replaced)."""
 
 
 def vertex_errors_mm(fitted: np.ndarray, truth: np.ndarray, mask: np.ndarray, scale: bool = False) -> np.ndarray:
@@ -54,7 +69,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     synth = SynthConfig(subjects=1, seed=cfg.seed, image_size=cfg.image_size, yaw_range=25, pitch_range=10)
     sample = next(generate(model, synth))
     image = np.clip(sample.image * 255 + 0.5, 0, 255).astype(np.uint8)
-    steps = tqdm(total=5 if cfg.evaluate else 4, desc="demo", unit="step")
+    from headveil.common.outputs import check_output_path
+
+    check_output_path(cfg.out, (), cfg.overwrite)
+    steps = tqdm(total=4 + cfg.evaluate + cfg.deid + bool(min(cfg.reconstruct_steps)), desc="demo", unit="step")
     steps.set_postfix_str("fitting")
     fit = fit_image(image, model, FitConfig(refine=cfg.refine), source="demo subject")
     steps.update()
@@ -68,7 +86,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                "pose_gt_deg": {"yaw": sample.pose.yaw, "pitch": sample.pose.pitch, "roll": sample.pose.roll},
                "pose_fit_deg": {k: fit.pose_dict()[f"{k}_deg"] for k in ("yaw", "pitch", "roll")},
                "seconds": fit.seconds}
-    with atomic_output_dir(cfg.out) as tmp:
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
         write_image(tmp / "input.png", image)
         write_json(tmp / "ground_truth.json", sample_to_json(model, sample))
         for fmt in ("ply", "obj", "glb"):
@@ -88,6 +106,14 @@ def run_demo(cfg: DemoConfig) -> dict:
                                   cfg.turntable_size, max_yaw=60)
         write_video(tmp / "fit_turntable.mp4", frames)
         steps.update()
+        if cfg.deid:
+            steps.set_postfix_str("de-identifying a photo")
+            metrics["deid"] = _demo_deid(tmp, model)
+            steps.update()
+        if min(cfg.reconstruct_steps):
+            steps.set_postfix_str("two-stage private reconstruction")
+            metrics["reconstruction"] = _demo_reconstruction(tmp, model, cfg.seed, cfg.reconstruct_steps)
+            steps.update()
         if cfg.evaluate:
             steps.set_postfix_str("evaluation set + attackers")
             metrics["evaluation"] = _demo_evaluation(tmp / "evaluation", cfg.seed)
@@ -100,6 +126,53 @@ def run_demo(cfg: DemoConfig) -> dict:
         steps.update()
     steps.close()
     return {"out": str(cfg.out), "metrics": metrics}
+
+
+def _demo_deid(root: Path, model) -> dict:
+    """``headveil deid`` (defaults but the guard, which only warns here so the demo shows the
+    verdict) on the astronaut photo; ``photo_comparison.png`` puts the photo beside the result."""
+    import skimage.data
+
+    from headveil.common.images import read_image
+    from headveil.pipelines.deid.run import DeidCommand, run_deid
+
+    photo_dir = root / "photo"
+    write_image(photo_dir / "astronaut.png", skimage.data.astronaut())
+    res = run_deid(DeidCommand([photo_dir / "astronaut.png"], out=root / "deid", guard="warn"), model)
+    if not res["done"]:
+        return {"failed": res["failed"]}
+    name = next(iter(res["done"].values()))
+    out = read_image(root / "deid" / name / "deid.png")
+    write_image(root / "photo_comparison.png", np.concatenate([skimage.data.astronaut(), out], 1))
+    m = json.loads((root / "deid" / name / "metrics.json").read_text())
+    return {"folder": f"deid/{name}", "method": m["method"],
+            "guard": {k: {"status": v["status"], "dis_aligned": v["dis_aligned"], "threshold": v["threshold"]}
+                      for k, v in m.get("reidentification", {}).items()},
+            "face_pixels_identical_share": m["utility"]["face_pixels_identical_share"]}
+
+
+def _demo_reconstruction(root: Path, model, seed: int, steps: tuple[int, int]) -> dict:
+    """A 10 + 20 view split capture (protected views as gradients only, ground truth apart),
+    reconstructed with the private two-stage preset."""
+    from headveil.pipelines.capture import write_synthetic_capture
+    from headveil.pipelines.reconstruct import ReconstructConfig, run_reconstruct
+    from headveil.pipelines.scene import SubjectCodes
+    from headveil.pipelines.synth import random_light
+    from headveil.render.protect import ProtectConfig
+
+    rng = np.random.default_rng(seed + 1000)
+    c = model.sample_codes(rng)
+    cap = write_synthetic_capture(root / "capture" / "s0000", model,
+                                  SubjectCodes(c["alpha"], np.zeros(model.n_expr, np.float32), c["beta"]),
+                                  size=64, seed=seed, light=random_light(rng), split=(10, 20),
+                                  protect=ProtectConfig(64), ground_truth=root / "capture" / "ground_truth")
+    res = run_reconstruct(ReconstructConfig(cap, out=root / "reconstruction", steps=tuple(steps),
+                                            ground_truth=root / "capture" / "ground_truth"))
+    m = res["metrics"]
+    face = lambda g: g.get("face", {}).get("chamfer_mm")  # noqa: E731
+    return {"preset": m["preset"], "private": m["private"], "view_counts": m["view_counts"],
+            "stage1_face_chamfer_mm": face(m["stage_meshes"].get("stage1", {}).get("geometry_vs_gt", {})),
+            "stage2_face_chamfer_mm": face(m.get("geometry_vs_gt", {})), "seconds": m["seconds"]["total"]}
 
 
 def _demo_evaluation(folder: Path, seed: int) -> dict:
