@@ -24,7 +24,13 @@ def _source_modules() -> set[str]:
 
 @pytest.mark.slow
 def test_wheel_contains_every_module(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    import shutil
+
+    # build from a clean copy: setuptools reuses an in-tree build/ folder, whose stale files would hide a gap
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",
+                                                           "demo_out", "bench_out"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                         "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     wheel = next(tmp_path.glob("headveil-*.whl"))
