@@ -122,36 +122,11 @@ def _recognizers() -> dict:
 
 
 def guard_identity(original: np.ndarray, protected: np.ndarray, recognizers: dict) -> dict:
-    """Re-identification of ``protected`` against ``original`` (both ``(H, W, 3) uint8``) by every recognizer.
-
-    Per recognizer: ``detected`` (its own detector finds the face in the output, at the original's
-    place), ``dis`` (distance with that detection, or None), ``dis_aligned`` (distance when the
-    output is embedded at the original's alignment: an attacker who knows where the face is) and
-    ``status``: ``matched`` when either distance is below the recognizer's threshold, else
-    ``not detected`` when its detector misses the output (never counted as de-identified), else
-    ``not matched``. An original the recognizer cannot find gives ``status: original not detected``.
-    """
-    from headveil.common.images import check_rgb8
-    from headveil.pipelines.evaluate.recognizers import _iou
-
-    original, protected = check_rgb8(original, "original"), check_rgb8(protected, "protected")
-    out = {}
-    for name, rec in recognizers.items():
-        found = rec._find(original)
-        if not found:
-            out[name] = {"status": "original not detected", "dis": None, "dis_aligned": None, "detected": None,
-                         "match": None}
-            continue
-        box, payload = found[0]
-        a = rec._embed(original, payload, None)
-        d_al = float(rec.distance(a, rec._embed(protected, payload, None)))
-        own = [(b, pl) for b, pl in rec._find(protected) if _iou(b, box) >= 0.3]
-        d_own = float(rec.distance(a, rec._embed(protected, own[0][1], None))) if own else None
-        match = bool(rec.is_match(d_al)) or (d_own is not None and bool(rec.is_match(d_own)))
-        status = "matched" if match else ("not detected" if not own else "not matched")
-        out[name] = {"status": status, "match": match, "detected": bool(own), "dis": d_own, "dis_aligned": d_al,
-                     "threshold": rec.threshold, "metric": rec.metric}
-    return out
+    """Re-identification of ``protected`` against ``original`` (both ``(H, W, 3) uint8``) by every
+    recognizer: ``{name: Recognizer.reidentify(...)}`` (status ``matched`` | ``not matched`` |
+    ``not detected`` | ``original not detected``, distances with the output's own detection and at
+    the original's alignment)."""
+    return {name: rec.reidentify(original, protected) for name, rec in recognizers.items()}
 
 
 def _utility(original: np.ndarray, protected: np.ndarray, removed: np.ndarray | None) -> dict:
@@ -325,7 +300,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         g = guard_identity(orig_w, prot_w, recognizers)
         metrics["reidentification"] = g
         hits = [n for n, r in g.items() if r["status"] == "matched"]
-        missed = [n for n, r in g.items() if r["status"] == "not detected"]
+        missed = [n for n, r in g.items() if r["status"] in ("not detected", "original not detected")]
         metrics["reidentified_by"], metrics["not_detected_by"] = hits, missed
         if hits:
             msg = f"still matched to the original by {', '.join(hits)} after the {cmd.restorer!r} restorer"

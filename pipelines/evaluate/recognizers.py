@@ -107,6 +107,31 @@ class Recognizer:
         vec = self._embed(image, None, lm)
         return FaceEmbedding(vec, lm_box, detected, "landmarks")
 
+    def reidentify(self, original: np.ndarray, protected: np.ndarray) -> dict:
+        """Is ``protected`` still the person of ``original`` (both ``(H, W, 3) uint8`` RGB, same size)?
+
+        The original's face is found by this recognizer's detector; the output is embedded twice:
+        with its own detection at that place (``dis``; None when the detector misses it) and at the
+        original's alignment (``dis_aligned``: an attacker who knows where the face is). ``status``
+        is ``matched`` when either distance is below the threshold, else ``not detected`` when the
+        detector misses the output (never counted as de-identified), else ``not matched``; an
+        original this recognizer cannot find gives ``original not detected``.
+        """
+        original, protected = check_rgb8(original, "original"), check_rgb8(protected, "protected")
+        found = self._find(original)
+        if not found:
+            return {"status": "original not detected", "match": None, "detected": None, "dis": None,
+                    "dis_aligned": None, "threshold": self.threshold, "metric": self.metric}
+        box, payload = found[0]
+        a = self._embed(original, payload, None)
+        d_al = float(self.distance(a, self._embed(protected, payload, None)))
+        own = [pl for b, pl in self._find(protected) if _iou(b, box) >= 0.3]
+        d_own = float(self.distance(a, self._embed(protected, own[0], None))) if own else None
+        match = bool(self.is_match(d_al)) or (d_own is not None and bool(self.is_match(d_own)))
+        status = "matched" if match else ("not detected" if not own else "not matched")
+        return {"status": status, "match": match, "detected": bool(own), "dis": d_own, "dis_aligned": d_al,
+                "threshold": self.threshold, "metric": self.metric}
+
     def distance(self, a: np.ndarray | FaceEmbedding, b: np.ndarray | FaceEmbedding) -> np.ndarray:
         """Distances between embeddings ``(..., D)`` (broadcasting); smaller = more similar."""
         a = a.vector if isinstance(a, FaceEmbedding) else np.asarray(a, np.float64)
