@@ -26,8 +26,8 @@ from _report import update_section  # noqa: E402
 
 def main() -> None:
     from headveil.geometry.morphable.model import load_embedded
-    from headveil.pipelines.evaluate.recognizers import DlibRecognizer, SFaceRecognizer, _iou
-    from headveil.pipelines.evaluate.table1 import Table1Config, database_codes, target_configs, target_images
+    from headveil.geometry.perception.recognizers import DlibRecognizer, SFaceRecognizer, _iou
+    from headveil.pipelines.evaluate.table1 import Table1Command, database_codes, target_configs, target_images
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--identities", type=int, default=60)
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
     model = load_embedded()
-    cfg = Table1Config(splits=((180, 20),), size=a.size)
+    cfg = Table1Command(splits=((180, 20),), size=a.size)
     alphas, betas = database_codes(cfg, model)
     per = target_configs(cfg, alphas)
     detectors = {"dlib HOG": DlibRecognizer(detector="hog"), "dlib CNN (MMOD)": DlibRecognizer(detector="cnn"),

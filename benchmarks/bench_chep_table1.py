@@ -38,7 +38,7 @@ def _summary(table: dict) -> str:
 
 
 def main() -> None:
-    from headveil.pipelines.evaluate.table1 import Table1Config, format_markdown, run_table1
+    from headveil.pipelines.evaluate.table1 import Table1Command, format_markdown, run_table1
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--identities", type=int, default=200)
@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--section", default="chep-table1", help="BENCHMARKS.md section to write")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     a = ap.parse_args()
-    cfg = Table1Config(out=a.out, identities=a.identities, workers=a.workers, size=a.size, b=a.b)
+    cfg = Table1Command(out=a.out, identities=a.identities, workers=a.workers, size=a.size, b=a.b)
     if a.identities < 200:
         n = a.identities
         cfg.splits = ((n - n // 10, n // 10), (n // 2, n // 10), (n // 2, n // 2))

@@ -27,10 +27,10 @@ def main() -> None:
     import skimage.data
     import torch
 
-    from headveil.geometry.morphable.detectors import detect_faces
+    from headveil.geometry.perception.detectors import detect_faces
     from headveil.pipelines.evaluate.calibration import calibrate, real_embeddings, synthetic_embeddings
-    from headveil.pipelines.evaluate.evalset import EvalSetConfig, run_evalset
-    from headveil.pipelines.evaluate.recognizers import RECOGNIZERS, get_recognizer
+    from headveil.pipelines.evaluate.evalset import EvalSetCommand, run_evalset
+    from headveil.geometry.perception.recognizers import RECOGNIZERS, get_recognizer
 
     torch.set_num_threads(2)
     img = skimage.data.astronaut()
@@ -52,7 +52,7 @@ def main() -> None:
     for size in (256, 512):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            res = run_evalset(EvalSetConfig(out=Path(tmp) / "set", subjects=3, views=(0.0, 25.0), lights=("front", "left"),
+            res = run_evalset(EvalSetCommand(out=Path(tmp) / "set", subjects=3, views=(0.0, 25.0), lights=("front", "left"),
                                             image_size=size))
             dt = time.perf_counter() - t0
         lines.append(f"| {size}² | {res['rows']} | {dt:.1f} | {res['rows'] / dt * 60:.0f} |")

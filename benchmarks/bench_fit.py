@@ -48,17 +48,17 @@ def main() -> None:
     from tqdm import tqdm
 
     from headveil.common.images import read_image
-    from headveil.geometry.morphable.detectors import detect_faces
+    from headveil.geometry.perception.detectors import detect_faces
     from headveil.geometry.morphable.fitting import fit_landmarks
     from headveil.geometry.morphable.model import load_embedded
-    from headveil.pipelines.demo import vertex_errors_mm
+    from headveil.geometry.metrics import vertex_errors_mm
     from headveil.pipelines.fit import FitConfig, fit_image
-    from headveil.pipelines.synth import SynthConfig, generate
+    from headveil.pipelines.synth import SynthCommand, generate
 
     torch.set_num_threads(2)
     model = load_embedded()
     face = model.regions["face"]
-    cfg = SynthConfig(subjects=a.n, seed=a.seed, image_size=512, yaw_range=30, pitch_range=15)
+    cfg = SynthCommand(subjects=a.n, seed=a.seed, image_size=512, yaw_range=30, pitch_range=15)
     rows = {"mediapipe": [], "dlib": []}
     refine_rows = []
     for k, s in enumerate(tqdm(generate(model, cfg), total=a.n, desc="synthetic")):

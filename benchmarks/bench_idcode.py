@@ -28,7 +28,7 @@ from _report import update_section  # noqa: E402
 
 def _baseline(img, fit, model):
     """The unperturbed re-render: the same pipeline with α' = α (rendering effect only)."""
-    from headveil.pipelines.deid import face3d
+    from headveil.render.deid import face3d
 
     v = model.vertices(fit.identity, fit.expression)
     colors = face3d.photo_colors(img, model, v, fit.R, fit.t, fit.camera)
@@ -42,7 +42,7 @@ def _throughput(photos, model) -> tuple[list, str]:
     """Outside-face PSNR and time per 512² image through the CLI path (guard off, after one warm-up)."""
     import cv2
 
-    from headveil.pipelines.deid.run import DeidCommand, _method, deid_image
+    from headveil.pipelines.deid import DeidCommand, _method, deid_image
     from headveil.render.restorers import get_restorer
 
     cmd = DeidCommand([], method="id-noise", guard="off")
@@ -87,14 +87,14 @@ def _table(rows: list[dict], recs: dict) -> list[str]:
 
 def main() -> None:
     from headveil.geometry.morphable.model import load_embedded
-    from headveil.pipelines.deid.registry import DeidInput, apply_method, parse_method
-    from headveil.pipelines.deid.run import _utility
+    from headveil.render.deid.registry import DeidInput, apply_method, parse_method
+    from headveil.pipelines.deid import _utility
     from headveil.pipelines.evaluate.calibration import package_photos
-    from headveil.pipelines.evaluate.metrics import expression_error, pose_error_deg
-    from headveil.pipelines.evaluate.recognizers import available_recognizers, get_recognizer
+    from headveil.geometry.perception.metrics import expression_error, pose_error_deg
+    from headveil.geometry.perception.recognizers import available_recognizers, get_recognizer
     from headveil.pipelines.fit import FitConfig, fit_image
-    from headveil.pipelines.scene import SubjectCodes
-    from headveil.pipelines.synth import SynthConfig, generate
+    from headveil.render.scene import SubjectCodes
+    from headveil.pipelines.synth import SynthCommand, generate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--draws", type=int, default=10)
@@ -115,7 +115,7 @@ def main() -> None:
         return
     sets = [("photos", photos)] if not a.synthetic_only else []
     if a.synthetic:
-        cfg = SynthConfig(subjects=a.synthetic, views=1, seed=7, image_size=512, yaw_range=30.0, pitch_range=15.0)
+        cfg = SynthCommand(subjects=a.synthetic, views=1, seed=7, image_size=512, yaw_range=30.0, pitch_range=15.0)
         sets.append(("synthetic", [(s.name, (np.clip(s.image, 0, 1) * 255 + 0.5).astype(np.uint8))
                                    for s in generate(model, cfg)]))
     rows, used = [], {}

@@ -44,8 +44,8 @@ def main() -> None:
 
     from headveil.geometry.morphable.model import load_embedded
     from headveil.pipelines.capture import write_synthetic_capture
-    from headveil.pipelines.reconstruct import ReconstructConfig, run_reconstruct
-    from headveil.pipelines.scene import SubjectCodes
+    from headveil.pipelines.reconstruct import ReconstructCommand, run_reconstruct
+    from headveil.render.scene import SubjectCodes
     from headveil.pipelines.synth import random_light
 
     model = load_embedded()
@@ -59,7 +59,7 @@ def main() -> None:
                                           n_views=30, size=64, seed=s, light=random_light(rng))
             for k, (label, prior, codes, samples, imp, steps) in enumerate(SETTINGS):
                 t0 = time.perf_counter()
-                res = run_reconstruct(ReconstructConfig(capture=cap, out=Path(tmp) / f"rec{s}_{k}",
+                res = run_reconstruct(ReconstructCommand(capture=cap, out=Path(tmp) / f"rec{s}_{k}",
                                                         preset="full-rgb", non_private=True,
                                                         ground_truth=cap.with_name(cap.name + "_ground_truth"),
                                                         steps=(steps or a.steps,),

@@ -50,7 +50,7 @@ def _probe_images(model, codes, meshes, light, size=256, yaws=(-25.0, 25.0)):
     from headveil.geometry.camera import Camera, intrinsics_from_fov
     from headveil.pipelines.capture import orbit_c2w
     from headveil.geometry.mesh_io import load_mesh
-    from headveil.pipelines.protect import gradient_preview
+    from headveil.render.protect import gradient_preview
     from headveil.render.mesh_renderer import render_mesh
     from headveil.render.protect import ProtectConfig, protect_image
 
@@ -85,7 +85,7 @@ def _probe_images(model, codes, meshes, light, size=256, yaws=(-25.0, 25.0)):
 
 def _subject(model, s):
     """Codes and light of benchmark subject ``s`` (deterministic; never used for tuning)."""
-    from headveil.pipelines.scene import SubjectCodes
+    from headveil.render.scene import SubjectCodes
     from headveil.pipelines.synth import random_expression, random_light
 
     rng = np.random.default_rng(9000 + s)
@@ -100,7 +100,7 @@ def run_geometry(model, subjects, presets, steps2, steps1, save: Path, threads: 
     import torch
 
     from headveil.pipelines.capture import write_synthetic_capture
-    from headveil.pipelines.reconstruct import ReconstructConfig, run_reconstruct
+    from headveil.pipelines.reconstruct import ReconstructCommand, run_reconstruct
     from headveil.render.protect import ProtectConfig
 
     torch.set_num_threads(threads)
@@ -116,7 +116,7 @@ def run_geometry(model, subjects, presets, steps2, steps1, save: Path, threads: 
                 cap, st = (rgb, steps1) if preset == "full-rgb" else (prot, steps2 if "two-stage" in preset else steps1)
                 t0 = time.perf_counter()
                 out = tmp / f"{preset}{s}"
-                m = run_reconstruct(ReconstructConfig(capture=cap, out=out, preset=preset, steps=st, resolution=128,
+                m = run_reconstruct(ReconstructCommand(capture=cap, out=out, preset=preset, steps=st, resolution=128,
                                                       threads=threads, prior=prior, non_private=preset == "full-rgb",
                                                       ground_truth=cap.with_name(cap.name + "_ground_truth"))
                                     )["metrics"]
@@ -137,7 +137,7 @@ def run_geometry(model, subjects, presets, steps2, steps1, save: Path, threads: 
 def run_attack(model, folders: list[Path]) -> tuple[list[dict], dict]:
     """Rows of every folder and the recognition attack on the saved meshes."""
     from headveil.pipelines.evaluate.calibration import calibrate, synthetic_embeddings
-    from headveil.pipelines.evaluate.recognizers import available_recognizers, get_recognizer
+    from headveil.geometry.perception.recognizers import available_recognizers, get_recognizer
 
     geo = [json.loads(line) for f in folders for line in (f / "rows.jsonl").read_text().splitlines() if line]
     have = lambda name: any((f / name).is_file() for f in folders)  # noqa: E731

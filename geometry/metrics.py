@@ -206,3 +206,12 @@ def faces_in_region(faces: np.ndarray, vertex_mask: np.ndarray) -> np.ndarray:
     """``(F,)`` bool: faces whose three vertices all lie in the ``(V,)`` bool vertex region."""
     m = np.asarray(vertex_mask, bool)
     return m[np.asarray(faces)].all(1)
+
+
+def vertex_errors_mm(fitted: np.ndarray, truth: np.ndarray, mask: np.ndarray, scale: bool = False) -> np.ndarray:
+    """Per-vertex distance ``(M,)`` in millimetres on ``mask (V,) bool`` after a rigid (or, with
+    ``scale``, similarity) alignment of ``fitted (V, 3)`` to ``truth (V, 3)`` (metres, same vertex order)."""
+    from headveil.geometry.transforms import similarity_procrustes
+
+    s, R, t = similarity_procrustes(fitted[mask], truth[mask], scale=scale)
+    return np.linalg.norm(s * fitted[mask] @ R.T + t - truth[mask], axis=1) * 1e3

@@ -18,12 +18,13 @@ from headveil.common.outputs import sha256_file
 from headveil.geometry.morphable.build import BuildConfig, build_head_model
 from headveil.geometry.morphable.model import MorphableModel
 from headveil.pipelines.landmark_derivation import DerivationConfig, derive_landmarks
+from headveil.pipelines.commands import command
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 @dataclass
-class BuildModelConfig:
+class BuildModelCommand:
     """Rebuild the embedded head model (needs the faces extra for the landmark derivation)."""
 
     build: BuildConfig = field(default_factory=BuildConfig)
@@ -86,10 +87,10 @@ def write_manifest(path: Path, model_path: Path, model: MorphableModel, report: 
     tmp.replace(path)
 
 
-def run_build_model(cfg: BuildModelConfig) -> MorphableModel:
+def run_build_model(cfg: BuildModelCommand) -> MorphableModel:
     from tqdm import tqdm
 
-    from headveil.geometry.morphable.detectors import available_detectors
+    from headveil.geometry.perception.detectors import available_detectors
 
     model = build_head_model(cfg.build, progress=lambda m: print(f"[build-model] {m}", flush=True))
     dets = [d for d in ("mediapipe", "dlib") if d in available_detectors()]
@@ -116,3 +117,8 @@ def run_build_model(cfg: BuildModelConfig) -> MorphableModel:
     write_manifest(cfg.manifest, cfg.build.out, model, report, half_err)
     print(f"[build-model] wrote {cfg.build.out} ({cfg.build.out.stat().st_size / 1e6:.2f} MB) and {cfg.manifest}")
     return model
+
+
+@command("build-model", BuildModelCommand)
+def _cli(cfg: BuildModelCommand) -> int | None:
+    run_build_model(cfg)

@@ -39,6 +39,7 @@ from headveil.common.errors import HeadVeilError, ImageReadError
 from headveil.common.images import read_image, to_float01, write_image
 from headveil.common.outputs import atomic_output_dir, build_manifest, write_json
 from headveil.geometry.camera import Camera, intrinsics_from_fov, look_at, opencv_to_opengl
+from headveil.render.protect import GradientFileError, read_gradient, write_gradient
 
 PRIVACY = ("neutral", "protected")
 
@@ -198,7 +199,10 @@ def load_capture(root: str | os.PathLike, bound_radius: float | None = 0.25, min
         if content not in CONTENTS:
             raise CaptureError(f"{path.name}: content must be one of {CONTENTS}; got {content!r}")
         if content == "gradient":
-            g = read_gradient(path)
+            try:
+                g = read_gradient(path)
+            except GradientFileError as exc:
+                raise CaptureError(str(exc)) from None
             settings = dict(fr.get("protect") or meta.get("protect") or {})
             if protect is not None and settings != protect:
                 raise CaptureError(f"{path.name}: gradient views were made with different operator settings "
@@ -256,41 +260,6 @@ def load_capture(root: str | os.PathLike, bound_radius: float | None = 0.25, min
     return Capture(np.stack([to_float01(i) for i in images]), mask_arr, cams, privacy,
                    names, gt, codes, root, background, contents,
                    np.stack(grads) if "gradient" in contents else None, protect)
-
-
-def read_gradient(path: Path) -> np.ndarray:
-    """Read a gradient view: ``uint16`` greyscale PNG codes or a ``float32 .npy`` → ``(H, W) float32``
-    ‖g‖. RGB images and values outside [0, 2√3] are refused (a protected view given as RGB)."""
-    from PIL import Image
-
-    from headveil.render.protect import GRADIENT_MAX, dequantize
-
-    if not path.is_file():
-        raise CaptureError(f"gradient view not found: {path}")
-    if path.suffix.lower() == ".npy":
-        try:
-            g = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise CaptureError(f"{path.name}: unreadable .npy ({exc})") from None
-        if g.ndim != 2:
-            raise CaptureError(f"{path.name}: a gradient view must be one channel (H, W); got {g.shape} — "
-                               "is it an RGB image? run `headveil protect` on it first")
-        g = g.astype(np.float32)
-    else:
-        try:
-            with Image.open(path) as im:
-                im.load()
-                mode, arr = im.mode, np.asarray(im)
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise CaptureError(f"{path.name}: not a readable gradient image ({exc})") from None
-        if arr.ndim != 2 or mode not in ("I;16", "I;16B", "I;16L", "I"):
-            raise CaptureError(f"{path.name}: labelled as a gradient view but holds a {mode} image {arr.shape}; "
-                               "protected views must be the 16-bit output of `headveil protect`, never RGB")
-        g = dequantize(arr.astype(np.uint16))
-    if not np.isfinite(g).all() or g.min() < 0 or g.max() > GRADIENT_MAX + 1e-4:
-        raise CaptureError(f"{path.name}: values outside the gradient range [0, {GRADIENT_MAX:.3f}] — "
-                           "not the output of the protecting operator")
-    return g
 
 
 def orbit_c2w(yaw: float, pitch: float, radius: float) -> np.ndarray:
@@ -359,7 +328,6 @@ def write_synthetic_capture(out: str | os.PathLike, model, codes, n_views: int =
     from dataclasses import replace
 
     from headveil.geometry.mesh_io import export_mesh
-    from headveil.pipelines.protect import write_gradient
     from headveil.render.mesh_renderer import render_mesh
     from headveil.render.protect import protect_image
 

@@ -27,13 +27,14 @@ from headveil.common.images import write_image
 from headveil.common.outputs import atomic_output_dir, build_manifest, write_json
 from headveil.geometry.mesh_io import export_mesh
 from headveil.geometry.morphable.model import load_embedded
-from headveil.geometry.transforms import similarity_procrustes
+from headveil.geometry.metrics import vertex_errors_mm
+from headveil.pipelines.commands import command
 from headveil.pipelines.fit import FitConfig, fit_image, write_fit_outputs
-from headveil.pipelines.synth import SynthConfig, generate, sample_to_json
+from headveil.pipelines.synth import SynthCommand, generate, sample_to_json
 
 
 @dataclass
-class DemoConfig:
+class DemoCommand:
     """Run the demo: synthesise a subject, fit it back, export meshes and a turntable video."""
 
     out: Path = Path("demo_out")
@@ -53,20 +54,14 @@ class DemoConfig:
     """Write into an existing folder headveil did not make (only headveil's own files are replaced)."""
 
 
-def vertex_errors_mm(fitted: np.ndarray, truth: np.ndarray, mask: np.ndarray, scale: bool = False) -> np.ndarray:
-    """Per-vertex distance (mm) on ``mask`` after rigid (or similarity) alignment of fitted to truth."""
-    s, R, t = similarity_procrustes(fitted[mask], truth[mask], scale=scale)
-    return np.linalg.norm(s * fitted[mask] @ R.T + t - truth[mask], axis=1) * 1e3
-
-
-def run_demo(cfg: DemoConfig) -> dict:
+def run_demo(cfg: DemoCommand) -> dict:
     from tqdm import tqdm
 
     from headveil.render.turntable import turntable_frames, write_video
 
     t_start = time.perf_counter()
     model = load_embedded()
-    synth = SynthConfig(subjects=1, seed=cfg.seed, image_size=cfg.image_size, yaw_range=25, pitch_range=10)
+    synth = SynthCommand(subjects=1, seed=cfg.seed, image_size=cfg.image_size, yaw_range=25, pitch_range=10)
     sample = next(generate(model, synth))
     image = np.clip(sample.image * 255 + 0.5, 0, 255).astype(np.uint8)
     from headveil.common.outputs import check_output_path
@@ -134,7 +129,7 @@ def _demo_deid(root: Path, model) -> dict:
     import skimage.data
 
     from headveil.common.images import read_image
-    from headveil.pipelines.deid.run import DeidCommand, run_deid
+    from headveil.pipelines.deid import DeidCommand, run_deid
 
     photo_dir = root / "photo"
     write_image(photo_dir / "astronaut.png", skimage.data.astronaut())
@@ -155,8 +150,8 @@ def _demo_reconstruction(root: Path, model, seed: int, steps: tuple[int, int]) -
     """A 10 + 20 view split capture (protected views as gradients only, ground truth apart),
     reconstructed with the private two-stage preset."""
     from headveil.pipelines.capture import write_synthetic_capture
-    from headveil.pipelines.reconstruct import ReconstructConfig, run_reconstruct
-    from headveil.pipelines.scene import SubjectCodes
+    from headveil.pipelines.reconstruct import ReconstructCommand, run_reconstruct
+    from headveil.render.scene import SubjectCodes
     from headveil.pipelines.synth import random_light
     from headveil.render.protect import ProtectConfig
 
@@ -166,7 +161,7 @@ def _demo_reconstruction(root: Path, model, seed: int, steps: tuple[int, int]) -
                                   SubjectCodes(c["alpha"], np.zeros(model.n_expr, np.float32), c["beta"]),
                                   size=64, seed=seed, light=random_light(rng), split=(10, 20),
                                   protect=ProtectConfig(64), ground_truth=root / "capture" / "ground_truth")
-    res = run_reconstruct(ReconstructConfig(cap, out=root / "reconstruction", steps=tuple(steps),
+    res = run_reconstruct(ReconstructCommand(cap, out=root / "reconstruction", steps=tuple(steps),
                                             ground_truth=root / "capture" / "ground_truth"))
     m = res["metrics"]
     face = lambda g: g.get("face", {}).get("chamfer_mm")  # noqa: E731
@@ -177,14 +172,53 @@ def _demo_reconstruction(root: Path, model, seed: int, steps: tuple[int, int]) -
 
 def _demo_evaluation(folder: Path, seed: int) -> dict:
     """A tiny rendered evaluation set through every registered method, evaluated and reported."""
-    from headveil.pipelines.deid.registry import available_methods
-    from headveil.pipelines.evaluate.evalset import EvalSetConfig, run_evalset
-    from headveil.pipelines.evaluate.evaluate import EvalConfig, run_eval
-    from headveil.pipelines.evaluate.report import ReportConfig, write_report
+    from headveil.render.deid.registry import available_methods
+    from headveil.pipelines.evaluate.evalset import EvalSetCommand, run_evalset
+    from headveil.pipelines.evaluate.evaluate import EvalCommand, run_eval
+    from headveil.pipelines.evaluate.report import ReportCommand, write_report
 
-    run_evalset(EvalSetConfig(out=folder, subjects=3, views=(0.0, 25.0), lights=("front", "left"),
+    run_evalset(EvalSetCommand(out=folder, subjects=3, views=(0.0, 25.0), lights=("front", "left"),
                               methods=tuple(available_methods()), seed=seed, image_size=192))
-    m = run_eval(EvalConfig(folder=folder, classifiers=("svm",), lambdas=(1.0,), utility=False))
-    write_report(ReportConfig(folder=folder))
+    m = run_eval(EvalCommand(folder=folder, classifiers=("svm",), lambdas=(1.0,), utility=False))
+    write_report(ReportCommand(folder=folder))
     return {rec: {label: {k: v for k, v in mm.items() if k in ("dis_mean", "verification_rate", "detectability")}
                   for label, mm in r["methods"].items()} for rec, r in m["recognizers"].items()}
+
+
+def _print_demo(res: dict) -> None:
+    m, out = res["metrics"], res["out"]
+    print(f"\nDemo finished in {m['seconds']['total']:.0f} s. Outputs in {out}/:")
+    rows = [("input.png, comparison.png", "a synthetic subject | the head fitted to it, rendered over it"),
+            ("fit/ (mesh.ply .obj .glb, fit.json)", "the fitted mesh and codes; gt_mesh.* is the truth"),
+            ("fit_turntable.mp4", "turntable video of the fitted head")]
+    if "deid" in m:
+        rows += [("photo_comparison.png", "a real photo | headveil deid's output"),
+                 (f"{m['deid'].get('folder', 'deid')}/", "deid.png, mesh.ply, metrics.json (guard verdict), manifest")]
+    if "reconstruction" in m:
+        rows += [("capture/s0000/", "a split capture: RGB of the back of the head, the face as gradients only"),
+                 ("reconstruction/", "two-stage private reconstruction: mesh_stage1.ply, mesh.ply, metrics.json")]
+    if "evaluation" in m:
+        rows.append(("evaluation/eval/report.html", "recognizers attacking the registered de-identification methods"))
+    rows.append(("metrics.json, manifest.json", "all numbers; config, versions, seed"))
+    for name, what in rows:
+        print(f"  {out}/{name:<38} {what}")
+    e = m["face_vertex_error_mm"]
+    print(f"Fit: face-region vertex error {e['rigid_mean']:.2f} mm (rigid), {e['similarity_mean']:.2f} mm (with "
+          f"scale); landmark RMSE {m['landmark_rmse_px']:.2f} px")
+    d = m.get("deid", {})
+    if d.get("guard"):
+        verdict = ", ".join(f"{k} {v['status']} (DIS {v['dis_aligned']:.2f}, match below {v['threshold']:.2f})"
+                            for k, v in d["guard"].items())
+        print(f"De-identification ({d['method']}): {verdict}")
+    elif d:
+        print(f"De-identification failed: {d.get('failed')}")
+    r = m.get("reconstruction")
+    if r:
+        print(f"Private reconstruction ({r['view_counts']}): face Chamfer {r['stage1_face_chamfer_mm']:.2f} mm after "
+              f"stage 1 (neutral RGB), {r['stage2_face_chamfer_mm']:.2f} mm after stage 2 (gradients), "
+              f"{r['seconds']:.0f} s")
+
+
+@command("demo", DemoCommand)
+def _cli(cfg: DemoCommand) -> None:
+    _print_demo(run_demo(cfg))

@@ -19,10 +19,11 @@ from headveil.common.images import check_rgb8, list_images, read_image
 from headveil.common.outputs import atomic_output_dir, build_manifest, write_json
 from headveil.geometry.camera import Camera
 from headveil.geometry.mesh_io import MESH_FORMATS, export_mesh
-from headveil.geometry.morphable.detectors import Detection, detect_faces, resolve_detector
+from headveil.geometry.perception.detectors import Detection, detect_faces, resolve_detector
 from headveil.geometry.morphable.fitting import LandmarkFit, LandmarkFitConfig, fit_landmarks
 from headveil.geometry.morphable.model import MorphableModel, load_embedded
-from headveil.pipelines.photometric import PhotometricConfig, refine_photometric
+from headveil.render.photometric import PhotometricConfig, refine_photometric
+from headveil.pipelines.commands import command
 
 
 @dataclass
@@ -252,3 +253,13 @@ def run_fit(cmd: FitCommand, model: MorphableModel | None = None) -> dict:
             summary.done[str(p)] = ",".join(written)
     summary.write()
     return {**summary.to_json(), "out": str(cmd.out)}
+
+
+@command("fit", FitCommand)
+def _cli(cfg: FitCommand) -> int | None:
+    from headveil.pipelines.commands import batch_status
+
+    summary = run_fit(cfg)
+    print(f"fitted {len(summary['done'])} face(s) into {summary['out']}/"
+          + (f"; {len(summary['failed'])} image(s) failed (listed in summary.json)" if summary["failed"] else ""))
+    return batch_status(len(summary["done"]), len(summary["failed"]))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from headveil.pipelines.commands import command
+
 
 @dataclass
 class InfoCommand:
@@ -17,7 +19,7 @@ def collect_info() -> dict:
     import torch
 
     from headveil import __version__
-    from headveil.geometry.morphable.detectors import DETECTORS, available_detectors
+    from headveil.geometry.perception.detectors import DETECTORS, available_detectors
     from headveil.geometry.morphable.model import EMBEDDED_PATH, load_embedded
     from headveil.render.rasterize import BACKENDS, available_backends
 
@@ -27,9 +29,9 @@ def collect_info() -> dict:
     except Exception as exc:  # reported, not raised: info must always print
         model = {"error": str(exc)}
     avail = available_detectors()
-    from headveil.pipelines.deid.registry import available_methods
-    from headveil.pipelines.evaluate.recognizers import RECOGNIZERS
-    from headveil.pipelines.evaluate.recognizers import is_available as recognizer_available
+    from headveil.render.deid.registry import available_methods
+    from headveil.geometry.perception.recognizers import RECOGNIZERS
+    from headveil.geometry.perception.recognizers import is_available as recognizer_available
     return {
         "headveil": __version__,
         "embedded_model": model,
@@ -68,3 +70,11 @@ def format_info(info: dict, indent: int = 0) -> str:
         else:
             lines.append(" " * indent + f"{k}: {v}")
     return "\n".join(lines)
+
+
+@command("info", InfoCommand)
+def _cli(cfg: InfoCommand) -> int | None:
+    import json
+
+    info = collect_info()
+    print(json.dumps(info, indent=2) if cfg.json else format_info(info))

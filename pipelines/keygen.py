@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from headveil.common.errors import HeadVeilError
+from headveil.pipelines.commands import command
 
 
 @dataclass
@@ -37,3 +38,9 @@ def run_keygen(cmd: KeygenCommand) -> Path:
         f.write(new_key_text() + "\n")
     os.chmod(path, 0o600)
     return path
+
+
+@command("keygen", KeygenCommand)
+def _cli(cfg: KeygenCommand) -> int | None:
+    print(f"wrote a new 256-bit key to {run_keygen(cfg)} (mode 600); keep it secret and keep a copy: "
+          "without it an id-keyed output cannot be recovered")

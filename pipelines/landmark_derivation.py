@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headveil.geometry.morphable.model import LandmarkSet, MorphableModel
-from headveil.pipelines.scene import HeadPose, SubjectCodes, portrait_camera, render_subject
+from headveil.render.scene import HeadPose, SubjectCodes, portrait_camera, render_subject
 from headveil.render.rasterize import rasterize
 
 
@@ -49,7 +49,7 @@ def derive_landmarks(model: MorphableModel, detectors: list[str], cfg: Derivatio
     """Returns ``({scheme: LandmarkSet}, report)``; report holds per-scheme spread statistics."""
     import trimesh
 
-    from headveil.geometry.morphable.detectors import SCHEME, get_detector
+    from headveil.geometry.perception.detectors import SCHEME, get_detector
 
     rng = np.random.default_rng(cfg.seed)
     cam = portrait_camera(cfg.image_size)

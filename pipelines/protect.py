@@ -29,35 +29,8 @@ import tyro
 
 from headveil.common.errors import HeadVeilError
 from headveil.common.outputs import atomic_file, atomic_output_dir, build_manifest, sha256_file, write_json
-from headveil.render.protect import ProtectConfig, protect_image, quantize
-
-
-def write_gradient(path: str | os.PathLike, g: np.ndarray) -> Path:
-    """Write ‖g‖ ``(H, W)`` atomically: ``.png`` → 16-bit greyscale codes (:func:`quantize`),
-    ``.npy`` → float32. No metadata."""
-    from PIL import Image
-
-    path = Path(path)
-    g = np.asarray(g, np.float32)
-    if g.ndim != 2:
-        raise ValueError(f"a gradient image is (H, W); got {g.shape}")
-    suffix = path.suffix.lower()
-    if suffix not in (".png", ".npy"):
-        raise ValueError(f"gradient files are .png (16-bit) or .npy; got {path.suffix!r}")
-    with atomic_file(path) as tmp:
-        if suffix == ".npy":
-            with open(tmp, "wb") as fh:
-                np.save(fh, g)
-        else:
-            Image.fromarray(quantize(g)).save(tmp, format="PNG")  # uint16 → mode I;16, no text chunks
-    return path
-
-
-def gradient_preview(g: np.ndarray) -> np.ndarray:
-    """An 8-bit RGB view of ‖g‖ ``(H, W)`` (scaled by its 99th percentile, grey) for people to look at."""
-    hi = float(np.percentile(g, 99)) or 1.0
-    v = np.clip(g / hi, 0, 1)
-    return np.repeat((v * 255 + 0.5).astype(np.uint8)[..., None], 3, -1)
+from headveil.render.protect import ProtectConfig, gradient_preview, protect_image, write_gradient
+from headveil.pipelines.commands import command
 
 
 @dataclass
@@ -190,3 +163,12 @@ def protect_capture(src: Path, out: Path, op: ProtectConfig, fmt: str = "png", o
                    "note": "protected RGB views are not copied, input paths and hashes are not recorded, "
                            "and no ground truth is included"}))
     return {"out": Path(out), "written": len(prot), "failed": []}
+
+
+@command("protect", ProtectCommand)
+def _cli(cfg: ProtectCommand) -> int | None:
+    res = run_protect(cfg)
+    print(f"wrote {res['written']} gradient image(s) to {res['out']}/"
+          + (f"; {len(res['failed'])} failed (listed in manifest.json)" if res["failed"] else "")
+          + ("; next: headveil reconstruct " + str(res["out"])
+             if (Path(res["out"]) / "transforms.json").is_file() else ""))

@@ -39,6 +39,7 @@ import tyro
 from headveil.common.errors import HeadVeilError
 from headveil.common.outputs import build_manifest, sha256_file, write_json
 from headveil.pipelines.train import StageConfig, train
+from headveil.pipelines.commands import command
 
 def _stage1(steps):
     return StageConfig(name="stage1", steps=steps, views="neutral", loss="rgb", w_rgb=1.0, w_eikonal=0.1)
@@ -80,7 +81,7 @@ PRESETS = {
 
 
 @dataclass
-class ReconstructConfig:
+class ReconstructCommand:
     """Reconstruct a head from a multi-view capture; writes mesh, checkpoint, metrics, manifest."""
 
     capture: Annotated[Path, tyro.conf.Positional]
@@ -141,7 +142,7 @@ def _face_metrics(pred_v, pred_f, gt_v, gt_f, face_mask, seed=0) -> dict:
     return surface_distance(p[keep], g, 1.0, pn[keep], gn).to_json()
 
 
-def _template_codes(cfg: ReconstructConfig, capture, model):
+def _template_codes(cfg: ReconstructCommand, capture, model):
     """α, η of the template (or None, None for the mean head)."""
     import json
 
@@ -240,7 +241,7 @@ def _geometry_vs_gt(verts, faces, capture, model) -> dict:
     return {"head": compare_meshes(verts, faces, gv, gf, n_samples=20000).to_json(), "gt_surface": "whole mesh"}
 
 
-def _prior_cache(field_, cfg: ReconstructConfig, out: Path) -> str:
+def _prior_cache(field_, cfg: ReconstructCommand, out: Path) -> str:
     """Build the cached 3DMM prior, or load it from ``out/prior_cache.pt`` when it was built for the
     same model, codes and grid (resumed runs and reruns skip the build); returns what happened."""
     path = out / "prior_cache.pt"
@@ -259,7 +260,7 @@ def _prior_cache(field_, cfg: ReconstructConfig, out: Path) -> str:
     return "built"
 
 
-def run_reconstruct(cfg: ReconstructConfig) -> dict:
+def run_reconstruct(cfg: ReconstructCommand) -> dict:
     import json
     import logging
     import sys
@@ -357,3 +358,20 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict:
                                                      backends={"hashgrid": field_.backend(), "volume": "torch"},
                                                      extra={"capture_sha256": sha256_file(capture.root / "transforms.json")}))
     return {"out": out, "metrics": metrics}
+
+
+@command("reconstruct", ReconstructCommand)
+def _cli(cfg: ReconstructCommand) -> int | None:
+    res = run_reconstruct(cfg)
+    m = res["metrics"]
+    line = f"reconstructed in {m['seconds']['total']:.0f} s: {res['out']}/mesh.ply ({m['mesh']['vertices']} vertices)"
+    geo = m.get("geometry_vs_gt")
+    if geo:
+        line += f"; Chamfer vs ground truth {geo['head']['chamfer_mm']:.2f} mm (head)"
+        if "chamfer_mm" in geo.get("face", {}):
+            line += f", {geo['face']['chamfer_mm']:.2f} mm (face)"
+        for name, st in m.get("stage_meshes", {}).items():
+            face = st.get("geometry_vs_gt", {}).get("face", {})
+            if "chamfer_mm" in face:
+                line += f"; after {name}: {face['chamfer_mm']:.2f} mm (face)"
+    print(line)

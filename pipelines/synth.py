@@ -19,8 +19,9 @@ from headveil.common.images import write_image
 from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
 from headveil.geometry.mesh_io import export_mesh
 from headveil.geometry.morphable.model import MorphableModel, load_embedded
-from headveil.pipelines.scene import HeadPose, SubjectCodes, portrait_camera, render_subject
+from headveil.render.scene import HeadPose, SubjectCodes, portrait_camera, render_subject
 from headveil.render.shading import DirectionalLight
+from headveil.pipelines.commands import command
 
 #: Expression units drawn for random expressions (the rest stay 0).
 EXPRESSION_UNITS = ("jawOpen", "mouthSmileLeft", "mouthSmileRight", "browInnerUp", "eyeBlinkLeft",
@@ -29,7 +30,7 @@ EXPRESSION_UNITS = ("jawOpen", "mouthSmileLeft", "mouthSmileRight", "browInnerUp
 
 
 @dataclass
-class SynthConfig:
+class SynthCommand:
     """Random synthetic subjects rendered with ground truth."""
 
     subjects: int = 4
@@ -68,7 +69,7 @@ class SynthConfig:
 
 @dataclass
 class SynthSample:
-    """One rendered image with its ground truth (arrays as in :mod:`headveil.pipelines.scene`)."""
+    """One rendered image with its ground truth (arrays as in :mod:`headveil.render.scene`)."""
 
     name: str
     image: np.ndarray
@@ -102,7 +103,7 @@ def random_light(rng: np.random.Generator) -> DirectionalLight:
     return DirectionalLight(tuple(d), float(rng.uniform(0.3, 0.5)), float(rng.uniform(0.5, 0.8)), tuple(tint))
 
 
-def generate(model: MorphableModel, cfg: SynthConfig):
+def generate(model: MorphableModel, cfg: SynthCommand):
     """Yield :class:`SynthSample` for every subject × view (deterministic for ``cfg.seed``)."""
     cam = portrait_camera(cfg.image_size, cfg.fov_deg)
     children = np.random.SeedSequence(cfg.seed).spawn(cfg.subjects)
@@ -138,7 +139,7 @@ def sample_to_json(model: MorphableModel, s: SynthSample) -> dict:
     }
 
 
-def run_synth(cfg: SynthConfig, model: MorphableModel | None = None) -> Path:
+def run_synth(cfg: SynthCommand, model: MorphableModel | None = None) -> Path:
     """Write the synthetic set to ``cfg.out`` (atomically); returns the folder."""
     from tqdm import tqdm
 
@@ -173,7 +174,7 @@ def run_synth(cfg: SynthConfig, model: MorphableModel | None = None) -> Path:
     return cfg.out
 
 
-def _run_capture(cfg: SynthConfig, model: MorphableModel) -> Path:
+def _run_capture(cfg: SynthCommand, model: MorphableModel) -> Path:
     from tqdm import tqdm
 
     from headveil.pipelines.capture import write_synthetic_capture
@@ -196,3 +197,18 @@ def _run_capture(cfg: SynthConfig, model: MorphableModel) -> Path:
         write_json(tmp / "manifest.json", build_manifest("headveil synth --capture", cfg, seed=cfg.seed,
                                                          backends={"raster": "auto"}, extra={"model": model.name}))
     return cfg.out
+
+
+@command("synth", SynthCommand)
+def _cli(cfg: SynthCommand) -> int | None:
+    out = run_synth(cfg)
+    if cfg.capture:
+        n = sum(cfg.capture_split) if cfg.capture_split else cfg.capture_views
+        nxt = (f"headveil reconstruct {out}/s0000 --ground-truth {out}/ground_truth/s0000 --out recon"
+               if cfg.capture_protect else
+               f"headveil protect {out}/s0000 --out {out}/s0000_protected, then headveil reconstruct "
+               f"{out}/s0000_protected --ground-truth {out}/ground_truth/s0000 --out recon")
+        print(f"wrote {cfg.subjects} capture(s) of {n} views to {out}/s*/ (ground truth, never to be sent, in "
+              f"{out}/ground_truth/); next: {nxt}")
+    else:
+        print(f"wrote {cfg.subjects * cfg.views} images with ground truth to {out}/")

@@ -24,11 +24,16 @@ agree exactly), so the loss compares like with like.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from headveil.common.errors import HeadVeilError
+from headveil.common.outputs import atomic_file
 
 GRADIENT_MAX = 2.0 * math.sqrt(3.0)
 """Upper bound of ‖g‖ for colours in [0, 1] with either kernel."""
@@ -169,3 +174,69 @@ def quantize(g: np.ndarray) -> np.ndarray:
 def dequantize(q: np.ndarray) -> np.ndarray:
     """``uint16`` codes → ‖g‖ ``float32 (h, w)``."""
     return (np.asarray(q, np.float32) * (GRADIENT_MAX / 65535.0)).astype(np.float32)
+
+
+# -- the gradient file format: what leaves the operator ------------------------------------------
+class GradientFileError(HeadVeilError, ValueError):
+    """A file labelled as a gradient view is not one (missing, RGB, out of range, unreadable)."""
+
+
+def write_gradient(path: str | os.PathLike, g: np.ndarray) -> Path:
+    """Write ‖g‖ ``(H, W)`` atomically: ``.png`` → 16-bit greyscale codes (:func:`quantize`),
+    ``.npy`` → float32. No metadata."""
+    from PIL import Image
+
+    path = Path(path)
+    g = np.asarray(g, np.float32)
+    if g.ndim != 2:
+        raise ValueError(f"a gradient image is (H, W); got {g.shape}")
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".npy"):
+        raise ValueError(f"gradient files are .png (16-bit) or .npy; got {path.suffix!r}")
+    with atomic_file(path) as tmp:
+        if suffix == ".npy":
+            with open(tmp, "wb") as fh:
+                np.save(fh, g)
+        else:
+            Image.fromarray(quantize(g)).save(tmp, format="PNG")  # uint16 → mode I;16, no text chunks
+    return path
+
+
+def gradient_preview(g: np.ndarray) -> np.ndarray:
+    """An 8-bit RGB view of ‖g‖ ``(H, W)`` (scaled by its 99th percentile, grey) for people to look at."""
+    hi = float(np.percentile(g, 99)) or 1.0
+    v = np.clip(g / hi, 0, 1)
+    return np.repeat((v * 255 + 0.5).astype(np.uint8)[..., None], 3, -1)
+
+
+def read_gradient(path: Path) -> np.ndarray:
+    """Read a gradient view: ``uint16`` greyscale PNG codes or a ``float32 .npy`` → ``(H, W) float32``
+    ‖g‖. RGB images and values outside [0, 2√3] are refused (a protected view given as RGB)."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise GradientFileError(f"gradient view not found: {path}")
+    if path.suffix.lower() == ".npy":
+        try:
+            g = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise GradientFileError(f"{path.name}: unreadable .npy ({exc})") from None
+        if g.ndim != 2:
+            raise GradientFileError(f"{path.name}: a gradient view must be one channel (H, W); got {g.shape} — "
+                               "is it an RGB image? run `headveil protect` on it first")
+        g = g.astype(np.float32)
+    else:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                mode, arr = im.mode, np.asarray(im)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise GradientFileError(f"{path.name}: not a readable gradient image ({exc})") from None
+        if arr.ndim != 2 or mode not in ("I;16", "I;16B", "I;16L", "I"):
+            raise GradientFileError(f"{path.name}: labelled as a gradient view but holds a {mode} image {arr.shape}; "
+                               "protected views must be the 16-bit output of `headveil protect`, never RGB")
+        g = dequantize(arr.astype(np.uint16))
+    if not np.isfinite(g).all() or g.min() < 0 or g.max() > GRADIENT_MAX + 1e-4:
+        raise GradientFileError(f"{path.name}: values outside the gradient range [0, {GRADIENT_MAX:.3f}] — "
+                           "not the output of the protecting operator")
+    return g

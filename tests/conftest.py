@@ -15,8 +15,8 @@ import pytest
 
 
 def _has_faces() -> bool:
-    from headveil.geometry.morphable.detectors import available_detectors
-    from headveil.pipelines.evaluate.recognizers import available_recognizers
+    from headveil.geometry.perception.detectors import available_detectors
+    from headveil.geometry.perception.recognizers import available_recognizers
 
     return set(available_detectors()) == {"mediapipe", "dlib"} and set(available_recognizers()) == {"dlib", "sface"}
 
@@ -59,7 +59,7 @@ def model():
 @pytest.fixture(scope="session")
 def rendered_subject(model):
     """A fixed synthetic subject rendered at 384² with known codes, pose and camera."""
-    from headveil.pipelines.scene import HeadPose, SubjectCodes, expression_vector, portrait_camera, render_subject
+    from headveil.render.scene import HeadPose, SubjectCodes, expression_vector, portrait_camera, render_subject
 
     rng = np.random.default_rng(2024)
     c = model.sample_codes(rng)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headveil.common.errors import HeadVeilError
-from headveil.geometry.morphable.detectors import Detection
+from headveil.geometry.perception.detectors import Detection
 from headveil.geometry.morphable.model import MorphableModel
 from headveil.geometry.transforms import euler_from_rotation, rotation_to_rodrigues
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from headveil.pipelines.evaluate.metrics import equal_error_rate, far_frr
-from headveil.pipelines.evaluate.recognizers import Recognizer, distance_matrix
+from headveil.geometry.perception.metrics import equal_error_rate, far_frr
+from headveil.geometry.perception.recognizers import Recognizer, distance_matrix
 
 
 @dataclass
@@ -80,8 +80,7 @@ def synthetic_embeddings(recognizer: Recognizer, n_subjects: int = 12, yaws=(-25
                          lights=("front", "left", "right"), seed: int = 0, image_size: int = 256):
     """Embed renders of ``n_subjects`` model identities; returns ``(embeddings (N, D), ids (N,), detected (N,))``."""
     from headveil.geometry.morphable.model import load_embedded
-    from headveil.pipelines.evaluate.evalset import LIGHTS, subject_codes
-    from headveil.pipelines.scene import HeadPose, portrait_camera, posed_vertices, render_subject
+    from headveil.render.scene import LIGHTS, HeadPose, portrait_camera, posed_vertices, render_subject, subject_codes
 
     model = load_embedded()
     cam = portrait_camera(image_size)

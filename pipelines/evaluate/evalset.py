@@ -28,33 +28,15 @@ from headveil.common.errors import HeadVeilError
 from headveil.common.images import write_image
 from headveil.common.outputs import build_manifest, sha256_file, write_json
 from headveil.geometry.morphable.model import MorphableModel, load_embedded
-from headveil.pipelines.scene import HeadPose, SubjectCodes, expression_vector, portrait_camera, render_subject
+from headveil.render.scene import (EXPRESSIONS, LIGHTS, HeadPose, SubjectCodes, expression_vector, portrait_camera,
+                                   render_subject, subject_codes)
 from headveil.render.shading import DirectionalLight
+from headveil.pipelines.commands import command
 
 ROWS_NAME = "evalset.jsonl"
 
-#: Named lights (world frame: +Y up, camera on +Z).
-LIGHTS = {
-    "front": DirectionalLight((0.0, 0.2, 1.0), 0.40, 0.65),
-    "left": DirectionalLight((-0.9, 0.3, 0.6), 0.35, 0.75),
-    "right": DirectionalLight((0.9, 0.3, 0.6), 0.35, 0.75),
-    "top": DirectionalLight((0.0, 1.0, 0.5), 0.35, 0.75),
-    "dim": DirectionalLight((-0.3, 0.4, 1.0), 0.25, 0.45),
-}
-
-#: Named expressions as ARKit unit weights.
-EXPRESSIONS = {
-    "neutral": {},
-    "smile": {"mouthSmileLeft": 0.7, "mouthSmileRight": 0.7},
-    "open": {"jawOpen": 0.45},
-    "surprise": {"browInnerUp": 0.6, "browOuterUpLeft": 0.5, "browOuterUpRight": 0.5, "jawOpen": 0.25,
-                 "eyeWideLeft": 0.4, "eyeWideRight": 0.4},
-    "frown": {"browDownLeft": 0.6, "browDownRight": 0.6, "mouthFrownLeft": 0.5, "mouthFrownRight": 0.5},
-}
-
-
 @dataclass
-class EvalSetConfig:
+class EvalSetCommand:
     """Render an evaluation set: subjects × views × lights × expressions, each through every method."""
 
     out: Path = Path("evalset_out")
@@ -83,17 +65,8 @@ class EvalSetConfig:
 @dataclass
 class _Task:
     subject: int
-    cfg: EvalSetConfig
+    cfg: EvalSetCommand
     done: set = field(default_factory=set)
-
-
-def subject_codes(model: MorphableModel, seed: int, n: int) -> list[SubjectCodes]:
-    """The identities of an evaluation set: ``n`` neutral subjects from ``SeedSequence(seed)``."""
-    out = []
-    for ss in np.random.SeedSequence(seed).spawn(n):
-        c = model.sample_codes(np.random.default_rng(ss))
-        out.append(SubjectCodes(c["alpha"], np.zeros(model.n_expr, np.float32), c["beta"]))
-    return out
 
 
 def codes_hash(codes: SubjectCodes) -> str:
@@ -108,8 +81,8 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in text)
 
 
-def _validate(cfg: EvalSetConfig) -> None:
-    from headveil.pipelines.deid.registry import parse_method
+def _validate(cfg: EvalSetCommand) -> None:
+    from headveil.render.deid.registry import parse_method
 
     if cfg.subjects < 1 or not cfg.views or not cfg.lights or not cfg.expressions:
         raise HeadVeilError("an evaluation set needs ≥ 1 subject, view, light and expression")
@@ -128,8 +101,8 @@ def _render_subject_rows(task: _Task) -> list[dict]:
     import torch
 
     from headveil.geometry.mesh_io import export_mesh
-    from headveil.pipelines.deid.registry import DeidInput, apply_method, method_label, parse_method
-    from headveil.pipelines.scene import posed_vertices
+    from headveil.render.deid.registry import DeidInput, apply_method, method_label, parse_method
+    from headveil.render.scene import posed_vertices
 
     torch.set_num_threads(1)
     cfg = task.cfg
@@ -224,7 +197,7 @@ def _finished_ids(folder: Path) -> set[str]:
     return done
 
 
-def run_evalset(cfg: EvalSetConfig) -> dict:
+def run_evalset(cfg: EvalSetCommand) -> dict:
     """Render (or resume) an evaluation set; returns ``{"out", "rows", "new", "failed"}``."""
     from concurrent.futures import ProcessPoolExecutor
 
@@ -274,3 +247,10 @@ def run_evalset(cfg: EvalSetConfig) -> dict:
     write_json(manifest_path, build_manifest("headveil evalset", cfg, seed=cfg.seed, backends={"raster": "auto"},
                                              extra={"rows": n_rows}))
     return {"out": out, "rows": n_rows, "new": n_new, "failed": n_failed}
+
+
+@command("evalset", EvalSetCommand)
+def _cli(cfg: EvalSetCommand) -> int | None:
+    res = run_evalset(cfg)
+    print(f"evaluation set {res['out']}/: {res['rows']} rows ({res['new']} new"
+          + (f", {res['failed']} failed" if res["failed"] else "") + f"); next: headveil eval {res['out']}")

@@ -34,13 +34,14 @@ import tyro
 from headveil.common.errors import HeadVeilError, ImageReadError
 from headveil.common.images import list_images, read_image
 from headveil.common.outputs import atomic_output_dir, build_manifest, write_json
-from headveil.pipelines.evaluate import metrics as M
-from headveil.pipelines.evaluate.recognizers import RECOGNIZERS, FaceEmbedding, available_recognizers, get_recognizer
+from headveil.geometry.perception import metrics as M
+from headveil.geometry.perception.recognizers import RECOGNIZERS, FaceEmbedding, available_recognizers, get_recognizer
 from headveil.render.image_ops import box_mask, face_box_from_landmarks
+from headveil.pipelines.commands import command
 
 
 @dataclass
-class EvalConfig:
+class EvalCommand:
     """Compute metrics over an evaluation set folder or an original/protected pairs folder."""
 
     folder: Annotated[Path, tyro.conf.Positional]
@@ -116,7 +117,7 @@ def _items_from_pairs(folder: Path, failures: list) -> list[_Item]:
 
 
 def _detect68(image: np.ndarray):
-    from headveil.geometry.morphable.detectors import detect_faces, is_available
+    from headveil.geometry.perception.detectors import detect_faces, is_available
 
     if not is_available("dlib"):
         return None
@@ -126,7 +127,7 @@ def _detect68(image: np.ndarray):
 
 def _utility_fit(image, model):
     """(landmarks68 or None, (yaw, pitch, roll) or None, η or None, blendshapes or None) of an image."""
-    from headveil.geometry.morphable.detectors import detect_faces, is_available
+    from headveil.geometry.perception.detectors import detect_faces, is_available
     from headveil.geometry.morphable.fitting import fit_landmarks
 
     lm = pose = eta = bs = None
@@ -148,7 +149,7 @@ def _nan_mean(values) -> float | None:
     return float(v.mean()) if v.size else None
 
 
-def run_eval(cfg: EvalConfig) -> dict:
+def run_eval(cfg: EvalCommand) -> dict:
     """Evaluate a folder; writes ``folder/eval/`` and returns the metrics dict."""
     from tqdm import tqdm
 
@@ -334,7 +335,7 @@ def _mesh_metrics(pred_path: Path, gt_path: Path, model) -> dict:
     return {"chamfer_mm": d.chamfer_mm, "fscore_1mm": d.fscore, "normal_consistency": d.normal_consistency}
 
 
-def _write(folder: Path, cfg: EvalConfig, summary: dict, rows: list[dict]) -> None:
+def _write(folder: Path, cfg: EvalCommand, summary: dict, rows: list[dict]) -> None:
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("id", "identity", "method", "label"), k))
     with atomic_output_dir(folder / "eval") as tmp:
         write_json(tmp / "metrics.json", summary)
@@ -365,3 +366,11 @@ def load_metrics(folder: str | os.PathLike) -> dict:
     if not p.is_file():
         raise HeadVeilError(f"{p} is missing: run `headveil eval {folder}` first")
     return json.loads(p.read_text())
+
+
+@command("eval", EvalCommand)
+def _cli(cfg: EvalCommand) -> int | None:
+    m = run_eval(cfg)
+    print(f"metrics of {m['n_images']} images in {cfg.folder}/eval/metrics.json (+ rows.csv, summary_*.csv)"
+          + (f"; {len(m['failures'])} row(s) failed, listed there" if m["failures"] else "")
+          + f"; next: headveil report {cfg.folder}")

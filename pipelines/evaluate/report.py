@@ -22,10 +22,11 @@ import tyro
 from headveil.common.images import read_image
 from headveil.common.outputs import atomic_file
 from headveil.pipelines.evaluate.evaluate import load_metrics
+from headveil.pipelines.commands import command
 
 
 @dataclass
-class ReportConfig:
+class ReportCommand:
     """Write DIR/eval/report.html from the metrics of headveil eval DIR."""
 
     folder: Annotated[Path, tyro.conf.Positional]
@@ -130,7 +131,7 @@ def _plots(metrics: dict) -> str:
     return "".join(out)
 
 
-def _grid(folder: Path, cfg: ReportConfig) -> str:
+def _grid(folder: Path, cfg: ReportCommand) -> str:
     import cv2
 
     from headveil.pipelines.evaluate.evalset import read_rows
@@ -264,7 +265,7 @@ def write_table1_report(folder: Path) -> Path:
     return path
 
 
-def write_report(cfg: ReportConfig) -> Path:
+def write_report(cfg: ReportCommand) -> Path:
     """Write ``folder/eval/report.html`` (an evaluated set) or ``folder/report.html`` (a
     ``headveil reconstruct`` output) atomically; returns its path."""
     folder = Path(cfg.folder)
@@ -290,3 +291,8 @@ def write_report(cfg: ReportConfig) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_text(doc, encoding="utf-8")
     return path
+
+
+@command("report", ReportCommand)
+def _cli(cfg: ReportCommand) -> int | None:
+    print(f"wrote {write_report(cfg)}")

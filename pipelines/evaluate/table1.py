@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from headveil.common.errors import HeadVeilError
+from headveil.pipelines.commands import command
 
 #: The paper's rows: (classifier, λ).
 CLASSIFIER_ROWS = (("svm", 1.0), ("logreg_l2_ovr", 1.0), ("logreg_l2_multinomial", 1.0),
@@ -36,7 +37,7 @@ EXPRESSIONS = ("neutral", "smile")
 
 
 @dataclass
-class Table1Config:
+class Table1Command:
     """Build the synthetic database, perturb its targets with CHEP, and write Table 1."""
 
     out: Path = Path("chep_table_out")
@@ -58,13 +59,13 @@ class Table1Config:
 @dataclass
 class _Job:
     identity: int
-    cfg: Table1Config
+    cfg: Table1Command
     alpha: np.ndarray
     beta: np.ndarray
     targets_in: list = field(default_factory=list)  # [(config name, pivot codes (Q, K) or None, q)]
 
 
-def split_ids(cfg: Table1Config) -> dict:
+def split_ids(cfg: Table1Command) -> dict:
     """``{(T, Q): (target ids, pivot ids)}`` for the configured splits."""
     n = cfg.identities
     out = {}
@@ -77,7 +78,7 @@ def split_ids(cfg: Table1Config) -> dict:
     return out
 
 
-def database_codes(cfg: Table1Config, model) -> tuple[np.ndarray, np.ndarray]:
+def database_codes(cfg: Table1Command, model) -> tuple[np.ndarray, np.ndarray]:
     """Identity ``(N, K)`` and albedo ``(N, A)`` codes of the database (seeded)."""
     A, B = [], []
     for ss in np.random.SeedSequence(cfg.seed).spawn(cfg.identities):
@@ -94,7 +95,7 @@ def _init_worker(names) -> None:
     import torch
 
     from headveil.geometry.morphable.model import load_embedded
-    from headveil.pipelines.evaluate.recognizers import get_recognizer
+    from headveil.geometry.perception.recognizers import get_recognizer
 
     torch.set_num_threads(1)
     _WORKER["model"] = load_embedded()
@@ -109,7 +110,7 @@ def _embed_all(img, lm) -> dict:
     return out
 
 
-def target_images(model, cfg: Table1Config, identity: int, alpha: np.ndarray, colors: np.ndarray, targets_in):
+def target_images(model, cfg: Table1Command, identity: int, alpha: np.ndarray, colors: np.ndarray, targets_in):
     """Render one identity's targets T through the paper's chain (dense mesh, SBC colours from
     (F, T), its random rotation ρ, F^(2D)) for every configuration in ``targets_in``.
 
@@ -118,9 +119,9 @@ def target_images(model, cfg: Table1Config, identity: int, alpha: np.ndarray, co
     """
     from headveil.geometry.dense import DenseMeshConfig
     from headveil.geometry.identity.chep import CHEPPerturbation, chep_perturb
-    from headveil.pipelines.deid.chep import project_2d, random_rotation, sbc_dense_face, source_bins
-    from headveil.pipelines.evaluate.evalset import EXPRESSIONS as EXPR_WEIGHTS
-    from headveil.pipelines.scene import expression_vector
+    from headveil.render.deid.chep import project_2d, random_rotation, sbc_dense_face, source_bins
+    from headveil.render.scene import EXPRESSIONS as EXPR_WEIGHTS
+    from headveil.render.scene import expression_vector
 
     width = _face_width(model, model.vertices(alpha))
     _, R = random_rotation(np.random.default_rng(np.random.SeedSequence([cfg.seed, identity, 0xC4E9])))
@@ -149,7 +150,7 @@ def _face_width(model, v0: np.ndarray) -> float | None:
 
 def _identity_rows(job: _Job) -> list[dict]:
     from headveil.geometry.transforms import rotation_y
-    from headveil.pipelines.deid.chep import project_2d
+    from headveil.render.deid.chep import project_2d
 
     cfg, i = job.cfg, job.identity
     model = _WORKER["model"]
@@ -170,7 +171,7 @@ def _identity_rows(job: _Job) -> list[dict]:
     return rows
 
 
-def target_configs(cfg: Table1Config, alphas: np.ndarray) -> dict[int, list]:
+def target_configs(cfg: Table1Command, alphas: np.ndarray) -> dict[int, list]:
     """Per identity, the target configurations it takes part in: ``[(name, pivots, q)]``."""
     per = {i: [] for i in range(cfg.identities)}
     splits = split_ids(cfg)
@@ -188,7 +189,7 @@ def target_configs(cfg: Table1Config, alphas: np.ndarray) -> dict[int, list]:
     return per
 
 
-def run_table1(cfg: Table1Config) -> dict:
+def run_table1(cfg: Table1Command) -> dict:
     """Build the database, embed, train the classifiers and write ``table1.{json,md,html}``."""
     from multiprocessing import get_context
 
@@ -196,7 +197,7 @@ def run_table1(cfg: Table1Config) -> dict:
 
     from headveil.common.outputs import atomic_file, build_manifest, write_json, write_text
     from headveil.geometry.morphable.model import load_embedded
-    from headveil.pipelines.evaluate.recognizers import available_recognizers
+    from headveil.geometry.perception.recognizers import available_recognizers
 
     recs = [r for r in cfg.recognizers if r in available_recognizers()]
     if not recs:
@@ -231,9 +232,9 @@ def run_table1(cfg: Table1Config) -> dict:
     return table
 
 
-def tabulate(cfg: Table1Config, rows: list[dict], recs: list[str]) -> dict:
+def tabulate(cfg: Table1Command, rows: list[dict], recs: list[str]) -> dict:
     """Top-κ accuracies ``{recognizer: {expr: {row label: {column: acc}}}}`` plus detection rates."""
-    from headveil.pipelines.evaluate.metrics import fit_identifier, topk_accuracy
+    from headveil.geometry.perception.metrics import fit_identifier, topk_accuracy
 
     splits = split_ids(cfg)
     result = {"splits": [list(s) for s in cfg.splits], "qs": list(cfg.qs), "recognizers": {}, "detected": {}}
@@ -280,3 +281,9 @@ def format_markdown(table: dict) -> str:
         lines.append(f"{rec} detector finds the face in: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in det.items()))
         lines.append("")
     return "\n".join(lines)
+
+
+@command("chep-table", Table1Command)
+def _cli(cfg: Table1Command) -> int | None:
+    print(format_markdown(run_table1(cfg)))
+    print(f"tables in {cfg.out}/table1.json and table1.md")

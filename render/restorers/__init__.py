@@ -23,5 +23,7 @@ from headveil.render.restorers.base import (
     restore,
 )
 
+from headveil.render.restorers import builtin, onnx_model  # noqa: F401, E402  (registers the built-ins)
+
 __all__ = ["ENTRY_POINT_GROUP", "RestoreContext", "Restorer", "RestorerError", "available_restorers",
            "get_restorer", "register_restorer", "restore"]

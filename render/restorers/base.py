@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from headveil.common.errors import HeadVeilError
+from headveil.common.registry import Registry, UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -55,48 +56,29 @@ class Restorer:
         raise NotImplementedError
 
 
-_RESTORERS: dict[str, Callable[..., Restorer]] = {}
-_loaded = False
+class UnknownRestorerError(RestorerError, UnknownNameError):
+    """No restorer of that name is registered."""
+
+
+RESTORERS: Registry[Callable[..., Restorer]] = Registry("restorer", entry_points=ENTRY_POINT_GROUP,
+                                                          error=UnknownRestorerError)
+"""Restorer factories by name; the built-ins register when :mod:`headveil.render.restorers` is imported,
+plugins from the entry-point group on first lookup."""
 
 
 def register_restorer(name: str, factory: Callable[..., Restorer], replace: bool = False) -> None:
     """Register ``factory(**options) -> Restorer`` under ``name``."""
-    if name in _RESTORERS and not replace:
-        raise ValueError(f"restorer {name!r} is already registered")
-    _RESTORERS[name] = factory
-
-
-def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    from headveil.render.restorers import builtin, onnx_model  # noqa: F401  (registers the built-ins)
-
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _RESTORERS:
-            log.warning("restorer plugin %s (%s) ignored: the name is taken", ep.name, ep.value)
-            continue
-        try:
-            _RESTORERS[ep.name] = ep.load()
-        except Exception as exc:  # a broken plugin must not break the built-ins
-            log.warning("restorer plugin %s (%s) failed to load: %s", ep.name, ep.value, exc)
+    RESTORERS.register(name, factory, replace)
 
 
 def available_restorers() -> list[str]:
     """Names of the registered restorers (built-ins and plugins)."""
-    _load()
-    return sorted(_RESTORERS)
+    return RESTORERS.names()
 
 
 def get_restorer(name: str, **options) -> Restorer:
     """Instantiate restorer ``name`` with its options (e.g. ``model=PATH`` for ``onnx``)."""
-    _load()
-    if name not in _RESTORERS:
-        raise RestorerError(f"unknown restorer {name!r}; available: {', '.join(sorted(_RESTORERS))}")
-    return _RESTORERS[name](**options)
+    return RESTORERS.get(name)(**options)
 
 
 def restore(restorer: Restorer, image: np.ndarray, context: RestoreContext) -> np.ndarray:

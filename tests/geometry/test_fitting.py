@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from headveil.geometry.morphable.detectors import Detection
+from headveil.geometry.perception.detectors import Detection
 from headveil.geometry.morphable.fitting import LandmarkFitConfig, _solve_bounded, fit_landmarks
-from headveil.pipelines.scene import HeadPose, SubjectCodes, portrait_camera, posed_vertices
+from headveil.render.scene import HeadPose, SubjectCodes, portrait_camera, posed_vertices
 
 
 def test_solve_bounded_matches_scipy():
@@ -47,7 +47,7 @@ def test_fit_recovers_pose_from_exact_landmarks(model, scheme):
 
 
 def test_fit_improves_on_mean_shape(model):
-    from headveil.pipelines.demo import vertex_errors_mm
+    from headveil.geometry.metrics import vertex_errors_mm
 
     rng = np.random.default_rng(4)
     face = model.regions["face"]

@@ -2,14 +2,14 @@ import json
 
 import pytest
 
-from headveil.pipelines.demo import DemoConfig, run_demo
+from headveil.pipelines.demo import DemoCommand, run_demo
 
 pytestmark = [pytest.mark.faces, pytest.mark.slow]
 
 
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    res = run_demo(DemoConfig(out=out, image_size=256, turntable_frames=3, turntable_size=64, reconstruct_steps=(2, 2)))
+    res = run_demo(DemoCommand(out=out, image_size=256, turntable_frames=3, turntable_size=64, reconstruct_steps=(2, 2)))
     names = {p.name for p in out.iterdir()}
     assert {"input.png", "comparison.png", "fit_turntable.mp4", "metrics.json", "manifest.json", "gt_mesh.ply",
             "gt_mesh.obj", "gt_mesh.glb", "fit", "ground_truth.json", "photo_comparison.png", "deid", "capture",

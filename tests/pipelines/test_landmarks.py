@@ -4,8 +4,8 @@ derive them (the derivation used seed 7; these use seed 99)."""
 import numpy as np
 import pytest
 
-from headveil.geometry.morphable.detectors import detect_face
-from headveil.pipelines.scene import HeadPose, SubjectCodes, portrait_camera, render_subject
+from headveil.geometry.perception.detectors import detect_face
+from headveil.render.scene import HeadPose, SubjectCodes, portrait_camera, render_subject
 
 pytestmark = pytest.mark.faces
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from headveil.common.errors import HeadVeilError
 from headveil.pipelines.capture import CaptureError, load_capture, views_split, write_synthetic_capture
-from headveil.pipelines.scene import SubjectCodes
+from headveil.render.scene import SubjectCodes
 from headveil.render.protect import ProtectConfig, dequantize, protect_image
 
 

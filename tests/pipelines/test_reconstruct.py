@@ -10,7 +10,7 @@ import torch
 from headveil.common.outputs import write_json
 from headveil.geometry.camera import opencv_to_opengl
 from headveil.pipelines.capture import CaptureError, load_capture, write_synthetic_capture
-from headveil.pipelines.scene import SubjectCodes
+from headveil.render.scene import SubjectCodes
 from headveil.pipelines.train import StageConfig, TrainingDivergedError, train
 
 
@@ -135,7 +135,7 @@ def test_reconstruct_cli_end_to_end(capture_dir, tmp_path):
 
 
 def test_render_image_in_chunks_matches_one_batch(model, capture_dir):
-    from headveil.pipelines.train import render_image
+    from headveil.render.field import render_image
 
     cap = load_capture(capture_dir)
     f = _tiny_field(model, cap)
@@ -150,7 +150,7 @@ def test_render_image_in_chunks_matches_one_batch(model, capture_dir):
 
 
 def test_prior_band_brackets_the_model_surface(model, capture_dir):
-    from headveil.pipelines.train import prior_band
+    from headveil.render.field import prior_band
     from headveil.render.volume import near_far_from_sphere
 
     cap = load_capture(capture_dir)
@@ -169,7 +169,7 @@ def test_prior_band_brackets_the_model_surface(model, capture_dir):
 
 
 def test_importance_samples_subdivide_intervals_at_the_surface(model, capture_dir):
-    from headveil.pipelines.train import refine_intervals, render_rays
+    from headveil.render.field import refine_intervals, render_rays
     from headveil.render.volume import near_far_from_sphere, stratified_samples
 
     cap = load_capture(capture_dir)
@@ -210,10 +210,10 @@ def test_reconstruct_resume_matches_an_uninterrupted_run(capture_dir, tmp_path, 
     kept, the prior cache loaded rather than rebuilt."""
     import headveil.pipelines.train as train_mod
     from headveil.geometry.mesh_io import load_mesh
-    from headveil.pipelines.reconstruct import ReconstructConfig, run_reconstruct
+    from headveil.pipelines.reconstruct import ReconstructCommand, run_reconstruct
 
     def cfg(out, resume=False):
-        return ReconstructConfig(capture_dir, out=out, preset="full-rgb", non_private=True, steps=(4,), rays=64,
+        return ReconstructCommand(capture_dir, out=out, preset="full-rgb", non_private=True, steps=(4,), rays=64,
                                  samples=12, resolution=40, cache_resolution=24, checkpoint_every=2, resume=resume,
                                  ground_truth=_gt(capture_dir))
 

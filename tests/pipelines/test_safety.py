@@ -54,7 +54,7 @@ def _leak_scan(folder, source_protected_rgb):
 @pytest.fixture(scope="module")
 def rgb_capture(model, tmp_path_factory):
     from headveil.pipelines.capture import write_synthetic_capture
-    from headveil.pipelines.scene import SubjectCodes
+    from headveil.render.scene import SubjectCodes
 
     c = model.sample_codes(np.random.default_rng(2))
     codes = SubjectCodes(c["alpha"], np.zeros(model.n_expr, np.float32), c["beta"])
@@ -185,8 +185,8 @@ def test_ctrl_c_is_one_line_with_status_130(monkeypatch, capsys):
 def test_an_interrupted_batch_writes_its_summary_and_resumes(photo_dir, tmp_path, model, monkeypatch):
     import shutil
 
-    import headveil.pipelines.deid.run as run_mod
-    from headveil.pipelines.deid.run import DeidCommand, run_deid
+    import headveil.pipelines.deid as run_mod
+    from headveil.pipelines.deid import DeidCommand, run_deid
 
     imgs = tmp_path / "in"
     imgs.mkdir()
@@ -214,8 +214,8 @@ def test_an_interrupted_batch_writes_its_summary_and_resumes(photo_dir, tmp_path
 def test_an_unexpected_error_in_one_image_fails_only_that_image(photo_dir, tmp_path, model, monkeypatch):
     import shutil
 
-    import headveil.pipelines.deid.run as run_mod
-    from headveil.pipelines.deid.run import DeidCommand, run_deid
+    import headveil.pipelines.deid as run_mod
+    from headveil.pipelines.deid import DeidCommand, run_deid
 
     imgs = tmp_path / "in"
     imgs.mkdir()

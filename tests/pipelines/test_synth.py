@@ -3,11 +3,11 @@ import json
 import numpy as np
 
 from headveil.geometry.mesh_io import load_mesh
-from headveil.pipelines.synth import SynthConfig, run_synth
+from headveil.pipelines.synth import SynthCommand, run_synth
 
 
 def test_synth_outputs_and_determinism(tmp_path, model):
-    cfg = SynthConfig(subjects=2, views=1, seed=5, image_size=64, out=tmp_path / "a")
+    cfg = SynthCommand(subjects=2, views=1, seed=5, image_size=64, out=tmp_path / "a")
     run_synth(cfg, model)
     names = sorted(p.name for p in (tmp_path / "a").iterdir() if not p.name.startswith("."))
     assert names == ["index.jsonl", "manifest.json", "s0000_v00", "s0001_v00"]
@@ -22,8 +22,8 @@ def test_synth_outputs_and_determinism(tmp_path, model):
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["seed"] == 5 and manifest["config"]["subjects"] == 2
     # same seed → identical images; another seed → different ones
-    run_synth(SynthConfig(subjects=2, seed=5, image_size=64, out=tmp_path / "b"), model)
-    run_synth(SynthConfig(subjects=2, seed=6, image_size=64, out=tmp_path / "c"), model)
+    run_synth(SynthCommand(subjects=2, seed=5, image_size=64, out=tmp_path / "b"), model)
+    run_synth(SynthCommand(subjects=2, seed=6, image_size=64, out=tmp_path / "c"), model)
     a = (tmp_path / "a/s0001_v00/image.png").read_bytes()
     assert a == (tmp_path / "b/s0001_v00/image.png").read_bytes()
     assert a != (tmp_path / "c/s0001_v00/image.png").read_bytes()
@@ -33,7 +33,7 @@ def test_synth_rejects_bad_counts(tmp_path, model):
     import pytest
 
     with pytest.raises(ValueError, match="subjects"):
-        run_synth(SynthConfig(subjects=0, out=tmp_path / "x"), model)
+        run_synth(SynthCommand(subjects=0, out=tmp_path / "x"), model)
     with pytest.raises(ValueError, match="face-cone"):
-        run_synth(SynthConfig(capture=True, capture_split=(2, 2), capture_face_cone=180.0, out=tmp_path / "x"), model)
+        run_synth(SynthCommand(capture=True, capture_split=(2, 2), capture_face_cone=180.0, out=tmp_path / "x"), model)
     assert not (tmp_path / "x").exists()

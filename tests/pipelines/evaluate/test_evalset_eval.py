@@ -9,9 +9,9 @@ import pytest
 
 from headveil.common.errors import HeadVeilError
 from headveil.common.images import read_image, write_image
-from headveil.pipelines.evaluate.evalset import EvalSetConfig, read_rows, run_evalset
-from headveil.pipelines.evaluate.evaluate import EvalConfig, run_eval
-from headveil.pipelines.evaluate.report import ReportConfig, write_report
+from headveil.pipelines.evaluate.evalset import EvalSetCommand, read_rows, run_evalset
+from headveil.pipelines.evaluate.evaluate import EvalCommand, run_eval
+from headveil.pipelines.evaluate.report import ReportCommand, write_report
 
 pytestmark = [pytest.mark.faces, pytest.mark.slow]
 
@@ -19,7 +19,7 @@ METHODS = ("blur:sigma=1.0", "mask")
 
 
 def _cfg(out, **kw):
-    return EvalSetConfig(out=out, subjects=3, views=(0.0, 20.0), lights=("front",), methods=METHODS,
+    return EvalSetCommand(out=out, subjects=3, views=(0.0, 20.0), lights=("front",), methods=METHODS,
                          image_size=192, **kw)
 
 
@@ -51,9 +51,9 @@ def test_evalset_resumes(evalset, tmp_path):
     assert res["new"] == 1 and res["rows"] == 18
     assert (copy / victim["files"]["image"]["path"]).is_file()
     with pytest.raises(HeadVeilError, match="resume"):
-        run_evalset(EvalSetConfig(out=copy, subjects=3, seed=5))
+        run_evalset(EvalSetCommand(out=copy, subjects=3, seed=5))
     with pytest.raises(HeadVeilError, match="unknown light"):
-        run_evalset(EvalSetConfig(out=tmp_path / "x", lights=("disco",)))
+        run_evalset(EvalSetCommand(out=tmp_path / "x", lights=("disco",)))
 
 
 def test_eval_and_report(evalset, tmp_path):
@@ -61,7 +61,7 @@ def test_eval_and_report(evalset, tmp_path):
     shutil.copytree(evalset, work)
     broken = next(r for r in read_rows(work) if r["method"] == "blur")
     (work / broken["files"]["image"]["path"]).write_bytes(b"not a png")
-    m = run_eval(EvalConfig(folder=work, classifiers=("svm",), lambdas=(1.0,)))
+    m = run_eval(EvalCommand(folder=work, classifiers=("svm",), lambdas=(1.0,)))
     assert [f["id"] for f in m["failures"]] == [broken["id"]] and m["failures"][0]["stage"] == "read"
     for rec in ("dlib", "sface"):
         r = m["recognizers"][rec]
@@ -76,7 +76,7 @@ def test_eval_and_report(evalset, tmp_path):
     assert (work / "eval" / "rows.csv").read_text().count("\n") == 18  # header + 17 readable images
     assert json.loads((work / "eval" / "manifest.json").read_text())["command"] == "headveil eval"
 
-    report = write_report(ReportConfig(folder=work))
+    report = write_report(ReportCommand(folder=work))
     tags = []
 
     class P(HTMLParser):
@@ -100,15 +100,15 @@ def test_eval_pairs_folder(tmp_path):
     write_image(tmp_path / "original" / "astro.png", img)
     write_image(tmp_path / "protected" / "astro.png", gaussian_blur(img, [150, 50, 300, 220], 2.0))
     write_image(tmp_path / "original" / "lonely.png", img[::2, ::2].copy())
-    m = run_eval(EvalConfig(folder=tmp_path, utility=False))
+    m = run_eval(EvalCommand(folder=tmp_path, utility=False))
     assert m["mode"] == "pairs" and [f["id"] for f in m["failures"]] == ["lonely"]
     blur = m["recognizers"]["dlib"]["methods"]["protected"]
     assert blur["n"] == 1 and blur["verification_rate"] == {"own": 1.0}  # no calibration on real pairs
     assert read_image(tmp_path / "protected" / "astro.png").shape == img.shape
     with pytest.raises(HeadVeilError, match="neither an evaluation set"):
-        run_eval(EvalConfig(folder=tmp_path / "original"))
+        run_eval(EvalCommand(folder=tmp_path / "original"))
 
 
 def test_report_needs_eval(tmp_path):
     with pytest.raises(HeadVeilError, match="headveil eval"):
-        write_report(ReportConfig(folder=tmp_path))
+        write_report(ReportCommand(folder=tmp_path))

@@ -22,7 +22,7 @@ import numpy as np
 
 from headveil.common.errors import HeadVeilError
 from headveil.geometry.camera import Camera
-from headveil.geometry.morphable.detectors import Detection
+from headveil.geometry.perception.detectors import Detection
 from headveil.geometry.morphable.fitting import LandmarkFit
 from headveil.geometry.morphable.model import MorphableModel
 from headveil.render.rasterize import rasterize

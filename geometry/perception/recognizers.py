@@ -25,6 +25,7 @@ import numpy as np
 
 from headveil.common.errors import HeadVeilError, MissingDependencyError
 from headveil.common.images import check_rgb8
+from headveil.common.registry import Registry
 
 RECOGNIZERS = ("dlib", "sface")
 
@@ -272,7 +273,9 @@ class SFaceRecognizer(Recognizer):
         return vec / max(float(np.linalg.norm(vec)), 1e-12)
 
 
-_CLASSES = {"dlib": DlibRecognizer, "sface": SFaceRecognizer}
+RECOGNIZER_CLASSES: Registry[type[Recognizer]] = Registry("recognizer")
+RECOGNIZER_CLASSES.register("dlib", DlibRecognizer)
+RECOGNIZER_CLASSES.register("sface", SFaceRecognizer)
 
 
 def is_available(name: str) -> bool:
@@ -292,11 +295,10 @@ def available_recognizers() -> list[str]:
 @functools.lru_cache(maxsize=None)
 def get_recognizer(name: str) -> Recognizer:
     """A process-wide recognizer instance by name (``dlib`` or ``sface``)."""
-    if name not in _CLASSES:
-        raise ValueError(f"unknown recognizer {name!r}; choose from {', '.join(RECOGNIZERS)}")
+    cls = RECOGNIZER_CLASSES.get(name)
     if not is_available(name):
         raise MissingDependencyError(f"recognizer {name!r}", "faces", ImportError(f"packages for {name} are missing"))
     try:
-        return _CLASSES[name]()
+        return cls()
     except ImportError as exc:
         raise MissingDependencyError(f"recognizer {name!r}", "faces", exc) from exc

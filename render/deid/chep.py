@@ -26,8 +26,8 @@ from headveil.common.errors import HeadVeilError
 from headveil.geometry.dense import DenseMeshConfig, dense_mesh
 from headveil.geometry.identity.chep import CHEPPerturbation, chep_perturb
 from headveil.geometry.sbc import SphericalBins, build_bins, outer_surface_mask, sample_bins
-from headveil.pipelines.deid import face3d
-from headveil.pipelines.deid.registry import DeidInput, DeidOutput, MethodSpec, register_method
+from headveil.render.deid import face3d
+from headveil.render.deid.registry import DeidInput, DeidOutput, MethodSpec, register_method
 
 BINS_FROM = ("neutral", "expression")
 
@@ -83,7 +83,7 @@ def sbc_dense_face(model, alpha_new, eta, bins: SphericalBins, dense: DenseMeshC
 
     Args:
         region: ``face`` (the face submesh, for compositing into photos) or ``head`` (the whole mesh).
-        submesh: with ``region="face"``, the :class:`~headveil.pipelines.deid.face3d.FaceSubmesh` to
+        submesh: with ``region="face"``, the :class:`~headveil.render.deid.face3d.FaceSubmesh` to
             use (e.g. grown to a photo's face outline); default the model's face submesh.
 
     Returns:

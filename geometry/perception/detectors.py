@@ -23,6 +23,7 @@ import numpy as np
 
 from headveil.common.errors import BackendUnavailableError, HeadVeilError, MissingDependencyError, NoFaceFoundError
 from headveil.common.images import check_rgb8
+from headveil.common.registry import Registry
 
 DETECTORS = ("mediapipe", "dlib")
 SCHEME = {"mediapipe": "mediapipe478", "dlib": "ibug68"}
@@ -218,12 +219,17 @@ class DlibDetector:
         return out
 
 
+DETECTOR_CLASSES: Registry[type] = Registry("landmark detector")
+DETECTOR_CLASSES.register("mediapipe", MediaPipeDetector)
+DETECTOR_CLASSES.register("dlib", DlibDetector)
+
+
 @functools.lru_cache(maxsize=None)
 def get_detector(name: str = "auto"):
     """A process-wide detector instance (``auto`` → the first available)."""
     name = resolve_detector(name)
     try:
-        return MediaPipeDetector() if name == "mediapipe" else DlibDetector()
+        return DETECTOR_CLASSES.get(name)()
     except ImportError as exc:
         raise MissingDependencyError(f"detector {name!r}", "faces", exc) from exc
 

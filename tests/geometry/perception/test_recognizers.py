@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from headveil.common.errors import MissingDependencyError
-from headveil.pipelines.evaluate.recognizers import RECOGNIZERS, SFaceRecognizer, get_recognizer, is_available
+from headveil.geometry.perception.recognizers import RECOGNIZERS, SFaceRecognizer, get_recognizer, is_available
 
 pytestmark = pytest.mark.faces
 
@@ -32,7 +32,7 @@ def test_same_person_matches_other_person_does_not(name, photos):
 
 @pytest.mark.parametrize("name", RECOGNIZERS)
 def test_known_landmarks_embed_what_the_detector_misses(name, photos):
-    from headveil.geometry.morphable.detectors import detect_faces
+    from headveil.geometry.perception.detectors import detect_faces
 
     astronaut, _ = photos
     lm = detect_faces(astronaut, "dlib")[0].points
@@ -49,7 +49,7 @@ def test_known_landmarks_embed_what_the_detector_misses(name, photos):
 
 
 def test_sface_row_orders_points_like_yunet(photos):
-    from headveil.geometry.morphable.detectors import detect_faces
+    from headveil.geometry.perception.detectors import detect_faces
 
     astronaut, _ = photos
     rec = get_recognizer("sface")
@@ -61,7 +61,7 @@ def test_sface_row_orders_points_like_yunet(photos):
 def test_registry_errors(monkeypatch):
     with pytest.raises(ValueError, match="unknown recognizer"):
         get_recognizer("arcface")
-    import headveil.pipelines.evaluate.recognizers as R
+    import headveil.geometry.perception.recognizers as R
 
     monkeypatch.setattr(R, "is_available", lambda name: False)
     R.get_recognizer.cache_clear()
@@ -74,7 +74,7 @@ def test_registry_errors(monkeypatch):
 
 
 def test_dlib_cnn_detector_finds_the_hog_face(photos):
-    from headveil.pipelines.evaluate.recognizers import DlibRecognizer, _iou
+    from headveil.geometry.perception.recognizers import DlibRecognizer, _iou
 
     _, hopper = photos
     hog = get_recognizer("dlib").detect(hopper)

@@ -25,14 +25,12 @@ from typing import Any, Callable
 import numpy as np
 
 from headveil.common.errors import HeadVeilError
+from headveil.common.registry import Registry, UnknownNameError
 from headveil.common.images import check_rgb8
 
 
-class UnknownMethodError(HeadVeilError, KeyError):
+class UnknownMethodError(UnknownNameError):
     """No de-identification method of that name is registered."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 @dataclass
@@ -44,8 +42,8 @@ class DeidInput:
         landmarks68: ``(68, 2) float64`` iBUG-68 points in pixels, if known.
         face_box: ``(4,) float64`` face box ``x0, y0, x1, y1`` in pixels, if known.
         model: the morphable model the codes belong to (3D methods).
-        codes: the subject's :class:`~headveil.pipelines.scene.SubjectCodes` (α, η, β).
-        pose: the subject's :class:`~headveil.pipelines.scene.HeadPose`.
+        codes: the subject's :class:`~headveil.render.scene.SubjectCodes` (α, η, β).
+        pose: the subject's :class:`~headveil.render.scene.HeadPose`.
         camera: the :class:`~headveil.geometry.camera.Camera` the image was taken with.
         rigid: model → world ``(R (3, 3), t (3,) metres)``; when None it comes from ``pose``
             (fitted photos set it directly: their pose includes the camera's frontal flip).
@@ -120,7 +118,8 @@ class MethodSpec:
     """Strength value at which the output equals the input."""
 
 
-_METHODS: dict[str, MethodSpec] = {}
+METHODS: Registry[MethodSpec] = Registry("de-identification method", error=UnknownMethodError)
+"""Every registered method by name (the built-ins register when :mod:`headveil.render.deid` is imported)."""
 
 
 def register_method(spec: MethodSpec, replace: bool = False) -> MethodSpec:
@@ -129,29 +128,17 @@ def register_method(spec: MethodSpec, replace: bool = False) -> MethodSpec:
         raise TypeError(f"{spec.name}: params must be a dataclass type")
     if spec.strength is not None and spec.strength not in {f.name for f in dataclasses.fields(spec.params)}:
         raise ValueError(f"{spec.name}: strength {spec.strength!r} is not a parameter")
-    if spec.name in _METHODS and not replace:
-        raise ValueError(f"method {spec.name!r} is already registered")
-    _METHODS[spec.name] = spec
-    return spec
-
-
-def _load_builtin() -> None:
-    # importing the modules registers their methods; kept lazy so importing the registry is cheap
-    from headveil.pipelines.deid import baselines, chep, idcode  # noqa: F401
+    return METHODS.register(spec.name, spec, replace)
 
 
 def available_methods() -> list[str]:
     """Names of all registered methods."""
-    _load_builtin()
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def get_method(name: str) -> MethodSpec:
     """The registered method ``name``."""
-    _load_builtin()
-    if name not in _METHODS:
-        raise UnknownMethodError(f"unknown de-identification method {name!r}; registered: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    return METHODS.get(name)
 
 
 def _coerce(value: str, typ: Any, key: str) -> Any:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from headveil.common.errors import HeadVeilError
-from headveil.pipelines.deid.registry import (
+from headveil.render.deid.registry import (
     DeidInput,
     UnknownMethodError,
     apply_method,
@@ -15,7 +15,7 @@ from headveil.pipelines.deid.registry import (
     method_label,
     parse_method,
 )
-from headveil.pipelines.scene import HeadPose, SubjectCodes, portrait_camera, posed_vertices, render_subject
+from headveil.render.scene import HeadPose, SubjectCodes, portrait_camera, posed_vertices, render_subject
 
 
 @pytest.fixture(scope="module")

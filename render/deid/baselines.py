@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headveil.common.errors import NoFaceFoundError
-from headveil.pipelines.deid.registry import DeidInput, DeidOutput, MethodSpec, register_method
+from headveil.render.deid.registry import DeidInput, DeidOutput, MethodSpec, register_method
 from headveil.render import image_ops
 
 
@@ -21,7 +21,7 @@ def face_region(inp: DeidInput, margin: float = 0.15) -> np.ndarray:
         return image_ops.face_box_from_landmarks(inp.landmarks68, inp.image.shape, margin)
     if inp.face_box is not None:
         return np.asarray(inp.face_box, float)
-    from headveil.geometry.morphable.detectors import detect_faces
+    from headveil.geometry.perception.detectors import detect_faces
 
     found = detect_faces(inp.image, "auto")
     if not found:

@@ -2,7 +2,7 @@
 
 Each perturbs only the identity code α of the subject (see :mod:`headveil.geometry.identity.codes`
 for the normalised code and the three perturbations) and re-renders the face with the original
-expression, pose, camera and colours (:mod:`headveil.pipelines.deid.face3d`). A zero-strength
+expression, pose, camera and colours (:mod:`headveil.render.deid.face3d`). A zero-strength
 call (scale 0, ε = inf, θ = 0) leaves α unchanged and returns the input image as it is.
 
 ``id-keyed`` reads its key from ``DeidInput.extras["key"]`` (bytes); the key is never stored in
@@ -17,8 +17,8 @@ import numpy as np
 
 from headveil.common.errors import HeadVeilError, SettingsError
 from headveil.geometry.identity import codes as idc
-from headveil.pipelines.deid import face3d
-from headveil.pipelines.deid.registry import DeidInput, DeidOutput, MethodSpec, register_method
+from headveil.render.deid import face3d
+from headveil.render.deid.registry import DeidInput, DeidOutput, MethodSpec, register_method
 
 
 def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: dict) -> DeidOutput:

@@ -11,7 +11,7 @@ import pytest
 
 from headveil.common.errors import HeadVeilError
 from headveil.common.images import read_image, write_image
-from headveil.pipelines.deid.run import DeidCommand, guard_identity, run_deid
+from headveil.pipelines.deid import DeidCommand, guard_identity, run_deid
 
 pytestmark = pytest.mark.faces
 
@@ -94,7 +94,7 @@ def test_no_face_pixel_survives_and_the_mesh_carries_no_original_colours(photos,
 
 
 def test_guard_reports_not_detected_and_measures_with_the_original_alignment(photos, model):
-    from headveil.pipelines.evaluate.recognizers import available_recognizers, get_recognizer
+    from headveil.geometry.perception.recognizers import available_recognizers, get_recognizer
 
     recs = {n: get_recognizer(n) for n in available_recognizers()}
     orig = read_image(photos / "a.png")

@@ -71,3 +71,32 @@ def expression_vector(model: MorphableModel, weights: dict[str, float]) -> np.nd
             raise ValueError(f"unknown expression {k!r}; the model has {len(model.expr_names)} named units")
         eta[model.expr_names.index(k)] = v
     return eta
+
+
+#: Named lights (world frame: +Y up, camera on +Z).
+LIGHTS = {
+    "front": DirectionalLight((0.0, 0.2, 1.0), 0.40, 0.65),
+    "left": DirectionalLight((-0.9, 0.3, 0.6), 0.35, 0.75),
+    "right": DirectionalLight((0.9, 0.3, 0.6), 0.35, 0.75),
+    "top": DirectionalLight((0.0, 1.0, 0.5), 0.35, 0.75),
+    "dim": DirectionalLight((-0.3, 0.4, 1.0), 0.25, 0.45),
+}
+
+#: Named expressions as ARKit unit weights.
+EXPRESSIONS = {
+    "neutral": {},
+    "smile": {"mouthSmileLeft": 0.7, "mouthSmileRight": 0.7},
+    "open": {"jawOpen": 0.45},
+    "surprise": {"browInnerUp": 0.6, "browOuterUpLeft": 0.5, "browOuterUpRight": 0.5, "jawOpen": 0.25,
+                 "eyeWideLeft": 0.4, "eyeWideRight": 0.4},
+    "frown": {"browDownLeft": 0.6, "browDownRight": 0.6, "mouthFrownLeft": 0.5, "mouthFrownRight": 0.5},
+}
+
+
+def subject_codes(model: MorphableModel, seed: int, n: int) -> list[SubjectCodes]:
+    """The identities of an evaluation set: ``n`` neutral subjects from ``SeedSequence(seed)``."""
+    out = []
+    for ss in np.random.SeedSequence(seed).spawn(n):
+        c = model.sample_codes(np.random.default_rng(ss))
+        out.append(SubjectCodes(c["alpha"], np.zeros(model.n_expr, np.float32), c["beta"]))
+    return out

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from headveil.pipelines.evaluate import metrics as M
-from headveil.pipelines.evaluate.recognizers import distance_matrix, pairwise_distance
+from headveil.geometry.perception import metrics as M
+from headveil.geometry.perception.recognizers import distance_matrix, pairwise_distance
 
 
 def test_far_frr_eer_tar_hand_values():

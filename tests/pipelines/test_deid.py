@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from headveil.common.images import write_image
-from headveil.pipelines.deid.run import DeidCommand, RecoverCommand, run_deid, run_recover
+from headveil.pipelines.deid import DeidCommand, RecoverCommand, run_deid, run_recover
 
 pytestmark = pytest.mark.faces
 
@@ -101,9 +101,9 @@ def test_chep_cli_guard_and_errors(photo, tmp_path, model):
 
 
 def test_table1_smoke(tmp_path):
-    from headveil.pipelines.evaluate.table1 import Table1Config, format_markdown, run_table1
+    from headveil.pipelines.evaluate.table1 import Table1Command, format_markdown, run_table1
 
-    cfg = Table1Config(out=tmp_path / "t", identities=8, splits=((5, 3), (3, 3), (3, 5)), qs=(2,),
+    cfg = Table1Command(out=tmp_path / "t", identities=8, splits=((5, 3), (3, 3), (3, 5)), qs=(2,),
                        yaws=(-10.0, 10.0), size=160, recognizers=("sface",), workers=1)
     table = run_table1(cfg)
     rows = table["recognizers"]["sface"]["neutral"]
@@ -111,7 +111,7 @@ def test_table1_smoke(tmp_path):
     assert set(table["detected"]["sface"]) == {"none", "Q3_q2", "Q5_q2"}
     assert "not perturbed" in format_markdown(table)
     assert (tmp_path / "t" / "table1.md").is_file() and (tmp_path / "t" / "examples" / "id0000_none.png").is_file()
-    from headveil.pipelines.evaluate.report import ReportConfig, write_report
+    from headveil.pipelines.evaluate.report import ReportCommand, write_report
 
-    html = write_report(ReportConfig(tmp_path / "t")).read_text()
+    html = write_report(ReportCommand(tmp_path / "t")).read_text()
     assert "Table 1" in html and "not perturbed" in html and "data:image/png;base64" in html

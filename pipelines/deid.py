@@ -27,6 +27,7 @@ import tyro
 from headveil.common.errors import ExtremePoseError, HeadVeilError, ReidentifiedError
 from headveil.common.images import list_images, read_image, write_image
 from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
+from headveil.pipelines.commands import command
 from headveil.pipelines.fit import FitConfig
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class RecoverCommand:
 def _method(cmd: DeidCommand):
     import dataclasses
 
-    from headveil.pipelines.deid.registry import parse_method
+    from headveil.render.deid.registry import parse_method
 
     spec, params = parse_method(cmd.method)
     names = {f.name for f in dataclasses.fields(params)}
@@ -116,7 +117,7 @@ def _method(cmd: DeidCommand):
 
 
 def _recognizers() -> dict:
-    from headveil.pipelines.evaluate.recognizers import available_recognizers, get_recognizer
+    from headveil.geometry.perception.recognizers import available_recognizers, get_recognizer
 
     return {n: get_recognizer(n) for n in available_recognizers()}
 
@@ -130,7 +131,7 @@ def guard_identity(original: np.ndarray, protected: np.ndarray, recognizers: dic
 
 
 def _utility(original: np.ndarray, protected: np.ndarray, removed: np.ndarray | None) -> dict:
-    from headveil.pipelines.evaluate.metrics import psnr, ssim
+    from headveil.geometry.perception.metrics import psnr, ssim
 
     u = {"psnr_db": psnr(original, protected), "ssim": ssim(original, protected)}
     if removed is not None and (~removed).any():
@@ -242,9 +243,9 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         the output mesh are in the working copy's camera, whose world frame is the photo camera's.
     """
     from headveil.geometry.camera import Camera
-    from headveil.pipelines.deid.registry import DeidInput, apply_method
+    from headveil.render.deid.registry import DeidInput, apply_method
     from headveil.pipelines.fit import detect_one, fit_image
-    from headveil.pipelines.scene import SubjectCodes
+    from headveil.render.scene import SubjectCodes
     from headveil.render.composite import break_coincidences, face_region_from_points, identical_share
     from headveil.render.restorers import RestoreContext, restore
     from headveil.render.shading import SHLight
@@ -375,7 +376,7 @@ def _prepare(cmd: DeidCommand, model):
         raise HeadVeilError(f"--key-file applies to id-keyed only, not {spec.name!r}")
     if spec.name == "chep":
         from headveil.geometry.identity.chep import CHEPPerturbation, GalleryError, check_gallery
-        from headveil.pipelines.deid.chep import load_pivots
+        from headveil.render.deid.chep import load_pivots
 
         extras["pivots"] = check_gallery(load_pivots(params.pivots, model, params.pivot_seed), "pivot set")
         CHEPPerturbation(params.q, params.b, params.selection)
@@ -462,7 +463,7 @@ def run_recover(cmd: RecoverCommand, model=None) -> dict:
     from headveil.geometry.camera import Camera
     from headveil.geometry.identity.codes import InvalidKeyError, key_check, read_key, recover_keyed
     from headveil.geometry.morphable.model import load_embedded
-    from headveil.pipelines.deid import face3d
+    from headveil.render.deid import face3d
 
     folder = Path(cmd.folder)
     try:
@@ -500,3 +501,22 @@ def run_recover(cmd: RecoverCommand, model=None) -> dict:
         write_json(tmp / "manifest.json", build_manifest("headveil recover", {"folder": None}, seed=None,
                                                          inputs=[], backends={}, extra={"model": model.name}))
     return {"out": str(out), "delta_norm": float(np.linalg.norm(a - a_prot))}
+
+
+@command("deid", DeidCommand)
+def _cli_deid(cfg: DeidCommand) -> int:
+    import sys
+
+    from headveil.pipelines.commands import batch_status
+
+    res = run_deid(cfg)
+    print(f"de-identified {len(res['done'])} image(s) into {res['out']}/ in {res['seconds']:.1f} s"
+          + (f"; {len(res['failed'])} failed (listed in summary.json)" if res["failed"] else ""))
+    for name, why in res.get("attention", {}).items():
+        print(f"  {name}: {why}", file=sys.stderr)
+    return batch_status(len(res["done"]), len(res["failed"]))
+
+
+@command("recover", RecoverCommand)
+def _cli_recover(cfg: RecoverCommand) -> None:
+    print(f"wrote {run_recover(cfg)['out']}/recovered.png")
