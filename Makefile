@@ -13,7 +13,7 @@ APT_PACKAGES ?= libegl1 libgles2 libglvnd0
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements-lock.txt Makefile
+$(STAMP): pyproject.toml setup.py requirements-lock.txt Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
