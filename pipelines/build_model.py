@@ -28,8 +28,11 @@ class BuildModelCommand:
     """Rebuild the embedded head model (needs the faces extra for the landmark derivation)."""
 
     build: BuildConfig = field(default_factory=BuildConfig)
+    """Model builder settings."""
     landmarks: DerivationConfig = field(default_factory=DerivationConfig)
+    """Landmark-correspondence derivation settings."""
     manifest: Path = ASSETS / "MANIFEST.md"
+    """Where to write the asset MANIFEST (sources, licences, checksums)."""
     max_half_error_mm: float = 0.1
     """Largest allowed vertex error from float16 storage (checked on random codes)."""
 

@@ -45,6 +45,7 @@ class DeidCommand:
     method: str = "id-noise"
     """Registered method: id-noise, id-dp, id-keyed, chep (or name:key=value,...)."""
     out: Path = Path("deid_out")
+    """Output folder (one subfolder per face, summary.json)."""
     scale: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: 0.25)")] = None
     """id-noise: noise std s on the normalised code."""
     epsilon: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: 800)")] = None
@@ -82,6 +83,7 @@ class DeidCommand:
     format: tuple[str, ...] = ("ply",)
     """Mesh formats (ply always; glb, obj)."""
     fit: FitConfig = field(default_factory=FitConfig)
+    """How each photo is fitted."""
 
 
 @dataclass

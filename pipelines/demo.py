@@ -38,12 +38,17 @@ class DemoCommand:
     """Run the demo: synthesise a subject, fit it back, export meshes and a turntable video."""
 
     out: Path = Path("demo_out")
+    """Output folder."""
     seed: int = 3
+    """Seed of the synthetic subjects."""
     image_size: int = 512
+    """Side of the synthetic photo, pixels."""
     refine: bool = True
     """Photometric refinement after the landmark fit."""
     turntable_frames: int = 48
+    """Frames of the turntable video."""
     turntable_size: int = 256
+    """Side of the turntable frames, pixels."""
     evaluate: bool = True
     """Also render a small evaluation set (3 identities × 2 views through the registered baselines), evaluate it with the recognizers and write its HTML report (needs headveil[faces])."""
     deid: bool = True

@@ -43,7 +43,9 @@ class FitConfig:
     max_side: int = 1280
     """Larger images are detected on a downscaled copy."""
     landmarks: LandmarkFitConfig = field(default_factory=LandmarkFitConfig)
+    """Landmark fit settings."""
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
+    """Photometric refinement settings (with --fit.refine)."""
 
 
 @dataclass
@@ -197,6 +199,7 @@ class FitCommand:
     overwrite: bool = False
     """Write into an existing folder headveil did not make (only headveil's own files are replaced)."""
     fit: FitConfig = field(default_factory=FitConfig)
+    """How each photo is fitted."""
 
 
 def write_fit_outputs(folder: Path, model: MorphableModel, res: FitResult, formats: tuple[str, ...]) -> None:

@@ -28,9 +28,13 @@ class DerivationConfig:
     n_identities: int = 16
     """Random identities besides the mean head."""
     yaws: tuple[float, ...] = (0.0, -12.0, 12.0)
+    """Head yaws (degrees) of the detector runs."""
     pitches: tuple[float, ...] = (0.0,)
+    """Head pitches (degrees) of the detector runs."""
     image_size: int = 512
+    """Render size in pixels."""
     seed: int = 7
+    """Seed of the random identities."""
     open_mouth: float = 0.35
     """Each pose is also rendered with this jawOpen weight, so inner-lip landmarks are assigned to the correct lip (on a closed mouth the upper and lower lip points coincide); 0 disables."""
     spread_scale_mm: float = 2.0

@@ -40,11 +40,13 @@ class ProtectCommand:
     inputs: Annotated[tuple[Path, ...], tyro.conf.Positional]
     """Image files / folders of images, or one capture folder (with transforms.json)."""
     out: Path = Path("protected_out")
+    """Output folder (a new folder; a capture input gives a new capture)."""
     size: int = 64
     """Longer side (px) after downsampling; 0 keeps the size."""
     blur: float = 0.0
     """Gaussian σ (px, after downsampling) before the derivatives."""
     operator: Literal["sobel", "central"] = "sobel"
+    """Derivative kernel: sobel or central differences."""
     format: Literal["png", "npy"] = "png"
     """png: 16-bit codes (step 5.3e-5); npy: float32."""
     preview: bool = True

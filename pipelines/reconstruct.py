@@ -87,6 +87,7 @@ class ReconstructCommand:
     capture: Annotated[Path, tyro.conf.Positional]
     """Capture folder with transforms.json (e.g. from headveil synth --capture, protected with headveil protect)."""
     out: Path = Path("recon_out")
+    """Output folder (resumable with --resume)."""
     preset: str = "two-stage"
     """Stage list: two-stage (private: RGB of neutral views, then gradients of the face), two-stage-nolip, grad-only, rgb+grad, or full-rgb (the non-private baseline, needs --non-private)."""
     non_private: bool = False
@@ -112,6 +113,7 @@ class ReconstructCommand:
     code_components: int = 0
     """With the prior: also optimise the first k identity components of α through the cached prior's first-order sensitivities (0 = the codes stay at the template)."""
     seed: int = 0
+    """Seed of the sampling and initialisation (same seed, same mesh)."""
     template: str = "mean"
     """With the prior: mean (the model's mean head), capture (the subject's model codes from --ground-truth, synthetic captures) or a path to a fit.json (identity and expression of a fitted head)."""
     cache_resolution: int = 96
@@ -123,7 +125,9 @@ class ReconstructCommand:
     resume: bool = False
     """Continue from out/checkpoint.pt."""
     checkpoint_every: int = 200
+    """Steps between checkpoints."""
     threads: int = 2
+    """Torch CPU threads."""
 
 
 def _face_metrics(pred_v, pred_f, gt_v, gt_f, face_mask, seed=0) -> dict:

@@ -38,12 +38,17 @@ class SynthCommand:
     views: int = 1
     """Images per identity (same expression, new pose and light each)."""
     seed: int = 0
+    """Seed: subject i draws from SeedSequence(seed).spawn child i (byte-identical reruns)."""
     out: Path = Path("synth_out")
+    """Output folder."""
     image_size: int = 512
+    """Image side in pixels."""
     yaw_range: float = 45.0
     """Yaw drawn uniformly in ±this, degrees."""
     pitch_range: float = 20.0
+    """Pitch drawn uniformly in ±this, degrees."""
     roll_range: float = 5.0
+    """Roll drawn uniformly in ±this, degrees."""
     identity_scale: float = 1.0
     """Std of α (1 = the model's prior)."""
     expression_probability: float = 0.5
@@ -51,6 +56,7 @@ class SynthCommand:
     expression_max: float = 0.7
     """Largest weight of a drawn expression unit."""
     fov_deg: float = 20.0
+    """Vertical field of view of the portrait camera, degrees."""
     capture: bool = False
     """Write multi-view captures instead (one folder per subject with transforms.json, images, masks and per-view privacy labels; ground truth in OUT/ground_truth/) for headveil reconstruct."""
     capture_views: int = 30

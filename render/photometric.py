@@ -37,15 +37,23 @@ class PhotometricConfig:
     crop_scale: float = 1.5
     """Crop side as a multiple of the landmark box size."""
     n_iterations: int = 80
+    """Adam steps."""
     rasterize_every: int = 10
+    """Steps between re-casts of the visibility (it is not differentiated)."""
     lr: float = 0.02
+    """Adam learning rate of all refined codes."""
     refine_shape: bool = True
     """Also optimise α, η and the pose (else only albedo and light)."""
     w_landmark: float = 2.0
+    """Weight of the landmark reprojection term (keeps the refined pose on the detections)."""
     w_identity: float = 2e-2
+    """Weight of the identity prior mean(α²)."""
     w_albedo: float = 2e-3
+    """Weight of the albedo prior mean(β²)."""
     w_expression: float = 1e-2
+    """Weight of the expression prior mean(η²)."""
     huber_delta: float = 0.1
+    """δ of the Huber colour loss (colours in [0, 1])."""
 
 
 @dataclass

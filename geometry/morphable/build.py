@@ -59,19 +59,27 @@ class BuildConfig:
     side_sigma: float = 0.08
     """Std of the right-side modifier around the left one (mild asymmetry)."""
     gender_range: tuple[float, float] = (0.0, 1.0)
+    """Gender macro, uniform (0 female … 1 male)."""
     age_range: tuple[float, float] = (0.5, 0.8)
     """Age macro, uniform; 0.5 ≈ 25 years, 0.8 ≈ 64 years (adults only)."""
     muscle_range: tuple[float, float] = (0.3, 0.8)
+    """Muscle macro, uniform."""
     weight_range: tuple[float, float] = (0.3, 0.8)
+    """Weight macro, uniform."""
     race_concentration: float = 0.7
     """Dirichlet concentration of the three ethnicity weights."""
     head_shape_range: tuple[float, float] = (0.1, 0.5)
     """Weight of the one head-shape target drawn per identity."""
     chin_triangle_range: tuple[float, float] = (0.0, 0.3)
+    """Weight of the chin-triangle target, uniform."""
     cut_height_dm: float = 5.9
+    """Height (decimetres, base-mesh units) below which the body is cut away, leaving head and neck."""
     eye_subdivisions: int = 2
+    """Subdivision levels of the eyeball meshes."""
     seed: int = 0
+    """Seed of the random mixtures."""
     extra_metadata: dict = field(default_factory=dict)
+    """Extra key-value pairs stored in the asset's metadata."""
 
 
 def fetch_wheel(dest: Path) -> Path:

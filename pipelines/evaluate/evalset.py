@@ -42,6 +42,7 @@ class EvalSetCommand:
     out: Path = Path("evalset_out")
     """Output folder (created; an existing set is resumed)."""
     subjects: int = 8
+    """Synthetic identities."""
     views: tuple[float, ...] = (0.0, 25.0)
     """Head yaw angles in degrees (one image per angle)."""
     pitch: float = 0.0
@@ -53,7 +54,9 @@ class EvalSetCommand:
     methods: tuple[str, ...] = ("blur", "pixelate", "mask")
     """De-identification methods from the registry, name or name:key=value,...."""
     seed: int = 0
+    """Seed of the identities (rows are deterministic per seed)."""
     image_size: int = 256
+    """Image side in pixels."""
     meshes: bool = False
     """Also write ground-truth meshes (and method meshes when a method returns one)."""
     workers: int = 1

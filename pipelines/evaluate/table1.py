@@ -41,19 +41,29 @@ class Table1Command:
     """Build the synthetic database, perturb its targets with CHEP, and write Table 1."""
 
     out: Path = Path("chep_table_out")
+    """Output folder (table1.json, table1.md, embeddings, example renders)."""
     identities: int = 200
+    """Identities of the synthetic database."""
     splits: tuple[tuple[int, int], ...] = ((180, 20), (100, 20), (100, 100))
     """(targets, pivots) per split; κ = 5 for the first, 10 for the others (paper)."""
     qs: tuple[int, ...] = (2, 10)
+    """Values of q (pivots per target) to tabulate."""
     b: float = 2.0
+    """CHEP jump factor b."""
     yaws: tuple[float, ...] = (-40.0, -28.0, -16.0, -6.0, 6.0, 16.0, 28.0, 40.0)
     """Yaw angles (degrees) of the 8 classifier-training photos per identity."""
     size: int = 224
+    """Side of the projected renders F^(2D), pixels."""
     dense_levels: int = 1
+    """Subdivision levels of the dense mesh."""
     bins_from: str = "neutral"
+    """SBC source mesh: neutral (paper) or expression."""
     recognizers: tuple[str, ...] = ("dlib", "sface")
+    """Recognizers whose embeddings the classifiers use."""
     seed: int = 0
+    """Seed of the database."""
     workers: int = 2
+    """Worker processes (spawned) over identities."""
 
 
 @dataclass

@@ -182,8 +182,6 @@ def _chep(inp: DeidInput, p: CHEPParams, rng: np.random.Generator) -> DeidOutput
         pivots = load_pivots(p.pivots, model, p.pivot_seed)
     res = chep_perturb(alpha, pivots, CHEPPerturbation(p.q, p.b, p.selection, check_hull=p.check_hull))
     metrics = {**res.to_json(), "q": p.q, "b": p.b, "Q": int(len(pivots)), "render": p.render}
-    if p.b == 0:
-        return DeidOutput(inp.image.copy(), codes=alpha.copy(), metrics=metrics)
     R, t = inp.model_to_world()
     v_old = model.vertices(alpha, c.eta)
     colors = face3d.subject_colors(inp, p.render, v_old, R, t)

@@ -3,7 +3,8 @@
 Each perturbs only the identity code α of the subject (see :mod:`headveil.geometry.identity.codes`
 for the normalised code and the three perturbations) and re-renders the face with the original
 expression, pose, camera and colours (:mod:`headveil.render.deid.face3d`). A zero-strength
-call (scale 0, ε = inf, θ = 0) leaves α unchanged and returns the input image as it is.
+call (scale 0, ε = inf, θ = 0) leaves α unchanged; the face is still re-rendered (what the
+pipeline itself costs), so the output is the input up to that re-render.
 
 ``id-keyed`` reads its key from ``DeidInput.extras["key"]`` (bytes); the key is never stored in
 outputs or logs.
@@ -26,8 +27,6 @@ def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: 
     model, c = inp.model, inp.codes
     alpha = np.asarray(c.alpha, np.float64)
     metrics = {**metrics, "delta_norm": float(np.linalg.norm(alpha_new - alpha)), "render": render}
-    if np.array_equal(np.asarray(alpha_new, np.float64), alpha):
-        return DeidOutput(inp.image.copy(), codes=alpha.copy(), metrics=metrics)
     R, t = inp.model_to_world()
     v_old = model.vertices(alpha, c.eta)
     sub = face3d.region_submesh(model, face3d.to_world(v_old, R, t), inp.camera, inp.extras.get("face_region"))

@@ -9,7 +9,9 @@ Contract (checked by the contract tests over every registered method):
 
 - same input, parameters and seed → the same output;
 - the input is never modified;
-- a method with a ``strength`` parameter returns its input unchanged at ``identity_strength``;
+- at ``identity_strength`` a method changes nothing it is meant to change: an image method returns
+  its input unchanged; a 3D method keeps the identity code exactly and still re-renders the face
+  (what the pipeline itself costs), so its output is closer to the input than at any real strength;
 - ``output.image`` has the input's shape and dtype (``uint8 (H, W, 3)`` RGB).
 
 Methods on photos need ``image`` (plus landmarks or a face box; a face is detected otherwise).
@@ -115,7 +117,8 @@ class MethodSpec:
     strength: str | None = None
     """Name of the parameter that sets the strength (for sweeps and the zero-strength contract)."""
     identity_strength: float | None = None
-    """Strength value at which the output equals the input."""
+    """Strength value at which nothing changes (the input image, or for 3D methods the input's code
+    re-rendered)."""
 
 
 METHODS: Registry[MethodSpec] = Registry("de-identification method", error=UnknownMethodError)

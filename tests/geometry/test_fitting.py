@@ -70,8 +70,3 @@ def test_fit_rejects_bad_points(model):
     det = Detection(np.zeros((10, 2)), "ibug68", np.array([0, 0, 100, 100.0]), 1.0, "x")
     with pytest.raises(ValueError, match="68"):
         fit_landmarks(model, det, 512, 512)
-
-
-def test_config_defaults_are_documented():
-    cfg = LandmarkFitConfig()
-    assert cfg.n_iterations >= 1 and 0 < cfg.landmark_sigma < 0.1

@@ -93,7 +93,7 @@ def test_bad_captures_fail_before_training(capture_dir, tmp_path):
         load_capture(tmp_path / "traversal")
 
 
-def test_training_is_deterministic_resumable_and_stops_on_nan(model, capture_dir, tmp_path):
+def test_training_is_deterministic_checkpoints_and_stops_on_nan(model, capture_dir, tmp_path):
     cap = load_capture(capture_dir)
     stages = [StageConfig(name="a", steps=4, **TINY)]
     runs = []

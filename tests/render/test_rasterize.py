@@ -28,8 +28,7 @@ def test_single_triangle_barycentrics_and_depth():
 def test_embree_matches_numpy_reference():
     import trimesh
 
-    if "embree" not in available_backends():
-        pytest.skip("embree backend unavailable")
+    assert "embree" in available_backends(), "embree is a core dependency (trimesh + embreex)"
     s = trimesh.creation.icosphere(3, radius=0.5)
     cam = _cam(48)
     a = rasterize(s.vertices, s.faces, cam, backend="embree")

@@ -49,7 +49,15 @@ def test_method_contract(name, subject_input):
     assert not np.array_equal(a.image, subject_input.image), "default parameters must change the face"
     if spec.strength is not None and spec.identity_strength is not None:
         zero = dataclasses.replace(spec.params(), **{spec.strength: spec.identity_strength})
-        assert np.array_equal(apply_method(spec, subject_input, zero, seed=3).image, subject_input.image)
+        z = apply_method(spec, subject_input, zero, seed=3)
+        if z.codes is None:  # image methods: the input exactly
+            assert np.array_equal(z.image, subject_input.image)
+        else:  # 3D methods: the same code, re-rendered (the re-render is checked, not skipped)
+            assert np.array_equal(np.asarray(z.codes), np.asarray(subject_input.codes.alpha, np.float64))
+            err0 = np.abs(z.image.astype(float) - subject_input.image).mean()
+            err = np.abs(a.image.astype(float) - subject_input.image).mean()
+            # measured: 1.3 (id-*), 1.9 (chep) grey levels against 2.7–4.4 at the default strengths
+            assert 0 < err0 < 2.5 and err0 < err
 
 
 def test_parse_and_label():
