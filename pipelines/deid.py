@@ -14,6 +14,7 @@ anyone holding the photo confirm the link); keys are read from a file, never log
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -82,6 +83,8 @@ class DeidCommand:
     """Write into an existing folder headveil did not make (only headveil's own files are replaced)."""
     format: tuple[str, ...] = ("ply",)
     """Mesh formats (ply always; glb, obj)."""
+    fits: Path | None = None
+    """Reuse saved fits instead of fitting again: a headveil fit output folder (its summary.json maps inputs to fits) or one folder with fit.json for a single photo."""
     fit: FitConfig = field(default_factory=FitConfig)
     """How each photo is fitted."""
 
@@ -231,7 +234,7 @@ class FaceWindow:
 
 
 def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: dict, restorer, recognizers: dict,
-               source: str = "<array>", rng: np.random.Generator | None = None):
+               source: str = "<array>", rng: np.random.Generator | None = None, saved=None):
     """De-identify one photo ``img (H, W, 3) uint8``.
 
     The face is detected once (on a downscaled copy of a large photo), then fitted, changed,
@@ -239,6 +242,8 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     is larger than :data:`WORK_FACE_PX`; the result is pasted back, and every pixel outside the
     replaced face region keeps the photo's own value. Utility and re-identification are measured
     in the window. ``rng`` is the privacy noise's generator; None draws fresh OS entropy.
+    ``saved``: a :class:`~headveil.geometry.morphable.fit_result.FitResult` of this photo (from
+    ``headveil fit``) used instead of detecting and fitting again.
 
     Returns:
         ``(image (H, W, 3) uint8, DeidOutput, FitResult, metrics dict, photo camera)``; the fit and
@@ -254,7 +259,10 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
 
     t0 = time.perf_counter()
     H, W = img.shape[:2]
-    det = detect_one(img, cmd.fit, source)
+    if saved is not None and (saved.camera.width, saved.camera.height) != (W, H):
+        raise HeadVeilError(f"{source}: the saved fit is for a {saved.camera.width}×{saved.camera.height} image, this "
+                            f"photo is {W}×{H}")
+    det = saved.detection if saved is not None else detect_one(img, cmd.fit, source)
     win = FaceWindow.around(det, H, W)
     work = win.crop(img)
     sx, sy = work.shape[1] / (win.x1 - win.x0), work.shape[0] / (win.y1 - win.y0)
@@ -262,9 +270,13 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     det_w = type(det_w)(det_w.points * [sx, sy], det_w.scheme, det_w.box * [sx, sy, sx, sy], det_w.score,
                         det_w.detector, det_w.blendshapes, det_w.head_pose,
                         None if det_w.depth is None else det_w.depth * sx)
-    f = cmd.fit.focal_px or 1.2 * max(H, W)
-    K_full = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
-    fit = fit_image(work, model, cmd.fit, source=source, detection=det_w, K=win.camera_K(K_full, work.shape))
+    if saved is not None:
+        fit = dataclasses.replace(saved, detection=det_w, camera=Camera(win.camera_K(saved.camera.K, work.shape),
+                                                                        np.eye(4), work.shape[1], work.shape[0]))
+    else:
+        f = cmd.fit.focal_px or 1.2 * max(H, W)
+        K_full = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+        fit = fit_image(work, model, cmd.fit, source=source, detection=det_w, K=win.camera_K(K_full, work.shape))
     pose = fit.pose_dict()
     if max(abs(pose["yaw_deg"]), abs(pose["pitch_deg"])) > cmd.max_yaw:
         raise ExtremePoseError(f"{source}: head turned {pose['yaw_deg']:.0f}° yaw / {pose['pitch_deg']:.0f}° pitch, "
@@ -293,7 +305,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     removed_full = None if comp is None else win.to_full(comp.removed_mask, img.shape)[win.y0:win.y1, win.x0:win.x1]
     metrics = {"method": spec.name, "params": dict(params.__dict__), **out.metrics,
                "fit": {"landmark_rmse_px": fit.landmark_rmse_px, "detector": fit.detector, "pose": {
-                   k: pose[k] for k in ("yaw_deg", "pitch_deg", "roll_deg")}},
+                   k: pose[k] for k in ("yaw_deg", "pitch_deg", "roll_deg")}, "source": "saved" if saved else "fitted"},
                "window": {"x0": win.x0, "y0": win.y0, "x1": win.x1, "y1": win.y1, "scale": win.scale},
                "utility": _utility(orig_w, prot_w, removed_full)}
     metrics["utility"]["face_region_pixels"] = int(region_full.sum())
@@ -323,7 +335,7 @@ def _codes_json(spec, params, out, fit, model, key: bytes, camera) -> dict:
 
     return {"schema": 1, "method": spec.name, "render": getattr(params, "render", None),
             "theta_deg": getattr(params, "theta", None), "key_check": key_check(key),
-            "alpha_protected": np.asarray(out.codes).tolist(),
+            "identity_protected": np.asarray(out.codes).tolist(),
             "expression": fit.expression.tolist(), "albedo": fit.albedo.tolist(),
             "R": np.asarray(fit.R).tolist(), "t": np.asarray(fit.t).tolist(), "camera": camera.to_dict(),
             "model": model.name, "frame": "model -> OpenCV camera"}
@@ -341,6 +353,31 @@ def _output_mesh(out, image: np.ndarray, fit, params):
 
         c, _ = sample_photo_colors(image, np.asarray(v, np.float64), np.asarray(f), fit.camera)
     return v, f, c
+
+
+def saved_fits(folder: Path | None, model) -> dict[str, object]:
+    """``{resolved input path: FitResult}`` of a ``headveil fit`` output folder (through its
+    summary.json), or ``{"*": FitResult}`` for a folder holding one ``fit.json``; {} for None."""
+    from headveil.geometry.morphable.fit_result import FitResult
+
+    if folder is None:
+        return {}
+    folder = Path(folder)
+    if (folder / "fit.json").is_file():
+        return {"*": FitResult.load(folder / "fit.json", model)}
+    summary = folder / "summary.json"
+    if not summary.is_file():
+        raise HeadVeilError(f"--fits {folder}: neither a fit.json nor a headveil fit summary.json is there")
+    try:
+        done = json.loads(summary.read_text())["done"]
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise HeadVeilError(f"--fits {folder}: unreadable summary.json ({exc})") from None
+    out = {}
+    for src, names in done.items():
+        first = str(names).split(",")[0]  # with --all-faces the first (largest) face
+        if (folder / first / "fit.json").is_file():
+            out[str(Path(src).resolve())] = FitResult.load(folder / first / "fit.json", model)
+    return out
 
 
 def _noise_rngs(cmd: DeidCommand, n: int) -> list[np.random.Generator]:
@@ -410,6 +447,9 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
     if not paths:
         raise HeadVeilError(f"no images found in {', '.join(map(str, cmd.images))}")
     rngs = _noise_rngs(cmd, len(paths))
+    fits = saved_fits(cmd.fits, model)
+    if "*" in fits and len(paths) > 1:
+        raise HeadVeilError(f"--fits {cmd.fits} holds the fit of one photo, but {len(paths)} photos were given")
     summary = BatchSummary.load_for_resume("headveil deid", cmd.out) if cmd.resume else \
         BatchSummary("headveil deid", cmd.out)
     open_output_root(cmd.out, "headveil deid", cmd.images, cmd.overwrite or cmd.resume, private=True)
@@ -424,8 +464,9 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
         name = names[str(p)]
         with summary.item(p, "deid"):
             img = read_image(p)
+            saved = fits.get("*") or fits.get(str(Path(p).resolve()))
             image, out, fit, metrics, camera = deid_image(img, cmd, model, spec, params, extras, restorer,
-                                                          recognizers, str(p), rng)
+                                                          recognizers, str(p), rng, saved)
             if cmd.insecure_reproducible:
                 metrics["insecure_reproducible"] = True
             mesh = _output_mesh(out, out.image, fit, params)
@@ -481,7 +522,7 @@ def run_recover(cmd: RecoverCommand, model=None) -> dict:
     if codes.get("key_check") is not None and key_check(key) != codes["key_check"]:
         raise InvalidKeyError(f"wrong key: {cmd.key_file} is not the key {folder} was made with")
     model = model or load_embedded()
-    a_prot = np.asarray(codes["alpha_protected"], np.float64)
+    a_prot = np.asarray(codes["identity_protected"], np.float64)
     a = recover_keyed(a_prot, key, float(codes["theta_deg"]))
     img = read_image(folder / "deid.png")
     eta = np.asarray(codes["expression"], np.float64)
@@ -498,7 +539,7 @@ def run_recover(cmd: RecoverCommand, model=None) -> dict:
                                 colors[idx], unlit=codes.get("render") == "photo")
     with atomic_output_dir(out, overwrite=cmd.overwrite, private=True) as tmp:
         write_image(tmp / "recovered.png", comp.image)
-        write_json(tmp / "codes.json", {"schema": 1, "method": "id-keyed", "alpha_recovered": a.tolist(),
+        write_json(tmp / "codes.json", {"schema": 1, "method": "id-keyed", "identity_recovered": a.tolist(),
                                         "model": model.name})
         write_json(tmp / "manifest.json", build_manifest("headveil recover", {"folder": None}, seed=None,
                                                          inputs=[], backends={}, extra={"model": model.name}))

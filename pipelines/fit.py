@@ -20,7 +20,8 @@ from headveil.common.outputs import atomic_output_dir, build_manifest, write_jso
 from headveil.geometry.camera import Camera
 from headveil.geometry.mesh_io import MESH_FORMATS, export_mesh
 from headveil.geometry.perception.detectors import Detection, detect_faces, resolve_detector
-from headveil.geometry.morphable.fitting import LandmarkFit, LandmarkFitConfig, fit_landmarks
+from headveil.geometry.morphable.fit_result import FitResult
+from headveil.geometry.morphable.fitting import LandmarkFitConfig, fit_landmarks
 from headveil.geometry.morphable.model import MorphableModel, load_embedded
 from headveil.render.photometric import PhotometricConfig, refine_photometric
 from headveil.pipelines.commands import command
@@ -46,69 +47,6 @@ class FitConfig:
     """Landmark fit settings."""
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     """Photometric refinement settings (with --fit.refine)."""
-
-
-@dataclass
-class FitResult:
-    """The fitted head of one face.
-
-    Attributes:
-        identity: ``(K,) float32`` α (N(0, I) units).
-        expression: ``(E,) float32`` η, named by ``expression_names``.
-        expression_names: blendshape names.
-        albedo: ``(A,) float32`` β (zeros without refinement).
-        lighting: ``(9, 3)`` SH coefficients in the camera frame, or None without refinement.
-        R, t: model → camera rotation ``(3, 3)`` and translation ``(3,)`` metres (OpenCV camera).
-        camera: the camera (``c2w`` = identity: the camera frame is the world frame).
-        landmark_rmse_px: weighted landmark reprojection RMSE, pixels.
-        detector: detector used; scheme: its landmark scheme.
-        detection: the landmarks the fit used.
-        photometric_rmse: colour RMSE of the refinement in [0, 1] units, or None.
-        seconds: wall time per stage.
-    """
-
-    identity: np.ndarray
-    expression: np.ndarray
-    expression_names: list[str]
-    albedo: np.ndarray
-    lighting: np.ndarray | None
-    R: np.ndarray
-    t: np.ndarray
-    camera: Camera
-    landmark_rmse_px: float
-    detector: str
-    scheme: str
-    detection: Detection
-    photometric_rmse: float | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def vertices(self, model: MorphableModel) -> np.ndarray:
-        """``(V, 3)`` fitted head in the model frame (metres)."""
-        return model.vertices(self.identity, self.expression)
-
-    def vertices_camera(self, model: MorphableModel) -> np.ndarray:
-        """``(V, 3)`` fitted head in the camera frame (OpenCV axes, metres)."""
-        return self.vertices(model).astype(np.float64) @ self.R.T + self.t
-
-    def pose_dict(self) -> dict:
-        return LandmarkFit(self.identity, self.expression, self.R, self.t, self.camera.K, self.camera.width,
-                           self.camera.height, self.landmark_rmse_px, self.scheme).pose_dict()
-
-    def to_json(self) -> dict:
-        return {
-            "identity": self.identity.tolist(),
-            "expression": dict(zip(self.expression_names, map(float, self.expression))),
-            "albedo": self.albedo.tolist(),
-            "lighting": None if self.lighting is None else {"sh_coefficients": self.lighting.tolist(),
-                                                             "frame": "camera (OpenCV)", "layout": "(9, 3) RGB"},
-            "pose": self.pose_dict(),
-            "camera": self.camera.to_dict(),
-            "landmark_rmse_px": self.landmark_rmse_px,
-            "photometric_rmse": self.photometric_rmse,
-            "detector": self.detector, "landmark_scheme": self.scheme,
-            "blendshapes_detected": self.detection.blendshapes or None,
-            "seconds": self.seconds,
-        }
 
 
 def detect_one(image: np.ndarray, cfg: FitConfig, source: str = "<array>") -> Detection:

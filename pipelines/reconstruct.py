@@ -38,6 +38,7 @@ import tyro
 
 from headveil.common.errors import HeadVeilError
 from headveil.common.outputs import build_manifest, sha256_file, write_json
+from headveil.geometry.morphable.fit_result import FitResult
 from headveil.pipelines.train import StageConfig, train
 from headveil.pipelines.commands import command
 
@@ -148,8 +149,6 @@ def _face_metrics(pred_v, pred_f, gt_v, gt_f, face_mask, seed=0) -> dict:
 
 def _template_codes(cfg: ReconstructCommand, capture, model):
     """α, η of the template (or None, None for the mean head)."""
-    import json
-
     if cfg.template == "mean":
         return None, None
     if cfg.template == "capture":
@@ -160,20 +159,8 @@ def _template_codes(cfg: ReconstructCommand, capture, model):
     p = Path(cfg.template)
     if not p.is_file():
         raise HeadVeilError(f"--template must be mean, capture or a fit.json path; {p} does not exist")
-    try:
-        fit = json.loads(p.read_text())
-        alpha = np.asarray(fit["identity"], np.float32)
-        expr = fit.get("expression") or {}
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise HeadVeilError(f"{p} is not a fit.json with an identity code ({exc})") from None
-    eta = np.zeros(model.n_expr, np.float32)
-    if isinstance(expr, dict):
-        for name, v in expr.items():
-            if name in model.expr_names:
-                eta[list(model.expr_names).index(name)] = float(v)
-    else:
-        eta[: len(expr)] = np.asarray(expr, np.float32)[: model.n_expr]
-    return alpha, eta
+    fit = FitResult.load(p, model)
+    return fit.identity, fit.expression
 
 
 def check_capture_for_preset(capture, preset_name: str, prior: bool, non_private: bool = False) -> list[str]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from headveil.common.errors import HeadVeilError
 from headveil.geometry.dense import DenseMeshConfig, dense_mesh
+from headveil.geometry.morphable.fit_result import FitResult
 from headveil.geometry.identity.chep import CHEPPerturbation, chep_perturb
 from headveil.geometry.sbc import SphericalBins, build_bins, outer_surface_mask, sample_bins
 from headveil.render.deid import face3d
@@ -35,8 +36,6 @@ BINS_FROM = ("neutral", "expression")
 def load_pivots(spec: str | Path | int, model, seed: int = 0) -> np.ndarray:
     """Pivot codes ``(Q, K) float64``: an int → Q codes drawn from the model prior with ``seed``; a
     ``.npy`` file → its array; a folder → the ``identity`` of every ``fit.json`` under it."""
-    import json
-
     if isinstance(spec, (int, np.integer)) or (isinstance(spec, str) and spec.isdigit()):
         n = int(spec)
         if n < 1:
@@ -50,7 +49,7 @@ def load_pivots(spec: str | Path | int, model, seed: int = 0) -> np.ndarray:
         fits = sorted(path.rglob("fit.json"))
         if not fits:
             raise HeadVeilError(f"no fit.json under {path} (fit pivot photos with `headveil fit` first)")
-        arr = np.stack([np.asarray(json.loads(f.read_text())["identity"], np.float64) for f in fits])
+        arr = np.stack([FitResult.load(f).identity.astype(np.float64) for f in fits])
     else:
         raise HeadVeilError(f"pivots must be a count, a .npy file or a folder of fits; got {spec}")
     arr = np.asarray(arr, np.float64)

@@ -54,7 +54,7 @@ def test_keyed_deid_and_recover(photo, tmp_path, model):
     assert all(r["status"] in ("matched", "not matched", "not detected") for r in m["reidentification"].values())
     orig = fit_image(read_image(photo / "astronaut.png"), model, FitConfig()).identity
     rec = run_recover(RecoverCommand(folder, key, tmp_path / "rec"), model)
-    got = np.array(json.loads((tmp_path / "rec" / "codes.json").read_text())["alpha_recovered"])
+    got = np.array(json.loads((tmp_path / "rec" / "codes.json").read_text())["identity_recovered"])
     np.testing.assert_allclose(got, orig, atol=1e-4)
     assert (tmp_path / "rec" / "recovered.png").is_file() and rec["delta_norm"] > 1
     assert (tmp_path / "rec" / "codes.json").stat().st_mode & 0o077 == 0
@@ -115,3 +115,20 @@ def test_table1_smoke(tmp_path):
 
     html = write_report(ReportCommand(tmp_path / "t")).read_text()
     assert "Table 1" in html and "not perturbed" in html and "data:image/png;base64" in html
+
+
+def test_deid_reuses_saved_fits(photo, tmp_path, model):
+    """`headveil deid --fits DIR` takes the fits of `headveil fit` instead of fitting again."""
+    from headveil.pipelines.fit import FitCommand, run_fit
+
+    img = photo / "astronaut.png"
+    run_fit(FitCommand([img], out=tmp_path / "fits"), model)
+    res = run_deid(DeidCommand([img], out=tmp_path / "d", fits=tmp_path / "fits", guard="off"), model)
+    m = json.loads((tmp_path / "d" / "0001" / "metrics.json").read_text())
+    fresh = run_deid(DeidCommand([img], out=tmp_path / "e", guard="off"), model)
+    m2 = json.loads((tmp_path / "e" / "0001" / "metrics.json").read_text())
+    assert res["done"] and fresh["done"] and m["fit"]["source"] == "saved" and m2["fit"]["source"] == "fitted"
+    for k in ("yaw_deg", "pitch_deg", "roll_deg"):  # the same face, fitted on the photo or on its window
+        assert abs(m["fit"]["pose"][k] - m2["fit"]["pose"][k]) < 2.0
+    one = tmp_path / "fits" / "0001"
+    assert run_deid(DeidCommand([img], out=tmp_path / "g", fits=one, guard="off"), model)["done"]

@@ -10,7 +10,7 @@ import pytest
 from headveil.common.errors import FaceTooSmallError, NoFaceFoundError
 from headveil.common.images import read_image, write_image
 from headveil.geometry.metrics import vertex_errors_mm
-from headveil.pipelines.fit import FitCommand, FitConfig, fit_image, run_fit
+from headveil.pipelines.fit import FitCommand, FitConfig, fit_image, run_fit, write_fit_outputs
 
 pytestmark = pytest.mark.faces
 
@@ -162,3 +162,24 @@ def test_very_large_image_is_detected_on_a_downscaled_copy(model, rendered_subje
     # landmarks come back in the large image's pixels: 6× the small image's
     np.testing.assert_allclose(res.detection.points.mean(0), small.detection.points.mean(0) * 6, rtol=0.02)
     assert res.landmark_rmse_px < 6 * 4
+
+
+def test_fit_json_round_trips_through_its_type(tmp_path, model, rendered_subject):
+    from headveil.common.errors import HeadVeilError
+    from headveil.geometry.morphable.fit_result import FitResult
+
+    res = fit_image(rendered_subject["image"], model)
+    write_fit_outputs(tmp_path / "f", model, res, ("ply",))
+    back = FitResult.load(tmp_path / "f" / "fit.json", model)
+    for name in ("identity", "expression", "albedo", "R", "t"):
+        np.testing.assert_allclose(getattr(back, name), getattr(res, name), rtol=0, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(back.camera.K, res.camera.K)
+    np.testing.assert_allclose(back.detection.points, res.detection.points)
+    assert back.expression_names == list(model.expr_names) and back.scheme == res.scheme
+    assert back.to_json()["schema_version"] == FitResult.SCHEMA_VERSION
+    bad = res.to_json()
+    bad["schema_version"] = 1
+    with pytest.raises(HeadVeilError, match="schema version"):
+        FitResult.from_json(bad, model)
+    with pytest.raises(HeadVeilError, match="not a headveil fit"):
+        FitResult.from_json({"identity": [0.0]}, model)
