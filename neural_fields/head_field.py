@@ -25,6 +25,7 @@ Frames: points in the model frame (metres, +Y up, face toward +Z); codes α ``(K
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,6 +35,15 @@ from headveil.geometry.morphable.model import MorphableModel
 from headveil.neural_fields.encodings import HashGridConfig, HashGridEncoding
 from headveil.neural_fields.mesh_sdf import capped, face_neighbours, mesh_sdf, vertex_faces, vertex_normals_torch
 from headveil.neural_fields.sdf import ColorNetwork, ColorNetworkConfig, LaplaceDensity, SDFNetwork, SDFNetworkConfig
+
+
+class FieldSample(NamedTuple):
+    """What the field returns at ``N`` points: ``sdf (N,)`` metres, ``features (N, F)``, and the
+    residual ``(N,)`` metres on top of the 3DMM (None for a plain field)."""
+
+    sdf: torch.Tensor
+    features: torch.Tensor
+    residual: torch.Tensor | None
 
 
 @dataclass
@@ -276,14 +286,25 @@ class HeadField(nn.Module):
         base, x_c, _, _ = self._exact_prior(x, 0, detach=False)
         return base, x_c
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x (N, 3)`` metres → ``(sdf (N,) metres, features (N, feature_dim))``."""
+    def query(self, x: torch.Tensor) -> FieldSample:
+        """``x (N, 3)`` metres (world frame) → :class:`FieldSample`: the SDF, the colour features and,
+        with the prior, the learned residual Δ (what a residual penalty acts on)."""
         if not self.config.prior:
-            return self.net(x)
+            sdf, feats = self.net(x)
+            return FieldSample(sdf, feats, None)
         base, x_c = self.model_sdf(x)
         delta, feats = self.residual(x_c)
-        self.last_residual = delta  # for the training loop's residual penalty
-        return base + delta, feats
+        return FieldSample(base + delta, feats, delta)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (N, 3)`` metres → ``(sdf (N,) metres, features (N, feature_dim))`` (see :meth:`query`)."""
+        q = self.query(x)
+        return q.sdf, q.features
+
+    @property
+    def has_prior_cache(self) -> bool:
+        """Whether the 3DMM prior is cached on a grid (prior-guided sampling uses it)."""
+        return self._prior_grid is not None
 
     def sdf(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)[0]

@@ -40,15 +40,31 @@ from headveil.common.errors import HeadVeilError
 from headveil.common.outputs import build_manifest, sha256_file, write_json
 from headveil.geometry.morphable.fit_result import FitResult
 from headveil.pipelines.train import StageConfig, train
+from headveil.render.losses import (
+    CodePrior,
+    EikonalLoss,
+    GradientLoss,
+    LipschitzLoss,
+    MaskLoss,
+    ResidualPenalty,
+    RGBLoss,
+)
 from headveil.pipelines.commands import command
 
+def _rgb_terms():
+    """λ1 L_rgb (λ1 = 1) + mask + λ2 L_eik (λ2 = 0.1) + residual penalty + code prior."""
+    return (RGBLoss(1.0), MaskLoss(0.1), EikonalLoss(0.1), ResidualPenalty(0.01), CodePrior(1e-3))
+
+
 def _stage1(steps):
-    return StageConfig(name="stage1", steps=steps, views="neutral", loss="rgb", w_rgb=1.0, w_eikonal=0.1)
+    return StageConfig(name="stage1", steps=steps, views="neutral", losses=_rgb_terms())
 
 
 def _stage2(steps, lip: bool = True):
-    return StageConfig(name="stage2", steps=steps, views="protected", loss="grad", w_grad=1.0, w_eikonal=0.1,
-                       w_lipschitz=3e-10 if lip else 0.0, w_mask=0.0, w_residual=0.003)
+    """λ4 L_grad (λ4 = 1) + λ2 L_eik + λ3 L_lip (λ3 = 3e-10; 0 = the no-Lipschitz ablation) + a lighter
+    residual penalty."""
+    terms = (GradientLoss(1.0), EikonalLoss(0.1), ResidualPenalty(0.003)) + ((LipschitzLoss(3e-10),) if lip else ())
+    return StageConfig(name="stage2", steps=steps, views="protected", losses=terms + (CodePrior(1e-3),))
 
 
 @dataclass(frozen=True)
@@ -70,14 +86,15 @@ def _per_stage(steps: tuple[int, ...], n: int, default: tuple[int, ...]) -> tupl
 
 
 PRESETS = {
-    "full-rgb": Preset(lambda s: [StageConfig(name="rgb", steps=s[0], views="all", loss="rgb", w_eikonal=0.1)],
+    "full-rgb": Preset(lambda s: [StageConfig(name="rgb", steps=s[0], views="all", losses=_rgb_terms())],
                        False, (600,)),
     # one stage each, from the template, for the paper's Fig. 7 ablations
     "two-stage": Preset(lambda s: [_stage1(s[0]), _stage2(s[1])], True, (300, 300)),
     "two-stage-nolip": Preset(lambda s: [_stage1(s[0]), _stage2(s[1], lip=False)], True, (300, 300)),
     "grad-only": Preset(lambda s: [replace(_stage2(s[0]), name="grad")], True, (600,)),
-    "rgb+grad": Preset(lambda s: [StageConfig(name="rgb+grad", steps=s[0], views="all", loss="rgb+grad",
-                                              w_eikonal=0.1, w_lipschitz=3e-10)], True, (600,)),
+    "rgb+grad": Preset(lambda s: [StageConfig(name="rgb+grad", steps=s[0], views="all", losses=(
+        RGBLoss(1.0), MaskLoss(0.1), GradientLoss(1.0), EikonalLoss(0.1), ResidualPenalty(0.01),
+        LipschitzLoss(3e-10), CodePrior(1e-3)))], True, (600,)),
 }
 
 
@@ -182,10 +199,10 @@ def check_capture_for_preset(capture, preset_name: str, prior: bool, non_private
                             "gradients; use --preset two-stage")
     stages = preset.stages(preset.default_steps)
     for st in stages:
-        if "grad" in st.loss and not capture.views(st.views, "gradient"):
+        if st.uses_grad and not capture.views(st.views, "gradient"):
             raise HeadVeilError(f"preset {preset_name} needs protected gradient views; this capture has none "
                                 f"({capture.summary()})")
-        if st.loss == "rgb" and not capture.views(st.views, "rgb"):
+        if st.uses_rgb and not st.uses_grad and not capture.views(st.views, "rgb"):
             raise HeadVeilError(f"preset {preset_name} stage {st.name} needs {st.views} RGB views; this capture has "
                                 f"none ({capture.summary()})" + ("" if prior else " and --no-prior gives no template"))
     if not prior and not capture.views("neutral", "rgb") and preset.private:
@@ -285,9 +302,8 @@ def run_reconstruct(cfg: ReconstructCommand) -> dict:
         log.warning(w)
     preset = PRESETS[cfg.preset]
     stages = preset.stages(_per_stage(cfg.steps, len(preset.stages(preset.default_steps)), preset.default_steps))
-    for s in stages:
-        s.rays, s.samples, s.patches, s.importance = cfg.rays, cfg.samples, cfg.patches, cfg.importance
-        s.normals = cfg.normals
+    stages = [replace(s, rays=cfg.rays, samples=cfg.samples, patches=cfg.patches, importance=cfg.importance,
+                      normals=cfg.normals) for s in stages]  # replace: the settings are validated again
     out = Path(cfg.out)
     if cfg.resume and not (out / "checkpoint.pt").is_file():
         raise HeadVeilError(f"--resume: {out}/checkpoint.pt does not exist (nothing to resume)")

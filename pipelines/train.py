@@ -1,16 +1,10 @@
 """The one training loop for head fields: stages are configs, not copies of the loop.
 
-A stage picks the views it may use (all, privacy-neutral only, protected only), the image losses
-and the regularisers of the two-stage paper's eq. 9:
-
-    L = λ1 L_rgb + λ2 L_eik + λ3 L_lip + λ4 L_grad  (+ mask and residual terms)
-
-- ``L_rgb`` (eq. 2): L1 on colours of random rays of the stage's RGB views;
-- ``L_grad`` (eq. 5): L1 between ‖ĝ‖ of rendered patches (the protecting operator of
-  :mod:`headveil.render.protect`, same kernel and blur, ``valid`` padding) and the ‖g‖ of the
-  stage's gradient views — the only thing a protected view holds;
-- ``L_eik`` (eq. 4) on finite-difference gradients at random points, ``L_lip`` (eq. 8) the
-  colour network's product of per-layer bounds.
+A stage picks the views it may use (all, privacy-neutral only, protected only) and lists its loss
+terms (:mod:`headveil.render.losses`: the two-stage paper's eq. 9, L = λ1 L_rgb + λ2 L_eik +
+λ3 L_lip + λ4 L_grad, plus mask, residual and code-prior terms). Each step the loop renders what
+the terms need — random rays of the stage's RGB views, 16² patches of its gradient views — and sums
+the terms in their listed order.
 
 Rays are sampled in the head's bounding sphere (or in a band around the 3DMM surface), rendered
 with VolSDF density and composited over the capture's background.
@@ -25,46 +19,57 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from dataclasses import field as dataclass_field
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from headveil.common.errors import HeadVeilError
+from headveil.common.errors import HeadVeilError, SettingsError
 from headveil.neural_fields.head_field import HeadField
-from headveil.neural_fields.sdf import eikonal_loss, finite_difference_gradient
 from headveil.pipelines.capture import Capture
-from headveil.render.protect import ProtectConfig, gradient_magnitude
+from headveil.render.protect import ProtectConfig
 from headveil.render.rays import rays_from_camera
 from headveil.render.field import FieldRenderConfig, render_rays
+from headveil.render.losses import (
+    CodePrior,
+    EikonalLoss,
+    LossContext,
+    LossTerm,
+    MaskLoss,
+    ResidualPenalty,
+    RGBLoss,
+    total_loss,
+)
 
 
 class TrainingDivergedError(HeadVeilError, RuntimeError):
     """The loss became NaN or infinite."""
 
 
+def default_losses() -> tuple[LossTerm, ...]:
+    """RGB + mask + eikonal + residual penalty + code prior: a single RGB stage."""
+    return (RGBLoss(1.0), MaskLoss(0.1), EikonalLoss(0.05), ResidualPenalty(0.01), CodePrior(1e-3))
+
+
 @dataclass
 class StageConfig(FieldRenderConfig):
-    """One training stage: the views and losses it uses and how its rays are rendered
-    (the :class:`~headveil.render.field.FieldRenderConfig` fields)."""
+    """One training stage: the views it may see, its loss terms, its batch sizes and learning rates,
+    and how its rays are rendered (the :class:`~headveil.render.field.FieldRenderConfig` fields)."""
 
     name: str = "rgb"
     steps: int = 800
-    views: str = "all"
-    """Which views this stage may see: ``all``, ``neutral`` or ``protected``."""
-    loss: str = "rgb"
-    """Image losses: ``rgb`` (L1 on colours of RGB views), ``grad`` (L1 on gradient magnitudes of
-    gradient views) or ``rgb+grad`` (both, each on its own views)."""
-    w_rgb: float = 1.0
-    """λ1 of eq. 9."""
-    w_grad: float = 1.0
-    """λ4 of eq. 9."""
+    views: Literal["all", "neutral", "protected"] = "all"
+    """Which views this stage may see: all, neutral or protected."""
+    losses: tuple[LossTerm, ...] = dataclass_field(default_factory=default_losses)
+    """The stage's objective, summed in this order (see headveil.render.losses)."""
     rays: int = 512
-    """Random rays per step for the RGB loss."""
+    """Random rays per step for the RGB terms."""
     patches: int = 4
-    """Patches per step for the gradient loss."""
+    """Patches per step for the gradient term."""
     patch_size: int = 16
     """Side (px) of a rendered patch; the loss sees its interior (side − 2·operator margin)."""
     lr: float = 2e-3
@@ -73,15 +78,30 @@ class StageConfig(FieldRenderConfig):
     """Adam learning rate of the colour network and the density β; same decay."""
     lr_codes: float = 2e-2
     """Adam learning rate of trainable 3DMM codes (α ~ N(0, I) units); same decay."""
-    w_codes: float = 1e-3
-    """Weight of the code prior mean(α²) (trainable codes only)."""
-    w_eikonal: float = 0.05
-    eikonal_points: int = 1024
-    w_lipschitz: float = 0.0
-    w_mask: float = 0.1
-    w_residual: float = 0.01
-    """Weight of mean |Δ| in millimetres at the samples: the learned residual must earn its
-    departure from the 3DMM surface (prior fields only)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.views not in ("all", "neutral", "protected"):
+            raise SettingsError(f"stage {self.name}: views must be all, neutral or protected; got {self.views!r}")
+        if not self.losses or not all(isinstance(t, LossTerm) for t in self.losses):
+            raise SettingsError(f"stage {self.name}: losses must be a non-empty tuple of loss terms")
+        if not any(t.needs for t in self.losses):
+            raise SettingsError(f"stage {self.name}: no image loss (RGBLoss or GradientLoss) among its terms")
+        for n in ("steps", "rays", "patches", "patch_size"):
+            if getattr(self, n) < 1:
+                raise SettingsError(f"stage {self.name}: {n} must be ≥ 1; got {getattr(self, n)}")
+
+    @property
+    def uses_rgb(self) -> bool:
+        return any(t.needs == "rgb" for t in self.losses)
+
+    @property
+    def uses_grad(self) -> bool:
+        return any(t.needs == "grad" for t in self.losses)
+
+    def to_json(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "losses"}
+        return {**d, "losses": [t.to_json() for t in self.losses]}
 
 
 def _check_views(views: str) -> None:
@@ -211,14 +231,12 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
     for si, cfg in enumerate(stages):
         if si < start_stage:
             continue
-        if cfg.loss not in ("rgb", "grad", "rgb+grad"):
-            raise ValueError(f"stage {cfg.name}: loss must be rgb, grad or rgb+grad; got {cfg.loss!r}")
-        use_rgb, use_grad = "rgb" in cfg.loss.split("+"), "grad" in cfg.loss.split("+")
+        use_rgb, use_grad = cfg.uses_rgb, cfg.uses_grad
         o = d = rgb = mask = patches = None
+        op = ProtectConfig.from_json(capture.protect or {})
         if use_rgb:
             o, d, rgb, mask = rays_of(capture, cfg.views)
         if use_grad:
-            op = ProtectConfig.from_json(capture.protect or {})
             patches = GradientPatches(capture, cfg.views, cfg.patch_size, op.margin)
         opt = torch.optim.Adam(_param_groups(field, cfg), betas=(0.9, 0.99), eps=1e-15)
         first = start_step if si == start_stage else 0
@@ -230,44 +248,23 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
         for step in bar:
             for g, base in zip(opt.param_groups, (cfg.lr, cfg.lr_networks, cfg.lr_codes)):
                 g["lr"] = base * 0.1 ** (step / cfg.steps)  # exponential decay ×0.1 over the stage
-            loss = torch.zeros(())
-            residuals = []
+            ctx = LossContext(patch_size=cfg.patch_size, operator=op.operator, blur=op.blur,
+                              bound_radius=cfg.bound_radius, generator=gen)
             if use_rgb:
                 idx = torch.randint(0, len(o), (cfg.rays,), generator=gen)
-                pred, opacity, _ = render_rays(field, o[idx], d[idx], cfg, bg, gen)
-                residuals.append(getattr(field, "last_residual", None))
-                if not (torch.isfinite(pred).all() and torch.isfinite(opacity).all()):
+                ctx.rgb = render_rays(field, o[idx], d[idx], cfg, bg, gen)
+                if not (torch.isfinite(ctx.rgb.rgb).all() and torch.isfinite(ctx.rgb.opacity).all()):
                     raise TrainingDivergedError(_diverged_message(cfg.name, step, "the rendered colours", checkpoint))
-                loss = loss + cfg.w_rgb * (pred - rgb[idx]).abs().mean()
-                if mask is not None and cfg.w_mask > 0:
-                    mi = mask[idx]
-                    has = mi >= 0
-                    if has.any():
-                        bce = F.binary_cross_entropy(opacity[has].clamp(1e-4, 1 - 1e-4), mi[has])
-                        loss = loss + cfg.w_mask * bce
-                mse = ((pred.detach() - rgb[idx]) ** 2).mean().item()
+                ctx.rgb_target, ctx.mask_target = rgb[idx], None if mask is None else mask[idx]
+                mse = ((ctx.rgb.rgb.detach() - ctx.rgb_target) ** 2).mean().item()
                 psnr_v = -10 * math.log10(max(mse, 1e-10))
             if use_grad:
-                po, pd, target = patches.sample(cfg.patches, gen)
-                pc, _, _ = render_rays(field, po, pd, cfg, bg, gen)
-                residuals.append(getattr(field, "last_residual", None))
-                if not torch.isfinite(pc).all():
+                po, pd, ctx.grad_target = patches.sample(cfg.patches, gen)
+                ctx.patches = render_rays(field, po, pd, cfg, bg, gen)
+                if not torch.isfinite(ctx.patches.rgb).all():
                     raise TrainingDivergedError(_diverged_message(cfg.name, step, "the rendered patches", checkpoint))
-                S = cfg.patch_size
-                g_hat = gradient_magnitude(pc.reshape(-1, S, S, 3), op.operator, op.blur, padding="valid")
-                loss_grad = (g_hat - target).abs().mean()
-                loss = loss + cfg.w_grad * loss_grad
-                grad_v = loss_grad.item()
-            if cfg.w_eikonal > 0:
-                p = (torch.rand(cfg.eikonal_points, 3, generator=gen) * 2 - 1) * cfg.bound_radius
-                loss = loss + cfg.w_eikonal * eikonal_loss(finite_difference_gradient(field.sdf, p, eps=2e-3))
-            residuals = [r for r in residuals if r is not None] if field.config.prior else []
-            if cfg.w_residual > 0 and residuals:
-                loss = loss + cfg.w_residual * torch.cat(residuals).abs().mean() * 1e3
-            if cfg.w_lipschitz > 0:
-                loss = loss + cfg.w_lipschitz * field.color.lipschitz_loss()
-            if field.config.prior and field.alpha.requires_grad and cfg.w_codes > 0:
-                loss = loss + cfg.w_codes * (field.alpha ** 2).mean()
+            loss, parts = total_loss(cfg.losses, ctx, field)
+            grad_v = parts.get("GradientLoss", grad_v)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(_diverged_message(cfg.name, step, f"the loss ({loss.item()})", checkpoint))
             opt.zero_grad(set_to_none=True)
@@ -286,7 +283,7 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
         bar.close()
         stats[cfg.name] = {"steps": cfg.steps, "loss": loss_v, "psnr_batch": psnr_v if use_rgb else None,
                            "grad_l1_batch": grad_v if use_grad else None,
-                           "seconds": time.perf_counter() - t0, "config": asdict(cfg)}
+                           "seconds": time.perf_counter() - t0, "config": cfg.to_json()}
         if field.config.prior and getattr(field, "code_components", 0):
             field.recache()  # the cache follows α to first order only: make it exact again
         if checkpoint is not None:

@@ -13,11 +13,13 @@ All distances in metres, rays in the world frame.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from headveil.neural_fields.head_field import HeadField
+from headveil.common.errors import SettingsError
+from headveil.neural_fields.head_field import FieldSample, HeadField
 from headveil.render.rays import rays_from_camera
 from headveil.render.volume import (
     composite,
@@ -33,7 +35,7 @@ from headveil.render.volume import (
 class FieldRenderConfig:
     """How rays through a head field are sampled and shaded."""
 
-    normals: str = "detached"
+    normals: Literal["detached", "fd"] = "detached"
     """Normals fed to the colour network: ``detached`` (analytic SDF gradient, no second-order
     term; cheap) or ``fd`` (tetrahedral finite differences of the SDF, differentiable, so shading
     gradients reach the geometry; 4 extra SDF evaluations per sample)."""
@@ -42,7 +44,7 @@ class FieldRenderConfig:
     samples: int = 48
     bound_radius: float = 0.2
     """Radius (metres) of the sphere around the origin where samples are drawn."""
-    sampling: str = "auto"
+    sampling: Literal["auto", "uniform", "prior"] = "auto"
     """``uniform`` (stratified in the bounding sphere), ``prior`` (stratified in a band around the
     first crossing of the 3DMM surface along each ray; rays that miss it are sampled uniformly) or
     ``auto`` (prior when the field has a cached prior)."""
@@ -53,6 +55,16 @@ class FieldRenderConfig:
     no-grad pass over the ``samples`` stratified ones, NeuS/VolSDF coarse-to-fine); they subdivide
     the stratified intervals, so a ray is rendered with ``samples + importance`` samples. Works with
     either ``sampling`` mode; 0 = off."""
+
+    def __post_init__(self):
+        for name, allowed in (("normals", ("detached", "fd")), ("sampling", ("auto", "uniform", "prior"))):
+            if getattr(self, name) not in allowed:
+                raise SettingsError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        for name in ("samples", "bound_radius", "fd_eps"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{name} must be > 0; got {getattr(self, name)}")
+        if self.importance < 0 or self.band <= 0:
+            raise SettingsError(f"importance must be ≥ 0 and band > 0; got {self.importance}, {self.band}")
 
 
 def prior_band(field: HeadField, origins, dirs, near, far, band: float, n_coarse: int = 64):
@@ -93,61 +105,67 @@ def refine_intervals(field: HeadField, origins, dirs, ts, te, hit, n: int, pertu
     return edges[:, :-1], edges[:, 1:]
 
 
-def render_rays(field: HeadField, origins, dirs, cfg: FieldRenderConfig, background, generator=None, perturb=True):
-    """Volume-render rays ``origins, dirs (R, 3)`` (world frame, metres, unit directions).
+class RenderedRays(NamedTuple):
+    """What :func:`render_rays` returns for ``R`` rays of ``S`` samples.
 
-    Returns ``rgb (R, 3)`` in [0, 1] composited over ``background``, ``opacity (R,)`` in [0, 1]
-    and ``depth (R,)`` (expected ray distance in metres, 0 where empty); differentiable in the
-    field's parameters. Normals fed to the colour network are detached SDF gradients.
+    Attributes:
+        rgb: ``(R, 3)`` in [0, 1], composited over the background.
+        opacity: ``(R,)`` in [0, 1].
+        depth: ``(R,)`` expected ray distance in metres (0 where empty).
+        residual: ``(R·S,)`` metres, the field's residual on the 3DMM at the samples (None without prior).
     """
+
+    rgb: torch.Tensor
+    opacity: torch.Tensor
+    depth: torch.Tensor
+    residual: torch.Tensor | None
+
+
+def render_rays(field: HeadField, origins, dirs, cfg: FieldRenderConfig, background, generator=None,
+                perturb=True) -> RenderedRays:
+    """Volume-render rays ``origins, dirs (R, 3)`` (world frame, metres, unit directions) through
+    ``field`` over ``background`` (RGB in [0, 1]); differentiable in the field's parameters.
+    ``generator`` draws the sample jitter (``perturb``) and importance samples."""
     near, far, hit = near_far_from_sphere(origins, dirs, cfg.bound_radius)
     mode = cfg.sampling
     if mode == "auto":
-        mode = "prior" if getattr(field, "_prior_grid", None) is not None else "uniform"
+        mode = "prior" if field.config.prior and field.has_prior_cache else "uniform"
     if mode == "prior":
         if not field.config.prior:
             raise ValueError("sampling='prior' needs a field with the 3DMM prior")
         near, far = prior_band(field, origins, dirs, near, far, cfg.band)
-    elif mode != "uniform":
-        raise ValueError(f"sampling must be auto, uniform or prior; got {cfg.sampling!r}")
     ts, te = stratified_samples(near, far, cfg.samples, perturb=perturb, generator=generator)
-    if cfg.importance < 0:
-        raise ValueError(f"importance must be ≥ 0 samples per ray; got {cfg.importance}")
     if cfg.importance > 0:
         ts, te = refine_intervals(field, origins, dirs, ts, te, hit, cfg.importance, perturb, generator)
     mids = 0.5 * (ts + te)
     pts = (origins[:, None, :] + mids[..., None] * dirs[:, None, :]).reshape(-1, 3)
     if cfg.normals == "fd":
-        sdf, feats, normals = _fd_normals(field, pts, cfg.fd_eps)
-    elif cfg.normals == "detached":
+        q, normals = _fd_normals(field, pts, cfg.fd_eps)
+    else:  # detached (validated when the config was built)
         pts.requires_grad_(True)
         with torch.enable_grad():
-            sdf, feats = field(pts)
-            (grad,) = torch.autograd.grad(sdf.sum(), pts, retain_graph=True)
+            q = field.query(pts)
+            (grad,) = torch.autograd.grad(q.sdf.sum(), pts, retain_graph=True)
         normals = F.normalize(grad.detach(), dim=-1)
-    else:
-        raise ValueError(f"normals must be detached or fd; got {cfg.normals!r}")
-    sigma = field.density(sdf).reshape(ts.shape) * hit[:, None]
+    sigma = field.density(q.sdf).reshape(ts.shape) * hit[:, None]
     w, _ = render_weights(ts, te, sigma)
     view = dirs[:, None, :].expand(-1, ts.shape[1], -1).reshape(-1, 3)
-    color = field.color(pts, normals, view, feats).reshape(*ts.shape, 3)
-    return composite(w, color, background), w.sum(1), expected_depth(w, ts, te)
+    color = field.color(pts, normals, view, q.features).reshape(*ts.shape, 3)
+    return RenderedRays(composite(w, color, background), w.sum(1), expected_depth(w, ts, te), q.residual)
 
 
 _TETRA = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, 1.0, 1.0]])
 
 
-def _fd_normals(field: HeadField, pts: torch.Tensor, eps: float):
-    """SDF, features and unit normals at ``pts (N, 3)``; normals from the tetrahedral stencil
+def _fd_normals(field: HeadField, pts: torch.Tensor, eps: float) -> tuple[FieldSample, torch.Tensor]:
+    """The field at ``pts (N, 3)`` and unit normals from the tetrahedral stencil
     ``n ∝ Σ_k v_k f(x + ε v_k)`` (differentiable in the field, no second-order autograd)."""
     n = len(pts)
     allp = torch.cat([pts, (pts[:, None, :] + eps * _TETRA).reshape(-1, 3)])
-    sdf_all, feats_all = field(allp)
-    sdf, feats = sdf_all[:n], feats_all[:n]
-    if hasattr(field, "last_residual") and field.config.prior:
-        field.last_residual = field.last_residual[:n]
-    g = (sdf_all[n:].reshape(n, 4, 1) * _TETRA).sum(1)
-    return sdf, feats, F.normalize(g, dim=-1)
+    q = field.query(allp)
+    g = (q.sdf[n:].reshape(n, 4, 1) * _TETRA).sum(1)
+    res = None if q.residual is None else q.residual[:n]
+    return FieldSample(q.sdf[:n], q.features[:n], res), F.normalize(g, dim=-1)
 
 
 def render_image(field: HeadField, camera, cfg: FieldRenderConfig | None = None, background=(0.0, 0.0, 0.0),

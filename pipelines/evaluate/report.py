@@ -184,6 +184,13 @@ def _mesh_views(path: Path, size: int, yaws=(0.0, 45.0)) -> list[np.ndarray]:
     return out
 
 
+def _terms(stage_config: dict) -> str:
+    """The loss terms of a stage as ``name×weight`` (older metrics: the ``loss`` string)."""
+    if "losses" in stage_config:
+        return " + ".join(f"{t['term'].replace('Loss', '')}×{t['weight']:g}" for t in stage_config["losses"])
+    return str(stage_config.get("loss", "?"))
+
+
 def write_reconstruction_report(folder: Path, thumb: int = 192) -> Path:
     """``folder/report.html`` for a ``headveil reconstruct`` output: per-stage geometry table and
     renders of every stage's mesh (and the ground truth when the capture has one) side by side."""
@@ -211,7 +218,7 @@ def write_reconstruction_report(folder: Path, thumb: int = 192) -> Path:
             rows.append(f"<tr><th>{html.escape(label)}</th><td>{_fmt(face.get('chamfer_mm'))}</td>"
                         f"<td>{_fmt(face.get('fscore'))}</td><td>{_fmt(head.get('chamfer_mm'))}</td></tr>")
     stages = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v['config']['views']))}</td>"
-                     f"<td>{html.escape(str(v['config']['loss']))}</td><td>{v['steps']}</td>"
+                     f"<td>{html.escape(_terms(v['config']))}</td><td>{v['steps']}</td>"
                      f"<td>{_fmt(v.get('psnr_batch'))}</td><td>{_fmt(v.get('grad_l1_batch'))}</td>"
                      f"<td>{_fmt(v['seconds'])}</td></tr>" for k, v in m.get("stages", {}).items())
     grid = "".join(f"<tr><th>{html.escape(label)}</th>" + "".join(

@@ -174,7 +174,9 @@ def test_two_stage_cli_end_to_end(split_captures, tmp_path):
                                                "manifest.json"}
     m = json.loads((out / "metrics.json").read_text())
     assert m["private"] and m["stages"]["stage2"]["grad_l1_batch"] >= 0 and m["stages"]["stage2"]["psnr_batch"] is None
-    assert m["stages"]["stage2"]["config"]["w_lipschitz"] == 3e-10 and m["stages"]["stage1"]["config"]["views"] == "neutral"
+    terms = {t["term"]: t["weight"] for t in m["stages"]["stage2"]["config"]["losses"]}
+    assert terms["LipschitzLoss"] == 3e-10 and terms["GradientLoss"] == 1.0 and "RGBLoss" not in terms
+    assert m["stages"]["stage1"]["config"]["views"] == "neutral"
     assert "chamfer_mm" in m["stage_meshes"]["stage1"]["geometry_vs_gt"]["face"]
     with pytest.raises(SystemExit) as e:
         main(["report", str(out)])

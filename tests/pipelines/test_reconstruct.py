@@ -12,6 +12,7 @@ from headveil.geometry.camera import opencv_to_opengl
 from headveil.pipelines.capture import CaptureError, load_capture, write_synthetic_capture
 from headveil.render.scene import SubjectCodes
 from headveil.pipelines.train import StageConfig, TrainingDivergedError, train
+from headveil.render.losses import CodePrior, EikonalLoss, MaskLoss, ResidualPenalty, RGBLoss
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ def _tiny_field(model, cap):
     return f
 
 
-TINY = dict(rays=64, samples=12, eikonal_points=64)
+TINY = dict(rays=64, samples=12, losses=(RGBLoss(1.0), MaskLoss(0.1), EikonalLoss(0.05, points=64), ResidualPenalty(0.01),
+                                         CodePrior(1e-3)))
 
 
 def test_capture_roundtrip_and_labels(capture_dir):
@@ -188,7 +190,7 @@ def test_importance_samples_subdivide_intervals_at_the_surface(model, capture_di
     new = torch.cat([ts2[0], te2[0, -1:]])
     assert ((new - 0.5).abs() < 0.025).sum() >= 0.7 * 32
     # in the loop: samples + importance per ray, rendered opaque like without it
-    rgb, opacity, depth = render_rays(f, o, d, StageConfig(samples=16, importance=32), 0.0, gen)
+    rgb, opacity, depth, _ = render_rays(f, o, d, StageConfig(samples=16, importance=32), 0.0, gen)
     assert opacity.item() > 0.9 and abs(depth.item() - 0.5) < 0.02
 
 

@@ -224,7 +224,7 @@ def test_an_unexpected_error_in_one_image_fails_only_that_image(photo_dir, tmp_p
     real = run_mod.deid_image
 
     def broken_on_x(img, cmd, *a, **kw):
-        if str(a[-2]).endswith("x.png"):
+        if any(isinstance(x, str) and x.endswith("x.png") for x in a):
             raise ZeroDivisionError("bug in a plugin")
         return real(img, cmd, *a, **kw)
 
