@@ -42,16 +42,6 @@ class BackendUnavailableError(HeadVeilError, RuntimeError):
     """An explicitly requested backend cannot run on this machine."""
 
 
-def require_module(module: str, what: str, extra: str):
-    """Import ``module`` lazily or raise :class:`MissingDependencyError` naming ``extra``."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:  # the original error is kept in the message and as __cause__
-        raise MissingDependencyError(what, extra, exc) from exc
-
-
 class ExtremePoseError(HeadVeilError):
     """The fitted head pose is beyond the range the fitter and re-rendering handle."""
 

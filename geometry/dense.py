@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from headveil.geometry.normals import vertex_normals
+
 
 @dataclass(frozen=True)
 class DenseMeshConfig:
@@ -49,16 +51,6 @@ def _lookup(bump: np.ndarray, uv: np.ndarray) -> np.ndarray:
     rows = (1.0 - np.clip(uv[:, 1], 0, 1)) * (H - 1)
     cols = np.clip(uv[:, 0], 0, 1) * (W - 1)
     return map_coordinates(bump, [rows, cols], order=1, mode="nearest")
-
-
-def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals ``(V, 3)`` of ``v (V, 3)``, ``f (F, 3)`` (numpy)."""
-    tri = v[f]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    vn = np.zeros_like(v)
-    for i in range(3):
-        np.add.at(vn, f[:, i], fn)
-    return vn / np.clip(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12, None)
 
 
 def dense_mesh(vertices, faces, uv=None, weight=None, config: DenseMeshConfig | None = None,

@@ -33,7 +33,8 @@ from torch import nn
 
 from headveil.geometry.morphable.model import MorphableModel
 from headveil.neural_fields.encodings import HashGridConfig, HashGridEncoding
-from headveil.neural_fields.mesh_sdf import capped, face_neighbours, mesh_sdf, vertex_faces, vertex_normals_torch
+from headveil.geometry.normals import vertex_normals
+from headveil.neural_fields.mesh_sdf import capped, face_neighbours, mesh_sdf, vertex_faces
 from headveil.neural_fields.sdf import ColorNetwork, ColorNetworkConfig, LaplaceDensity, SDFNetwork, SDFNetworkConfig
 
 
@@ -109,7 +110,7 @@ class HeadField(nn.Module):
             self.register_buffer("faces", torch.as_tensor(faces, dtype=torch.long), persistent=False)
             self.register_buffer("template", self._with_caps(torch.as_tensor(model.vertices_mean, dtype=torch.float32)),
                                  persistent=False)
-            self.register_buffer("template_normals", vertex_normals_torch(self.template, self.faces), persistent=False)
+            self.register_buffer("template_normals", vertex_normals(self.template, self.faces), persistent=False)
             self.alpha = nn.Parameter(torch.zeros(model.n_id), requires_grad=False)
             self.eta = nn.Parameter(torch.zeros(model.n_expr), requires_grad=False)
             self.set_codes(alpha, eta)
@@ -259,7 +260,7 @@ class HeadField(nn.Module):
             # on it (|x − p| ≈ 0) the interpolated vertex normal, oriented by the mesh pseudonormal sign
             off = x - cp.points
             dist = off.norm(dim=-1, keepdim=True)
-            vn = vertex_normals_torch(verts, self.faces)
+            vn = vertex_normals(verts, self.faces)
             n_s = (cp.bary[..., None] * vn[f]).sum(1)
             n_s = n_s / n_s.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             n = torch.where(dist > 1e-6, off / dist.clamp_min(1e-12) * torch.sign(base)[:, None], n_s)

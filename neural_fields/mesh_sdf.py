@@ -120,15 +120,6 @@ def closest_points_on_mesh(points: torch.Tensor, vertices: torch.Tensor, faces: 
     return ClosestPoints(qp, (points - qp).norm(dim=-1), cand[rows, j], bary[rows, j])
 
 
-def vertex_normals_torch(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals ``(V, 3)`` (differentiable)."""
-    faces = faces.long()
-    tri = vertices[faces]
-    fn = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
-    vn = torch.zeros_like(vertices).index_add(0, faces.reshape(-1), fn.repeat_interleave(3, 0))
-    return vn / vn.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
 def face_neighbours(faces: np.ndarray) -> np.ndarray:
     """``(F, 3)``: the face across the edge opposite each corner (−1 on a border)."""
     F = len(faces)

@@ -219,7 +219,7 @@ def _extract(field_, resolution: int):
     """Mesh of the field's zero level set with colours from the colour field (normal = mesh
     normal, viewed head-on): ``verts (V, 3) m, faces (F, 3), colors (V, 3) in [0, 1]``."""
     from headveil.neural_fields.extraction import extract_mesh
-    from headveil.render.mesh_renderer import vertex_normals
+    from headveil.geometry.normals import vertex_normals
 
     with torch.no_grad():
         verts, faces = extract_mesh(field_.sdf, (-0.2, -0.2, -0.2, 0.2, 0.2, 0.2), resolution, progress=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headveil.geometry.camera import Camera
+from headveil.geometry.normals import vertex_normals
 from headveil.render.rasterize import Fragments, interpolate, rasterize
 from headveil.render.shading import DirectionalLight, SHLight, shade_lambert, shade_sh
 
@@ -36,20 +37,6 @@ class RenderResult:
     normal: np.ndarray
     face_index: np.ndarray
     albedo: np.ndarray
-
-
-def vertex_normals(vertices, faces):
-    """Area-weighted unit vertex normals ``(V, 3)`` (numpy or torch; differentiable in torch)."""
-    if isinstance(vertices, np.ndarray):
-        from headveil.geometry.dense import vertex_normals as vertex_normals_np
-
-        return vertex_normals_np(vertices, faces)
-    import torch
-
-    tri = vertices[faces]
-    fn = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1)
-    vn = torch.zeros_like(vertices).index_add(0, faces.reshape(-1), fn.repeat_interleave(3, 0))
-    return vn / vn.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 def _downsample(x: np.ndarray, s: int) -> np.ndarray:

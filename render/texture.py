@@ -66,7 +66,7 @@ def sample_photo_colors(image: np.ndarray, vertices_world: np.ndarray, faces: np
     Returns:
         ``colors (V, 3) float64`` in [0, 1] and ``visible (V,) bool``.
     """
-    from headveil.render.mesh_renderer import vertex_normals
+    from headveil.geometry.normals import vertex_normals
 
     img = np.asarray(image)
     img = img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)

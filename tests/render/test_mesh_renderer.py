@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from headveil.geometry.camera import Camera, intrinsics_from_fov, look_at
-from headveil.render.mesh_renderer import render_mesh, vertex_normals
+from headveil.geometry.normals import vertex_normals
+from headveil.render.mesh_renderer import render_mesh
 from headveil.render.turntable import turntable_frames, write_video
 
 
