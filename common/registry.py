@@ -92,3 +92,23 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self.names())
+
+
+def resolve_backend(backends: Registry[Callable[[], bool]], name: str, preference: tuple[str, ...], hint: str = "") -> str:
+    """Pick a backend from a registry of availability probes (``name → () -> bool``).
+
+    ``"auto"`` → the first name of ``preference`` whose probe says it runs here; an explicit name is
+    checked: unknown → :class:`UnknownNameError`, unavailable → ``BackendUnavailableError`` (with
+    ``hint`` saying what it needs). Never a silent downgrade."""
+    from headveil.common.errors import BackendUnavailableError
+
+    if name == "auto":
+        for cand in preference:
+            if backends.get(cand)():
+                return cand
+        raise BackendUnavailableError(f"no {backends.kind} runs here")
+    probe = backends.get(name)
+    if not probe():
+        here = ", ".join(n for n in backends.names() if backends.get(n)())
+        raise BackendUnavailableError(f"{backends.kind} {name!r} is not available here{hint} (available: {here})")
+    return name

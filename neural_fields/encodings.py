@@ -25,12 +25,14 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from headveil.common.errors import BackendUnavailableError
+from headveil.common.registry import Registry
+from headveil.common.registry import resolve_backend as resolve_registered
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +45,19 @@ def has_tcnn() -> bool:
     return importlib.util.find_spec("tinycudann") is not None and torch.cuda.is_available()
 
 
+HASHGRID_BACKENDS: Registry[Callable[[], bool]] = Registry("hash-grid backend")
+HASHGRID_BACKENDS.register("torch", lambda: True)
+HASHGRID_BACKENDS.register("tcnn", has_tcnn)
+
+
 def available_backends() -> list[str]:
     """Hash-grid backends that run here."""
-    return ["torch"] + (["tcnn"] if has_tcnn() else [])
+    return [b for b in BACKENDS if HASHGRID_BACKENDS.get(b)()]
 
 
 def resolve_backend(backend: str = "auto") -> str:
     """``auto`` → ``tcnn`` where it runs, else ``torch``; explicit names are checked."""
-    if backend == "auto":
-        return "tcnn" if has_tcnn() else "torch"
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown hash-grid backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
-    if backend == "tcnn" and not has_tcnn():
-        raise BackendUnavailableError("hash-grid backend 'tcnn' needs CUDA and the tinycudann package "
-                                      f"(available here: {', '.join(available_backends())})")
-    return backend
+    return resolve_registered(HASHGRID_BACKENDS, backend, ("tcnn", "torch"), " (needs CUDA and the tinycudann package)")
 
 
 @dataclass

@@ -10,11 +10,13 @@ visible triangles differentiably in the vertex positions (perspective-correct).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from headveil.common.errors import BackendUnavailableError
+from headveil.common.registry import Registry
+from headveil.common.registry import resolve_backend as _resolve
 from headveil.geometry.camera import Camera
 from headveil.render.rays import directions_camera, rays_from_camera
 
@@ -51,19 +53,19 @@ def has_embree() -> bool:
     return True
 
 
+RASTER_BACKENDS: Registry[Callable[[], bool]] = Registry("raster backend")
+RASTER_BACKENDS.register("embree", has_embree)
+RASTER_BACKENDS.register("numpy", lambda: True)
+
+
 def available_backends() -> list[str]:
     """Backends that work on this machine."""
-    return [b for b in BACKENDS if b != "embree" or has_embree()]
+    return [b for b in BACKENDS if RASTER_BACKENDS.get(b)()]
 
 
 def resolve_backend(backend: str = "auto") -> str:
-    if backend == "auto":
-        return "embree" if has_embree() else "numpy"
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown raster backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
-    if backend not in available_backends():
-        raise BackendUnavailableError(f"raster backend {backend!r} is not available here (install embreex)")
-    return backend
+    """``auto`` → embree where it imports, else numpy; an explicit name is checked."""
+    return _resolve(RASTER_BACKENDS, backend, BACKENDS, " (install embreex)")
 
 
 def _check(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
