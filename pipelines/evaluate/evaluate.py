@@ -151,8 +151,6 @@ def _nan_mean(values) -> float | None:
 
 def run_eval(cfg: EvalCommand) -> dict:
     """Evaluate a folder; writes ``folder/eval/`` and returns the metrics dict."""
-    from tqdm import tqdm
-
     folder = Path(cfg.folder)
     if not folder.is_dir():
         raise HeadVeilError(f"{folder} is not a folder")
@@ -164,14 +162,26 @@ def run_eval(cfg: EvalCommand) -> dict:
     is_set = (folder / "evalset.jsonl").is_file()
     items = _items_from_evalset(folder, failures) if is_set else _items_from_pairs(folder, failures)
     items.sort(key=lambda it: it.method != "original")  # originals first (stable): their results are reused
-    by_id = {it.id: it for it in items}
     model = None
     if cfg.utility:
         from headveil.geometry.morphable.model import load_embedded
 
         model = load_embedded()
+    per_row, emb = _measure(items, recs, cfg, model, failures)
+    done = [it for it in items if it.id in per_row]
+    summary: dict = {"mode": "evalset" if is_set else "pairs", "n_images": len(done),
+                     "recognizers": {r: _recognizer_summary(r, done, per_row, emb, cfg) for r in recs},
+                     "failures": failures}
+    _write(folder, cfg, summary, list(per_row.values()))
+    return summary
 
-    # 1. read, embed, measure per image
+
+def _measure(items, recs, cfg, model, failures) -> tuple[dict, dict]:
+    """Read, embed and measure every image (originals first): ``(rows by id, embeddings by id and
+    recognizer)``; unreadable or unpaired images are appended to ``failures``."""
+    from tqdm import tqdm
+
+    by_id = {it.id: it for it in items}
     images: dict[str, np.ndarray] = {}
     emb: dict[str, dict[str, FaceEmbedding | None]] = defaultdict(dict)
     util: dict[str, tuple] = {}
@@ -208,91 +218,99 @@ def run_eval(cfg: EvalCommand) -> dict:
             if it.method != "original" and e is not None and emb[it.original_id].get(r) is not None:
                 row[f"{r}_dis"] = float(rec.distance(e, emb[it.original_id][r]))
         if it.method != "original":
-            mask = box_mask(face_box_from_landmarks(lm, img.shape), img.shape) if lm is not None else None
-            row["psnr"], row["ssim"] = M.psnr(orig, img), M.ssim(orig, img)
-            if mask is not None:
-                row["psnr_face"], row["ssim_face"] = M.psnr(orig, img, mask), M.ssim(orig, img, mask)
+            row.update(_image_utility(orig, img, lm))
             if cfg.utility:
                 if it.original_id not in util:  # once per original, not once per protected image
                     util[it.original_id] = _utility_fit(orig, model)
-                u0 = util[it.original_id]
-                u1 = _utility_fit(img, model)
-                row["landmarks_found"] = u1[0] is not None
-                if u0[0] is not None and u1[0] is not None:
-                    row["landmark_nme"] = M.landmark_distance(u0[0], u1[0])
-                if u0[1] is not None and u1[1] is not None:
-                    row["pose_error_deg"] = M.pose_error_deg(u0[1], u1[1])
-                    row["eta_error"] = M.expression_error(u0[2], u1[2])
-                if u0[3] is not None and u1[3] is not None:
-                    row["blendshape_error"] = M.expression_error(u0[3], u1[3])
+                row.update(_fit_utility(util[it.original_id], _utility_fit(img, model)))
             if it.mesh_path is not None:
                 orig_item = by_id.get(it.original_id)
                 if orig_item is not None and orig_item.mesh_path is not None:
                     row.update(_mesh_metrics(it.mesh_path, orig_item.mesh_path, model))
         per_row[it.id] = row
+    return per_row, emb
 
-    # 2. aggregate per recognizer and method
-    done = [it for it in items if it.id in per_row]
+
+def _image_utility(orig: np.ndarray, img: np.ndarray, lm) -> dict:
+    """PSNR / SSIM of the whole image and, with landmarks, of the face box."""
+    out = {"psnr": M.psnr(orig, img), "ssim": M.ssim(orig, img)}
+    if lm is not None:
+        mask = box_mask(face_box_from_landmarks(lm, img.shape), img.shape)
+        out["psnr_face"], out["ssim_face"] = M.psnr(orig, img, mask), M.ssim(orig, img, mask)
+    return out
+
+
+def _fit_utility(u0: tuple, u1: tuple) -> dict:
+    """Landmark, pose, expression and blendshape errors between the fits of the original (``u0``)
+    and of the output (``u1``), each ``(landmarks, pose, η, blendshapes)`` with None where absent."""
+    out = {"landmarks_found": u1[0] is not None}
+    if u0[0] is not None and u1[0] is not None:
+        out["landmark_nme"] = M.landmark_distance(u0[0], u1[0])
+    if u0[1] is not None and u1[1] is not None:
+        out["pose_error_deg"] = M.pose_error_deg(u0[1], u1[1])
+        out["eta_error"] = M.expression_error(u0[2], u1[2])
+    if u0[3] is not None and u1[3] is not None:
+        out["blendshape_error"] = M.expression_error(u0[3], u1[3])
+    return out
+
+
+def _recognizer_summary(r: str, done, per_row: dict, emb: dict, cfg) -> dict:
+    """One recognizer's results: calibration on the set's originals, then every method."""
+    rec = get_recognizer(r)
     originals = [it for it in done if it.method == "original"]
     labels = sorted({it.label for it in done if it.method != "original"})
-    summary: dict = {"mode": "evalset" if is_set else "pairs", "n_images": len(done), "recognizers": {},
-                     "failures": failures}
-    for r in recs:
-        rec = get_recognizer(r)
-        o_ok = [it for it in originals if emb[it.id].get(r) is not None]
-        out_r = {"metric": rec.metric, "own_threshold": rec.threshold, "calibration": None, "methods": {}}
-        cal_thr = None
-        impostor = None
-        if len({it.identity for it in o_ok}) >= 2:
-            from headveil.pipelines.evaluate.calibration import genuine_impostor
+    o_ok = [it for it in originals if emb[it.id].get(r) is not None]
+    out_r = {"metric": rec.metric, "own_threshold": rec.threshold, "calibration": None, "methods": {}}
+    cal_thr = None
+    impostor = None
+    if len({it.identity for it in o_ok}) >= 2:
+        from headveil.pipelines.evaluate.calibration import genuine_impostor
 
-            E = np.stack([emb[it.id][r].vector for it in o_ok])
-            g, impostor = genuine_impostor(E, [it.identity for it in o_ok], rec.metric)
-            if g.size and impostor.size:
-                roc = M.equal_error_rate(g, impostor)
-                cal_thr = roc.eer_threshold
-                far, frr = M.far_frr(g, impostor, [rec.threshold])
-                out_r["calibration"] = {**roc.to_json(), "far_at_own": float(far[0]), "frr_at_own": float(frr[0]),
-                                        "set": "this set's originals"}
-        for label in ["original", *labels]:
-            its = [it for it in done if it.label == label]
-            rows = [per_row[it.id] for it in its]
-            m = {"n": len(its), "method": its[0].method if its else label,
-                 "detectability": M.detectability([row[f"{r}_detected"] for row in rows])}
-            if label != "original":
-                dis = [row.get(f"{r}_dis") for row in rows]
-                d = np.array([x for x in dis if x is not None])
-                if d.size:
-                    m["dis_mean"], m["dis_std"] = float(d.mean()), float(d.std())
-                    m["verification_rate"] = {"own": M.verification_rate(d, rec.threshold)}
-                    if cal_thr is not None:
-                        m["verification_rate"]["calibrated"] = M.verification_rate(d, cal_thr)
-                strengths = sorted({it.strength for it in its if it.strength is not None})
-                if strengths:
-                    m["strength"] = strengths[0] if len(strengths) == 1 else strengths
-                for key in ("psnr", "ssim", "psnr_face", "ssim_face", "landmark_nme", "pose_error_deg", "eta_error",
-                            "blendshape_error", "chamfer_mm", "fscore_1mm"):
-                    v = _nan_mean(row.get(key) for row in rows)
-                    if v is not None:
-                        m[key] = v
-                if cfg.utility:
-                    m["landmark_detectability"] = M.detectability([row.get("landmarks_found", False) for row in rows])
-            # attack: protected probes against originals of the same identity in other conditions
-            if impostor is not None and impostor.size:
-                gen = []
-                for it in its:
-                    if emb[it.id].get(r) is None:
-                        continue
-                    for o in o_ok:
-                        if o.identity == it.identity and o.condition != it.condition:
-                            gen.append(float(rec.distance(emb[it.id][r], emb[o.id][r])))
-                if gen:
-                    m["tar_at_far"] = {str(f): M.tar_at_far(gen, impostor, f) for f in cfg.fars}
-            m["topk"] = _topk(its, o_ok, emb, r, cfg)
-            out_r["methods"][label] = m
-        summary["recognizers"][r] = out_r
-    _write(folder, cfg, summary, list(per_row.values()))
-    return summary
+        E = np.stack([emb[it.id][r].vector for it in o_ok])
+        g, impostor = genuine_impostor(E, [it.identity for it in o_ok], rec.metric)
+        if g.size and impostor.size:
+            roc = M.equal_error_rate(g, impostor)
+            cal_thr = roc.eer_threshold
+            far, frr = M.far_frr(g, impostor, [rec.threshold])
+            out_r["calibration"] = {**roc.to_json(), "far_at_own": float(far[0]), "frr_at_own": float(frr[0]),
+                                    "set": "this set's originals"}
+    for label in ["original", *labels]:
+        its = [it for it in done if it.label == label]
+        out_r["methods"][label] = _method_summary(r, rec, label, its, per_row, emb, o_ok, cal_thr, impostor, cfg)
+    return out_r
+
+
+def _method_summary(r, rec, label, its, per_row, emb, o_ok, cal_thr, impostor, cfg) -> dict:
+    """One method's numbers for recognizer ``r``: detectability, DIS, verification rates, utility
+    means, TAR at the requested FARs against the originals, top-κ identification."""
+    rows = [per_row[it.id] for it in its]
+    m = {"n": len(its), "method": its[0].method if its else label,
+         "detectability": M.detectability([row[f"{r}_detected"] for row in rows])}
+    if label != "original":
+        d = np.array([x for x in (row.get(f"{r}_dis") for row in rows) if x is not None])
+        if d.size:
+            m["dis_mean"], m["dis_std"] = float(d.mean()), float(d.std())
+            m["verification_rate"] = {"own": M.verification_rate(d, rec.threshold)}
+            if cal_thr is not None:
+                m["verification_rate"]["calibrated"] = M.verification_rate(d, cal_thr)
+        strengths = sorted({it.strength for it in its if it.strength is not None})
+        if strengths:
+            m["strength"] = strengths[0] if len(strengths) == 1 else strengths
+        for key in ("psnr", "ssim", "psnr_face", "ssim_face", "landmark_nme", "pose_error_deg", "eta_error",
+                    "blendshape_error", "chamfer_mm", "fscore_1mm"):
+            v = _nan_mean(row.get(key) for row in rows)
+            if v is not None:
+                m[key] = v
+        if cfg.utility:
+            m["landmark_detectability"] = M.detectability([row.get("landmarks_found", False) for row in rows])
+    # attack: protected probes against originals of the same identity in other conditions
+    if impostor is not None and impostor.size:
+        gen = [float(rec.distance(emb[it.id][r], emb[o.id][r])) for it in its if emb[it.id].get(r) is not None
+               for o in o_ok if o.identity == it.identity and o.condition != it.condition]
+        if gen:
+            m["tar_at_far"] = {str(f): M.tar_at_far(gen, impostor, f) for f in cfg.fars}
+    m["topk"] = _topk(its, o_ok, emb, r, cfg)
+    return m
 
 
 def _topk(probes, originals, emb, r, cfg) -> dict | None:
