@@ -94,6 +94,8 @@ class BatchSummary:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise HeadVeilError(f"{path} is unreadable ({exc}); cannot resume") from None
+        if data.get("schema") != cls.SCHEMA or data.get("schema_version") != cls.SCHEMA_VERSION:
+            raise HeadVeilError(f"{path} is not a headveil batch summary of version {cls.SCHEMA_VERSION}; cannot resume")
         if data.get("command") != command:
             raise HeadVeilError(f"{path} was written by {data.get('command')!r}, not {command!r}; cannot resume")
         s.done = {k: v for k, v in dict(data.get("done", {})).items()
@@ -101,8 +103,12 @@ class BatchSummary:
         s.attention = {k: v for k, v in dict(data.get("attention", {})).items() if k in s.done.values()}
         return s
 
+    SCHEMA = "headveil.batch-summary"
+    SCHEMA_VERSION = 1
+
     def to_json(self) -> dict:
-        return {"command": self.command, "out": str(self.out), "done": self.done, "failed": self.failed,
+        return {"schema": self.SCHEMA, "schema_version": self.SCHEMA_VERSION,
+                "command": self.command, "out": str(self.out), "done": self.done, "failed": self.failed,
                 "attention": self.attention, "notes": self.notes, "interrupted": self.interrupted,
                 "seconds": time.perf_counter() - self.t0, **self.extra}
 

@@ -30,12 +30,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
 import tyro
 
+from headveil.common.artefacts import Artefact
 from headveil.common.errors import HeadVeilError
 from headveil.common.outputs import build_manifest, sha256_file, write_json
 from headveil.geometry.morphable.fit_result import FitResult
@@ -96,6 +97,38 @@ PRESETS = {
         RGBLoss(1.0), MaskLoss(0.1), GradientLoss(1.0), EikonalLoss(0.1), ResidualPenalty(0.01),
         LipschitzLoss(3e-10), CodePrior(1e-3)))], True, (600,)),
 }
+
+
+@dataclass
+class ReconstructionResult(Artefact):
+    """What ``headveil reconstruct`` measured (``metrics.json``; loads back with ``ReconstructionResult.load``).
+
+    Attributes:
+        preset / private: the stage list and whether it never read RGB of a protected view.
+        stages: per stage: steps, final loss, batch PSNR or gradient L1, seconds, its config.
+        stage_meshes: per earlier stage: its mesh file and geometry against the ground truth.
+        seconds: ``train``, ``mesh``, ``total``; mesh: vertex and face counts of ``mesh.ply``.
+        geometry_vs_gt: Chamfer / F-score of the result (head and face), with ground truth only.
+    """
+
+    SCHEMA: ClassVar[str] = "headveil.reconstruction"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    preset: str
+    private: bool
+    stages: dict
+    stage_meshes: dict
+    seconds: dict
+    mesh: dict
+    backend: str
+    prior: bool
+    prior_cache: str | None
+    template: str | None
+    views: int
+    view_counts: dict
+    warnings: list
+    resumed: bool
+    geometry_vs_gt: dict | None = None
 
 
 @dataclass
@@ -351,15 +384,17 @@ def run_reconstruct(cfg: ReconstructCommand) -> dict:
     for fmt in {"ply", *cfg.format}:
         export_mesh(out / f"mesh.{fmt}", verts, faces, colors)
     t_mesh = time.perf_counter() - t1
-    metrics = {"preset": cfg.preset, "private": preset.private, "stages": stats, "stage_meshes": stage_meshes,
-               "seconds": {"train": t_train, "mesh": t_mesh, "total": time.perf_counter() - t0},
-               "mesh": {"vertices": int(len(verts)), "faces": int(len(faces))}, "backend": field_.backend(),
-               "prior": cfg.prior, "prior_cache": prior_cache, "template": cfg.template if cfg.prior else None,
-               "views": len(capture), "view_counts": capture.summary(), "warnings": warns, "resumed": cfg.resume}
+    geo = None
     if capture.gt_mesh is not None:
         print("comparing with the ground truth…", file=sys.stderr, flush=True)
-        metrics["geometry_vs_gt"] = _geometry_vs_gt(verts, faces, capture, model)
-    write_json(out / "metrics.json", metrics)
+        geo = _geometry_vs_gt(verts, faces, capture, model)
+    result = ReconstructionResult(
+        cfg.preset, preset.private, stats, stage_meshes,
+        {"train": t_train, "mesh": t_mesh, "total": time.perf_counter() - t0},
+        {"vertices": int(len(verts)), "faces": int(len(faces))}, field_.backend(), cfg.prior, prior_cache,
+        cfg.template if cfg.prior else None, len(capture), capture.summary(), warns, cfg.resume, geo)
+    result.save(out / "metrics.json")
+    metrics = result.to_json()
     inputs = [capture.root / "transforms.json"] + ([capture.gt_mesh] if capture.gt_mesh else [])
     write_json(out / "manifest.json", build_manifest("headveil reconstruct", cfg, seed=cfg.seed, inputs=inputs,
                                                      backends={"hashgrid": field_.backend(), "volume": "torch"},

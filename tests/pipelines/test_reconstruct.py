@@ -239,6 +239,13 @@ def test_reconstruct_resume_matches_an_uninterrupted_run(capture_dir, tmp_path, 
                         real_cache(self, *a, **kw))
     res = run_reconstruct(cfg(tmp_path / "b", resume=True))
     assert built == [] and res["metrics"]["prior_cache"] == "loaded" and res["metrics"]["resumed"]
+    from headveil.common.artefacts import ArtefactError
+    from headveil.pipelines.reconstruct import ReconstructionResult
+
+    back = ReconstructionResult.load(tmp_path / "b" / "metrics.json")  # the typed artefact round-trips
+    assert back.to_json() == json.loads((tmp_path / "b" / "metrics.json").read_text()) and back.resumed
+    with pytest.raises(ArtefactError, match="not a headveil.reconstruction"):
+        ReconstructionResult.load(tmp_path / "b" / "manifest.json")
     va, fa, _ = load_mesh(tmp_path / "a" / "mesh.ply")
     vb, fb, _ = load_mesh(tmp_path / "b" / "mesh.ply")
     assert va.shape == vb.shape and np.array_equal(fa, fb) and np.allclose(va, vb, atol=1e-6)
