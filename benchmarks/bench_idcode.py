@@ -59,7 +59,7 @@ def _throughput(photos, model) -> tuple[list, str]:
             continue
         times.append(time.perf_counter() - t0)
         per.append(f"{name} {times[-1]:.2f} s")
-        outside.append(m["utility"].get("psnr_outside_face_db"))
+        outside.append(m.utility.get("psnr_outside_face_db"))
     if not times:
         return outside, "Throughput: no photo could be timed."
     return outside, (f"Throughput at 512², no refinement, guard off, one process: {', '.join(per)}; median "

@@ -20,11 +20,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import tyro
 
+from headveil.common.artefacts import Artefact
 from headveil.common.errors import ExtremePoseError, HeadVeilError, ReidentifiedError
 from headveil.common.images import list_images, read_image, write_image
 from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
@@ -101,6 +102,39 @@ class RecoverCommand:
     """Output folder (default FOLDER_recovered)."""
     overwrite: bool = False
     """Write into an existing folder headveil did not make."""
+
+
+@dataclass
+class DeidRecord(Artefact):
+    """What ``headveil deid`` measured on one face (``metrics.json``; loads back with ``DeidRecord.load``).
+
+    Attributes:
+        method / params: the registered method and its parameters.
+        change: the method's own numbers (e.g. ``delta_norm`` of the identity code, CHEP's q and Q).
+        fit: landmark RMSE, detector, pose (degrees), whether the fit was ``saved`` or ``fitted``.
+        window: the working window in the photo (pixels) and its scale.
+        utility: PSNR / SSIM in the window, outside the face, and the share of face pixels left
+            identical to the input (0 by construction).
+        seconds: fit, method, restore, total.
+        reidentification: per recognizer, Recognizer.reidentify's verdict (None with --guard off);
+        reidentified_by / not_detected_by: recognizer names.
+        insecure_reproducible: the noise came from a fixed seed.
+    """
+
+    SCHEMA: ClassVar[str] = "headveil.deid"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    method: str
+    params: dict
+    change: dict
+    fit: dict
+    window: dict
+    utility: dict
+    seconds: dict
+    reidentification: dict | None = None
+    reidentified_by: list = field(default_factory=list)
+    not_detected_by: list = field(default_factory=list)
+    insecure_reproducible: bool = False
 
 
 def _method(cmd: DeidCommand):
@@ -246,7 +280,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     ``headveil fit``) used instead of detecting and fitting again.
 
     Returns:
-        ``(image (H, W, 3) uint8, DeidOutput, FitResult, metrics dict, photo camera)``; the fit and
+        ``(image (H, W, 3) uint8, DeidOutput, FitResult, DeidRecord, photo camera)``; the fit and
         the output mesh are in the working copy's camera, whose world frame is the photo camera's.
     """
     from headveil.geometry.camera import Camera
@@ -303,29 +337,28 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     out.image = image_w
     orig_w, prot_w = img[win.y0:win.y1, win.x0:win.x1], image[win.y0:win.y1, win.x0:win.x1]
     removed_full = None if comp is None else win.to_full(comp.removed_mask, img.shape)[win.y0:win.y1, win.x0:win.x1]
-    metrics = {"method": spec.name, "params": dict(params.__dict__), **out.metrics,
-               "fit": {"landmark_rmse_px": fit.landmark_rmse_px, "detector": fit.detector, "pose": {
-                   k: pose[k] for k in ("yaw_deg", "pitch_deg", "roll_deg")}, "source": "saved" if saved else "fitted"},
-               "window": {"x0": win.x0, "y0": win.y0, "x1": win.x1, "y1": win.y1, "scale": win.scale},
-               "utility": _utility(orig_w, prot_w, removed_full)}
-    metrics["utility"]["face_region_pixels"] = int(region_full.sum())
-    metrics["utility"]["face_pixels_identical_share"] = identical_share(img, image, region_full)
-    metrics["utility"]["face_pixels_coincident_before_dither"] = coincident
+    utility = {**_utility(orig_w, prot_w, removed_full), "face_region_pixels": int(region_full.sum()),
+               "face_pixels_identical_share": identical_share(img, image, region_full),
+               "face_pixels_coincident_before_dither": coincident}
+    record = DeidRecord(
+        spec.name, dict(params.__dict__), dict(out.metrics),
+        {"landmark_rmse_px": fit.landmark_rmse_px, "detector": fit.detector, "source": "saved" if saved else "fitted",
+         "pose": {k: pose[k] for k in ("yaw_deg", "pitch_deg", "roll_deg")}},
+        {"x0": win.x0, "y0": win.y0, "x1": win.x1, "y1": win.y1, "scale": win.scale}, utility, {})
     if cmd.guard != "off" and recognizers:
         g = guard_identity(orig_w, prot_w, recognizers)
-        metrics["reidentification"] = g
-        hits = [n for n, r in g.items() if r["status"] == "matched"]
-        missed = [n for n, r in g.items() if r["status"] in ("not detected", "original not detected")]
-        metrics["reidentified_by"], metrics["not_detected_by"] = hits, missed
-        if hits:
-            msg = f"still matched to the original by {', '.join(hits)} after the {cmd.restorer!r} restorer"
+        record.reidentification = g
+        record.reidentified_by = [n for n, r in g.items() if r["status"] == "matched"]
+        record.not_detected_by = [n for n, r in g.items() if r["status"] in ("not detected", "original not detected")]
+        if record.reidentified_by:
+            msg = f"still matched to the original by {', '.join(record.reidentified_by)} after the {cmd.restorer!r} restorer"
             if cmd.guard == "fail":
                 raise ReidentifiedError(msg)
             log.warning(f"{source}: {msg}")
-    metrics["seconds"] = {"fit": t_fit, "method": t_method, "restore": t_restore,
-                          "total": time.perf_counter() - t0}
+    record.seconds = {"fit": t_fit, "method": t_method, "restore": t_restore, "total": time.perf_counter() - t0}
+    record.insecure_reproducible = bool(cmd.insecure_reproducible)
     camera = Camera(win.full_K(fit.camera.K, work.shape), fit.camera.c2w, W, H)
-    return image, out, fit, metrics, camera
+    return image, out, fit, record, camera
 
 
 def _codes_json(spec, params, out, fit, model, key: bytes, camera) -> dict:
@@ -465,17 +498,15 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
         with summary.item(p, "deid"):
             img = read_image(p)
             saved = fits.get("*") or fits.get(str(Path(p).resolve()))
-            image, out, fit, metrics, camera = deid_image(img, cmd, model, spec, params, extras, restorer,
-                                                          recognizers, str(p), rng, saved)
-            if cmd.insecure_reproducible:
-                metrics["insecure_reproducible"] = True
+            image, out, fit, record, camera = deid_image(img, cmd, model, spec, params, extras, restorer,
+                                                         recognizers, str(p), rng, saved)
             mesh = _output_mesh(out, out.image, fit, params)
             with atomic_output_dir(cmd.out / name, overwrite=cmd.overwrite, private=True) as tmp:
                 write_image(tmp / "deid.png", image)
                 if mesh is not None:
                     for fmt in dict.fromkeys(("ply",) + tuple(cmd.format)):
                         export_mesh(tmp / f"mesh.{fmt}", *mesh)
-                write_json(tmp / "metrics.json", metrics)
+                record.save(tmp / "metrics.json")
                 if spec.name == "id-keyed":
                     write_json(tmp / "codes.json", _codes_json(spec, params, out, fit, model, extras["key"], camera))
                 outputs = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if not f.name.startswith(".")}
@@ -487,8 +518,8 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
                            "noise": summary.extra["noise"],
                            **({"insecure_reproducible": True} if cmd.insecure_reproducible else {})}))
             summary.done[str(p)] = name
-            why = [f"matched by {n}" for n in metrics.get("reidentified_by", [])] + \
-                  [f"not detected by {n}" for n in metrics.get("not_detected_by", [])]
+            why = [f"matched by {n}" for n in record.reidentified_by] + \
+                  [f"not detected by {n}" for n in record.not_detected_by]
             if why:
                 summary.attention[name] = "; ".join(why)
     summary.write()

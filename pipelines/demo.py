@@ -147,7 +147,7 @@ def _demo_deid(root: Path, model) -> dict:
     m = json.loads((root / "deid" / name / "metrics.json").read_text())
     return {"folder": f"deid/{name}", "method": m["method"],
             "guard": {k: {"status": v["status"], "dis_aligned": v["dis_aligned"], "threshold": v["threshold"]}
-                      for k, v in m.get("reidentification", {}).items()},
+                      for k, v in (m.get("reidentification") or {}).items()},
             "face_pixels_identical_share": m["utility"]["face_pixels_identical_share"]}
 
 

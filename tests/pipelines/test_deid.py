@@ -49,7 +49,7 @@ def test_keyed_deid_and_recover(photo, tmp_path, model):
     assert man["inputs"] == [] and "deid.png" in man["output_sha256"] and man["seed"] is None
     assert "astronaut" not in (folder / "manifest.json").read_text()
     m = json.loads((folder / "metrics.json").read_text())
-    assert m["delta_norm"] > 1 and m["utility"]["psnr_outside_face_db"] is None or m["utility"]["psnr_outside_face_db"] > 30
+    assert m["change"]["delta_norm"] > 1 and m["utility"]["psnr_outside_face_db"] is None or m["utility"]["psnr_outside_face_db"] > 30
     assert set(m["reidentification"]) == {"dlib", "sface"}
     assert all(r["status"] in ("matched", "not matched", "not detected") for r in m["reidentification"].values())
     orig = fit_image(read_image(photo / "astronaut.png"), model, FitConfig()).identity
@@ -86,8 +86,8 @@ def test_chep_cli_guard_and_errors(photo, tmp_path, model):
     res = run_deid(DeidCommand([img], method="chep", pivots="20", q=10, out=tmp_path / "c", guard="off",
                                restorer="poisson"), model)
     m = json.loads((tmp_path / "c" / "0001" / "metrics.json").read_text())
-    assert res["done"] and m["q"] == 10 and m["Q"] == 20 and m["dense_vertices"] > model.n_vertices // 3
-    assert "reidentification" not in m
+    assert res["done"] and m["change"]["q"] == 10 and m["change"]["Q"] == 20 and m["change"]["dense_vertices"] > model.n_vertices // 3
+    assert m["reidentification"] is None  # --guard off: no verdict, and none pretended
     # a near-zero change is still matched by the recognizers: the default guard fails the image
     res = run_deid(DeidCommand([img], method="id-noise", scale=0.01, out=tmp_path / "g"), model)
     assert not res["done"] and "still matched" in next(iter(res["failed"].values()))
@@ -132,3 +132,16 @@ def test_deid_reuses_saved_fits(photo, tmp_path, model):
         assert abs(m["fit"]["pose"][k] - m2["fit"]["pose"][k]) < 2.0
     one = tmp_path / "fits" / "0001"
     assert run_deid(DeidCommand([img], out=tmp_path / "g", fits=one, guard="off"), model)["done"]
+
+
+def test_deid_metrics_round_trip_through_their_type(photo, tmp_path, model):
+    from headveil.common.artefacts import ArtefactError
+    from headveil.pipelines.deid import DeidRecord
+
+    run_deid(DeidCommand([photo / "astronaut.png"], out=tmp_path / "o", guard="warn"), model)
+    path = tmp_path / "o" / "0001" / "metrics.json"
+    rec = DeidRecord.load(path)
+    assert rec.to_json() == json.loads(path.read_text())
+    assert rec.method == "id-noise" and rec.change["delta_norm"] > 0 and set(rec.reidentification) == {"dlib", "sface"}
+    with pytest.raises(ArtefactError):
+        DeidRecord.load(tmp_path / "o" / "0001" / "manifest.json")
