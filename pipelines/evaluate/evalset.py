@@ -2,7 +2,7 @@
 
 Layout of a set folder::
 
-    DIR/evalset.jsonl       one row per image (see :func:`_row`), appended as images finish
+    DIR/evalset.jsonl       one typed EvalSetRow per line (JSON with its schema), appended as images finish
     DIR/images/<id>.png     the images (original renders and every method's output)
     DIR/meshes/<id>.ply     ground-truth meshes of the originals and method meshes (``--meshes``)
     DIR/manifest.json       resolved config, versions, seed
@@ -21,12 +21,14 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from headveil.common.artefacts import Artefact
 from headveil.common.errors import HeadVeilError
 from headveil.common.images import write_image
-from headveil.common.outputs import build_manifest, sha256_file, write_json
+from headveil.common.outputs import build_manifest, sha256_file, to_jsonable, write_json
 from headveil.geometry.morphable.model import MorphableModel, load_embedded
 from headveil.render.scene import (EXPRESSIONS, LIGHTS, HeadPose, SubjectCodes, expression_vector, portrait_camera,
                                    render_subject, subject_codes)
@@ -63,6 +65,47 @@ class EvalSetCommand:
     """Local worker processes (each renders whole subjects)."""
     identity_scale: float = 1.0
     """Std of the sampled identity codes α (1 = the model's prior)."""
+
+
+@dataclass
+class EvalSetRow(Artefact):
+    """One image of an evaluation set (a line of ``evalset.jsonl``; loads back with ``from_json``).
+
+    Attributes:
+        id: unique row id; ``original_id``: the id of the unprotected render it derives from.
+        subject / codes_sha / expression / pose (degrees) / light / seed: the rendered condition.
+        landmarks68: ``(68, 2)`` projected model landmarks, pixels; camera: the render's camera.
+        method / method_label / params: the de-identification method (``original`` for originals).
+        files: ``{kind: {"path", "sha256"}}`` (image, optional mesh), relative to the set.
+        method_seed / strength / method_metrics: per method row; error: why a row failed.
+    """
+
+    SCHEMA: ClassVar[str] = "headveil.evalset-row"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    id: str
+    subject: int
+    codes_sha: str
+    expression: str
+    pose: dict
+    light: str
+    seed: int
+    original_id: str
+    landmarks68: list
+    camera: dict
+    method: str
+    method_label: str
+    params: dict
+    files: dict = field(default_factory=dict)
+    method_seed: int | None = None
+    strength: float | None = None
+    method_metrics: dict | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Rendered and written (no error, files listed)."""
+        return self.error is None and bool(self.files)
 
 
 @dataclass
@@ -139,9 +182,9 @@ def _render_subject_rows(task: _Task) -> list[dict]:
                     if cfg.meshes:
                         files["mesh"] = f"meshes/{orig_id}.ply"
                         export_mesh(out / files["mesh"], verts, model.faces, model.albedo(codes.beta))
-                    rows.append({"id": orig_id, **common, "method": "original", "method_label": "original",
-                                 "params": {}, "files": {k: {"path": v, "sha256": sha256_file(out / v)}
-                                                         for k, v in files.items()}})
+                    rows.append(EvalSetRow(orig_id, **common, method="original", method_label="original", params={},
+                                           files={k: {"path": v, "sha256": sha256_file(out / v)}
+                                                  for k, v in files.items()}))
                 for spec, params in methods:
                     label = method_label(spec, params)
                     rid = f"{base}_{_slug(label)}"
@@ -150,29 +193,30 @@ def _render_subject_rows(task: _Task) -> list[dict]:
                     mseed = zlib.crc32(f"{cfg.seed}/{rid}".encode())
                     inp = DeidInput(original, landmarks68=lm68, model=model, codes=codes, pose=pose, camera=cam,
                                     light=light, background=(0.55, 0.56, 0.6), extras={"source": rid})
-                    row = {"id": rid, **common, "method": spec.name, "method_label": label,
-                           "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.__dict__.items()},
-                           "method_seed": mseed}
-                    if spec.strength is not None:
-                        row["strength"] = float(getattr(params, spec.strength))
+                    row = EvalSetRow(rid, **common, method=spec.name, method_label=label,
+                                     params={k: (list(v) if isinstance(v, tuple) else v)
+                                             for k, v in params.__dict__.items()}, method_seed=mseed,
+                                     strength=None if spec.strength is None else float(getattr(params, spec.strength)))
                     try:
                         res = apply_method(spec, inp, params, seed=mseed)
                     except HeadVeilError as exc:
-                        rows.append({**row, "error": str(exc)})
+                        row.error = str(exc)
+                        rows.append(row)
                         continue
                     files = {"image": f"images/{rid}.png"}
                     write_image(out / files["image"], res.image)
                     if cfg.meshes and res.mesh is not None:
                         files["mesh"] = f"meshes/{rid}.ply"
                         export_mesh(out / files["mesh"], *res.mesh)
-                    row["method_metrics"] = res.metrics
-                    row["files"] = {k: {"path": v, "sha256": sha256_file(out / v)} for k, v in files.items()}
+                    row.method_metrics = to_jsonable(res.metrics)
+                    row.files = {k: {"path": v, "sha256": sha256_file(out / v)} for k, v in files.items()}
                     rows.append(row)
     return rows
 
 
-def read_rows(folder: str | os.PathLike) -> list[dict]:
-    """Rows of an evaluation set (a truncated last line from an interrupted run is skipped)."""
+def read_rows(folder: str | os.PathLike) -> list[EvalSetRow]:
+    """Rows of an evaluation set, the last one per id (a truncated last line from an interrupted run
+    is skipped; lines of sets written before rows carried a schema are read as version 1)."""
     path = Path(folder) / ROWS_NAME
     if not path.is_file():
         raise HeadVeilError(f"{folder} is not an evaluation set: {ROWS_NAME} is missing")
@@ -183,7 +227,10 @@ def read_rows(folder: str | os.PathLike) -> list[dict]:
                 r = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            rows[r["id"]] = r
+            r.setdefault("schema", EvalSetRow.SCHEMA)
+            r.setdefault("schema_version", EvalSetRow.SCHEMA_VERSION)
+            row = EvalSetRow.from_json(r, f"{path} row {r.get('id')!r}")
+            rows[row.id] = row
     return list(rows.values())
 
 
@@ -192,11 +239,9 @@ def _finished_ids(folder: Path) -> set[str]:
         return set()
     done = set()
     for r in read_rows(folder):
-        files = r.get("files", {})
-        if "error" in r or not files:
-            continue
-        if all((folder / f["path"]).is_file() and sha256_file(folder / f["path"]) == f["sha256"] for f in files.values()):
-            done.add(r["id"])
+        if r.ok and all((folder / f["path"]).is_file() and sha256_file(folder / f["path"]) == f["sha256"]
+                        for f in r.files.values()):
+            done.add(r.id)
     return done
 
 
@@ -226,9 +271,9 @@ def run_evalset(cfg: EvalSetCommand) -> dict:
         def consume(rows):
             nonlocal n_new, n_failed
             for r in rows:
-                f.write(json.dumps(r) + "\n")
-                n_new += "error" not in r
-                n_failed += "error" in r
+                f.write(json.dumps(r.to_json()) + "\n")
+                n_new += r.error is None
+                n_failed += r.error is not None
             f.flush()
 
         bar = tqdm(total=len(tasks), desc="evalset", unit="subject")

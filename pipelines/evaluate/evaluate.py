@@ -82,15 +82,15 @@ def _items_from_evalset(folder: Path, failures: list) -> list[_Item]:
         raise HeadVeilError(f"evaluation set {folder} has no rows")
     items = []
     for r in rows:
-        if "error" in r or "image" not in r.get("files", {}):
-            failures.append({"id": r["id"], "stage": "evalset", "error": r.get("error", "no image")})
+        if r.error is not None or "image" not in r.files:
+            failures.append({"id": r.id, "stage": "evalset", "error": r.error or "no image"})
             continue
-        mesh = r["files"].get("mesh", {}).get("path")
-        items.append(_Item(r["id"], r["original_id"], f"s{r['subject']}", r["method"], r["method_label"],
-                           r.get("strength"), folder / r["files"]["image"]["path"],
-                           np.asarray(r["landmarks68"], float) if r.get("landmarks68") else None,
+        mesh = r.files.get("mesh", {}).get("path")
+        items.append(_Item(r.id, r.original_id, f"s{r.subject}", r.method, r.method_label, r.strength,
+                           folder / r.files["image"]["path"],
+                           np.asarray(r.landmarks68, float) if r.landmarks68 else None,
                            folder / mesh if mesh else None,
-                           f"{r['pose']['yaw_deg']:+.0f}/{r['light']}/{r['expression']}"))
+                           f"{r.pose['yaw_deg']:+.0f}/{r.light}/{r.expression}"))
     return items
 
 

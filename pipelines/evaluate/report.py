@@ -138,26 +138,26 @@ def _grid(folder: Path, cfg: ReportCommand) -> str:
 
     if not (folder / "evalset.jsonl").is_file():
         return ""
-    rows = [r for r in read_rows(folder) if "files" in r]
-    labels = sorted({r["method_label"] for r in rows if r["method"] != "original"})
-    originals = [r for r in rows if r["method"] == "original"][: cfg.grid_rows]
-    by_key = {(r["original_id"], r["method_label"]): r for r in rows}
+    rows = [r for r in read_rows(folder) if r.ok]
+    labels = sorted({r.method_label for r in rows if r.method != "original"})
+    originals = [r for r in rows if r.method == "original"][: cfg.grid_rows]
+    by_key = {(r.original_id, r.method_label): r for r in rows}
     head = "<tr><th>original</th>" + "".join(f"<th>{html.escape(lb)}</th>" for lb in labels) + "</tr>"
     body = []
     for o in originals:
         cells = []
         for lb in ["original", *labels]:
-            r = by_key.get((o["id"], lb))
+            r = by_key.get((o.id, lb))
             if r is None:
                 cells.append("<td>–</td>")
                 continue
             try:
-                img = read_image(folder / r["files"]["image"]["path"])
+                img = read_image(folder / r.files["image"]["path"])
             except Exception:  # a broken file is shown as missing, the report still renders
                 cells.append("<td>unreadable</td>")
                 continue
             img = cv2.resize(img, (cfg.thumb, cfg.thumb), interpolation=cv2.INTER_AREA)
-            cells.append(f'<td><img alt="{html.escape(r["id"])}" src="data:image/png;base64,{_png_b64(img)}"></td>')
+            cells.append(f'<td><img alt="{html.escape(r.id)}" src="data:image/png;base64,{_png_b64(img)}"></td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<h2>Originals and protected images</h2><table class=grid>{head}{''.join(body)}</table>"
 

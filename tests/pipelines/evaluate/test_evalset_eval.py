@@ -33,23 +33,30 @@ def evalset(tmp_path_factory):
 
 def test_evalset_rows_and_determinism(evalset, tmp_path):
     rows = read_rows(evalset)
-    orig = [r for r in rows if r["method"] == "original"]
-    assert len(orig) == 6 and all(len(r["landmarks68"]) == 68 for r in orig)
-    assert {r["method_label"] for r in rows} == {"original", "blur:sigma=1.0", "mask"}
-    assert all((evalset / r["files"]["mesh"]["path"]).is_file() for r in orig)
+    orig = [r for r in rows if r.method == "original"]
+    assert len(orig) == 6 and all(len(r.landmarks68) == 68 for r in orig)
+    assert {r.method_label for r in rows} == {"original", "blur:sigma=1.0", "mask"}
+    assert all((evalset / r.files["mesh"]["path"]).is_file() for r in orig)
     again = run_evalset(_cfg(tmp_path / "again", workers=2))  # other worker count, same pixels
-    sums = {r["id"]: r["files"]["image"]["sha256"] for r in rows}
-    assert {r["id"]: r["files"]["image"]["sha256"] for r in read_rows(again["out"])} == sums
+    sums = {r.id: r.files["image"]["sha256"] for r in rows}
+    assert {r.id: r.files["image"]["sha256"] for r in read_rows(again["out"])} == sums
+    # every line is a typed row that round-trips
+    import json as _json
+
+    from headveil.pipelines.evaluate.evalset import EvalSetRow
+
+    first = _json.loads((evalset / "evalset.jsonl").read_text().splitlines()[0])
+    assert first["schema"] == EvalSetRow.SCHEMA and EvalSetRow.from_json(first).to_json() == first
 
 
 def test_evalset_resumes(evalset, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(evalset, copy)
-    victim = next(r for r in read_rows(copy) if r["method"] == "mask")
-    (copy / victim["files"]["image"]["path"]).unlink()
+    victim = next(r for r in read_rows(copy) if r.method == "mask")
+    (copy / victim.files["image"]["path"]).unlink()
     res = run_evalset(_cfg(copy, meshes=True))
     assert res["new"] == 1 and res["rows"] == 18
-    assert (copy / victim["files"]["image"]["path"]).is_file()
+    assert (copy / victim.files["image"]["path"]).is_file()
     with pytest.raises(HeadVeilError, match="resume"):
         run_evalset(EvalSetCommand(out=copy, subjects=3, seed=5))
     with pytest.raises(HeadVeilError, match="unknown light"):
@@ -59,10 +66,10 @@ def test_evalset_resumes(evalset, tmp_path):
 def test_eval_and_report(evalset, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(evalset, work)
-    broken = next(r for r in read_rows(work) if r["method"] == "blur")
-    (work / broken["files"]["image"]["path"]).write_bytes(b"not a png")
+    broken = next(r for r in read_rows(work) if r.method == "blur")
+    (work / broken.files["image"]["path"]).write_bytes(b"not a png")
     m = run_eval(EvalCommand(folder=work, classifiers=("svm",), lambdas=(1.0,)))
-    assert [f["id"] for f in m["failures"]] == [broken["id"]] and m["failures"][0]["stage"] == "read"
+    assert [f["id"] for f in m["failures"]] == [broken.id] and m["failures"][0]["stage"] == "read"
     for rec in ("dlib", "sface"):
         r = m["recognizers"][rec]
         mask, blur = r["methods"]["mask"], r["methods"]["blur:sigma=1.0"]
