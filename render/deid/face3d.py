@@ -27,6 +27,20 @@ FACE_REGIONS = ("face", "lips", "brows", "eyes", "mouth_interior")
 #: Model parts inside the head (never a source of bin colours).
 INTERIOR_PARTS = ("teeth", "tongue")
 
+CAMERA_LIGHT_DIRECTION = (-0.4, -0.5, -1.0)
+"""Toward the light in the camera's own (OpenCV) axes: from near the camera, a little above and to
+its left, as the default scene light sits for a camera on +Z."""
+
+
+def camera_light(camera) -> DirectionalLight:
+    """The default light for a face seen by ``camera`` when no light was fitted: a
+    :class:`DirectionalLight` whose world-frame direction is :data:`CAMERA_LIGHT_DIRECTION` rotated
+    by the camera's ``c2w`` (for a fitted photo the world is the camera frame itself)."""
+    d = np.asarray(camera.c2w, np.float64)[:3, :3] @ np.asarray(CAMERA_LIGHT_DIRECTION)
+    default = DirectionalLight()
+    return DirectionalLight(tuple(float(x) for x in d), default.ambient, default.diffuse, default.color)
+
+
 UNLIT = DirectionalLight((0.0, 0.0, 1.0), 1.0, 0.0)
 """A light that returns the albedo unchanged (ambient 1, diffuse 0): used for photo colours."""
 
@@ -138,7 +152,7 @@ def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old
         camera: the photo's camera; ``R (3, 3)``, ``t (3,)``: model → world.
         old_vertices / old_faces: the original face mesh (model frame, metres), for the region to remove.
         new_vertices / new_faces / new_colors: the new face mesh and its colours ``(V', 3)`` in [0, 1].
-        light: scene light for ``unlit=False`` (default frontal directional).
+        light: scene light for ``unlit=False`` (default :func:`camera_light`, lit from near the camera).
         unlit: show ``new_colors`` as they are (photo colours already hold the light).
         face_region: ``(H, W) bool`` face outline of the detector (replaced as well), or None.
     """
@@ -153,7 +167,8 @@ def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old
         cam = camera.cropped(x0, y0, w, h)
         old = rasterize(old_w, np.asarray(old_faces), cam.scaled(2))
         cov_old[y0:y0 + h, x0:x0 + w] = old.mask.reshape(h, 2, w, 2).mean(axis=(1, 3))
-        res = render_mesh(new_w, new_faces, cam, np.clip(new_colors, 0, 1), light=UNLIT if unlit else light,
+        res = render_mesh(new_w, new_faces, cam, np.clip(new_colors, 0, 1),
+                          light=UNLIT if unlit else (light if light is not None else camera_light(camera)),
                           background=(0.0, 0.0, 0.0), supersample=2)
         cov[y0:y0 + h, x0:x0 + w] = res.mask
         render[y0:y0 + h, x0:x0 + w] = np.where(res.mask[..., None] > 0,

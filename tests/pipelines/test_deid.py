@@ -145,3 +145,22 @@ def test_deid_metrics_round_trip_through_their_type(photo, tmp_path, model):
     assert rec.method == "id-noise" and rec.change["delta_norm"] > 0 and set(rec.reidentification) == {"dlib", "sface"}
     with pytest.raises(ArtefactError):
         DeidRecord.load(tmp_path / "o" / "0001" / "manifest.json")
+
+
+def test_model_render_is_lit_from_the_camera_without_refinement(photo, tmp_path, model):
+    """--render model with no fitted light: the default light sits near the camera in the photo's
+    own frame (it used to sit behind the head, leaving only the ambient term: 0.37× the photo)."""
+    from headveil.common.images import read_image
+    from headveil.geometry.perception.detectors import detect_faces
+    from headveil.render.composite import face_region_from_points
+    from headveil.render.deid.face3d import camera_light
+
+    img = photo / "astronaut.png"
+    run_deid(DeidCommand([img], out=tmp_path / "m", render="model", guard="off"), model)
+    o, d = read_image(img), read_image(tmp_path / "m" / "0001" / "deid.png")
+    hull = face_region_from_points(detect_faces(o)[0].points, o.shape[:2])
+    assert d[hull].mean() / o[hull].mean() > 0.5  # measured 0.60 (0.37 before)
+    from headveil.geometry.camera import Camera
+
+    toward = np.asarray(camera_light(Camera(np.eye(3), np.eye(4), 10, 10)).direction)
+    assert toward[2] < 0 and toward[1] < 0  # OpenCV camera frame: toward the camera (−z) and up (−y)
