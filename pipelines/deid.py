@@ -26,7 +26,7 @@ import numpy as np
 import tyro
 
 from headveil.common.artefacts import Artefact
-from headveil.common.errors import ExtremePoseError, HeadVeilError, ReidentifiedError
+from headveil.common.errors import ExtremePoseError, FaceTooSmallError, HeadVeilError, ReidentifiedError
 from headveil.common.images import list_images, read_image, write_image
 from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
 from headveil.pipelines.commands import command
@@ -76,6 +76,8 @@ class DeidCommand:
     """Only with --insecure-reproducible: a fixed seed for the privacy noise."""
     insecure_reproducible: bool = False
     """Draw the noise from --seed instead of the OS's entropy: anyone who knows the seed can subtract the noise and recover the identity. For research runs on synthetic or consenting subjects only; every output is marked."""
+    faces: str = "all"
+    """Which faces of a photo: all, largest, or a number N (the N largest). A face too small or turned too far is left as it is and reported."""
     names: Literal["index", "stem"] = "index"
     """Output folder names: index (0001, 0002, … in input order) or stem (the input's file name)."""
     resume: bool = False
@@ -95,11 +97,11 @@ class RecoverCommand:
     """Undo an id-keyed de-identification with its key; writes OUT/recovered.png and the recovered code."""
 
     folder: Annotated[Path, tyro.conf.Positional]
-    """A folder written by headveil deid --method id-keyed (deid.png, codes.json)."""
+    """A face folder written by headveil deid --method id-keyed (OUT/0001/face0: codes.json; deid.png beside it)."""
     key_file: Path
     """The key file used for the de-identification (a wrong key is reported as wrong)."""
     out: Path | None = None
-    """Output folder (default FOLDER_recovered)."""
+    """Output folder (default: the image folder's name + _recovered, e.g. OUT/0001_recovered)."""
     overwrite: bool = False
     """Write into an existing folder headveil did not make."""
 
@@ -268,7 +270,8 @@ class FaceWindow:
 
 
 def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: dict, restorer, recognizers: dict,
-               source: str = "<array>", rng: np.random.Generator | None = None, saved=None):
+               source: str = "<array>", rng: np.random.Generator | None = None, saved=None, detection=None,
+               original: np.ndarray | None = None):
     """De-identify one photo ``img (H, W, 3) uint8``.
 
     The face is detected once (on a downscaled copy of a large photo), then fitted, changed,
@@ -277,7 +280,9 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     replaced face region keeps the photo's own value. Utility and re-identification are measured
     in the window. ``rng`` is the privacy noise's generator; None draws fresh OS entropy.
     ``saved``: a :class:`~headveil.geometry.morphable.fit_result.FitResult` of this photo (from
-    ``headveil fit``) used instead of detecting and fitting again.
+    ``headveil fit``) used instead of detecting and fitting again; ``detection``: the face to work on
+    (default the largest); ``original``: the untouched photo when ``img`` already has other faces
+    replaced (the guard and the no-surviving-pixel check compare with it).
 
     Returns:
         ``(image (H, W, 3) uint8, DeidOutput, FitResult, DeidRecord, photo camera)``; the fit and
@@ -296,7 +301,16 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     if saved is not None and (saved.camera.width, saved.camera.height) != (W, H):
         raise HeadVeilError(f"{source}: the saved fit is for a {saved.camera.width}×{saved.camera.height} image, this "
                             f"photo is {W}×{H}")
-    det = saved.detection if saved is not None else detect_one(img, cmd.fit, source)
+    original = img if original is None else original
+    if saved is not None:
+        det = saved.detection
+    elif detection is not None:
+        det = detection
+        if det.size < cmd.fit.min_face_px:
+            raise FaceTooSmallError(f"{source}: face is {det.size:.0f} px, below the {cmd.fit.min_face_px:.0f} px "
+                                    "minimum")
+    else:
+        det = detect_one(img, cmd.fit, source)
     win = FaceWindow.around(det, H, W)
     work = win.crop(img)
     sx, sy = work.shape[1] / (win.x1 - win.x0), work.shape[0] / (win.y1 - win.y0)
@@ -333,12 +347,12 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     region_full = win.to_full(region, img.shape)
     coincident = 0
     if comp is not None:  # a method that re-rendered the face: no pixel of it may equal the input's
-        image, coincident = break_coincidences(img, image, win.to_full(replaced_w, img.shape))
+        image, coincident = break_coincidences(original, image, win.to_full(replaced_w, img.shape))
     out.image = image_w
-    orig_w, prot_w = img[win.y0:win.y1, win.x0:win.x1], image[win.y0:win.y1, win.x0:win.x1]
+    orig_w, prot_w = original[win.y0:win.y1, win.x0:win.x1], image[win.y0:win.y1, win.x0:win.x1]
     removed_full = None if comp is None else win.to_full(comp.removed_mask, img.shape)[win.y0:win.y1, win.x0:win.x1]
     utility = {**_utility(orig_w, prot_w, removed_full), "face_region_pixels": int(region_full.sum()),
-               "face_pixels_identical_share": identical_share(img, image, region_full),
+               "face_pixels_identical_share": identical_share(original, image, region_full),
                "face_pixels_coincident_before_dither": coincident}
     record = DeidRecord(
         spec.name, dict(params.__dict__), dict(out.metrics),
@@ -413,6 +427,22 @@ def saved_fits(folder: Path | None, model) -> dict[str, object]:
     return out
 
 
+def select_faces(img: np.ndarray, cmd: DeidCommand, source: str) -> list:
+    """The faces ``cmd.faces`` asks for (``all``, ``largest`` or the N largest), largest first; none
+    found raises :class:`~headveil.common.errors.NoFaceFoundError`."""
+    from headveil.common.errors import NoFaceFoundError
+    from headveil.geometry.perception.detectors import detect_faces, resolve_detector
+
+    found = detect_faces(img, cmd.fit.detector, cmd.fit.max_side)
+    if not found:
+        raise NoFaceFoundError(source, resolve_detector(cmd.fit.detector))
+    if cmd.faces == "all":
+        return found
+    if cmd.faces == "largest":
+        return found[:1]
+    return found[: int(cmd.faces)]
+
+
 def _noise_rngs(cmd: DeidCommand, n: int) -> list[np.random.Generator]:
     """One generator per input: fresh OS entropy per face and run (never written), or, only with
     --insecure-reproducible, children of SeedSequence(seed) (still one per face: no shared noise)."""
@@ -435,6 +465,8 @@ def _prepare(cmd: DeidCommand, model):
     for f in cmd.format:
         if f not in MESH_FORMATS:
             raise HeadVeilError(f"--format {f!r} is not one of {', '.join(MESH_FORMATS)}")
+    if cmd.faces not in ("all", "largest") and not (cmd.faces.isdigit() and int(cmd.faces) >= 1):
+        raise HeadVeilError(f"--faces must be all, largest or a number ≥ 1; got {cmd.faces!r}")
     if not 0 < cmd.max_yaw <= 90:
         raise HeadVeilError(f"--max-yaw must be in (0, 90] degrees; got {cmd.max_yaw}")
     spec, params = _method(cmd)
@@ -498,28 +530,47 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
         with summary.item(p, "deid"):
             img = read_image(p)
             saved = fits.get("*") or fits.get(str(Path(p).resolve()))
-            image, out, fit, record, camera = deid_image(img, cmd, model, spec, params, extras, restorer,
-                                                         recognizers, str(p), rng, saved)
-            mesh = _output_mesh(out, out.image, fit, params)
+            dets = [saved.detection] if saved is not None else select_faces(img, cmd, str(p))
+            cur, done_faces, left = img, [], {}
+            for k, det in enumerate(dets):
+                try:
+                    cur, out, fit, record, camera = deid_image(cur, cmd, model, spec, params, extras, restorer,
+                                                               recognizers, str(p), rng, saved, det, img)
+                except (FaceTooSmallError, ExtremePoseError) as exc:  # left as it is, and said so
+                    left[f"face{k}"] = str(exc).split(": ", 1)[-1]
+                    continue
+                done_faces.append((k, out, fit, record, camera))
+            if not done_faces:
+                raise HeadVeilError(f"{p}: no face could be de-identified (" +
+                                    "; ".join(f"{f}: {why}" for f, why in left.items()) + ")")
             with atomic_output_dir(cmd.out / name, overwrite=cmd.overwrite, private=True) as tmp:
-                write_image(tmp / "deid.png", image)
-                if mesh is not None:
-                    for fmt in dict.fromkeys(("ply",) + tuple(cmd.format)):
-                        export_mesh(tmp / f"mesh.{fmt}", *mesh)
-                record.save(tmp / "metrics.json")
-                if spec.name == "id-keyed":
-                    write_json(tmp / "codes.json", _codes_json(spec, params, out, fit, model, extras["key"], camera))
-                outputs = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if not f.name.startswith(".")}
+                write_image(tmp / "deid.png", cur)
+                for k, out, fit, record, camera in done_faces:
+                    face_dir = tmp / f"face{k}"
+                    face_dir.mkdir()
+                    mesh = _output_mesh(out, out.image, fit, params)
+                    if mesh is not None:
+                        for fmt in dict.fromkeys(("ply",) + tuple(cmd.format)):
+                            export_mesh(face_dir / f"mesh.{fmt}", *mesh)
+                    record.save(face_dir / "metrics.json")
+                    if spec.name == "id-keyed":
+                        write_json(face_dir / "codes.json",
+                                   _codes_json(spec, params, out, fit, model, extras["key"], camera))
+                outputs = {str(f.relative_to(tmp)): sha256_file(f) for f in sorted(tmp.rglob("*"))
+                           if f.is_file() and not f.name.startswith(".")}
                 write_json(tmp / "manifest.json", build_manifest(
                     "headveil deid", public_config(cmd), seed=cmd.seed if cmd.insecure_reproducible else None,
-                    inputs=[], backends={"detector": fit.detector, "restorer": cmd.restorer,
+                    inputs=[], backends={"detector": done_faces[0][2].detector, "restorer": cmd.restorer,
                                          "recognizers": sorted(recognizers)},
-                    extra={"model": model.name, "output_sha256": outputs,
-                           "noise": summary.extra["noise"],
+                    extra={"model": model.name, "output_sha256": outputs, "faces": len(done_faces),
+                           "faces_left_as_they_are": left, "noise": summary.extra["noise"],
                            **({"insecure_reproducible": True} if cmd.insecure_reproducible else {})}))
             summary.done[str(p)] = name
-            why = [f"matched by {n}" for n in record.reidentified_by] + \
-                  [f"not detected by {n}" for n in record.not_detected_by]
+            why = []
+            for k, _, _, record, _ in done_faces:
+                why += [f"face{k} matched by {n}" for n in record.reidentified_by]
+                why += [f"face{k} not detected by {n}" for n in record.not_detected_by]
+            why += [f"{f} left as it is: {w}" for f, w in left.items()]
             if why:
                 summary.attention[name] = "; ".join(why)
     summary.write()
@@ -547,15 +598,16 @@ def run_recover(cmd: RecoverCommand, model=None) -> dict:
                             "output?") from None
     if codes.get("method") != "id-keyed":
         raise HeadVeilError(f"{folder} was made with {codes.get('method')!r}; only id-keyed is reversible")
-    out = Path(cmd.out or folder.with_name(folder.name + "_recovered"))
-    check_output_path(out, [folder], cmd.overwrite)
+    image_dir = folder if (folder / "deid.png").is_file() else folder.parent
+    out = Path(cmd.out or image_dir.with_name(image_dir.name + "_recovered"))
+    check_output_path(out, [image_dir], cmd.overwrite)
     key = read_key(cmd.key_file)
     if codes.get("key_check") is not None and key_check(key) != codes["key_check"]:
         raise InvalidKeyError(f"wrong key: {cmd.key_file} is not the key {folder} was made with")
     model = model or load_embedded()
     a_prot = np.asarray(codes["identity_protected"], np.float64)
     a = recover_keyed(a_prot, key, float(codes["theta_deg"]))
-    img = read_image(folder / "deid.png")
+    img = read_image(image_dir / "deid.png")
     eta = np.asarray(codes["expression"], np.float64)
     R, t = np.asarray(codes["R"]), np.asarray(codes["t"])
     cam = Camera.from_dict(codes["camera"])

@@ -144,7 +144,7 @@ def _demo_deid(root: Path, model) -> dict:
     name = next(iter(res["done"].values()))
     out = read_image(root / "deid" / name / "deid.png")
     write_image(root / "photo_comparison.png", np.concatenate([skimage.data.astronaut(), out], 1))
-    m = json.loads((root / "deid" / name / "metrics.json").read_text())
+    m = json.loads((root / "deid" / name / "face0" / "metrics.json").read_text())
     return {"folder": f"deid/{name}", "method": m["method"],
             "guard": {k: {"status": v["status"], "dis_aligned": v["dis_aligned"], "threshold": v["threshold"]}
                       for k, v in (m.get("reidentification") or {}).items()},
@@ -198,7 +198,7 @@ def _print_demo(res: dict) -> None:
             ("fit_turntable.mp4", "turntable video of the fitted head")]
     if "deid" in m:
         rows += [("photo_comparison.png", "a real photo | headveil deid's output"),
-                 (f"{m['deid'].get('folder', 'deid')}/", "deid.png, mesh.ply, metrics.json (guard verdict), manifest")]
+                 (f"{m['deid'].get('folder', 'deid')}/", "deid.png, manifest; face0/: mesh.ply, metrics.json (guard verdict)")]
     if "reconstruction" in m:
         rows += [("capture/s0000/", "a split capture: RGB of the back of the head, the face as gradients only"),
                  ("reconstruction/", "two-stage private reconstruction: mesh_stage1.ply, mesh.ply, metrics.json")]

@@ -38,22 +38,23 @@ def test_keyed_deid_and_recover(photo, tmp_path, model):
                                guard="warn", names="stem"), model)
     assert list(res["done"].values()) == ["astronaut"] and "blank.png" in next(iter(res["failed"])).split("/")[-1]
     assert "no face" in next(iter(res["failed"].values())).lower()
-    folder = out / "astronaut"
-    assert {p.name for p in folder.iterdir()} == {"deid.png", "mesh.ply", "mesh.glb", "metrics.json", "codes.json",
-                                                  "manifest.json", ".headveil"}
-    for p in folder.iterdir():  # the key is never written
-        assert b"correct horse" not in p.read_bytes()
+    image_dir = out / "astronaut"
+    folder = image_dir / "face0"
+    assert {p.name for p in image_dir.iterdir()} == {"deid.png", "face0", "manifest.json", ".headveil"}
+    assert {p.name for p in folder.iterdir()} == {"mesh.ply", "mesh.glb", "metrics.json", "codes.json"}
+    for p in [*image_dir.iterdir(), *folder.iterdir()]:  # the key is never written
+        assert p.is_dir() or b"correct horse" not in p.read_bytes()
         assert p.stat().st_mode & 0o077 == 0  # private: owner only
-    assert folder.stat().st_mode & 0o777 == 0o700
-    man = json.loads((folder / "manifest.json").read_text())
+    assert image_dir.stat().st_mode & 0o777 == 0o700
+    man = json.loads((image_dir / "manifest.json").read_text())
     assert man["inputs"] == [] and "deid.png" in man["output_sha256"] and man["seed"] is None
-    assert "astronaut" not in (folder / "manifest.json").read_text()
+    assert "astronaut" not in json.dumps(man["config"])
     m = json.loads((folder / "metrics.json").read_text())
     assert m["change"]["delta_norm"] > 1 and m["utility"]["psnr_outside_face_db"] is None or m["utility"]["psnr_outside_face_db"] > 30
     assert set(m["reidentification"]) == {"dlib", "sface"}
     assert all(r["status"] in ("matched", "not matched", "not detected") for r in m["reidentification"].values())
     orig = fit_image(read_image(photo / "astronaut.png"), model, FitConfig()).identity
-    rec = run_recover(RecoverCommand(folder, key, tmp_path / "rec"), model)
+    rec = run_recover(RecoverCommand(folder, key, tmp_path / "rec"), model)  # the face folder; deid.png beside it
     got = np.array(json.loads((tmp_path / "rec" / "codes.json").read_text())["identity_recovered"])
     np.testing.assert_allclose(got, orig, atol=1e-4)
     assert (tmp_path / "rec" / "recovered.png").is_file() and rec["delta_norm"] > 1
@@ -85,7 +86,7 @@ def test_chep_cli_guard_and_errors(photo, tmp_path, model):
     img = photo / "astronaut.png"
     res = run_deid(DeidCommand([img], method="chep", pivots="20", q=10, out=tmp_path / "c", guard="off",
                                restorer="poisson"), model)
-    m = json.loads((tmp_path / "c" / "0001" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "c" / "0001" / "face0" / "metrics.json").read_text())
     assert res["done"] and m["change"]["q"] == 10 and m["change"]["Q"] == 20 and m["change"]["dense_vertices"] > model.n_vertices // 3
     assert m["reidentification"] is None  # --guard off: no verdict, and none pretended
     # a near-zero change is still matched by the recognizers: the default guard fails the image
@@ -124,9 +125,9 @@ def test_deid_reuses_saved_fits(photo, tmp_path, model):
     img = photo / "astronaut.png"
     run_fit(FitCommand([img], out=tmp_path / "fits"), model)
     res = run_deid(DeidCommand([img], out=tmp_path / "d", fits=tmp_path / "fits", guard="off"), model)
-    m = json.loads((tmp_path / "d" / "0001" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "d" / "0001" / "face0" / "metrics.json").read_text())
     fresh = run_deid(DeidCommand([img], out=tmp_path / "e", guard="off"), model)
-    m2 = json.loads((tmp_path / "e" / "0001" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "e" / "0001" / "face0" / "metrics.json").read_text())
     assert res["done"] and fresh["done"] and m["fit"]["source"] == "saved" and m2["fit"]["source"] == "fitted"
     for k in ("yaw_deg", "pitch_deg", "roll_deg"):  # the same face, fitted on the photo or on its window
         assert abs(m["fit"]["pose"][k] - m2["fit"]["pose"][k]) < 2.0
@@ -139,7 +140,7 @@ def test_deid_metrics_round_trip_through_their_type(photo, tmp_path, model):
     from headveil.pipelines.deid import DeidRecord
 
     run_deid(DeidCommand([photo / "astronaut.png"], out=tmp_path / "o", guard="warn"), model)
-    path = tmp_path / "o" / "0001" / "metrics.json"
+    path = tmp_path / "o" / "0001" / "face0" / "metrics.json"
     rec = DeidRecord.load(path)
     assert rec.to_json() == json.loads(path.read_text())
     assert rec.method == "id-noise" and rec.change["delta_norm"] > 0 and set(rec.reidentification) == {"dlib", "sface"}
@@ -164,3 +165,37 @@ def test_model_render_is_lit_from_the_camera_without_refinement(photo, tmp_path,
 
     toward = np.asarray(camera_light(Camera(np.eye(3), np.eye(4), 10, 10)).direction)
     assert toward[2] < 0 and toward[1] < 0  # OpenCV camera frame: toward the camera (−z) and up (−y)
+
+
+def test_every_face_of_a_group_photo_is_deidentified(tmp_path, model):
+    """A composed group photo: each face big enough gets its own face folder and is re-rendered in
+    the one output image; a face below the minimum size is left as it is and reported."""
+    import sys
+    from pathlib import Path
+
+    from headveil.common.images import read_image
+    from headveil.render.composite import face_region_from_points
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "geometry" / "perception"))
+    from test_cascade import _group
+
+    img, _ = _group()
+    write_image(tmp_path / "group.png", img)
+    res = run_deid(DeidCommand([tmp_path / "group.png"], out=tmp_path / "o", guard="warn"), model)
+    folder = tmp_path / "o" / "0001"
+    faces = sorted(p.name for p in folder.iterdir() if p.name.startswith("face"))
+    man = json.loads((folder / "manifest.json").read_text())
+    assert faces == ["face0", "face1", "face2"] and man["faces"] == 3
+    assert set(man["faces_left_as_they_are"]) == {"face3"} and "below" in man["faces_left_as_they_are"]["face3"]
+    assert "face3 left as it is" in res["attention"]["0001"]
+    out = read_image(folder / "deid.png")
+    for f in faces:  # no pixel of a replaced face survives, in the one output image
+        m = json.loads((folder / f / "metrics.json").read_text())
+        assert m["utility"]["face_pixels_identical_share"] == 0.0
+    from headveil.geometry.perception.detectors import detect_faces
+
+    for d in detect_faces(img)[:3]:
+        hull = face_region_from_points(d.points, img.shape[:2])
+        assert not (np.all(out == img, axis=-1) & hull).any()
+    one = run_deid(DeidCommand([tmp_path / "group.png"], out=tmp_path / "l", guard="off", faces="largest"), model)
+    assert one["done"] and sorted(p.name for p in (tmp_path / "l" / "0001").iterdir() if p.name.startswith("face")) == ["face0"]

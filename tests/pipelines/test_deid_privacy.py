@@ -30,7 +30,7 @@ def photos(tmp_path_factory):
 def _mesh(folder):
     from headveil.geometry.mesh_io import load_mesh
 
-    return load_mesh(folder / "mesh.ply")[0]
+    return load_mesh(folder / "face0" / "mesh.ply")[0]
 
 
 def test_id_noise_is_fresh_secret_and_not_shared(photos, tmp_path, model):
@@ -44,9 +44,9 @@ def test_id_noise_is_fresh_secret_and_not_shared(photos, tmp_path, model):
     # nothing written names a seed or the code: the folder holds no codes.json for id-noise
     for i in range(2):
         folder = tmp_path / f"r{i}" / "0001"
-        assert not (folder / "codes.json").exists()
+        assert not (folder / "face0" / "codes.json").exists()
         assert json.loads((folder / "manifest.json").read_text())["seed"] is None
-        assert "seed" not in json.loads((folder / "metrics.json").read_text())
+        assert "seed" not in json.loads((folder / "face0" / "metrics.json").read_text())
         assert runs[i]["noise"].startswith("fresh OS entropy")
     # the old attack: subtract the noise of the default seed 0; the output is not that noise
     fit = fit_image(read_image(photos / "a.png"), model, FitConfig())
@@ -64,7 +64,7 @@ def test_a_seed_needs_the_insecure_flag_and_marks_every_output(photos, tmp_path,
     assert np.allclose(_mesh(tmp_path / "s0" / "0001"), _mesh(tmp_path / "s1" / "0001"))  # reproducible
     assert not np.allclose(_mesh(tmp_path / "s0" / "0001"), _mesh(tmp_path / "s0" / "0002"))  # still per face
     folder = tmp_path / "s0" / "0001"
-    assert json.loads((folder / "metrics.json").read_text())["insecure_reproducible"] is True
+    assert json.loads((folder / "face0" / "metrics.json").read_text())["insecure_reproducible"] is True
     assert json.loads((folder / "manifest.json").read_text())["insecure_reproducible"] is True
     assert res[0]["noise"] == "insecure-reproducible seed"
 
@@ -81,10 +81,10 @@ def test_no_face_pixel_survives_and_the_mesh_carries_no_original_colours(photos,
     hull = face_region_from_points(fit.detection.points, orig.shape[:2])
     same = np.all(orig == out, axis=-1)
     assert not (same & hull).any()  # every pixel of the outlined face is re-rendered or blended
-    m = json.loads((folder / "metrics.json").read_text())
+    m = json.loads((folder / "face0" / "metrics.json").read_text())
     assert m["utility"]["face_pixels_identical_share"] == 0.0 and m["utility"]["face_region_pixels"] > 1000
     # the mesh's colours come from the output image, not from the photo's face
-    v, f, c = load_mesh(folder / "mesh.ply")
+    v, f, c = load_mesh(folder / "face0" / "mesh.ply")
     from headveil.render.texture import sample_photo_colors
 
     from_orig, vis = sample_photo_colors(orig, v, f, fit.camera)
@@ -114,6 +114,6 @@ def test_default_guard_fails_a_matched_face_and_the_batch_lists_it(photos, tmp_p
     res = run_deid(DeidCommand([photos / "a.png"], out=tmp_path / "g", scale=0.01), model)
     assert not res["done"] and "still matched" in res["failed"][str(photos / "a.png")]
     res = run_deid(DeidCommand([photos / "a.png"], out=tmp_path / "w", scale=0.01, guard="warn"), model)
-    assert "matched by" in res["attention"]["0001"]
+    assert "face0 matched by" in res["attention"]["0001"]
     summary = json.loads((tmp_path / "w" / "summary.json").read_text())
     assert summary["attention"] == res["attention"] and (tmp_path / "w" / "summary.json").stat().st_mode & 0o077 == 0
