@@ -282,22 +282,42 @@ def _geometry_vs_gt(verts, faces, capture, model) -> dict:
     return {"head": compare_meshes(verts, faces, gv, gf, n_samples=20000).to_json(), "gt_surface": "whole mesh"}
 
 
+def cache_dir() -> Path:
+    """Where cached priors are kept across runs: ``$HEADVEIL_CACHE`` or ``~/.cache/headveil``."""
+    import os
+
+    return Path(os.environ.get("HEADVEIL_CACHE") or Path.home() / ".cache" / "headveil")
+
+
 def _prior_cache(field_, cfg: ReconstructCommand, out: Path) -> str:
-    """Build the cached 3DMM prior, or load it from ``out/prior_cache.pt`` when it was built for the
-    same model, codes and grid (resumed runs and reruns skip the build); returns what happened."""
-    path = out / "prior_cache.pt"
-    if path.is_file():
-        try:
-            state = torch.load(path, weights_only=True)
-        except Exception:  # unreadable: rebuilt below
-            state = None
-        if state is not None and field_.load_prior_cache(state):
-            return "loaded"
-    field_.cache_prior(cfg.cache_resolution, code_components=cfg.code_components, progress=True)
+    """Load the cached 3DMM prior built for the same model, codes and grid — from
+    ``out/prior_cache.pt`` (a resumed run) or from :func:`cache_dir` (any earlier run) — or build it
+    and keep it in both; returns ``loaded`` or ``built``."""
     from headveil.common.outputs import atomic_file
 
-    with atomic_file(path) as tmp:
-        torch.save(field_.prior_cache_state(), tmp)
+    key = field_.prior_cache_key(cfg.cache_resolution, 0.22, cfg.code_components)
+    shared = cache_dir() / f"prior-{key[:32]}.pt"
+    local = out / "prior_cache.pt"
+    for path in (local, shared):
+        if path.is_file():
+            try:
+                state = torch.load(path, weights_only=True)
+            except Exception:  # unreadable: rebuilt below
+                continue
+            if field_.load_prior_cache(state):
+                if path != local:
+                    with atomic_file(local) as tmp:
+                        torch.save(state, tmp)
+                return "loaded"
+    field_.cache_prior(cfg.cache_resolution, code_components=cfg.code_components, progress=True)
+    state = field_.prior_cache_state()
+    for path in (local, shared):
+        try:
+            with atomic_file(path) as tmp:
+                torch.save(state, tmp)
+        except OSError:  # a read-only home is no reason to fail the run
+            if path == local:
+                raise
     return "built"
 
 

@@ -70,3 +70,10 @@ def rendered_subject(model):
     res, verts = render_subject(model, codes, pose, cam)
     image = np.clip(res.image * 255 + 0.5, 0, 255).astype(np.uint8)
     return {"image": image, "codes": codes, "pose": pose, "camera": cam, "vertices_world": verts}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Cached priors go to a folder of this test session, not the user's ~/.cache."""
+    os.environ["HEADVEIL_CACHE"] = str(tmp_path_factory.mktemp("headveil-cache"))
+    yield

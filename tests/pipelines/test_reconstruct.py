@@ -220,6 +220,8 @@ def test_reconstruct_resume_matches_an_uninterrupted_run(capture_dir, tmp_path, 
                                  ground_truth=_gt(capture_dir))
 
     full = run_reconstruct(cfg(tmp_path / "a"))
+    # another run into another folder finds the prior in the shared cache
+    assert run_reconstruct(cfg(tmp_path / "a2"))["metrics"]["prior_cache"] == "loaded"
     real_save = train_mod.save_checkpoint
     calls = []
 
