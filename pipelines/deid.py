@@ -1,15 +1,20 @@
 """``headveil deid`` and ``headveil recover``: de-identify photos in 3D, and undo a keyed run.
 
-Per photo: fit the head model (landmarks; photometric refinement with ``--fit.refine``), build the
-method input (codes, pose, camera, and for ``render=photo`` the photo's colours on the mesh), run a
-registered 3D method (``id-noise``, ``id-dp``, ``id-keyed``, ``chep``, or any other), restore with a
-restorer plugin, then check re-identification with every installed recognizer. Writes per image
-``OUT/<stem>/``: ``deid.png`` (no metadata), ``mesh.ply`` (+ other formats), ``metrics.json``,
-``codes.json`` (the protected codes and pose, what ``recover`` needs) and ``manifest.json``.
+Per face of a photo (``--faces``): fit the head model in a window around it (landmarks;
+photometric refinement with ``--fit.refine``), build the method input (codes, pose, camera, and
+for ``render=photo`` the photo's colours on the mesh), run a registered 3D method (``id-noise``,
+``id-dp``, ``id-keyed``, ``chep``, or any other), restore with a restorer plugin, paste back, then
+check re-identification with every installed recognizer. Writes per photo ``OUT/NAME/``:
+``deid.png`` (no metadata, every face replaced), ``manifest.json``, and per face ``faceK/``:
+``mesh.ply`` (+ other formats), ``metrics.json`` (a :class:`DeidRecord`) and, for id-keyed,
+``codes.json`` (the protected code and pose, what ``recover`` needs).
 
-Privacy: outputs never hold a copy of the original face region (it is re-rendered, and what the new
-face leaves uncovered is inpainted); manifests record output hashes only (an input hash would let
-anyone holding the photo confirm the link); keys are read from a file, never logged or written.
+Privacy: no pixel inside a face's landmark outline is left equal to the photo (it is re-rendered,
+and what the new face leaves uncovered is inpainted); the mesh carries colours of the output,
+never of the photo; privacy noise comes from fresh OS entropy per face and run and is never
+written; manifests record output hashes only (an input hash would let anyone holding the photo
+confirm the link); keys are read from an owner-only file, never logged or written; outputs are
+owner-only.
 """
 
 from __future__ import annotations
