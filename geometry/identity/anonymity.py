@@ -1,0 +1,166 @@
+"""Measurable privacy of a face set over its attributes (AnonymousNet §3.2; the book's privacy metrics).
+
+A face set is a sequence of records, each a mapping ``attribute name → value`` (booleans,
+categories or numbers). *Quasi-identifiers* are the attributes an adversary can observe and
+combine; records sharing all their values form an *equivalence class*. A *sensitive* attribute is
+the one whose value must not be inferable from the class.
+
+- :func:`k_anonymity`: the size of the smallest equivalence class (every record hides among ≥ k).
+- :func:`l_diversity`: the fewest "well-represented" sensitive values in a class — ``distinct``
+  values, or ``entropy`` l-diversity (eq. 3–4): a class satisfies l when Entropy(E) ≥ log l, so
+  its effective l is exp(Entropy(E)).
+- :func:`t_closeness`: the largest Earth Mover's Distance between the sensitive attribute's
+  distribution in a class and in the whole set (eq. 5); equal ground distance for categories
+  (half the L1 distance), ordered distance for numbers and ranks (Li et al.: the mean absolute
+  cumulative difference over the m ordered values, divided by m − 1).
+- :func:`randomize`: the paper's randomness — Gaussian noise N(0, σ) on a random share γ of features.
+- :func:`privacy_table`: all of them at once, requested beside achieved.
+
+All functions are pure and deterministic (``randomize`` takes its generator).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from headveil.common.errors import HeadVeilError
+
+
+class AnonymityError(HeadVeilError, ValueError):
+    """A privacy table cannot be computed (empty set, unknown attribute)."""
+
+
+def _check(records: Sequence[Mapping[str, Any]], names: Sequence[str]) -> None:
+    if len(records) == 0:
+        raise AnonymityError("the face set is empty")
+    if not names:
+        raise AnonymityError("give at least one quasi-identifier")
+    known = set(records[0])
+    for r in records:
+        known &= set(r)
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise AnonymityError(f"unknown attribute(s) {missing}; every record has {sorted(known)}")
+
+
+def equivalence_classes(records: Sequence[Mapping[str, Any]], quasi: Sequence[str]) -> dict[tuple, list[int]]:
+    """``{quasi-identifier values: record indices}``, in order of first appearance."""
+    _check(records, quasi)
+    classes: dict[tuple, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        classes[tuple(r[q] for q in quasi)].append(i)
+    return dict(classes)
+
+
+def k_anonymity(records: Sequence[Mapping[str, Any]], quasi: Sequence[str]) -> int:
+    """The size of the smallest equivalence class on ``quasi``."""
+    return min(len(ix) for ix in equivalence_classes(records, quasi).values())
+
+
+def entropy(values: Sequence[Any]) -> float:
+    """Shannon entropy (natural log) of the empirical distribution of ``values`` (eq. 4)."""
+    n = len(values)
+    return float(-sum(c / n * math.log(c / n) for c in Counter(values).values()))
+
+
+def l_diversity(records: Sequence[Mapping[str, Any]], quasi: Sequence[str], sensitive: str,
+                kind: str = "entropy") -> float:
+    """The l a face set achieves for ``sensitive``: the minimum over classes of the number of
+    distinct sensitive values (``kind="distinct"``) or of exp(Entropy(E)) (``"entropy"``, eq. 3)."""
+    _check(records, [*quasi, sensitive])
+    if kind not in ("distinct", "entropy"):
+        raise AnonymityError(f"kind must be distinct or entropy; got {kind!r}")
+    out = math.inf
+    for ix in equivalence_classes(records, quasi).values():
+        vals = [records[i][sensitive] for i in ix]
+        out = min(out, len(set(vals)) if kind == "distinct" else math.exp(entropy(vals)))
+    return float(out)
+
+
+def _is_ordered(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values)
+
+
+def earth_movers_distance(p: Mapping[Any, float], q: Mapping[Any, float], ordered: bool | None = None) -> float:
+    """EMD between two distributions over the same value set (mappings value → probability).
+
+    ``ordered`` (numbers, ranks): ``(1 / (m − 1)) Σ_i |Σ_{j ≤ i} (p_j − q_j)|`` over the m sorted
+    values; otherwise (categories, booleans) equal ground distance: ``½ Σ |p − q|``. ``None`` picks
+    ordered when every value is a number."""
+    support = sorted(set(p) | set(q), key=lambda v: (str(type(v)), v))
+    if ordered is None:
+        ordered = _is_ordered(support)
+    d = np.array([p.get(v, 0.0) - q.get(v, 0.0) for v in support], np.float64)
+    if ordered:
+        return float(np.abs(np.cumsum(d)).sum() / max(len(support) - 1, 1))
+    return float(0.5 * np.abs(d).sum())
+
+
+def _distribution(values: Sequence[Any]) -> dict[Any, float]:
+    n = len(values)
+    return {v: c / n for v, c in Counter(values).items()}
+
+
+def t_closeness(records: Sequence[Mapping[str, Any]], quasi: Sequence[str], sensitive: str,
+                ordered: bool | None = None) -> float:
+    """The largest EMD between ``sensitive``'s distribution in a class and in the whole set (eq. 5)."""
+    _check(records, [*quasi, sensitive])
+    whole = _distribution([r[sensitive] for r in records])
+    return max(earth_movers_distance(_distribution([records[i][sensitive] for i in ix]), whole, ordered)
+               for ix in equivalence_classes(records, quasi).values())
+
+
+def randomize(features: np.ndarray, gamma: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Add ``N(0, σ)`` to a random share ``gamma`` of the features of each row of ``features (N, D)``
+    (AnonymousNet §3.2, randomness); returns a new float64 array."""
+    x = np.array(features, np.float64, copy=True)
+    if x.ndim != 2:
+        raise AnonymityError(f"features must be (N, D); got {x.shape}")
+    if not 0 <= gamma <= 1 or sigma < 0:
+        raise AnonymityError(f"gamma must be in [0, 1] and sigma ≥ 0; got {gamma}, {sigma}")
+    n_pick = int(round(gamma * x.shape[1]))
+    for row in x:
+        idx = rng.choice(x.shape[1], size=n_pick, replace=False)
+        row[idx] += rng.normal(0.0, sigma, n_pick)
+    return x
+
+
+@dataclass
+class PrivacyTable:
+    """Requested and achieved k / l / t of a face set (``None`` where not requested)."""
+
+    quasi_identifiers: list
+    sensitive: str | None
+    k_anonymity: dict
+    l_diversity: dict
+    t_closeness: dict
+    classes: int
+
+    @property
+    def met(self) -> bool:
+        """Every requested constraint holds."""
+        return all(d.get("met", True) for d in (self.k_anonymity, self.l_diversity, self.t_closeness))
+
+
+def privacy_table(records: Sequence[Mapping[str, Any]], quasi: Sequence[str], sensitive: str | None = None,
+                  k: int | None = None, l: float | None = None, t: float | None = None,
+                  l_kind: str = "entropy") -> PrivacyTable:
+    """k-anonymity, l-diversity and t-closeness of a face set, each beside its request (``met``)."""
+    k_ach = k_anonymity(records, quasi)
+    kd = {"requested": k, "achieved": k_ach, **({"met": k_ach >= k} if k is not None else {})}
+    ld: dict = {"kind": l_kind}
+    td: dict = {}
+    if sensitive is not None:
+        l_ach = l_diversity(records, quasi, sensitive, l_kind)
+        t_ach = t_closeness(records, quasi, sensitive)
+        ld.update(requested=l, achieved=l_ach, **({"met": l_ach >= l - 1e-12} if l is not None else {}))
+        td.update(requested=t, achieved=t_ach, **({"met": t_ach <= t + 1e-12} if t is not None else {}))
+    elif l is not None or t is not None:
+        raise AnonymityError("l-diversity and t-closeness need a sensitive attribute")
+    return PrivacyTable(list(quasi), sensitive, kd, ld, td, len(equivalence_classes(records, quasi)))

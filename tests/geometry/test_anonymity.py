@@ -1,0 +1,73 @@
+"""Privacy metrics of a face set on a six-record table whose values are worked out by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from headveil.geometry.identity.anonymity import (
+    AnonymityError,
+    earth_movers_distance,
+    entropy,
+    equivalence_classes,
+    k_anonymity,
+    l_diversity,
+    privacy_table,
+    randomize,
+    t_closeness,
+)
+
+FACES = [
+    {"glasses": True, "nose": "big", "smile": True, "age": 30},
+    {"glasses": True, "nose": "big", "smile": False, "age": 40},
+    {"glasses": True, "nose": "big", "smile": True, "age": 50},
+    {"glasses": False, "nose": "small", "smile": False, "age": 30},
+    {"glasses": False, "nose": "small", "smile": False, "age": 30},
+    {"glasses": False, "nose": "big", "smile": True, "age": 60},
+]
+
+
+def test_equivalence_classes_and_k():
+    assert equivalence_classes(FACES, ["glasses", "nose"]) == {(True, "big"): [0, 1, 2], (False, "small"): [3, 4],
+                                                              (False, "big"): [5]}
+    assert k_anonymity(FACES, ["glasses", "nose"]) == 1  # record 5 is alone
+    assert k_anonymity(FACES, ["glasses"]) == 3
+
+
+def test_l_diversity_distinct_and_entropy():
+    # each glasses class holds two smiles and one non-smile (or the reverse): 2 distinct values,
+    # entropy −(⅔ ln ⅔ + ⅓ ln ⅓) = 0.6365, so l = e^0.6365 = 1.8899
+    h = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))
+    assert entropy([True, False, True]) == pytest.approx(h)
+    assert l_diversity(FACES, ["glasses"], "smile", "distinct") == 2
+    assert l_diversity(FACES, ["glasses"], "smile") == pytest.approx(math.exp(h))
+    assert l_diversity(FACES, ["glasses", "nose"], "smile", "distinct") == 1  # (False, small): never smiling
+
+
+def test_t_closeness_categorical_and_ordered():
+    # smile overall ½ / ½; in each glasses class ⅔ / ⅓: EMD = ½ (⅙ + ⅙) = ⅙
+    assert t_closeness(FACES, ["glasses"], "smile") == pytest.approx(1 / 6)
+    # age, ordered over 30 < 40 < 50 < 60: cumulative differences −⅙, 0, ⅙, 0 → ⅓ / (4 − 1) = 1/9
+    assert t_closeness(FACES, ["glasses"], "age") == pytest.approx(1 / 9)
+    assert earth_movers_distance({0: 1.0}, {3: 1.0}) == pytest.approx(1.0)  # the whole range, ordered
+    assert earth_movers_distance({"a": 1.0}, {"b": 1.0}) == pytest.approx(1.0)
+
+
+def test_privacy_table_reports_requested_and_achieved():
+    tab = privacy_table(FACES, ["glasses"], "smile", k=3, l=1.5, t=0.2)
+    assert tab.k_anonymity == {"requested": 3, "achieved": 3, "met": True}
+    assert tab.l_diversity["met"] and tab.t_closeness["met"] and tab.met and tab.classes == 2
+    assert not privacy_table(FACES, ["glasses", "nose"], "smile", k=2).met
+    with pytest.raises(AnonymityError, match="unknown attribute"):
+        k_anonymity(FACES, ["beard"])
+    with pytest.raises(AnonymityError, match="empty"):
+        k_anonymity([], ["glasses"])
+    with pytest.raises(AnonymityError, match="sensitive"):
+        privacy_table(FACES, ["glasses"], l=2)
+
+
+def test_randomize_touches_the_requested_share():
+    x = np.zeros((4, 10))
+    y = randomize(x, 0.3, 1.0, np.random.default_rng(0))
+    assert x.sum() == 0 and all((row != 0).sum() == 3 for row in y)  # 30 % of each row, input untouched
+    assert np.array_equal(y, randomize(x, 0.3, 1.0, np.random.default_rng(0)))
