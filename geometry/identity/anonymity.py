@@ -164,3 +164,47 @@ def privacy_table(records: Sequence[Mapping[str, Any]], quasi: Sequence[str], se
     elif l is not None or t is not None:
         raise AnonymityError("l-diversity and t-closeness need a sensitive attribute")
     return PrivacyTable(list(quasi), sensitive, kd, ld, td, len(equivalence_classes(records, quasi)))
+
+
+def randomized_response(value: bool, epsilon: float, rng: np.random.Generator) -> bool:
+    """ε-differentially private release of one boolean: kept with probability e^ε / (1 + e^ε),
+    flipped otherwise (ε = inf keeps it)."""
+    if not epsilon >= 0:
+        raise AnonymityError(f"epsilon must be ≥ 0; got {epsilon}")
+    p_flip = 0.0 if math.isinf(epsilon) else 1.0 / (1.0 + math.exp(epsilon))
+    return (not value) if rng.uniform() < p_flip else bool(value)
+
+
+def ppas(records: Sequence[Mapping[str, Any]], quasi: Sequence[str], attributes: Sequence[str], t: float,
+         epsilon: float, rng: np.random.Generator, reference: Mapping[str, float] | None = None) -> list[dict]:
+    """Privacy-Preserving Attribute Selection (AnonymousNet Algorithm 1, binary attributes).
+
+    For every face (in order) and every attribute E_i of ``attributes``: S is the reference
+    distribution of E_i (``reference[name]`` = P(True), default the whole set's), S_{E_i} its
+    distribution in the face's equivalence class with the face's current value. If
+    d(S, S_{E_i}) ≤ ``t`` the face keeps E_i, else — when its value is the over-represented one —
+    it takes ¬E_i (which moves its class toward S; flipping the other value would move it away);
+    the class's distribution is updated before the next face. Then Perturbation(A', ε): each
+    selected value is released by :func:`randomized_response` (ε-differential privacy per
+    attribute). Returns new records (the inputs are not modified)."""
+    _check(records, [*quasi, *attributes])
+    if not t >= 0:
+        raise AnonymityError(f"t must be ≥ 0; got {t}")
+    out = [dict(r) for r in records]
+    for a in attributes:
+        if not all(isinstance(r[a], (bool, np.bool_)) for r in records):
+            raise AnonymityError(f"PPAS selects binary attributes; {a!r} is not boolean in every record")
+    ref = {a: (reference[a] if reference is not None and a in reference else
+               float(np.mean([bool(r[a]) for r in records]))) for a in attributes}
+    classes = equivalence_classes(records, quasi)
+    for ix in classes.values():
+        for i in ix:
+            for a in attributes:
+                p_class = float(np.mean([bool(out[j][a]) for j in ix]))
+                over = bool(out[i][a]) == (p_class > ref[a])  # this face holds the over-represented value
+                if abs(p_class - ref[a]) > t and over:  # EMD of two boolean distributions = |p − q|
+                    out[i][a] = not bool(out[i][a])
+    for r in out:
+        for a in attributes:
+            r[a] = randomized_response(bool(r[a]), epsilon, rng)
+    return out

@@ -71,3 +71,29 @@ def test_randomize_touches_the_requested_share():
     y = randomize(x, 0.3, 1.0, np.random.default_rng(0))
     assert x.sum() == 0 and all((row != 0).sum() == 3 for row in y)  # 30 % of each row, input untouched
     assert np.array_equal(y, randomize(x, 0.3, 1.0, np.random.default_rng(0)))
+
+
+def test_ppas_moves_a_class_toward_the_reference_then_perturbs():
+    from headveil.geometry.identity.anonymity import ppas, randomized_response
+
+    faces = [{"q": 0, "smile": v} for v in (True, True, True, False)]
+    # P(smile) = ¾ in the class against ½ in the world: d = ¼ > t = 0.2, so the first face takes
+    # ¬smile; then the class sits at ½ (d = 0) and the others keep theirs
+    out = ppas(faces, ["q"], ["smile"], t=0.2, epsilon=math.inf, rng=np.random.default_rng(0),
+               reference={"smile": 0.5})
+    assert [r["smile"] for r in out] == [False, True, True, False] and faces[0]["smile"] is True
+    assert t_closeness(out, ["q"], "smile") == 0.0
+    # a face holding the under-represented value keeps it; the next over-represented one flips
+    order = [{"q": 0, "smile": v} for v in (False, True, True, True)]
+    out = ppas(order, ["q"], ["smile"], t=0.2, epsilon=math.inf, rng=np.random.default_rng(0), reference={"smile": 0.5})
+    assert [r["smile"] for r in out] == [False, False, True, True]
+    # already close enough: nothing changes
+    same = ppas(faces, ["q"], ["smile"], t=0.3, epsilon=math.inf, rng=np.random.default_rng(0),
+                reference={"smile": 0.5})
+    assert [r["smile"] for r in same] == [True, True, True, False]
+    # ε = 0 flips a fair coin: about half of 4000 releases change
+    rng = np.random.default_rng(1)
+    flips = sum(randomized_response(True, 0.0, rng) is False for _ in range(4000))
+    assert abs(flips / 4000 - 0.5) < 0.03  # binomial std 0.008
+    with pytest.raises(AnonymityError, match="binary"):
+        ppas(FACES, ["glasses"], ["age"], 0.1, 1.0, np.random.default_rng(0))
