@@ -15,6 +15,8 @@ the one whose value must not be inferable from the class.
   cumulative difference over the m ordered values, divided by m − 1).
 - :func:`randomize`: the paper's randomness — Gaussian noise N(0, σ) on a random share γ of features.
 - :func:`privacy_table`: all of them at once, requested beside achieved.
+- :func:`ppas`: Privacy-Preserving Attribute Selection (Algorithm 1, binary attributes) with its
+  ε perturbation (:func:`randomized_response`).
 
 All functions are pure and deterministic (``randomize`` takes its generator).
 """
