@@ -372,7 +372,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         if record.reidentified_by:
             msg = f"still matched to the original by {', '.join(record.reidentified_by)} after the {cmd.restorer!r} restorer"
             if cmd.guard == "fail":
-                raise ReidentifiedError(msg)
+                raise ReidentifiedError(f"{source}: {msg}" if source.endswith(")") else msg)
             log.warning(f"{source}: {msg}")
     record.seconds = {"fit": t_fit, "method": t_method, "restore": t_restore, "total": time.perf_counter() - t0}
     record.insecure_reproducible = bool(cmd.insecure_reproducible)
@@ -539,8 +539,9 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
             cur, done_faces, left = img, [], {}
             for k, det in enumerate(dets):
                 try:
+                    where = str(p) if len(dets) == 1 else f"{p} (face{k})"
                     cur, out, fit, record, camera = deid_image(cur, cmd, model, spec, params, extras, restorer,
-                                                               recognizers, str(p), rng, saved, det, img)
+                                                               recognizers, where, rng, saved, det, img)
                 except (FaceTooSmallError, ExtremePoseError) as exc:  # left as it is, and said so
                     left[f"face{k}"] = str(exc).split(": ", 1)[-1]
                     continue
