@@ -276,7 +276,7 @@ class FaceWindow:
 
 def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: dict, restorer, recognizers: dict,
                source: str = "<array>", rng: np.random.Generator | None = None, saved=None, detection=None,
-               original: np.ndarray | None = None):
+               original: np.ndarray | None = None, face: str | None = None):
     """De-identify one photo ``img (H, W, 3) uint8``.
 
     The face is detected once (on a downscaled copy of a large photo), then fitted, changed,
@@ -287,7 +287,8 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     ``saved``: a :class:`~headveil.geometry.morphable.fit_result.FitResult` of this photo (from
     ``headveil fit``) used instead of detecting and fitting again; ``detection``: the face to work on
     (default the largest); ``original``: the untouched photo when ``img`` already has other faces
-    replaced (the guard and the no-surviving-pixel check compare with it).
+    replaced (the guard and the no-surviving-pixel check compare with it); ``face``: its label in
+    messages (``face1``) when a photo has several.
 
     Returns:
         ``(image (H, W, 3) uint8, DeidOutput, FitResult, DeidRecord, photo camera)``; the fit and
@@ -372,8 +373,8 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         if record.reidentified_by:
             msg = f"still matched to the original by {', '.join(record.reidentified_by)} after the {cmd.restorer!r} restorer"
             if cmd.guard == "fail":
-                raise ReidentifiedError(f"{source}: {msg}" if source.endswith(")") else msg)
-            log.warning(f"{source}: {msg}")
+                raise ReidentifiedError(msg if face is None else f"{face}: {msg}")
+            log.warning(f"{source}: {msg}" if face is None else f"{source} ({face}): {msg}")
     record.seconds = {"fit": t_fit, "method": t_method, "restore": t_restore, "total": time.perf_counter() - t0}
     record.insecure_reproducible = bool(cmd.insecure_reproducible)
     camera = Camera(win.full_K(fit.camera.K, work.shape), fit.camera.c2w, W, H)
@@ -539,9 +540,9 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
             cur, done_faces, left = img, [], {}
             for k, det in enumerate(dets):
                 try:
-                    where = str(p) if len(dets) == 1 else f"{p} (face{k})"
                     cur, out, fit, record, camera = deid_image(cur, cmd, model, spec, params, extras, restorer,
-                                                               recognizers, where, rng, saved, det, img)
+                                                               recognizers, str(p), rng, saved, det, img,
+                                                               None if len(dets) == 1 else f"face{k}")
                 except (FaceTooSmallError, ExtremePoseError) as exc:  # left as it is, and said so
                     left[f"face{k}"] = str(exc).split(": ", 1)[-1]
                     continue
