@@ -186,7 +186,7 @@ def open_output_root(out: str | os.PathLike, command: str, inputs: Sequence[str 
     out = check_output_path(out, inputs, overwrite, replaces_whole=False)
     fresh = not out.exists() or not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)
-    if private:
+    if private and (fresh or is_owned(out)):  # never change the mode of a user's own folder
         os.chmod(out, 0o700)
     if fresh or is_owned(out):
         write_json(out / OWNER_MARK, {"command": command}, private=private)

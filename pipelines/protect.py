@@ -18,7 +18,6 @@ that photo confirm it was used) and the operator settings. See :mod:`headveil.re
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 import tyro
 
 from headveil.common.errors import HeadVeilError
-from headveil.common.outputs import atomic_file, atomic_output_dir, build_manifest, sha256_file, write_json
+from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
 from headveil.render.protect import ProtectConfig, gradient_preview, protect_image, write_gradient
 from headveil.pipelines.commands import command
 

@@ -295,7 +295,7 @@ def _prior_cache(field_, cfg: ReconstructCommand, out: Path) -> str:
     and keep it in both; returns ``loaded`` or ``built``."""
     from headveil.common.outputs import atomic_file
 
-    key = field_.prior_cache_key(cfg.cache_resolution, 0.22, cfg.code_components)
+    key = field_.prior_cache_key(cfg.cache_resolution, code_components=cfg.code_components)
     shared = cache_dir() / f"prior-{key[:32]}.pt"
     local = out / "prior_cache.pt"
     for path in (local, shared):

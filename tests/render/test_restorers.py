@@ -113,7 +113,7 @@ def test_onnx_restorer_runs_a_local_model_and_rejects_bad_shapes(tmp_path, scene
 
 
 def test_photo_colors_follow_the_render(model):
-    from headveil.render.scene import HeadPose, SubjectCodes, portrait_camera, posed_vertices, render_subject
+    from headveil.render.scene import HeadPose, SubjectCodes, portrait_camera, render_subject
     from headveil.render.mesh_renderer import render_mesh
     from headveil.render.shading import DirectionalLight
     from headveil.render.texture import sample_photo_colors

@@ -4,7 +4,6 @@ import json
 import shutil
 from html.parser import HTMLParser
 
-import numpy as np
 import pytest
 
 from headveil.common.errors import HeadVeilError
