@@ -40,7 +40,9 @@ from headveil.pipelines.fit import FitConfig
 log = logging.getLogger(__name__)
 
 #: Method parameters the command line sets directly (option name = parameter name).
-_OPTION_PARAMS = ("scale", "epsilon", "theta", "q", "b", "pivots", "render")
+_OPTION_PARAMS = ("scale", "epsilon", "theta", "q", "b", "pivots", "appearance")
+#: Command-line options whose method parameter has another name.
+_PARAM_NAMES = {"appearance": "render"}
 
 
 @dataclass
@@ -67,8 +69,15 @@ class DeidCommand:
     """chep: jump factor (0 = unchanged, above 1 escapes the hull)."""
     pivots: Annotated[str | None, tyro.conf.arg(metavar="N|FILE|DIR", help_behavior_hint="(default: 20)")] = None
     """chep: a pivot count drawn from the model, a .npy (Q, K) file, or a folder of fit.json."""
-    render: Annotated[Literal["photo", "model"] | None, tyro.conf.arg(help_behavior_hint="(default: photo)")] = None
-    """Colours of the new face: photo (the input's own) or model (albedo under the scene light)."""
+    appearance: Annotated[Literal["photo", "model", "donor"] | None,
+                          tyro.conf.arg(help_behavior_hint="(default: photo)")] = None
+    """Appearance of the new face: photo (the input's own colours), model (the model albedo under the scene light) or donor (other people's albedo from --donors, chosen by the FaceNet attacker, under the photo's light)."""
+    donors: Path | None = None
+    """--appearance donor: a donor bank (headveil donors build DIR --out BANK)."""
+    donor_candidates: int = 3
+    """--appearance donor: donors tried per face (the farthest by the selection attacker), plus a mix of the two farthest."""
+    donor_shape: float = 0.5
+    """--appearance donor: how far the new shape moves from the method's code toward the donors' (0–1)."""
     restorer: str = "none"
     """Step II restorer: none, poisson, inpaint, color-match, onnx, or a plugin."""
     restorer_model: Path | None = None
@@ -126,6 +135,9 @@ class DeidRecord(Artefact):
         reidentification: per recognizer, Recognizer.reidentify's verdict (None with --guard off);
         reidentified_by / not_detected_by: recognizer names.
         insecure_reproducible: the noise came from a fixed seed.
+        appearance: with ``--appearance donor``: ``selection`` (the FaceNet attacker's candidates,
+            distances, the one chosen, the margin beyond its threshold, donors refused as the face's
+            own) and ``donor_privacy`` (each verifier's distance to the chosen donors).
     """
 
     SCHEMA: ClassVar[str] = "headveil.deid"
@@ -142,6 +154,7 @@ class DeidRecord(Artefact):
     reidentified_by: list = field(default_factory=list)
     not_detected_by: list = field(default_factory=list)
     insecure_reproducible: bool = False
+    appearance: dict | None = None
 
 
 def _method(cmd: DeidCommand):
@@ -156,9 +169,10 @@ def _method(cmd: DeidCommand):
         val = getattr(cmd, par)
         if val is None:
             continue
-        if par not in names:
+        name = _PARAM_NAMES.get(par, par)
+        if name not in names:
             raise HeadVeilError(f"--{par} does not apply to method {spec.name!r} (its parameters: {sorted(names)})")
-        over[par] = val
+        over[name] = val
     return spec, dataclasses.replace(params, **over)
 
 
@@ -337,11 +351,18 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
                                f"beyond ±{cmd.max_yaw:.0f}° (--max-yaw)")
     t_fit = time.perf_counter() - t0
     region = face_region_from_points(det_w.points, work.shape[:2])
+    donors = extras.get("_donors")
     inp = DeidInput(work, landmarks68=None, model=model,
                     codes=SubjectCodes(fit.identity, fit.expression, fit.albedo), camera=fit.camera,
                     rigid=(fit.R, fit.t), light=SHLight(fit.lighting) if fit.lighting is not None else None,
-                    extras={"source": source, "face_region": region, **extras})
-    out = apply_method(spec, inp, params, rng=rng if rng is not None else np.random.default_rng(np.random.SeedSequence()))
+                    extras={"source": source, "face_region": region,
+                            **{k: v for k, v in extras.items() if not k.startswith("_")}})
+    rng = rng if rng is not None else np.random.default_rng(np.random.SeedSequence())
+    selection = None
+    if donors is not None and getattr(params, "render", None) == "donor":
+        out, selection = choose_donor(inp, spec, params, rng, donors, fit, source)
+    else:
+        out = apply_method(spec, inp, params, rng=rng)
     t_method = time.perf_counter() - t0 - t_fit
     image_w = out.image
     comp = out.extras.get("composite")
@@ -375,10 +396,99 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
             if cmd.guard == "fail":
                 raise ReidentifiedError(msg if face is None else f"{face}: {msg}")
             log.warning(f"{source}: {msg}" if face is None else f"{source} ({face}): {msg}")
+    if selection is not None:
+        record.appearance = {"selection": selection}
+        if recognizers:
+            record.appearance["donor_privacy"] = donor_privacy(prot_w, selection, donors, recognizers)
     record.seconds = {"fit": t_fit, "method": t_method, "restore": t_restore, "total": time.perf_counter() - t0}
     record.insecure_reproducible = bool(cmd.insecure_reproducible)
     camera = Camera(win.full_K(fit.camera.K, work.shape), fit.camera.c2w, W, H)
     return image, out, fit, record, camera
+
+
+@dataclass
+class DonorSelection:
+    """What ``--appearance donor`` needs: the bank, the selection attacker (FaceNet), how many donors
+    to try per face and the shape weight toward them."""
+
+    bank: object
+    selector: object
+    candidates: int = 3
+    shape_weight: float = 0.5
+
+
+def _alignment_row(selector, image: np.ndarray, model, fit) -> np.ndarray:
+    """The original face's five-point row in ``image``: the selector's own detection, else the
+    fitted model's projected iBUG-68 landmarks."""
+    rows = selector._faces(image)
+    if len(rows):
+        return rows[0]
+    v = model.vertices(fit.identity, fit.expression) @ np.asarray(fit.R).T + np.asarray(fit.t)
+    lm, _ = fit.camera.project(model.landmarks_3d(v, "ibug68"))
+    return selector.row_from_landmarks68(lm)
+
+
+def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelection, fit, source: str):
+    """Try the bank's donors farthest from the face (by the selection attacker only) and keep the
+    output the attacker finds farthest from the original at the original's alignment.
+
+    Donors the attacker matches to the face (the target's own photo in the bank) are refused. Every
+    candidate uses the same draw of the method's noise, so only the appearance differs. Returns
+    ``(DeidOutput, selection record)``; the record names donors by bank number only."""
+    from headveil.render.appearance import NewAppearance, face_appearance, match_tone, skin_texels, uv_raster
+    from headveil.render.deid.registry import apply_method
+
+    model, bank, attacker = inp.model, sel.bank, sel.selector
+    v_old = model.vertices(fit.identity, fit.expression)
+    target = face_appearance(inp.image, model, v_old, fit.R, fit.t, fit.camera, fit.albedo, bank.texture_size)
+    skin = skin_texels(model, uv_raster(model, bank.texture_size))
+    row = _alignment_row(attacker, inp.image, model, fit)
+    t_emb = attacker.embed_many([inp.image], row)[0]
+    scored = [(float(attacker.distance(t_emb, d.embeddings[attacker.name])), d) for d in bank.donors
+              if attacker.name in d.embeddings]
+    refused = [d.id for dist, d in scored if attacker.is_match(dist)]
+    ok = sorted([x for x in scored if not attacker.is_match(x[0])], key=lambda x: -x[0])[: sel.candidates]
+    if not ok:
+        raise HeadVeilError(f"{source}: no donor of the bank is another person to the selection attacker "
+                            f"({len(refused)} refused as this face's own); add donors")
+    groups = [[d] for _, d in ok] + ([[ok[0][1], ok[1][1]]] if len(ok) >= 2 else [])
+    seed = int(rng.integers(2 ** 63))  # one draw of the method's noise, shared by the candidates
+    outs = []
+    for members in groups:
+        w = np.stack([d.confidence for d in members])[..., None] + 1e-3
+        alb = (np.stack([d.albedo for d in members]) * w).sum(0) / w.sum(0)
+        alb = match_tone(alb, target.albedo, skin, target.seen)
+        app = NewAppearance(alb, target.light, np.mean([d.alpha for d in members], 0), sel.shape_weight,
+                            "donor" if len(members) == 1 else f"mix of {len(members)}")
+        inp.extras["appearance"] = app
+        outs.append(apply_method(spec, inp, params, rng=np.random.default_rng(seed)))
+    inp.extras.pop("appearance", None)
+    dist = attacker.distance(t_emb, attacker.embed_many([o.image for o in outs], row))
+    best = int(np.argmax(dist))
+    record = {"attacker": attacker.name, "threshold": attacker.threshold,
+              "candidates": [{"donors": [d.id for d in g], "dis": float(x)} for g, x in zip(groups, dist)],
+              "chosen": best, "dis": float(dist[best]), "margin": float(dist[best] - attacker.threshold),
+              "refused_as_same_person": refused}
+    out = outs[best]
+    out.metrics["donors"] = [d.id for d in groups[best]]
+    return out, record
+
+
+def donor_privacy(protected: np.ndarray, selection: dict, sel: DonorSelection, recognizers: dict) -> dict:
+    """Is the output matched to any of its donors? Per verifier: the smallest distance between the
+    output (its own detection) and the chosen donors' embeddings, and whether it is a match."""
+    chosen = selection["candidates"][selection["chosen"]]["donors"]
+    donors = [d for d in sel.bank.donors if d.id in chosen]
+    res = {}
+    for name, rec in recognizers.items():
+        embs = [d.embeddings[name] for d in donors if name in d.embeddings]
+        e = rec.embed(protected)
+        if not embs or e is None:
+            res[name] = {"status": "not measured", "dis": None}
+            continue
+        dmin = float(np.min(rec.distance(e.vector, np.stack(embs))))
+        res[name] = {"status": "matched" if rec.is_match(dmin) else "not matched", "dis": dmin}
+    return res
 
 
 def _codes_json(spec, params, out, fit, model, key: bytes, camera) -> dict:
@@ -401,7 +511,7 @@ def _output_mesh(out, image: np.ndarray, fit, params):
     if out.mesh is None:
         return None
     v, f, c = out.mesh
-    if getattr(params, "render", None) == "photo":
+    if getattr(params, "render", None) in ("photo", "donor"):
         from headveil.render.texture import sample_photo_colors
 
         c, _ = sample_photo_colors(image, np.asarray(v, np.float64), np.asarray(f), fit.camera)
@@ -493,6 +603,21 @@ def _prepare(cmd: DeidCommand, model):
         if params.q > len(extras["pivots"]) or params.q > model.n_id:
             raise GalleryError(f"q = {params.q} needs Q ≥ q and q ≤ dim α = {model.n_id}; the pivot set has "
                                f"Q = {len(extras['pivots'])}")
+    if getattr(params, "render", None) == "donor":
+        from headveil.geometry.perception.recognizers import SELECTION_ATTACKER, get_recognizer
+        from headveil.pipelines.donors import DonorBank
+
+        if cmd.donors is None:
+            raise HeadVeilError("--appearance donor needs --donors BANK (make one with headveil donors build DIR --out BANK)")
+        if cmd.donor_candidates < 1:
+            raise HeadVeilError(f"--donor-candidates must be ≥ 1; got {cmd.donor_candidates}")
+        if not 0 <= cmd.donor_shape <= 1:
+            raise HeadVeilError(f"--donor-shape must be in [0, 1]; got {cmd.donor_shape}")
+        extras["_donors"] = DonorSelection(DonorBank.load(cmd.donors, model), get_recognizer(SELECTION_ATTACKER),
+                                           cmd.donor_candidates,
+                                           0.0 if spec.name == "id-keyed" else cmd.donor_shape)  # keyed: exact recovery
+    elif cmd.donors is not None:
+        raise HeadVeilError("--donors applies to --appearance donor only")
     opts = {"model": str(cmd.restorer_model)} if cmd.restorer_model is not None else {}
     if cmd.restorer_model is not None and cmd.restorer != "onnx":
         raise HeadVeilError("--restorer-model applies to --restorer onnx only")
@@ -619,14 +744,14 @@ def run_recover(cmd: RecoverCommand, model=None) -> dict:
     R, t = np.asarray(codes["R"]), np.asarray(codes["t"])
     cam = Camera.from_dict(codes["camera"])
     v_prot = model.vertices(a_prot, eta)
-    if codes.get("render") == "photo":
+    if codes.get("render") in ("photo", "donor"):
         colors = face3d.photo_colors(img, model, v_prot, R, t, cam)
     else:
         colors = model.albedo(codes["albedo"])
     sub = face3d.face_submesh(model)
     idx = sub.vertex_index
     comp = face3d.rerender_face(img, cam, R, t, v_prot[idx], sub.faces, model.vertices(a, eta)[idx], sub.faces,
-                                colors[idx], unlit=codes.get("render") == "photo")
+                                colors[idx], unlit=codes.get("render") in ("photo", "donor"))
     with atomic_output_dir(out, overwrite=cmd.overwrite, private=True) as tmp:
         write_image(tmp / "recovered.png", comp.image)
         write_json(tmp / "codes.json", {"schema": 1, "method": "id-keyed", "identity_recovered": a.tolist(),

@@ -189,7 +189,7 @@ def _chep(inp: DeidInput, p: CHEPParams, rng: np.random.Generator) -> DeidOutput
     dv, df, dc, info = sbc_dense_face(model, res.alpha, c.eta, bins, DenseMeshConfig(levels=p.dense_levels),
                                       submesh=sub)
     comp = face3d.rerender_face(inp.image, inp.camera, R, t, v_old[sub.vertex_index], sub.faces, dv, df, dc,
-                                light=inp.light, unlit=p.render == "photo",
+                                light=face3d.scene_light(inp, p.render), unlit=p.render == "photo",
                                 face_region=inp.extras.get("face_region"))
     metrics.update(info, face_pixels=int((comp.face_mask > 0).sum()))
     return DeidOutput(comp.image, mesh=(face3d.to_world(dv, R, t), df, dc), codes=res.alpha, metrics=metrics,

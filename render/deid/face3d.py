@@ -20,7 +20,9 @@ from headveil.render.composite import Composite, composite_face
 from headveil.render.mesh_renderer import render_mesh
 from headveil.render.shading import DirectionalLight
 
-RENDER_MODES = ("photo", "model")
+RENDER_MODES = ("photo", "model", "donor")
+"""Appearances of the new face: the photo's own colours, the model albedo, or another person's
+(``donor``: a :class:`~headveil.render.appearance.NewAppearance` in ``DeidInput.extras["appearance"]``)."""
 
 #: Model regions replaced by a re-render (the face, its features and the mouth).
 FACE_REGIONS = ("face", "lips", "brows", "eyes", "mouth_interior")
@@ -47,10 +49,12 @@ UNLIT = DirectionalLight((0.0, 0.0, 1.0), 1.0, 0.0)
 
 @dataclass(frozen=True)
 class FaceSubmesh:
-    """The face region of a model: ``vertex_index (Vf,)`` into the model, ``faces (Ff, 3)`` re-indexed."""
+    """The face region of a model: ``vertex_index (Vf,)`` into the model, ``faces (Ff, 3)`` re-indexed,
+    ``triangles (Ff,)`` the model triangles they are."""
 
     vertex_index: np.ndarray
     faces: np.ndarray
+    triangles: np.ndarray
 
 
 def face_submesh(model: MorphableModel) -> FaceSubmesh:
@@ -63,11 +67,7 @@ def face_submesh(model: MorphableModel) -> FaceSubmesh:
                 keep |= model.regions[r]
         if not keep.any():
             raise HeadVeilError(f"model {model.name!r} has no face region; cannot re-render a face")
-        tri = keep[model.faces].all(1)
-        idx = np.unique(model.faces[tri])
-        remap = -np.ones(model.n_vertices, np.int64)
-        remap[idx] = np.arange(len(idx))
-        cache["face"] = FaceSubmesh(idx, remap[model.faces[tri]])
+        cache["face"] = _submesh(model, keep)
     return cache["face"]
 
 
@@ -76,7 +76,7 @@ def _submesh(model: MorphableModel, keep: np.ndarray) -> FaceSubmesh:
     idx = np.unique(model.faces[tri])
     remap = -np.ones(model.n_vertices, np.int64)
     remap[idx] = np.arange(len(idx))
-    return FaceSubmesh(idx, remap[model.faces[tri]])
+    return FaceSubmesh(idx, remap[model.faces[tri]], np.flatnonzero(tri))
 
 
 def region_submesh(model: MorphableModel, vertices_world: np.ndarray, camera, region: np.ndarray | None) -> FaceSubmesh:
@@ -133,18 +133,43 @@ def photo_colors(photo: np.ndarray, model: MorphableModel, vertices_model: np.nd
     return colors
 
 
+def new_appearance(inp):
+    """The donor appearance of ``inp`` (``extras["appearance"]``), or one clear error."""
+    app = inp.extras.get("appearance")
+    if app is None:
+        raise HeadVeilError("the donor appearance needs a donor bank (headveil deid --appearance donor --donors BANK; "
+                            "Python: extras['appearance'] = NewAppearance)")
+    return app
+
+
 def subject_colors(inp, render: str, vertices_model: np.ndarray, R, t) -> np.ndarray:
-    """The colours T a 3D method carries: the photo's on the fitted mesh (``render="photo"``) or the
-    model albedo of the subject's β (``"model"``); ``(V, 3)`` in [0, 1]."""
+    """The colours T a 3D method carries: the photo's on the fitted mesh (``render="photo"``), the
+    model albedo of the subject's β (``"model"``) or the donor's albedo at each vertex (``"donor"``);
+    ``(V, 3)`` in [0, 1]."""
     check_render_mode(render)
     if render == "photo":
         return photo_colors(inp.image, inp.model, vertices_model, R, t, inp.camera)
+    if render == "donor":
+        from headveil.render.appearance import texture_at
+
+        return texture_at(new_appearance(inp).albedo, np.asarray(inp.model.uv, np.float64)).astype(np.float64)
     return inp.model.albedo(inp.codes.beta)
+
+
+def scene_light(inp, render: str):
+    """The light a re-render uses: the donor appearance's light (the target photo's, estimated)
+    for ``donor``, else the input's (None → :func:`camera_light`)."""
+    if render == "donor":
+        from headveil.render.shading import SHLight
+
+        return SHLight(np.asarray(new_appearance(inp).light, np.float64))
+    return inp.light
 
 
 def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old_faces: np.ndarray,
                   new_vertices: np.ndarray, new_faces: np.ndarray, new_colors: np.ndarray, light=None,
-                  unlit: bool = False, feather_px: float = 1.5, face_region: np.ndarray | None = None) -> Composite:
+                  unlit: bool = False, feather_px: float = 1.5, face_region: np.ndarray | None = None,
+                  texture: tuple | None = None) -> Composite:
     """Render a new face mesh into ``photo`` in place of the old one.
 
     Args:
@@ -155,6 +180,8 @@ def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old
         light: scene light for ``unlit=False`` (default :func:`camera_light`, lit from near the camera).
         unlit: show ``new_colors`` as they are (photo colours already hold the light).
         face_region: ``(H, W) bool`` face outline of the detector (replaced as well), or None.
+        texture: ``(albedo (S, S, 3), uv (V', 2), uv_ok (F',) bool, gamma (9, 3))``: render the new
+            mesh with a UV albedo under SH light ``gamma`` (camera frame) instead of ``new_colors``.
     """
     from headveil.render.rasterize import rasterize
 
@@ -167,10 +194,16 @@ def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old
         cam = camera.cropped(x0, y0, w, h)
         old = rasterize(old_w, np.asarray(old_faces), cam.scaled(2))
         cov_old[y0:y0 + h, x0:x0 + w] = old.mask.reshape(h, 2, w, 2).mean(axis=(1, 3))
-        res = render_mesh(new_w, new_faces, cam, np.clip(new_colors, 0, 1),
-                          light=UNLIT if unlit else (light if light is not None else camera_light(camera)),
-                          background=(0.0, 0.0, 0.0), supersample=2)
-        cov[y0:y0 + h, x0:x0 + w] = res.mask
-        render[y0:y0 + h, x0:x0 + w] = np.where(res.mask[..., None] > 0,
-                                                 res.image / np.maximum(res.mask[..., None], 1e-6), 0.0)
+        if texture is not None:
+            from headveil.render.appearance import render_textured
+
+            albedo, uv, uv_ok, gamma = texture
+            img, mask = render_textured(new_w, new_faces, uv, albedo, cam, gamma, supersample=2, uv_ok=uv_ok)
+        else:
+            res = render_mesh(new_w, new_faces, cam, np.clip(new_colors, 0, 1),
+                              light=UNLIT if unlit else (light if light is not None else camera_light(camera)),
+                              background=(0.0, 0.0, 0.0), supersample=2)
+            img, mask = res.image, res.mask
+        cov[y0:y0 + h, x0:x0 + w] = mask
+        render[y0:y0 + h, x0:x0 + w] = np.where(mask[..., None] > 0, img / np.maximum(mask[..., None], 1e-6), 0.0)
     return composite_face(photo, render, cov, cov_old, feather_px, face_region)

@@ -30,12 +30,22 @@ def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: 
     R, t = inp.model_to_world()
     v_old = model.vertices(alpha, c.eta)
     sub = face3d.region_submesh(model, face3d.to_world(v_old, R, t), inp.camera, inp.extras.get("face_region"))
+    texture = None
+    if render == "donor":  # another person's albedo (and part of their shape) under the photo's light
+        app = face3d.new_appearance(inp)
+        if app.alpha is not None and app.shape_weight > 0:
+            alpha_new = (1 - app.shape_weight) * np.asarray(alpha_new, np.float64) + app.shape_weight * app.alpha
+            metrics["donor_shape_weight"] = app.shape_weight
+        from headveil.render.appearance import uv_triangles
+
+        tri_ok = uv_triangles(model)[sub.triangles]
+        texture = (app.albedo, np.asarray(model.uv, np.float64)[sub.vertex_index], tri_ok, app.light)
     v_new = model.vertices(alpha_new, c.eta)
     colors = face3d.subject_colors(inp, render, v_old, R, t)
     idx = sub.vertex_index
     comp = face3d.rerender_face(inp.image, inp.camera, R, t, v_old[idx], sub.faces, v_new[idx], sub.faces,
-                                colors[idx], light=inp.light, unlit=render == "photo",
-                                face_region=inp.extras.get("face_region"))
+                                colors[idx], light=face3d.scene_light(inp, render), unlit=render == "photo",
+                                face_region=inp.extras.get("face_region"), texture=texture)
     mesh = (face3d.to_world(v_new, R, t), model.faces, np.clip(colors, 0, 1))
     metrics["face_pixels"] = int((comp.face_mask > 0).sum())
     return DeidOutput(comp.image, mesh=mesh, codes=np.asarray(alpha_new, np.float64), metrics=metrics,

@@ -149,7 +149,7 @@ def test_deid_metrics_round_trip_through_their_type(photo, tmp_path, model):
 
 
 def test_model_render_is_lit_from_the_camera_without_refinement(photo, tmp_path, model):
-    """--render model with no fitted light: the default light sits near the camera in the photo's
+    """--appearance model with no fitted light: the default light sits near the camera in the photo's
     own frame (it used to sit behind the head, leaving only the ambient term: 0.37× the photo)."""
     from headveil.common.images import read_image
     from headveil.geometry.perception.detectors import detect_faces
@@ -157,7 +157,7 @@ def test_model_render_is_lit_from_the_camera_without_refinement(photo, tmp_path,
     from headveil.render.deid.face3d import camera_light
 
     img = photo / "astronaut.png"
-    run_deid(DeidCommand([img], out=tmp_path / "m", render="model", guard="off"), model)
+    run_deid(DeidCommand([img], out=tmp_path / "m", appearance="model", guard="off"), model)
     o, d = read_image(img), read_image(tmp_path / "m" / "0001" / "deid.png")
     hull = face_region_from_points(detect_faces(o)[0].points, o.shape[:2])
     assert d[hull].mean() / o[hull].mean() > 0.5  # measured 0.60 (0.37 before)

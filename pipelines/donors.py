@@ -1,0 +1,220 @@
+"""``headveil donors build DIR --out BANK``: a bank of other people's appearances for de-identification.
+
+Each face of the photos is fitted once and kept as a *donor*: its UV albedo (photo colours de-lit by
+the estimated light, its own occluders — hat, hair, glasses frames the skin model rejects — dropped,
+the unseen side filled by symmetry then the model), its identity and albedo codes, and light-free
+embeddings (the selection attacker's, and the verifiers' for the donor-privacy report). A donor is
+known only by its number (``d0001``): no file name, path or person's name is written anywhere in the
+bank. ``bank.json`` lists the donors with SHA-256 checksums; ``manifest.json`` records the run.
+
+Bank layout (folder 0700, files 0600; donors describe people)::
+
+    BANK/bank.json             schema headveil.donors v1: model, texture size, donors [{id, file, sha256, …}]
+    BANK/d0001.npz             albedo (S, S, 3) uint8, confidence (S, S) uint8, alpha (K,), beta (A,),
+                               emb_<recognizer> (D,) float32
+    BANK/manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import tyro
+
+from headveil.common.errors import HeadVeilError
+from headveil.common.images import list_images, read_image
+from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
+from headveil.pipelines.commands import command
+from headveil.pipelines.fit import FitConfig
+
+log = logging.getLogger(__name__)
+
+BANK_SCHEMA = "headveil.donors"
+BANK_VERSION = 1
+
+
+class BankError(HeadVeilError):
+    """A donor bank that is missing, empty, corrupt or made for another model."""
+
+
+@dataclass
+class DonorsCommand:
+    """Build a donor bank: fit every face of some photos once and keep their appearance for `deid --appearance donor`."""
+
+    action: Annotated[Literal["build"], tyro.conf.Positional]
+    """What to do: build."""
+    images: Annotated[list[Path], tyro.conf.Positional]
+    """Image files or folders of images (the donors' photos; use people who agreed to it)."""
+    out: Path = Path("donor_bank")
+    """The bank folder to write."""
+    texture_size: int = 1024
+    """Side of the UV albedo atlas in texels (the face spans ≈ 0.22 of it)."""
+    faces: str = "largest"
+    """Faces per photo: largest, all, or N (the N largest)."""
+    max_yaw: float = 35.0
+    """Faces turned further than this (degrees) give poor albedo and are skipped."""
+    overwrite: bool = False
+    """Replace an existing bank folder headveil did not write (only its own files)."""
+    fit: FitConfig = field(default_factory=FitConfig)
+    """How each photo is fitted."""
+
+
+@dataclass
+class Donor:
+    """One donor of a bank (in memory): ``albedo (S, S, 3) float32`` in [0, 1], ``confidence (S, S)``
+    in [0, 1], ``alpha (K,)``, ``beta (A,)``, ``embeddings {recognizer: (D,) float32}`` and its ``id``."""
+
+    id: str
+    albedo: np.ndarray
+    confidence: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    embeddings: dict
+
+
+@dataclass
+class DonorBank:
+    """A loaded bank: ``donors`` and the model and atlas size it was made for."""
+
+    path: Path
+    model: str
+    texture_size: int
+    donors: list[Donor]
+
+    @classmethod
+    def load(cls, path: str | Path, model=None) -> DonorBank:
+        """Read and verify a bank (checksums, schema, model). Raises :class:`BankError`."""
+        path = Path(path)
+        meta_p = path / "bank.json"
+        if not meta_p.is_file():
+            raise BankError(f"{path} is not a donor bank (no bank.json); make one with headveil donors build DIR --out "
+                            f"{path}")
+        try:
+            meta = json.loads(meta_p.read_text())
+        except (OSError, ValueError) as e:
+            raise BankError(f"{meta_p} is unreadable: {e}") from None
+        if meta.get("schema") != BANK_SCHEMA or meta.get("version") != BANK_VERSION:
+            raise BankError(f"{meta_p} is not a {BANK_SCHEMA} v{BANK_VERSION} bank")
+        if model is not None and meta.get("model") != model.name:
+            raise BankError(f"the bank was made for model {meta.get('model')!r}, not {model.name!r}")
+        donors = []
+        for d in meta.get("donors", []):
+            f = path / d["file"]
+            if not f.is_file() or sha256_file(f) != d["sha256"]:
+                raise BankError(f"donor {d['id']} of {path} is missing or corrupt (checksum mismatch); rebuild the bank")
+            with np.load(f) as z:
+                emb = {k[4:]: z[k].astype(np.float32) for k in z.files if k.startswith("emb_")}
+                donors.append(Donor(d["id"], z["albedo"].astype(np.float32) / 255.0,
+                                    z["confidence"].astype(np.float32) / 255.0, z["alpha"].astype(np.float64),
+                                    z["beta"].astype(np.float64), emb))
+        if not donors:
+            raise BankError(f"the donor bank {path} is empty")
+        return cls(path, meta["model"], int(meta["texture_size"]), donors)
+
+
+def donor_from_face(img: np.ndarray, det, model, cfg: FitConfig, size: int, recognizers: dict, source: str,
+                    max_yaw: float):
+    """Fit one detected face of ``img`` and return ``(arrays for the npz, info)``."""
+    from headveil.pipelines.deid import FaceWindow
+    from headveil.pipelines.fit import fit_image
+    from headveil.render.appearance import face_appearance
+
+    H, W = img.shape[:2]
+    win = FaceWindow.around(det, H, W)
+    work = win.crop(img)
+    sx, sy = work.shape[1] / (win.x1 - win.x0), work.shape[0] / (win.y1 - win.y0)
+    det_w = det.shifted(win.x0, win.y0)
+    det_w = type(det_w)(det_w.points * [sx, sy], det_w.scheme, det_w.box * [sx, sy, sx, sy], det_w.score,
+                        det_w.detector, det_w.blendshapes, det_w.head_pose,
+                        None if det_w.depth is None else det_w.depth * sx)
+    f = cfg.focal_px or 1.2 * max(H, W)
+    K_full = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+    fit = fit_image(work, model, cfg, source=source, detection=det_w, K=win.camera_K(K_full, work.shape))
+    pose = fit.pose_dict()
+    if max(abs(pose["yaw_deg"]), abs(pose["pitch_deg"])) > max_yaw:
+        raise HeadVeilError(f"head turned {pose['yaw_deg']:.0f}° yaw, beyond ±{max_yaw:.0f}° for a donor")
+    v = model.vertices(fit.identity, fit.expression)
+    app = face_appearance(work, model, v, fit.R, fit.t, fit.camera, fit.albedo, size, reject_occluders=True)
+    arrays = {"albedo": (np.clip(app.albedo, 0, 1) * 255 + 0.5).astype(np.uint8),
+              "confidence": (np.clip(app.confidence, 0, 1) * 255 + 0.5).astype(np.uint8),
+              "alpha": np.asarray(fit.identity, np.float32), "beta": np.asarray(fit.albedo, np.float32)}
+    for name, rec in recognizers.items():
+        e = rec.embed(work)
+        if e is not None:
+            arrays[f"emb_{name}"] = np.asarray(e.vector, np.float32)
+    info = {"yaw_deg": round(pose["yaw_deg"], 1), "seen_share": float((app.seen > 0).mean()),
+            "embeddings": sorted(k[4:] for k in arrays if k.startswith("emb_"))}
+    return arrays, info
+
+
+def run_donors_build(cmd: DonorsCommand, model=None) -> dict:
+    """Build the bank; returns ``{"donors": n, "skipped": {face: reason}, "out": path}``."""
+    from tqdm import tqdm
+
+    from headveil.geometry.morphable.model import load_embedded
+    from headveil.geometry.perception.recognizers import SELECTION_ATTACKER, available_recognizers, get_recognizer
+    from headveil.pipelines.deid import select_faces
+
+    if cmd.texture_size < 128 or cmd.texture_size > 4096:
+        raise HeadVeilError(f"--texture-size must be in [128, 4096]; got {cmd.texture_size}")
+    if cmd.faces not in ("all", "largest") and not (cmd.faces.isdigit() and int(cmd.faces) >= 1):
+        raise HeadVeilError(f"--faces must be all, largest or a number ≥ 1; got {cmd.faces!r}")
+    model = model or load_embedded()
+    paths = list_images(cmd.images)
+    if not paths:
+        raise HeadVeilError(f"no images found in {', '.join(map(str, cmd.images))}")
+    names = [SELECTION_ATTACKER, *[r for r in available_recognizers() if r != SELECTION_ATTACKER]]
+    recognizers = {}
+    for n in names:
+        recognizers[n] = get_recognizer(n)  # the selection attacker is required: a clear error without it
+    skipped: dict[str, str] = {}
+    entries, input_hashes = [], []
+    with atomic_output_dir(cmd.out, overwrite=cmd.overwrite, private=True) as tmp:
+        k = 0
+        for i, p in enumerate(tqdm(paths, desc="donors", unit="photo", disable=len(paths) < 2)):
+            label = f"photo {i + 1}"
+            try:
+                img = read_image(p)
+                dets = select_faces(img, cmd, str(p))
+            except HeadVeilError as exc:
+                skipped[label] = str(exc).split(": ", 1)[-1]
+                continue
+            input_hashes.append(sha256_file(p))
+            for j, det in enumerate(dets):
+                try:
+                    arrays, info = donor_from_face(img, det, model, cmd.fit, cmd.texture_size, recognizers,
+                                                   label, cmd.max_yaw)
+                except HeadVeilError as exc:
+                    skipped[f"{label} face {j}"] = str(exc).split(": ", 1)[-1]
+                    continue
+                k += 1
+                did = f"d{k:04d}"
+                f = tmp / f"{did}.npz"
+                np.savez_compressed(f, **arrays)
+                entries.append({"id": did, "file": f.name, "sha256": sha256_file(f), **info})
+        if not entries:
+            raise BankError("no face of the photos could become a donor (" +
+                            "; ".join(f"{k}: {v}" for k, v in skipped.items()) + ")")
+        write_json(tmp / "bank.json", {"schema": BANK_SCHEMA, "version": BANK_VERSION, "model": model.name,
+                                       "texture_size": cmd.texture_size, "selection_attacker": SELECTION_ATTACKER,
+                                       "donors": entries}, private=True)
+        cfg = {k: v for k, v in cmd.__dict__.items() if k not in ("images", "fit")}
+        write_json(tmp / "manifest.json", build_manifest(
+            "headveil donors build", cfg, seed=None, inputs=[],
+            extra={"input_sha256": sorted(input_hashes), "donors": len(entries), "skipped": len(skipped),
+                   "bank_sha256": sha256_file(tmp / "bank.json")}), private=True)
+    return {"donors": len(entries), "skipped": skipped, "out": str(cmd.out)}
+
+
+@command("donors", DonorsCommand)
+def _cli(cfg: DonorsCommand) -> int:
+    res = run_donors_build(cfg)
+    print(f"[donors] {res['donors']} donor(s) in {res['out']}" +
+          (f"; {len(res['skipped'])} face(s) skipped: " + "; ".join(f"{k}: {v}" for k, v in res["skipped"].items())
+           if res["skipped"] else ""))
+    return 1 if res["skipped"] else 0

@@ -1,0 +1,453 @@
+"""Face appearance as a UV texture: baked from a photo, de-lit into albedo, filled, relit.
+
+The head model's UV layout (``model.uv``, one coordinate per vertex) is a dense correspondence
+between every fitted face: a texel means the same point of the face on every subject. So an
+appearance is one image in UV space and another person's albedo maps onto a target's mesh as it is.
+
+- :func:`uv_raster`: which triangle and barycentrics each texel of an ``S × S`` atlas lies in
+  (texel row ``(1 − v)·S``, column ``u·S``; cached per model and size).
+- :func:`bake_texture`: the photo's colour at each texel's point of the fitted mesh, with a weight
+  in [0, 1] (0 where the point is hidden, faces away, or leaves the photo).
+- :func:`estimate_light`: second-order SH light (camera frame, ``(9, 3)``) fitted to the photo on
+  visible skin against the model albedo of the fitted β (ridge-regularised least squares).
+- :func:`delight` → albedo; :func:`fill_unseen`: texels never seen take the mirrored texel's value
+  (the model's left–right vertex symmetry), then the model albedo gain-matched to what was seen.
+- :func:`render_textured`: a mesh at a camera, albedo sampled per pixel from a texture (bilinear),
+  shaded by an SH light — image-resolution detail instead of per-vertex colours.
+- :func:`match_tone`: a donor albedo moved to a target's skin tone (mean and spread in CIELAB on the
+  skin texels), so a new face keeps the neck's and ears' colour.
+
+Arrays: textures ``(S, S, 3) float32`` in [0, 1]; weights ``(S, S) float32`` in [0, 1]; vertices in
+metres (world frame = the photo camera's frame for fitted photos, OpenCV axes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from headveil.common.errors import HeadVeilError
+from headveil.geometry.camera import Camera
+from headveil.geometry.normals import vertex_normals
+from headveil.render.rasterize import interpolate, rasterize
+from headveil.render.shading import sh_basis
+
+DEFAULT_TEXTURE_SIZE = 1024
+"""Atlas side: the face occupies ≈ 0.22 of the atlas width, ≈ 225 texels across at 1024."""
+
+#: Model regions whose texels count as skin for light and tone (features excluded).
+SKIN_EXCLUDE = ("eyes", "brows", "lips", "mouth_interior", "iris")
+
+
+@dataclass(frozen=True)
+class UVRaster:
+    """Texel → surface lookup of an atlas: ``face_index (S, S) int64`` (−1 = no triangle) and
+    ``bary (S, S, 3) float32``; ``size`` = S."""
+
+    face_index: np.ndarray
+    bary: np.ndarray
+    size: int
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.face_index >= 0
+
+
+def uv_triangles(model, max_stretch: float = 3.0) -> np.ndarray:
+    """``(F,) bool``: triangles whose UV image is a faithful copy of the surface. The model keeps
+    one UV per vertex, so triangles along a UV seam stretch across the atlas (over other islands);
+    a triangle is kept when its largest UV/3D edge-length ratio is within ``max_stretch`` × the
+    median of its part (parts have their own texel density). Cached on the model."""
+    cache = model.__dict__.setdefault("_uv_triangles", {})
+    if max_stretch not in cache:
+        V = model.vertices()
+        uv = np.asarray(model.uv, np.float64)
+        F = model.faces
+        e3 = np.linalg.norm(V[F] - V[np.roll(F, 1, 1)], axis=2)
+        eu = np.linalg.norm(uv[F] - uv[np.roll(F, 1, 1)], axis=2)
+        ratio = (eu / np.maximum(e3, 1e-12)).max(1)
+        part = model.vertex_part[F[:, 0]]
+        keep = np.zeros(len(F), bool)
+        for p in np.unique(part):
+            sel = part == p
+            keep[sel] = ratio[sel] < max_stretch * np.median(ratio[sel])
+        cache[max_stretch] = keep
+    return cache[max_stretch]
+
+
+def uv_raster(model, size: int = DEFAULT_TEXTURE_SIZE) -> UVRaster:
+    """The model's UV atlas rasterised at ``size × size`` over the :func:`uv_triangles` (indices
+    are the model's triangle indices; cached on the model)."""
+    if model.uv is None:
+        raise HeadVeilError(f"model {model.name!r} has no texture coordinates")
+    cache = model.__dict__.setdefault("_uv_raster", {})
+    if size not in cache:
+        uv = np.asarray(model.uv, np.float64)
+        # a flat sheet at z = 1 seen by a camera with K = I: pixel (x, y) ↔ texel (u·S, (1 − v)·S)
+        pts = np.stack([uv[:, 0] * size, (1.0 - uv[:, 1]) * size, np.ones(len(uv))], 1)
+        cam = Camera(np.eye(3), np.eye(4), size, size)
+        good = np.flatnonzero(uv_triangles(model))
+        fr = rasterize(pts, model.faces[good], cam)
+        fi = np.where(fr.face_index >= 0, good[np.maximum(fr.face_index, 0)], -1)
+        cache[size] = UVRaster(fi, fr.bary.astype(np.float32), size)
+    return cache[size]
+
+
+def texel_attribute(raster: UVRaster, attributes: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-vertex ``attributes (V, C)`` interpolated at every covered texel: ``(N, C)`` and the
+    texels' flat indices ``(N,)``."""
+    idx = np.flatnonzero(raster.face_index.ravel() >= 0)
+    fi = raster.face_index.ravel()[idx]
+    b = raster.bary.reshape(-1, 3)[idx].astype(np.float64)
+    return interpolate(np.asarray(attributes, np.float64), faces, fi, b), idx
+
+
+def sample_bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """``image (H, W, C)`` float at pixel positions ``xy (N, 2)`` (pixel centres at +0.5), edge-clamped."""
+    import cv2
+
+    img = np.asarray(image, np.float32)
+    n = len(xy)
+    cols = 1024  # remap's map must stay below 32767 on each side
+    rows = max(-(-n // cols), 1)
+    mx = np.zeros(rows * cols, np.float32)
+    my = np.zeros(rows * cols, np.float32)
+    mx[:n], my[:n] = xy[:, 0] - 0.5, xy[:, 1] - 0.5
+    out = cv2.remap(img, mx.reshape(rows, cols), my.reshape(rows, cols), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    out = out.reshape(rows * cols, -1)[:n]
+    return out
+
+
+def visibility(vertices_world: np.ndarray, faces: np.ndarray, camera: Camera, points: np.ndarray,
+               normals: np.ndarray, depth_tol_m: float = 2e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Visibility weight ``(N,)`` in [0, 1] of surface ``points (N, 3)`` with unit ``normals (N, 3)``
+    (world frame) on the mesh seen by ``camera``, and their pixel positions ``(N, 2)``: 0 when hidden
+    (depth test against the rendered mesh), outside the image or facing away; rising with the cosine
+    to the camera (grazing texels are smeared in a photo)."""
+    uv, z = camera.project(points)
+    W, H = camera.width, camera.height
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H) & (z > 0)
+    dz = np.full(len(points), np.inf)
+    win = camera.window(vertices_world)
+    if win is not None:
+        x0, y0, w, h = win
+        fr = rasterize(vertices_world, faces, camera.cropped(x0, y0, w, h))
+        px = np.clip(np.floor(uv).astype(np.int64) - [x0, y0], 0, [w - 1, h - 1])
+        dz = np.abs(fr.depth[px[:, 1], px[:, 0]] - z)
+    to_cam = camera.center[None] - points
+    to_cam /= np.linalg.norm(to_cam, axis=1, keepdims=True)
+    cos = (normals * to_cam).sum(1)
+    wgt = np.clip((cos - 0.15) / 0.35, 0, 1) * (inside & (dz < depth_tol_m))
+    return wgt.astype(np.float32), uv
+
+
+def bake_texture(photo: np.ndarray, vertices_world: np.ndarray, faces: np.ndarray, camera: Camera,
+                 raster: UVRaster) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The photo in UV space.
+
+    Args:
+        photo: ``(H, W, 3) uint8`` RGB (the camera's size).
+        vertices_world: ``(V, 3)`` fitted mesh at the photo's pose, metres.
+        faces: ``(F, 3)`` the model's triangles.
+        camera: the photo's camera.
+        raster: :func:`uv_raster` of the model.
+
+    Returns:
+        ``texture (S, S, 3) float32`` in [0, 1], ``weight (S, S) float32`` in [0, 1] and
+        ``normals (S, S, 3) float32`` (unit, world frame; 0 where no triangle).
+    """
+    S = raster.size
+    img = np.asarray(photo)
+    if img.shape[:2] != (camera.height, camera.width):
+        raise ValueError(f"photo must be {camera.height}×{camera.width}; got {img.shape[:2]}")
+    v = np.asarray(vertices_world, np.float64)
+    pos, idx = texel_attribute(raster, v, faces)
+    nrm, _ = texel_attribute(raster, vertex_normals(v, faces), faces)
+    nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
+    wgt, xy = visibility(v, faces, camera, pos, nrm)
+    tex = np.zeros((S * S, 3), np.float32)
+    weight = np.zeros(S * S, np.float32)
+    normals = np.zeros((S * S, 3), np.float32)
+    seen = wgt > 0
+    tex[idx[seen]] = sample_bilinear(img.astype(np.float32) / 255.0, xy[seen])
+    weight[idx] = wgt
+    normals[idx] = nrm
+    return tex.reshape(S, S, 3), weight.reshape(S, S), normals.reshape(S, S, 3)
+
+
+def skin_vertices(model) -> np.ndarray:
+    """``(V,) bool``: face skin without eyes, brows, lips and the mouth (for light and tone)."""
+    keep = model.regions.get("face", np.ones(model.n_vertices, bool)).copy()
+    for r in SKIN_EXCLUDE:
+        if r in model.regions:
+            keep &= ~model.regions[r]
+    return keep
+
+
+def estimate_light(colors: np.ndarray, albedo: np.ndarray, normals_cam: np.ndarray, weight: np.ndarray,
+                   ridge: float = 0.3) -> np.ndarray:
+    """SH light ``(9, 3)`` (camera frame) with ``colors ≈ albedo ⊙ (Y(n) @ gamma)``.
+
+    Args:
+        colors / albedo: ``(N, 3)`` observed colours and reference albedo in [0, 1].
+        normals_cam: ``(N, 3)`` unit normals in the camera frame; ``weight (N,)`` ≥ 0.
+        ridge: Tikhonov weight on the non-constant bands (relative to the data's scale): keeps the
+            light smooth where the face covers few normal directions.
+    """
+    w = np.asarray(weight, np.float64)
+    if (w > 0).sum() < 30:
+        raise HeadVeilError("too few visible skin points to estimate the light")
+    Y = sh_basis(np.asarray(normals_cam, np.float64))
+    gamma = np.zeros((9, 3))
+    reg = np.diag([0.0] + [1.0] * 8) * ridge * w.sum()
+    for c in range(3):
+        A = Y * albedo[:, c:c + 1]
+        AtA = A.T @ (A * w[:, None]) + reg
+        gamma[:, c] = np.linalg.solve(AtA + 1e-9 * np.eye(9), A.T @ (w * colors[:, c]))
+    return gamma
+
+
+def shading(normals: np.ndarray, gamma: np.ndarray, floor: float = 0.08) -> np.ndarray:
+    """Irradiance ``(…, 3)`` of unit ``normals (…, 3)`` (camera frame) under SH ``gamma``, ≥ ``floor``."""
+    n = np.asarray(normals, np.float64)
+    return np.maximum(sh_basis(n.reshape(-1, 3)) @ gamma, floor).reshape(*n.shape[:-1], 3)
+
+
+def delight(texture: np.ndarray, normals_world: np.ndarray, weight: np.ndarray, gamma: np.ndarray,
+            w2c: np.ndarray) -> np.ndarray:
+    """Albedo ``(S, S, 3)`` = texture / shading, where ``weight > 0`` (0 elsewhere), in [0, 1]."""
+    n_cam = normals_world @ np.asarray(w2c)[:3, :3].T
+    alb = np.where(weight[..., None] > 0, texture / shading(n_cam, gamma), 0.0)
+    return np.clip(alb, 0, 1).astype(np.float32)
+
+
+def mirror_vertices(model) -> np.ndarray:
+    """``(V,) int64``: each vertex's left–right mirror (nearest vertex to ``(−x, y, z)`` of the mean
+    shape; cached)."""
+    cache = model.__dict__.setdefault("_mirror", {})
+    if "v" not in cache:
+        from scipy.spatial import cKDTree
+
+        v = model.vertices()
+        _, j = cKDTree(v).query(v * [-1.0, 1.0, 1.0])
+        cache["v"] = j.astype(np.int64)
+    return cache["v"]
+
+
+def fill_unseen(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster, reference: np.ndarray,
+                min_weight: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Complete an albedo atlas: texels with ``weight < min_weight`` blend toward their mirror
+    texel's albedo when that one was seen, and what remains toward ``reference (V, 3)`` (the model
+    albedo of the fitted β), gain-matched per channel to the seen skin. Returns the filled atlas
+    and the per-texel confidence ``(S, S)`` after filling (seen ∪ mirrored)."""
+    S = raster.size
+    F = model.faces
+    mask = raster.mask.ravel()
+    idx = np.flatnonzero(mask)
+    fi = raster.face_index.ravel()[idx]
+    b = raster.bary.reshape(-1, 3)[idx].astype(np.float64)
+    uv = np.asarray(model.uv, np.float64)
+    mir = mirror_vertices(model)
+    muv = interpolate(uv[mir], F, fi, b)  # texel's mirror in UV
+    mxy = np.stack([muv[:, 0] * S, (1 - muv[:, 1]) * S], 1)
+    a = albedo.reshape(-1, 3).astype(np.float64)
+    w = np.clip(weight.ravel().astype(np.float64) / min_weight, 0, 1)
+    m_alb = sample_bilinear(albedo, mxy).astype(np.float64)
+    m_w = np.clip(sample_bilinear(weight[..., None], mxy)[:, 0].astype(np.float64) / min_weight, 0, 1)
+    out = a.copy()
+    wi = w[idx]
+    conf = wi + (1 - wi) * m_w
+    ref, _ = texel_attribute(raster, reference, F)
+    skin = texel_attribute(raster, skin_vertices(model).astype(np.float64)[:, None], F)[0][:, 0] > 0.5
+    good = skin & (wi > 0.99)
+    if good.sum() > 50:
+        gain = np.median(a[idx][good], 0) / np.maximum(np.median(ref[good], 0), 1e-3)
+        ref = np.clip(ref * np.clip(gain, 0.3, 3.0), 0, 1)
+    out[idx] = wi[:, None] * a[idx] + ((1 - wi) * m_w)[:, None] * m_alb + (1 - conf)[:, None] * ref
+    full_conf = np.zeros(S * S)
+    full_conf[idx] = conf
+    return np.clip(out, 0, 1).reshape(S, S, 3).astype(np.float32), full_conf.reshape(S, S).astype(np.float32)
+
+
+def texture_at(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Texture ``(S, S, C)`` sampled at UV coordinates ``uv (N, 2)`` (bilinear) → ``(N, C)``."""
+    S = texture.shape[0]
+    return sample_bilinear(texture, np.stack([uv[:, 0] * S, (1 - uv[:, 1]) * S], 1))
+
+
+def render_textured(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, texture: np.ndarray,
+                    camera: Camera, gamma: np.ndarray, supersample: int = 2, uv_ok: np.ndarray | None = None):
+    """Render a mesh with a UV albedo ``texture`` under SH ``gamma`` (camera frame).
+
+    Args:
+        vertices: ``(V, 3)`` metres, world frame; ``faces (F, 3)``; ``uv (V, 2)`` in [0, 1].
+        texture: ``(S, S, 3)`` float albedo in [0, 1]; ``gamma (9, 3)``.
+        uv_ok: ``(F,) bool`` triangles whose UVs may be interpolated (:func:`uv_triangles`); the
+            others take the texture at their vertices, interpolated (seam triangles).
+
+    Returns:
+        ``(image (H, W, 3) float32 premultiplied by coverage, coverage (H, W) float32)``.
+    """
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    cam = camera.scaled(supersample)
+    fr = rasterize(v, f, cam)
+    m = fr.face_index >= 0
+    H, W = cam.height, cam.width
+    img = np.zeros((H, W, 3))
+    if m.any():
+        fi, b = fr.face_index[m], fr.bary[m].astype(np.float64)
+        n = interpolate(vertex_normals(v, f), f, fi, b)
+        n /= np.clip(np.linalg.norm(n, axis=1, keepdims=True), 1e-12, None)
+        hit = interpolate(v, f, fi, b)
+        n = np.where(((n * (cam.center - hit)).sum(1) < 0)[:, None], -n, n)
+        a = texture_at(texture, interpolate(np.asarray(uv, np.float64), f, fi, b)).astype(np.float64)
+        if uv_ok is not None and not np.all(uv_ok):
+            seam = ~np.asarray(uv_ok, bool)[fi]
+            if seam.any():
+                a[seam] = interpolate(texture_at(texture, np.asarray(uv, np.float64)).astype(np.float64), f,
+                                      fi[seam], b[seam])
+        img[m] = a * shading(n @ cam.w2c[:3, :3].T, gamma, floor=0.0)
+    s = supersample
+    cov = m.astype(np.float64).reshape(H // s, s, W // s, s).mean(axis=(1, 3))
+    im = img.reshape(H // s, s, W // s, s, 3).mean(axis=(1, 3))
+    return np.clip(im, 0, None).astype(np.float32), cov.astype(np.float32)
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(np.clip(rgb, 0, 1).astype(np.float32).reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3)
+
+
+def _rgb(lab: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(lab.astype(np.float32).reshape(-1, 1, 3), cv2.COLOR_LAB2RGB).reshape(-1, 3)
+
+
+def skin_texels(model, raster: UVRaster) -> np.ndarray:
+    """``(S, S) bool``: atlas texels on face skin (features excluded)."""
+    v, idx = texel_attribute(raster, skin_vertices(model).astype(np.float64)[:, None], model.faces)
+    out = np.zeros(raster.size * raster.size, bool)
+    out[idx] = v[:, 0] > 0.5
+    return out.reshape(raster.size, raster.size)
+
+
+def match_tone(albedo: np.ndarray, target: np.ndarray, skin: np.ndarray, target_weight: np.ndarray | None = None,
+               spread: tuple[float, float] = (0.7, 1.4)) -> np.ndarray:
+    """Move ``albedo (S, S, 3)`` to ``target``'s skin tone: per CIELAB channel, the mean (and the
+    spread, clipped to ``spread``) over ``skin (S, S) bool`` texels (those the target saw, when
+    ``target_weight`` is given) becomes the target's. Texture detail is kept."""
+    sel = skin if target_weight is None else skin & (target_weight > 0.5)
+    if sel.sum() < 50:
+        return albedo
+    src, dst = _lab(albedo[skin]), _lab(target[sel])
+    ms, ss = src.mean(0), src.std(0) + 1e-3
+    md, sd = dst.mean(0), dst.std(0) + 1e-3
+    k = np.clip(sd / ss, *spread)
+    lab = _lab(albedo.reshape(-1, 3))
+    out = _rgb((lab - ms) * k + md)
+    return np.clip(out, 0, 1).reshape(albedo.shape).astype(np.float32)
+
+
+@dataclass
+class NewAppearance:
+    """The appearance a de-identified face is given (``DeidInput.extras["appearance"]``).
+
+    Attributes:
+        albedo: ``(S, S, 3) float32`` in [0, 1], the donor(s)' albedo already in the target's tone.
+        light: ``(9, 3)`` SH light (camera frame) to render it under: the target photo's.
+        alpha: ``(K,)`` the donor(s)' identity code, or None (the method's code alone sets the shape).
+        shape_weight: how far the new shape moves from the method's code toward ``alpha`` (0–1).
+        label: what it is made of, for reports (``"donor 3"``, ``"mix of 2"``): never a person's name.
+    """
+
+    albedo: np.ndarray
+    light: np.ndarray
+    alpha: np.ndarray | None = None
+    shape_weight: float = 0.5
+    label: str = "donor"
+
+
+@dataclass
+class FaceAppearance:
+    """One face's appearance in UV space.
+
+    Attributes:
+        albedo: ``(S, S, 3) float32`` in [0, 1], de-lit and completed.
+        confidence: ``(S, S) float32`` in [0, 1]: 1 where the photo saw the texel (or its mirror).
+        light: ``(9, 3)`` SH light of the photo, camera frame.
+        seen: ``(S, S) float32`` photo visibility weight before filling.
+    """
+
+    albedo: np.ndarray
+    confidence: np.ndarray
+    light: np.ndarray
+    seen: np.ndarray
+
+
+def occluder_texels(texture: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
+                    max_distance: float = 3.5, brow_radius_m: float = 0.012) -> np.ndarray:
+    """``(S, S) bool``: skin texels whose photo colour a per-face skin model rejects (hair, hat brims,
+    glasses frames, hands). The model is a Gaussian in CIELAB fitted robustly (median, MAD) to the
+    well-seen skin texels; a texel farther than ``max_distance`` (Mahalanobis) is an occluder. Texels
+    within ``brow_radius_m`` of the model's brow landmarks are features, never occluders."""
+    skin = skin_texels(model, raster)
+    seen = skin & (weight > 0.7)
+    if seen.sum() < 200:
+        return np.zeros_like(skin)
+    # candidates: every skin texel (forehead and temples too), features and ears excluded
+    keep = (model.vertex_part == model.part_names.index("skin")) if "skin" in model.part_names else \
+        np.ones(model.n_vertices, bool)
+    for r in (*SKIN_EXCLUDE, "ears"):
+        if r in model.regions:
+            keep &= ~model.regions[r]
+    v, tidx = texel_attribute(raster, keep.astype(np.float64)[:, None], model.faces)
+    cand = np.zeros(raster.size * raster.size, bool)
+    cand[tidx] = v[:, 0] > 0.5
+    cand = cand.reshape(skin.shape)
+    lab = _lab(texture.reshape(-1, 3)).reshape(texture.shape)
+    x = lab[seen]
+    med = np.median(x, 0)
+    mad = np.median(np.abs(x - med), 0) * 1.4826 + 1.0
+    d = np.sqrt((((lab - med) / mad) ** 2).sum(-1))
+    pos, idx = texel_attribute(raster, model.vertices(), model.faces)
+    brows = model.landmarks_3d(model.vertices(), "ibug68")[17:27]
+    near = np.zeros(raster.size * raster.size, bool)
+    near[idx] = np.min(np.linalg.norm(pos[:, None] - brows[None], axis=2), 1) < brow_radius_m
+    return cand & (weight > 0) & (d > max_distance) & ~near.reshape(skin.shape)
+
+
+def face_appearance(photo: np.ndarray, model, vertices_model: np.ndarray, R, t, camera: Camera,
+                    beta=None, size: int = DEFAULT_TEXTURE_SIZE, reject_occluders: bool = False) -> FaceAppearance:
+    """Bake, de-light and complete the appearance of a fitted face.
+
+    Args:
+        photo: ``(H, W, 3) uint8`` RGB; ``camera``: its camera (world = camera frame for fits).
+        vertices_model: ``(V, 3)`` fitted mesh in the model frame (metres); ``R (3, 3)``, ``t (3,)``
+            model → world.
+        beta: the fitted albedo code (the reference albedo of light estimation; default the mean).
+        reject_occluders: drop the texels :func:`occluder_texels` rejects (donors: their glasses,
+            hair and hat must not become part of someone else's face); they are filled instead.
+    """
+    raster = uv_raster(model, size)
+    vw = np.asarray(vertices_model, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
+    tex, weight, normals = bake_texture(photo, vw, model.faces, camera, raster)
+    if reject_occluders:
+        weight = np.where(occluder_texels(tex, weight, model, raster), 0.0, weight).astype(np.float32)
+    # light from the visible skin vertices against the model albedo
+    vis_w, xy = visibility(vw, model.faces, camera, vw, vertex_normals(vw, model.faces))
+    skin = skin_vertices(model)
+    sel = skin & (vis_w > 0.5)
+    if sel.sum() < 30:
+        raise HeadVeilError("too little of the face is visible to read its appearance")
+    colors = sample_bilinear(np.asarray(photo, np.float32) / 255.0, xy[sel]).astype(np.float64)
+    ref = np.asarray(model.albedo(beta), np.float64)
+    n_cam = vertex_normals(vw, model.faces)[sel] @ camera.w2c[:3, :3].T
+    gamma = estimate_light(colors, ref[sel], n_cam, vis_w[sel])
+    albedo = delight(tex, normals, weight, gamma, camera.w2c)
+    filled, conf = fill_unseen(albedo, weight, model, raster, ref)
+    return FaceAppearance(filled, conf, gamma, weight)
