@@ -35,6 +35,7 @@ from headveil.common.errors import ExtremePoseError, FaceTooSmallError, HeadVeil
 from headveil.common.images import list_images, read_image, write_image
 from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
 from headveil.pipelines.commands import command
+from headveil.pipelines.faces import FaceWindow, fit_in_window, select_faces
 from headveil.pipelines.fit import FitConfig
 
 log = logging.getLogger(__name__)
@@ -69,13 +70,15 @@ class DeidCommand:
     """chep: jump factor (0 = unchanged, above 1 escapes the hull)."""
     pivots: Annotated[str | None, tyro.conf.arg(metavar="N|FILE|DIR", help_behavior_hint="(default: 20)")] = None
     """chep: a pivot count drawn from the model, a .npy (Q, K) file, or a folder of fit.json."""
-    appearance: Annotated[Literal["photo", "model", "donor"] | None,
+    appearance: Annotated[Literal["photo", "model", "donor", "k-same"] | None,
                           tyro.conf.arg(help_behavior_hint="(default: photo)")] = None
-    """Appearance of the new face: photo (the input's own colours), model (the model albedo under the scene light) or donor (other people's albedo from --donors, chosen by the FaceNet attacker, under the photo's light)."""
+    """Appearance of the new face: photo (the input's own colours), model (the model albedo under the scene light), donor (other people's albedo from --donors, chosen by the FaceNet attacker, under the photo's light) or k-same (each face becomes the mean shape and albedo of a cluster of ≥ --k faces of the inputs, relit by its own light)."""
+    k: int = 5
+    """--appearance k-same: the smallest cluster (no output can be linked to fewer than K inputs)."""
     donors: Path | None = None
     """--appearance donor: a donor bank (headveil donors build DIR --out BANK)."""
     donor_candidates: int = 3
-    """--appearance donor: donors tried per face (the farthest by the selection attacker), plus a mix of the two farthest."""
+    """--appearance donor: the donors farthest from the face (by the selection attacker) whose mixes of two and three are tried."""
     donor_shape: float = 0.5
     """--appearance donor: how far the new shape moves from the method's code toward the donors' (0–1)."""
     restorer: str = "none"
@@ -100,6 +103,8 @@ class DeidCommand:
     """Write into an existing folder headveil did not make (only headveil's own files are replaced)."""
     format: tuple[str, ...] = ("ply",)
     """Mesh formats (ply always; glb, obj)."""
+    occluders: bool = True
+    """Keep what covers a face (hair strands, hat brims, glasses frames, hands: pixels inside the face outline that the face's skin-colour model rejects, eyes, brows and lips excepted) on top of the new face."""
     fits: Path | None = None
     """Reuse saved fits instead of fitting again: a headveil fit output folder (its summary.json maps inputs to fits) or one folder with fit.json for a single photo."""
     fit: FitConfig = field(default_factory=FitConfig)
@@ -172,7 +177,7 @@ def _method(cmd: DeidCommand):
         name = _PARAM_NAMES.get(par, par)
         if name not in names:
             raise HeadVeilError(f"--{par} does not apply to method {spec.name!r} (its parameters: {sorted(names)})")
-        over[name] = val
+        over[name] = "donor" if par == "appearance" and val == "k-same" else val  # k-same renders a given albedo
     return spec, dataclasses.replace(params, **over)
 
 
@@ -205,89 +210,6 @@ def _utility(original: np.ndarray, protected: np.ndarray, removed: np.ndarray | 
     return u
 
 
-WORK_FACE_PX = 512
-"""Faces larger than this (geometric mean of the box sides, pixels) are de-identified on a
-downscaled copy of their window and pasted back: a 24-megapixel photo costs what a 1-megapixel one
-does, and the re-rendered face holds no more detail than the model's texture anyway."""
-WINDOW_MARGIN = 0.9
-"""The working window is the face box grown by this × the face size on every side."""
-
-
-@dataclass
-class FaceWindow:
-    """Where one face is worked on: ``x0, y0, x1, y1`` in the photo (pixels) and the scale ``s``
-    of the working copy (1 = full resolution)."""
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-    scale: float
-
-    @classmethod
-    def around(cls, det, height: int, width: int) -> FaceWindow:
-        m = WINDOW_MARGIN * det.size
-        x0, y0 = max(int(np.floor(det.box[0] - m)), 0), max(int(np.floor(det.box[1] - m)), 0)
-        x1, y1 = min(int(np.ceil(det.box[2] + m)), width), min(int(np.ceil(det.box[3] + m)), height)
-        return cls(x0, y0, x1, y1, min(1.0, WORK_FACE_PX / max(det.size, 1.0)))
-
-    def crop(self, image: np.ndarray) -> np.ndarray:
-        import cv2
-
-        c = image[self.y0:self.y1, self.x0:self.x1]
-        if self.scale == 1.0:
-            return np.ascontiguousarray(c)
-        size = (max(round(c.shape[1] * self.scale), 2), max(round(c.shape[0] * self.scale), 2))
-        return cv2.resize(c, size, interpolation=cv2.INTER_AREA)
-
-    def camera_K(self, K_full: np.ndarray, work_shape) -> np.ndarray:
-        """Intrinsics of the working copy, for the photo's camera ``K_full (3, 3)``."""
-        K = np.asarray(K_full, np.float64).copy()
-        K[0, 2] -= self.x0
-        K[1, 2] -= self.y0
-        K[0] *= work_shape[1] / (self.x1 - self.x0)
-        K[1] *= work_shape[0] / (self.y1 - self.y0)
-        return K
-
-    def full_K(self, K_work: np.ndarray, work_shape) -> np.ndarray:
-        """Inverse of :meth:`camera_K`: the photo's intrinsics from the working copy's."""
-        K = np.asarray(K_work, np.float64).copy()
-        K[0] /= work_shape[1] / (self.x1 - self.x0)
-        K[1] /= work_shape[0] / (self.y1 - self.y0)
-        K[0, 2] += self.x0
-        K[1, 2] += self.y0
-        return K
-
-    def paste(self, photo: np.ndarray, work_out: np.ndarray, replaced_work: np.ndarray) -> np.ndarray:
-        """The photo with the working copy's result inside ``replaced_work (h, w) bool`` (everything
-        else keeps the photo's own full-resolution pixels)."""
-        import cv2
-
-        out = photo.copy()
-        h, w = self.y1 - self.y0, self.x1 - self.x0
-        if self.scale == 1.0:
-            out[self.y0:self.y1, self.x0:self.x1] = np.where(replaced_work[..., None], work_out,
-                                                             photo[self.y0:self.y1, self.x0:self.x1])
-            return out
-        up = cv2.resize(work_out, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
-        grown = cv2.dilate(replaced_work.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32)
-        a = np.clip(cv2.resize(grown, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)[..., None]
-        win = photo[self.y0:self.y1, self.x0:self.x1].astype(np.float32)
-        out[self.y0:self.y1, self.x0:self.x1] = np.clip(a * up + (1 - a) * win + 0.5, 0, 255).astype(np.uint8)
-        return out
-
-    def to_full(self, mask_work: np.ndarray, shape) -> np.ndarray:
-        """A working-copy mask ``(h, w) bool`` in photo pixels ``shape (H, W)``."""
-        import cv2
-
-        full = np.zeros(shape[:2], bool)
-        h, w = self.y1 - self.y0, self.x1 - self.x0
-        m = mask_work if self.scale == 1.0 else cv2.resize(mask_work.astype(np.uint8), (w, h),
-                                                          interpolation=cv2.INTER_NEAREST).astype(bool)
-        full[self.y0:self.y1, self.x0:self.x1] = m
-        return full
-
-
 def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: dict, restorer, recognizers: dict,
                source: str = "<array>", rng: np.random.Generator | None = None, saved=None, detection=None,
                original: np.ndarray | None = None, face: str | None = None):
@@ -310,7 +232,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     """
     from headveil.geometry.camera import Camera
     from headveil.render.deid.registry import DeidInput, apply_method
-    from headveil.pipelines.fit import detect_one, fit_image
+    from headveil.pipelines.fit import detect_one
     from headveil.render.scene import SubjectCodes
     from headveil.render.composite import break_coincidences, face_region_from_points, identical_share
     from headveil.render.restorers import RestoreContext, restore
@@ -333,18 +255,12 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         det = detect_one(img, cmd.fit, source)
     win = FaceWindow.around(det, H, W)
     work = win.crop(img)
-    sx, sy = work.shape[1] / (win.x1 - win.x0), work.shape[0] / (win.y1 - win.y0)
-    det_w = det.shifted(win.x0, win.y0)
-    det_w = type(det_w)(det_w.points * [sx, sy], det_w.scheme, det_w.box * [sx, sy, sx, sy], det_w.score,
-                        det_w.detector, det_w.blendshapes, det_w.head_pose,
-                        None if det_w.depth is None else det_w.depth * sx)
+    det_w = win.detection_in(det, work.shape)
     if saved is not None:
         fit = dataclasses.replace(saved, detection=det_w, camera=Camera(win.camera_K(saved.camera.K, work.shape),
                                                                         np.eye(4), work.shape[1], work.shape[0]))
     else:
-        f = cmd.fit.focal_px or 1.2 * max(H, W)
-        K_full = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
-        fit = fit_image(work, model, cmd.fit, source=source, detection=det_w, K=win.camera_K(K_full, work.shape))
+        fit = fit_in_window(work, win, det_w, (H, W), cmd.fit, model, source)
     pose = fit.pose_dict()
     if max(abs(pose["yaw_deg"]), abs(pose["pitch_deg"])) > cmd.max_yaw:
         raise ExtremePoseError(f"{source}: head turned {pose['yaw_deg']:.0f}° yaw / {pose['pitch_deg']:.0f}° pitch, "
@@ -358,8 +274,15 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
                     extras={"source": source, "face_region": region,
                             **{k: v for k, v in extras.items() if not k.startswith("_")}})
     rng = rng if rng is not None else np.random.default_rng(np.random.SeedSequence())
-    selection = None
-    if donors is not None and getattr(params, "render", None) == "donor":
+    selection, cluster = None, extras.get("_cluster")
+    if cluster is not None:  # k-same: the cluster's mean shape and albedo under this photo's light
+        from headveil.render.appearance import NewAppearance, photo_light
+
+        v_w = model.vertices(fit.identity, fit.expression) @ np.asarray(fit.R).T + np.asarray(fit.t)
+        inp.extras["appearance"] = NewAppearance(cluster.albedo_f(), photo_light(work, model, v_w, fit.camera, fit.albedo),
+                                                 cluster.alpha, 1.0, f"k-same cluster of {cluster.size}")
+        out = apply_method(spec, inp, params, rng=rng)
+    elif donors is not None and getattr(params, "render", None) == "donor":
         out, selection = choose_donor(inp, spec, params, rng, donors, fit, source)
     else:
         out = apply_method(spec, inp, params, rng=rng)
@@ -372,15 +295,22 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     replaced_w = region if comp is None else (region | comp.removed_mask)
     image = win.paste(img, image_w, replaced_w)
     region_full = win.to_full(region, img.shape)
+    occ_full = np.zeros(img.shape[:2], bool)
+    if comp is not None and cmd.occluders:  # hair, brims, frames, hands stay on top of the new face
+        from headveil.render.occlusion import keep_occluders, occluder_mask
+
+        occ_full = win.to_full(occluder_mask(work, det_w.points, det_w.scheme, region), img.shape)
+        image = keep_occluders(image, img, occ_full)
     coincident = 0
     if comp is not None:  # a method that re-rendered the face: no pixel of it may equal the input's
-        image, coincident = break_coincidences(original, image, win.to_full(replaced_w, img.shape))
+        image, coincident = break_coincidences(original, image, win.to_full(replaced_w, img.shape) & ~occ_full)
     out.image = image_w
     orig_w, prot_w = original[win.y0:win.y1, win.x0:win.x1], image[win.y0:win.y1, win.x0:win.x1]
     removed_full = None if comp is None else win.to_full(comp.removed_mask, img.shape)[win.y0:win.y1, win.x0:win.x1]
     utility = {**_utility(orig_w, prot_w, removed_full), "face_region_pixels": int(region_full.sum()),
-               "face_pixels_identical_share": identical_share(original, image, region_full),
-               "face_pixels_coincident_before_dither": coincident}
+               "face_pixels_identical_share": identical_share(original, image, region_full & ~occ_full),
+               "face_pixels_coincident_before_dither": coincident,
+               "occluder_pixels_kept": int((occ_full & region_full).sum())}
     record = DeidRecord(
         spec.name, dict(params.__dict__), dict(out.metrics),
         {"landmark_rmse_px": fit.landmark_rmse_px, "detector": fit.detector, "source": "saved" if saved else "fitted",
@@ -396,6 +326,8 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
             if cmd.guard == "fail":
                 raise ReidentifiedError(msg if face is None else f"{face}: {msg}")
             log.warning(f"{source}: {msg}" if face is None else f"{source} ({face}): {msg}")
+    if cluster is not None:
+        record.appearance = {"k_same": {"k": cluster.k, "cluster_size": cluster.size}}
     if selection is not None:
         record.appearance = {"selection": selection}
         if recognizers:
@@ -404,6 +336,75 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     record.insecure_reproducible = bool(cmd.insecure_reproducible)
     camera = Camera(win.full_K(fit.camera.K, work.shape), fit.camera.c2w, W, H)
     return image, out, fit, record, camera
+
+
+@dataclass
+class ClusterAppearance:
+    """A k-same cluster's appearance: mean identity code ``alpha (K,)``, confidence-weighted mean UV
+    albedo ``albedo (S, S, 3) uint8``, its size and the requested ``k``. Never its members."""
+
+    alpha: np.ndarray
+    albedo: np.ndarray
+    size: int
+    k: int
+
+    def albedo_f(self) -> np.ndarray:
+        return self.albedo.astype(np.float32) / 255.0
+
+
+def k_same_appearances(paths: list[Path], cmd: DeidCommand, model, size: int = 2048) -> dict:
+    """``{(input path, face index): ClusterAppearance}`` over every face of the inputs that can be
+    fitted (others are left to the main loop, which reports them). Pass 1 fits every face and
+    clusters the identity codes (:func:`headveil.geometry.identity.ksame.k_same_clusters`); pass 2
+    bakes each member's albedo into its cluster's mean."""
+    from tqdm import tqdm
+
+    from headveil.geometry.identity.ksame import k_same_clusters
+    from headveil.render.appearance import face_appearance
+
+    def faces_of(p):
+        img = read_image(p)
+        H, W = img.shape[:2]
+        for k, det in enumerate(select_faces(img, cmd, str(p))):
+            if det.size < cmd.fit.min_face_px:
+                continue
+            win = FaceWindow.around(det, H, W)
+            work = win.crop(img)
+            fit = fit_in_window(work, win, win.detection_in(det, work.shape), (H, W), cmd.fit, model, str(p))
+            pose = fit.pose_dict()
+            if max(abs(pose["yaw_deg"]), abs(pose["pitch_deg"])) <= cmd.max_yaw:
+                yield k, work, fit
+
+    keys, alphas = [], []
+    for p in tqdm(paths, desc="k-same: fitting", unit="image", disable=len(paths) < 2):
+        try:
+            for k, _, fit in faces_of(p):
+                keys.append((str(p), k))
+                alphas.append(np.asarray(fit.identity, np.float64))
+        except HeadVeilError:
+            continue  # reported by the main loop
+    if len(keys) < cmd.k:
+        raise HeadVeilError(f"--appearance k-same with --k {cmd.k} needs at least {cmd.k} faces; the inputs hold "
+                            f"{len(keys)} usable face(s)")
+    labels = k_same_clusters(np.stack(alphas), cmd.k)
+    n_cl = int(labels.max()) + 1
+    acc = np.zeros((n_cl, size, size, 3), np.float16)  # sums of ≤ 2K − 1 values in [0, 1]
+    wsum = np.full((n_cl, size, size, 1), 1e-3, np.float16)
+    where = dict(zip(keys, labels))
+    for p in tqdm(sorted({k[0] for k in keys}), desc="k-same: albedo", unit="image", disable=len(paths) < 2):
+        for k, work, fit in faces_of(Path(p)):
+            c = where.get((p, k))
+            if c is None:
+                continue
+            v = model.vertices(fit.identity, fit.expression)
+            app = face_appearance(work, model, v, fit.R, fit.t, fit.camera, fit.albedo, size, reject_occluders=True)
+            acc[c] += app.albedo * app.confidence[..., None]
+            wsum[c] += app.confidence[..., None]
+    alpha = np.stack([np.mean([a for a, l in zip(alphas, labels) if l == c], 0) for c in range(n_cl)])
+    sizes = np.bincount(labels, minlength=n_cl)
+    albedo = (np.clip(acc.astype(np.float32) / wsum.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+    cl = [ClusterAppearance(alpha[c], albedo[c], int(sizes[c]), cmd.k) for c in range(n_cl)]
+    return {key: cl[c] for key, c in where.items()}
 
 
 @dataclass
@@ -430,48 +431,104 @@ def _alignment_row(selector, image: np.ndarray, model, fit) -> np.ndarray:
 
 def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelection, fit, source: str):
     """Try the bank's donors farthest from the face (by the selection attacker only) and keep the
-    output the attacker finds farthest from the original at the original's alignment.
+    output the attacker finds farthest from both the original (at the original's alignment) and
+    each donor it is made of.
 
-    Donors the attacker matches to the face (the target's own photo in the bank) are refused. Every
-    candidate uses the same draw of the method's noise, so only the appearance differs. Returns
-    ``(DeidOutput, selection record)``; the record names donors by bank number only."""
-    from headveil.render.appearance import NewAppearance, face_appearance, match_tone, skin_texels, uv_raster
+    Each candidate's appearance is its donors' UV albedo (averaged by confidence for a mix), moved
+    to the face's own skin tone (:func:`~headveil.render.appearance.match_tone`) and rendered under
+    the light estimated from the photo. Candidates: every mix of two and of three of the
+    ``sel.candidates`` donors farthest from the face (albedo averaged by confidence, codes averaged;
+    a single donor only when no other is left), so that no output is one donor's face either. Donors the attacker matches to the
+    face (the target's own photo in the bank) are refused. The candidates are compared on previews
+    (each appearance on the fitted face mesh, one rasterisation for all, over the photo); the method
+    then runs once, with the chosen one (its distance is recorded as ``dis``). The photo's open mouth (inside the detector's
+    inner-lip contour) is re-rendered from the face's own texture on its own shape (a donor's closed
+    mouth has no teeth to give, and teeth carry little identity). Returns ``(DeidOutput, selection
+    record)``; the record names donors by bank number only."""
+    from headveil.render.appearance import (NewAppearance, appearance_uv, face_appearance, match_tone, mouth_opening,
+                                            render_textured_many, skin_texels, uv_raster, uv_triangles)
+    from headveil.render.deid.face3d import face_submesh
     from headveil.render.deid.registry import apply_method
 
     model, bank, attacker = inp.model, sel.bank, sel.selector
     v_old = model.vertices(fit.identity, fit.expression)
     target = face_appearance(inp.image, model, v_old, fit.R, fit.t, fit.camera, fit.albedo, bank.texture_size)
-    skin = skin_texels(model, uv_raster(model, bank.texture_size))
+    raster = uv_raster(model, bank.texture_size)
+    skin, covered = skin_texels(model, raster), raster.mask
+    opening = mouth_opening(fit.detection.points, fit.detection.scheme, inp.image.shape[:2])
+    v_w = v_old @ np.asarray(fit.R).T + np.asarray(fit.t)
     row = _alignment_row(attacker, inp.image, model, fit)
     t_emb = attacker.embed_many([inp.image], row)[0]
     scored = [(float(attacker.distance(t_emb, d.embeddings[attacker.name])), d) for d in bank.donors
               if attacker.name in d.embeddings]
     refused = [d.id for dist, d in scored if attacker.is_match(dist)]
-    ok = sorted([x for x in scored if not attacker.is_match(x[0])], key=lambda x: -x[0])[: sel.candidates]
+    ok = sorted([x for x in scored if not attacker.is_match(x[0])], key=lambda x: -x[0])
     if not ok:
         raise HeadVeilError(f"{source}: no donor of the bank is another person to the selection attacker "
                             f"({len(refused)} refused as this face's own); add donors")
-    groups = [[d] for _, d in ok] + ([[ok[0][1], ok[1][1]]] if len(ok) >= 2 else [])
-    seed = int(rng.integers(2 ** 63))  # one draw of the method's noise, shared by the candidates
-    outs = []
+    import itertools
+
+    top = [d for _, d in ok][: sel.candidates]
+    # mixes of two and three donors: an output that is no single donor either (donors alone only
+    # when the bank leaves one)
+    groups = [list(g) for r in (2, 3) for g in itertools.combinations(top, r)] or [[d] for d in top]
+    albedos, labels = [], []
     for members in groups:
-        w = np.stack([d.confidence for d in members])[..., None] + 1e-3
-        alb = (np.stack([d.albedo for d in members]) * w).sum(0) / w.sum(0)
-        alb = match_tone(alb, target.albedo, skin, target.seen)
-        app = NewAppearance(alb, target.light, np.mean([d.alpha for d in members], 0), sel.shape_weight,
-                            "donor" if len(members) == 1 else f"mix of {len(members)}")
-        inp.extras["appearance"] = app
-        outs.append(apply_method(spec, inp, params, rng=np.random.default_rng(seed)))
+        w = np.stack([d.confidence_f() for d in members])[..., None] + 1e-3
+        alb = (np.stack([d.albedo_f() for d in members]) * w).sum(0) / w.sum(0)
+        albedos.append(match_tone(alb, target.albedo, skin, target.seen, where=covered))
+        labels.append("donor" if len(members) == 1 else f"mix of {len(members)}")
+    # previews: every candidate on the fitted mesh in one rasterisation, over the photo
+    sub = face_submesh(model)
+    idx = sub.vertex_index
+    renders, cov = render_textured_many(v_w[idx], sub.faces, appearance_uv(model)[idx], albedos, fit.camera,
+                                        target.light, uv_ok=uv_triangles(model)[sub.triangles])
+    base = inp.image.astype(np.float32) / 255.0
+    previews = [((np.clip(r + (1 - cov[..., None]) * base, 0, 1)) * 255 + 0.5).astype(np.uint8) for r in renders]
+    embs = attacker.embed_many(previews, row)
+    d_orig = attacker.distance(t_emb, embs)
+    d_donor = np.array([min(float(attacker.distance(e, d.embeddings[attacker.name])) for d in g)
+                        for e, g in zip(embs, groups)])
+    score = np.minimum(d_orig, d_donor)
+    best = int(np.argmax(score))
+    members = groups[best]
+    inp.extras["appearance"] = NewAppearance(albedos[best], target.light, np.mean([d.alpha for d in members], 0),
+                                             sel.shape_weight, labels[best])
+    out = apply_method(spec, inp, params, rng=rng)
     inp.extras.pop("appearance", None)
-    dist = attacker.distance(t_emb, attacker.embed_many([o.image for o in outs], row))
-    best = int(np.argmax(dist))
+    d_final = float(attacker.distance(t_emb, attacker.embed_many([out.image], row)[0]))
     record = {"attacker": attacker.name, "threshold": attacker.threshold,
-              "candidates": [{"donors": [d.id for d in g], "dis": float(x)} for g, x in zip(groups, dist)],
-              "chosen": best, "dis": float(dist[best]), "margin": float(dist[best] - attacker.threshold),
+              "candidates": [{"donors": [d.id for d in g], "dis": float(a), "dis_to_donors": float(b)}
+                             for g, a, b in zip(groups, d_orig, d_donor)],
+              "chosen": best, "dis": d_final, "margin": float(min(d_final, d_donor[best]) - attacker.threshold),
               "refused_as_same_person": refused}
-    out = outs[best]
-    out.metrics["donors"] = [d.id for d in groups[best]]
+    out.metrics["donors"] = [d.id for d in members]
+    if opening.any():  # the photo's open mouth, re-rendered from the face's own texture on its own shape
+        out.image = _paste_mouth(out.image, opening, v_w, model, fit.camera, target)
+        out.metrics["mouth_opening_px"] = int(opening.sum())
     return out, record
+
+
+def _paste_mouth(image: np.ndarray, opening: np.ndarray, vertices_world: np.ndarray, model, camera, target) -> np.ndarray:
+    """``image`` with the pixels inside the mouth ``opening`` (feathered by a pixel) replaced by a
+    re-render of the original mesh with the face's own albedo and light (teeth, tongue)."""
+    import cv2
+
+    from headveil.render.appearance import appearance_uv, render_textured, uv_triangles
+
+    ys, xs = np.nonzero(opening)
+    m = 4
+    x0, y0 = max(int(xs.min()) - m, 0), max(int(ys.min()) - m, 0)
+    x1, y1 = min(int(xs.max()) + m + 1, image.shape[1]), min(int(ys.max()) + m + 1, image.shape[0])
+    cam = camera.cropped(x0, y0, x1 - x0, y1 - y0)
+    img, cov = render_textured(vertices_world, model.faces, appearance_uv(model), target.albedo, cam, target.light,
+                               uv_ok=uv_triangles(model))
+    rgb = img / np.maximum(cov[..., None], 1e-6)
+    a = cv2.GaussianBlur(opening[y0:y1, x0:x1].astype(np.float32), (0, 0), 1.0)[..., None] * (cov[..., None] > 0.99)
+    out = image.copy()
+    patch = out[y0:y1, x0:x1].astype(np.float64)
+    out[y0:y1, x0:x1] = (a * np.clip(rgb, 0, 1) * 255 + (1 - a) * patch + 0.5).clip(0, 255).astype(np.uint8)
+    return out
 
 
 def donor_privacy(protected: np.ndarray, selection: dict, sel: DonorSelection, recognizers: dict) -> dict:
@@ -543,22 +600,6 @@ def saved_fits(folder: Path | None, model) -> dict[str, object]:
     return out
 
 
-def select_faces(img: np.ndarray, cmd: DeidCommand, source: str) -> list:
-    """The faces ``cmd.faces`` asks for (``all``, ``largest`` or the N largest), largest first; none
-    found raises :class:`~headveil.common.errors.NoFaceFoundError`."""
-    from headveil.common.errors import NoFaceFoundError
-    from headveil.geometry.perception.detectors import detect_faces, resolve_detector
-
-    found = detect_faces(img, cmd.fit.detector, cmd.fit.max_side)
-    if not found:
-        raise NoFaceFoundError(source, resolve_detector(cmd.fit.detector))
-    if cmd.faces == "all":
-        return found
-    if cmd.faces == "largest":
-        return found[:1]
-    return found[: int(cmd.faces)]
-
-
 def _noise_rngs(cmd: DeidCommand, n: int) -> list[np.random.Generator]:
     """One generator per input: fresh OS entropy per face and run (never written), or, only with
     --insecure-reproducible, children of SeedSequence(seed) (still one per face: no shared noise)."""
@@ -603,7 +644,7 @@ def _prepare(cmd: DeidCommand, model):
         if params.q > len(extras["pivots"]) or params.q > model.n_id:
             raise GalleryError(f"q = {params.q} needs Q ≥ q and q ≤ dim α = {model.n_id}; the pivot set has "
                                f"Q = {len(extras['pivots'])}")
-    if getattr(params, "render", None) == "donor":
+    if cmd.appearance == "donor":
         from headveil.geometry.perception.recognizers import SELECTION_ATTACKER, get_recognizer
         from headveil.pipelines.donors import DonorBank
 
@@ -616,7 +657,14 @@ def _prepare(cmd: DeidCommand, model):
         extras["_donors"] = DonorSelection(DonorBank.load(cmd.donors, model), get_recognizer(SELECTION_ATTACKER),
                                            cmd.donor_candidates,
                                            0.0 if spec.name == "id-keyed" else cmd.donor_shape)  # keyed: exact recovery
-    elif cmd.donors is not None:
+    if cmd.appearance == "k-same":
+        extras.pop("_donors", None)
+        if spec.name not in ("id-noise", "id-dp", "id-keyed"):
+            raise HeadVeilError(f"--appearance k-same sets the shape itself and works with id-noise, id-dp or id-keyed, "
+                                f"not {spec.name!r}")
+        if cmd.k < 2:
+            raise HeadVeilError(f"--k must be ≥ 2 (K = 1 is no anonymity); got {cmd.k}")
+    elif cmd.donors is not None and cmd.appearance != "donor":
         raise HeadVeilError("--donors applies to --appearance donor only")
     opts = {"model": str(cmd.restorer_model)} if cmd.restorer_model is not None else {}
     if cmd.restorer_model is not None and cmd.restorer != "onnx":
@@ -655,6 +703,10 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
         tqdm.write("[deid] inputs share a file stem: their folders are named stem_suffix (see summary.json)")
     summary.extra = {"method": spec.name, "noise": "insecure-reproducible seed" if cmd.insecure_reproducible
                      else "fresh OS entropy per face (never stored)"}
+    clusters = k_same_appearances(paths, cmd, model) if cmd.appearance == "k-same" else {}
+    if clusters:
+        summary.extra["k_same"] = {"k": cmd.k, "clusters": len({id(c) for c in clusters.values()}),
+                                   "faces": len(clusters)}
     todo = [(p, r) for p, r in zip(paths, rngs) if str(p) not in summary.done]
     for p, rng in tqdm(todo, desc="de-identifying", unit="image", disable=len(todo) < 2):
         name = names[str(p)]
@@ -664,8 +716,14 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
             dets = [saved.detection] if saved is not None else select_faces(img, cmd, str(p))
             cur, done_faces, left = img, [], {}
             for k, det in enumerate(dets):
+                face_extras = extras
+                if cmd.appearance == "k-same":
+                    if (str(p), k) not in clusters:
+                        left[f"face{k}"] = "not in any k-same cluster (it could not be fitted in the first pass)"
+                        continue
+                    face_extras = {**extras, "_cluster": clusters[(str(p), k)]}
                 try:
-                    cur, out, fit, record, camera = deid_image(cur, cmd, model, spec, params, extras, restorer,
+                    cur, out, fit, record, camera = deid_image(cur, cmd, model, spec, params, face_extras, restorer,
                                                                recognizers, str(p), rng, saved, det, img,
                                                                None if len(dets) == 1 else f"face{k}")
                 except (FaceTooSmallError, ExtremePoseError) as exc:  # left as it is, and said so

@@ -52,7 +52,7 @@ class DonorsCommand:
     """Image files or folders of images (the donors' photos; use people who agreed to it)."""
     out: Path = Path("donor_bank")
     """The bank folder to write."""
-    texture_size: int = 1024
+    texture_size: int = 2048
     """Side of the UV albedo atlas in texels (the face spans ≈ 0.22 of it)."""
     faces: str = "largest"
     """Faces per photo: largest, all, or N (the N largest)."""
@@ -66,8 +66,9 @@ class DonorsCommand:
 
 @dataclass
 class Donor:
-    """One donor of a bank (in memory): ``albedo (S, S, 3) float32`` in [0, 1], ``confidence (S, S)``
-    in [0, 1], ``alpha (K,)``, ``beta (A,)``, ``embeddings {recognizer: (D,) float32}`` and its ``id``."""
+    """One donor of a bank (in memory): ``albedo (S, S, 3) uint8`` (de-lit, completed),
+    ``confidence (S, S) uint8`` (255 = seen or mirrored), ``alpha (K,)``, ``beta (A,)``,
+    ``embeddings {recognizer: (D,) float32}`` and its ``id``. The ``*_f`` methods give float32 in [0, 1]."""
 
     id: str
     albedo: np.ndarray
@@ -75,6 +76,12 @@ class Donor:
     alpha: np.ndarray
     beta: np.ndarray
     embeddings: dict
+
+    def albedo_f(self) -> np.ndarray:
+        return self.albedo.astype(np.float32) / 255.0
+
+    def confidence_f(self) -> np.ndarray:
+        return self.confidence.astype(np.float32) / 255.0
 
 
 @dataclass
@@ -109,8 +116,10 @@ class DonorBank:
                 raise BankError(f"donor {d['id']} of {path} is missing or corrupt (checksum mismatch); rebuild the bank")
             with np.load(f) as z:
                 emb = {k[4:]: z[k].astype(np.float32) for k in z.files if k.startswith("emb_")}
-                donors.append(Donor(d["id"], z["albedo"].astype(np.float32) / 255.0,
-                                    z["confidence"].astype(np.float32) / 255.0, z["alpha"].astype(np.float64),
+                if z["albedo"].shape[:2] != (int(meta["texture_size"]),) * 2:
+                    raise BankError(f"donor {d['id']} of {path} has an atlas of {z['albedo'].shape[:2]}, not the "
+                                    f"bank's {meta['texture_size']}")
+                donors.append(Donor(d["id"], z["albedo"], z["confidence"], z["alpha"].astype(np.float64),
                                     z["beta"].astype(np.float64), emb))
         if not donors:
             raise BankError(f"the donor bank {path} is empty")
@@ -120,34 +129,37 @@ class DonorBank:
 def donor_from_face(img: np.ndarray, det, model, cfg: FitConfig, size: int, recognizers: dict, source: str,
                     max_yaw: float):
     """Fit one detected face of ``img`` and return ``(arrays for the npz, info)``."""
-    from headveil.pipelines.deid import FaceWindow
-    from headveil.pipelines.fit import fit_image
+    from headveil.pipelines.faces import FaceWindow, fit_in_window
     from headveil.render.appearance import face_appearance
+
+    import cv2
 
     H, W = img.shape[:2]
     win = FaceWindow.around(det, H, W)
     work = win.crop(img)
-    sx, sy = work.shape[1] / (win.x1 - win.x0), work.shape[0] / (win.y1 - win.y0)
-    det_w = det.shifted(win.x0, win.y0)
-    det_w = type(det_w)(det_w.points * [sx, sy], det_w.scheme, det_w.box * [sx, sy, sx, sy], det_w.score,
-                        det_w.detector, det_w.blendshapes, det_w.head_pose,
-                        None if det_w.depth is None else det_w.depth * sx)
-    f = cfg.focal_px or 1.2 * max(H, W)
-    K_full = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
-    fit = fit_image(work, model, cfg, source=source, detection=det_w, K=win.camera_K(K_full, work.shape))
+    lab = cv2.cvtColor(work, cv2.COLOR_RGB2LAB).astype(np.float64)
+    if np.abs(lab[..., 1:] - 128).mean() < 2.0:
+        raise HeadVeilError("a grayscale photo cannot give a colour albedo")
+    det_w = win.detection_in(det, work.shape)
+    fit = fit_in_window(work, win, det_w, (H, W), cfg, model, source)
     pose = fit.pose_dict()
     if max(abs(pose["yaw_deg"]), abs(pose["pitch_deg"])) > max_yaw:
         raise HeadVeilError(f"head turned {pose['yaw_deg']:.0f}° yaw, beyond ±{max_yaw:.0f}° for a donor")
     v = model.vertices(fit.identity, fit.expression)
     app = face_appearance(work, model, v, fit.R, fit.t, fit.camera, fit.albedo, size, reject_occluders=True)
-    arrays = {"albedo": (np.clip(app.albedo, 0, 1) * 255 + 0.5).astype(np.uint8),
-              "confidence": (np.clip(app.confidence, 0, 1) * 255 + 0.5).astype(np.uint8),
+    def u8(x):
+        return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+    arrays = {"albedo": u8(app.albedo), "confidence": u8(app.confidence),
               "alpha": np.asarray(fit.identity, np.float32), "beta": np.asarray(fit.albedo, np.float32)}
     for name, rec in recognizers.items():
         e = rec.embed(work)
         if e is not None:
             arrays[f"emb_{name}"] = np.asarray(e.vector, np.float32)
-    info = {"yaw_deg": round(pose["yaw_deg"], 1), "seen_share": float((app.seen > 0).mean()),
+    from headveil.render.appearance import skin_texels, uv_raster
+
+    skin = skin_texels(model, uv_raster(model, size))
+    info = {"yaw_deg": round(pose["yaw_deg"], 1), "face_skin_seen": round(float((app.seen[skin] > 0.5).mean()), 3),
             "embeddings": sorted(k[4:] for k in arrays if k.startswith("emb_"))}
     return arrays, info
 
@@ -158,7 +170,7 @@ def run_donors_build(cmd: DonorsCommand, model=None) -> dict:
 
     from headveil.geometry.morphable.model import load_embedded
     from headveil.geometry.perception.recognizers import SELECTION_ATTACKER, available_recognizers, get_recognizer
-    from headveil.pipelines.deid import select_faces
+    from headveil.pipelines.faces import select_faces
 
     if cmd.texture_size < 128 or cmd.texture_size > 4096:
         raise HeadVeilError(f"--texture-size must be in [128, 4096]; got {cmd.texture_size}")

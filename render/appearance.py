@@ -1,6 +1,7 @@
 """Face appearance as a UV texture: baked from a photo, de-lit into albedo, filled, relit.
 
-The head model's UV layout (``model.uv``, one coordinate per vertex) is a dense correspondence
+The head model's UV layout (``model.uv``, one coordinate per vertex; small parts enlarged by
+:func:`appearance_uv`) is a dense correspondence
 between every fitted face: a texel means the same point of the face on every subject. So an
 appearance is one image in UV space and another person's albedo maps onto a target's mesh as it is.
 
@@ -33,8 +34,9 @@ from headveil.geometry.normals import vertex_normals
 from headveil.render.rasterize import interpolate, rasterize
 from headveil.render.shading import sh_basis
 
-DEFAULT_TEXTURE_SIZE = 1024
-"""Atlas side: the face occupies ≈ 0.22 of the atlas width, ≈ 225 texels across at 1024."""
+DEFAULT_TEXTURE_SIZE = 2048
+"""Atlas side: the face occupies ≈ 0.22 of the atlas width, ≈ 450 texels across at 2048 (a face
+of a 512-px working window is ≈ 300 px wide)."""
 
 #: Model regions whose texels count as skin for light and tone (features excluded).
 SKIN_EXCLUDE = ("eyes", "brows", "lips", "mouth_interior", "iris")
@@ -54,6 +56,39 @@ class UVRaster:
         return self.face_index >= 0
 
 
+#: Small parts whose UV islands are enlarged into free atlas space: ``part: (u0, v0, side)`` — the
+#: island is scaled uniformly to fit a ``side × side`` square at ``(u0, v0)`` (eyes get ≈ 5× the
+#: texels of the model's own layout, so an iris keeps its detail).
+UV_REPACK = {"eye_left": (0.04, 0.04, 0.13), "eye_right": (0.19, 0.04, 0.13), "teeth": (0.04, 0.20, 0.22),
+             "tongue": (0.34, 0.04, 0.12)}
+
+
+def appearance_uv(model) -> np.ndarray:
+    """``(V, 2) float64``: the model's UVs with the :data:`UV_REPACK` parts enlarged (cached).
+    Checked against the rest of the layout: the new islands may not overlap any other."""
+    cache = model.__dict__.setdefault("_appearance_uv", {})
+    if "uv" not in cache:
+        if model.uv is None:
+            raise HeadVeilError(f"model {model.name!r} has no texture coordinates")
+        uv = np.asarray(model.uv, np.float64).copy()
+        moved = np.zeros(len(uv), bool)
+        for part, (u0, v0, side) in UV_REPACK.items():
+            if part not in model.part_names:
+                continue
+            sel = model.vertex_part == model.part_names.index(part)
+            lo, hi = uv[sel].min(0), uv[sel].max(0)
+            k = side / max(float((hi - lo).max()), 1e-9)
+            uv[sel] = (uv[sel] - lo) * k + [u0, v0]
+            moved |= sel
+        rest = uv[~moved]
+        for part, (u0, v0, side) in UV_REPACK.items():
+            inside = ((rest[:, 0] > u0) & (rest[:, 0] < u0 + side) & (rest[:, 1] > v0) & (rest[:, 1] < v0 + side))
+            if inside.any():
+                raise HeadVeilError(f"the enlarged UV island of {part!r} overlaps the model's layout")
+        cache["uv"] = uv
+    return cache["uv"]
+
+
 def uv_triangles(model, max_stretch: float = 3.0) -> np.ndarray:
     """``(F,) bool``: triangles whose UV image is a faithful copy of the surface. The model keeps
     one UV per vertex, so triangles along a UV seam stretch across the atlas (over other islands);
@@ -62,7 +97,7 @@ def uv_triangles(model, max_stretch: float = 3.0) -> np.ndarray:
     cache = model.__dict__.setdefault("_uv_triangles", {})
     if max_stretch not in cache:
         V = model.vertices()
-        uv = np.asarray(model.uv, np.float64)
+        uv = appearance_uv(model)
         F = model.faces
         e3 = np.linalg.norm(V[F] - V[np.roll(F, 1, 1)], axis=2)
         eu = np.linalg.norm(uv[F] - uv[np.roll(F, 1, 1)], axis=2)
@@ -76,18 +111,49 @@ def uv_triangles(model, max_stretch: float = 3.0) -> np.ndarray:
     return cache[max_stretch]
 
 
+def appearance_triangles(model) -> np.ndarray:
+    """``(F,) bool``: the triangles an appearance covers — the face, its features, the mouth and
+    eye parts, and the skin in front of the ears down to the neck (what a re-render can reach)."""
+    cache = model.__dict__.setdefault("_appearance_triangles", {})
+    if "t" not in cache:
+        v = model.vertices()
+        face = np.zeros(model.n_vertices, bool)
+        for r in ("face", "lips", "brows", "eyes", "mouth_interior", "iris"):
+            if r in model.regions:
+                face |= model.regions[r]
+        for p in ("eye_left", "eye_right", "teeth", "tongue", "eyelashes"):
+            if p in model.part_names:
+                face |= model.vertex_part == model.part_names.index(p)
+        skin = (model.vertex_part == model.part_names.index("skin")) if "skin" in model.part_names else \
+            np.ones(model.n_vertices, bool)
+        if "ears" in model.regions:
+            skin &= ~model.regions["ears"]
+        # the skin a detector's face outline can reach: inside the frontal hull of the dense
+        # landmarks (grown by 1.5 cm), in front of their deepest point
+        from matplotlib.path import Path as MplPath
+
+        lm = model.landmarks_3d(v, "mediapipe478") if "mediapipe478" in model.landmarks else v[face]
+        from scipy.spatial import ConvexHull
+
+        hull = lm[ConvexHull(lm[:, :2]).vertices, :2]
+        c = hull.mean(0)
+        grown = c + (hull - c) * (1 + 0.015 / np.maximum(np.linalg.norm(hull - c, axis=1, keepdims=True), 1e-6))
+        inside = MplPath(grown).contains_points(v[:, :2])
+        front = skin & inside & (v[:, 2] > lm[:, 2].min() - 0.01)
+        cache["t"] = (face | front)[model.faces].all(1)
+    return cache["t"]
+
+
 def uv_raster(model, size: int = DEFAULT_TEXTURE_SIZE) -> UVRaster:
-    """The model's UV atlas rasterised at ``size × size`` over the :func:`uv_triangles` (indices
-    are the model's triangle indices; cached on the model)."""
-    if model.uv is None:
-        raise HeadVeilError(f"model {model.name!r} has no texture coordinates")
+    """The model's UV atlas rasterised at ``size × size`` over the :func:`uv_triangles` of the
+    :func:`appearance_triangles` (indices are the model's triangle indices; cached on the model)."""
     cache = model.__dict__.setdefault("_uv_raster", {})
     if size not in cache:
-        uv = np.asarray(model.uv, np.float64)
+        uv = appearance_uv(model)
         # a flat sheet at z = 1 seen by a camera with K = I: pixel (x, y) ↔ texel (u·S, (1 − v)·S)
         pts = np.stack([uv[:, 0] * size, (1.0 - uv[:, 1]) * size, np.ones(len(uv))], 1)
         cam = Camera(np.eye(3), np.eye(4), size, size)
-        good = np.flatnonzero(uv_triangles(model))
+        good = np.flatnonzero(uv_triangles(model) & appearance_triangles(model))
         fr = rasterize(pts, model.faces[good], cam)
         fi = np.where(fr.face_index >= 0, good[np.maximum(fr.face_index, 0)], -1)
         cache[size] = UVRaster(fi, fr.bary.astype(np.float32), size)
@@ -187,7 +253,7 @@ def skin_vertices(model) -> np.ndarray:
 
 
 def estimate_light(colors: np.ndarray, albedo: np.ndarray, normals_cam: np.ndarray, weight: np.ndarray,
-                   ridge: float = 0.3) -> np.ndarray:
+                   ridge: float = 0.05) -> np.ndarray:
     """SH light ``(9, 3)`` (camera frame) with ``colors ≈ albedo ⊙ (Y(n) @ gamma)``.
 
     Args:
@@ -218,9 +284,11 @@ def shading(normals: np.ndarray, gamma: np.ndarray, floor: float = 0.08) -> np.n
 def delight(texture: np.ndarray, normals_world: np.ndarray, weight: np.ndarray, gamma: np.ndarray,
             w2c: np.ndarray) -> np.ndarray:
     """Albedo ``(S, S, 3)`` = texture / shading, where ``weight > 0`` (0 elsewhere), in [0, 1]."""
-    n_cam = normals_world @ np.asarray(w2c)[:3, :3].T
-    alb = np.where(weight[..., None] > 0, texture / shading(n_cam, gamma), 0.0)
-    return np.clip(alb, 0, 1).astype(np.float32)
+    seen = weight > 0
+    n_cam = normals_world[seen].astype(np.float64) @ np.asarray(w2c)[:3, :3].T
+    alb = np.zeros(texture.shape, np.float32)
+    alb[seen] = np.clip(texture[seen] / shading(n_cam, gamma), 0, 1)
+    return alb
 
 
 def mirror_vertices(model) -> np.ndarray:
@@ -248,27 +316,25 @@ def fill_unseen(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
     idx = np.flatnonzero(mask)
     fi = raster.face_index.ravel()[idx]
     b = raster.bary.reshape(-1, 3)[idx].astype(np.float64)
-    uv = np.asarray(model.uv, np.float64)
+    uv = appearance_uv(model)
     mir = mirror_vertices(model)
     muv = interpolate(uv[mir], F, fi, b)  # texel's mirror in UV
     mxy = np.stack([muv[:, 0] * S, (1 - muv[:, 1]) * S], 1)
-    a = albedo.reshape(-1, 3).astype(np.float64)
-    w = np.clip(weight.ravel().astype(np.float64) / min_weight, 0, 1)
+    ai = albedo.reshape(-1, 3)[idx].astype(np.float64)
+    wi = np.clip(weight.ravel()[idx].astype(np.float64) / min_weight, 0, 1)
     m_alb = sample_bilinear(albedo, mxy).astype(np.float64)
     m_w = np.clip(sample_bilinear(weight[..., None], mxy)[:, 0].astype(np.float64) / min_weight, 0, 1)
-    out = a.copy()
-    wi = w[idx]
     conf = wi + (1 - wi) * m_w
     ref, _ = texel_attribute(raster, reference, F)
-    skin = texel_attribute(raster, skin_vertices(model).astype(np.float64)[:, None], F)[0][:, 0] > 0.5
-    good = skin & (wi > 0.99)
+    good = skin_texels(model, raster).ravel()[idx] & (wi > 0.99)
     if good.sum() > 50:
-        gain = np.median(a[idx][good], 0) / np.maximum(np.median(ref[good], 0), 1e-3)
+        gain = np.median(ai[good], 0) / np.maximum(np.median(ref[good], 0), 1e-3)
         ref = np.clip(ref * np.clip(gain, 0.3, 3.0), 0, 1)
-    out[idx] = wi[:, None] * a[idx] + ((1 - wi) * m_w)[:, None] * m_alb + (1 - conf)[:, None] * ref
-    full_conf = np.zeros(S * S)
+    out = np.array(albedo, np.float32, copy=True).reshape(-1, 3)
+    out[idx] = np.clip(wi[:, None] * ai + ((1 - wi) * m_w)[:, None] * m_alb + (1 - conf)[:, None] * ref, 0, 1)
+    full_conf = np.zeros(S * S, np.float32)
     full_conf[idx] = conf
-    return np.clip(out, 0, 1).reshape(S, S, 3).astype(np.float32), full_conf.reshape(S, S).astype(np.float32)
+    return out.reshape(S, S, 3), full_conf.reshape(S, S)
 
 
 def texture_at(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -283,37 +349,51 @@ def render_textured(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, tex
 
     Args:
         vertices: ``(V, 3)`` metres, world frame; ``faces (F, 3)``; ``uv (V, 2)`` in [0, 1].
-        texture: ``(S, S, 3)`` float albedo in [0, 1]; ``gamma (9, 3)``.
+        texture: ``(S, S, 3)`` float albedo in [0, 1]; ``gamma (9, 3)``, or None: the texture is
+            already lit and is shown as it is.
         uv_ok: ``(F,) bool`` triangles whose UVs may be interpolated (:func:`uv_triangles`); the
             others take the texture at their vertices, interpolated (seam triangles).
 
     Returns:
         ``(image (H, W, 3) float32 premultiplied by coverage, coverage (H, W) float32)``.
     """
+    (img,), cov = render_textured_many(vertices, faces, uv, [texture], camera, gamma, uv_ok, supersample)
+    return img, cov
+
+
+def render_textured_many(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, textures: list[np.ndarray],
+                         camera: Camera, gamma: np.ndarray | None, uv_ok: np.ndarray | None = None,
+                         supersample: int = 1):
+    """:func:`render_textured` of one mesh with several albedo ``textures``: one rasterisation and
+    one shading, a texture lookup each (comparing appearances). Returns ``([image (H, W, 3) float32
+    premultiplied by coverage], coverage (H, W) float32)``."""
     v = np.asarray(vertices, np.float64)
     f = np.asarray(faces, np.int64)
     cam = camera.scaled(supersample)
     fr = rasterize(v, f, cam)
     m = fr.face_index >= 0
     H, W = cam.height, cam.width
-    img = np.zeros((H, W, 3))
-    if m.any():
-        fi, b = fr.face_index[m], fr.bary[m].astype(np.float64)
-        n = interpolate(vertex_normals(v, f), f, fi, b)
-        n /= np.clip(np.linalg.norm(n, axis=1, keepdims=True), 1e-12, None)
-        hit = interpolate(v, f, fi, b)
-        n = np.where(((n * (cam.center - hit)).sum(1) < 0)[:, None], -n, n)
-        a = texture_at(texture, interpolate(np.asarray(uv, np.float64), f, fi, b)).astype(np.float64)
-        if uv_ok is not None and not np.all(uv_ok):
-            seam = ~np.asarray(uv_ok, bool)[fi]
-            if seam.any():
-                a[seam] = interpolate(texture_at(texture, np.asarray(uv, np.float64)).astype(np.float64), f,
-                                      fi[seam], b[seam])
-        img[m] = a * shading(n @ cam.w2c[:3, :3].T, gamma, floor=0.0)
     s = supersample
-    cov = m.astype(np.float64).reshape(H // s, s, W // s, s).mean(axis=(1, 3))
-    im = img.reshape(H // s, s, W // s, s, 3).mean(axis=(1, 3))
-    return np.clip(im, 0, None).astype(np.float32), cov.astype(np.float32)
+    cov = m.astype(np.float64).reshape(H // s, s, W // s, s).mean(axis=(1, 3)).astype(np.float32)
+    if not m.any():
+        return [np.zeros((H // s, W // s, 3), np.float32) for _ in textures], cov
+    fi, b = fr.face_index[m], fr.bary[m].astype(np.float64)
+    n = interpolate(vertex_normals(v, f), f, fi, b)
+    n /= np.clip(np.linalg.norm(n, axis=1, keepdims=True), 1e-12, None)
+    hit = interpolate(v, f, fi, b)
+    n = np.where(((n * (cam.center - hit)).sum(1) < 0)[:, None], -n, n)
+    sh = 1.0 if gamma is None else shading(n @ cam.w2c[:3, :3].T, gamma, floor=0.0)
+    uvp = interpolate(np.asarray(uv, np.float64), f, fi, b)
+    seam = None if uv_ok is None else ~np.asarray(uv_ok, bool)[fi]
+    out = []
+    for tex in textures:
+        a = texture_at(tex, uvp).astype(np.float64)
+        if seam is not None and seam.any():
+            a[seam] = interpolate(texture_at(tex, np.asarray(uv, np.float64)).astype(np.float64), f, fi[seam], b[seam])
+        img = np.zeros((H, W, 3))
+        img[m] = a * sh
+        out.append(np.clip(img.reshape(H // s, s, W // s, s, 3).mean(axis=(1, 3)), 0, None).astype(np.float32))
+    return out, cov
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
@@ -329,18 +409,74 @@ def _rgb(lab: np.ndarray) -> np.ndarray:
 
 
 def skin_texels(model, raster: UVRaster) -> np.ndarray:
-    """``(S, S) bool``: atlas texels on face skin (features excluded)."""
+    """``(S, S) bool``: atlas texels on face skin (features excluded; cached per atlas size)."""
+    cache = model.__dict__.setdefault("_skin_texels", {})
+    if raster.size not in cache:
+        cache[raster.size] = _skin_texels(model, raster)
+    return cache[raster.size]
+
+
+def _skin_texels(model, raster: UVRaster) -> np.ndarray:
     v, idx = texel_attribute(raster, skin_vertices(model).astype(np.float64)[:, None], model.faces)
     out = np.zeros(raster.size * raster.size, bool)
     out[idx] = v[:, 0] > 0.5
     return out.reshape(raster.size, raster.size)
 
 
+def mouth_texels(model, raster: UVRaster) -> np.ndarray:
+    """``(S, S) bool``: texels of the mouth interior (teeth, tongue, the inner mouth region)."""
+    keep = np.zeros(model.n_vertices, bool)
+    for p in ("teeth", "tongue"):
+        if p in model.part_names:
+            keep |= model.vertex_part == model.part_names.index(p)
+    if "mouth_interior" in model.regions:
+        keep |= model.regions["mouth_interior"]
+    v, idx = texel_attribute(raster, keep.astype(np.float64)[:, None], model.faces)
+    out = np.zeros(raster.size * raster.size, bool)
+    out[idx] = v[:, 0] > 0.5
+    return out.reshape(raster.size, raster.size)
+
+
+#: Inner-lip contour of each landmark scheme (the mouth opening as the detector sees it).
+INNER_LIPS = {"ibug68": list(range(60, 68)),
+              "mediapipe478": [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]}
+
+
+def mouth_opening(points: np.ndarray, scheme: str, shape: tuple[int, int]) -> np.ndarray:
+    """``(H, W) bool``: inside the inner-lip contour of detector landmarks ``points (L, 2)`` (pixels)
+    — teeth and tongue as the photo shows them, wherever the fitted model puts its lips."""
+    import cv2
+
+    out = np.zeros(shape, np.uint8)
+    idx = INNER_LIPS.get(scheme)
+    if idx is None or len(points) <= max(idx):
+        return out.astype(bool)
+    cv2.fillPoly(out, [np.round(np.asarray(points)[idx]).astype(np.int32)], 1)
+    return out.astype(bool)
+
+
+def texels_seen_in(raster: UVRaster, vertices_world: np.ndarray, faces: np.ndarray, camera: Camera,
+                   image_mask: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """``(S, S) bool``: texels the photo saw (``seen > 0``) whose surface point projects into
+    ``image_mask (H, W) bool``."""
+    pos, idx = texel_attribute(raster, vertices_world, faces)
+    uv, z = camera.project(pos)
+    H, W = image_mask.shape
+    x, y = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
+    ok = (z > 0) & (x >= 0) & (x < W) & (y >= 0) & (y < H)
+    hit = np.zeros(len(idx), bool)
+    hit[ok] = image_mask[y[ok], x[ok]]
+    out = np.zeros(raster.size * raster.size, bool)
+    out[idx] = hit
+    return out.reshape(raster.size, raster.size) & (seen > 0)
+
+
 def match_tone(albedo: np.ndarray, target: np.ndarray, skin: np.ndarray, target_weight: np.ndarray | None = None,
-               spread: tuple[float, float] = (0.7, 1.4)) -> np.ndarray:
+               spread: tuple[float, float] = (0.7, 1.4), where: np.ndarray | None = None) -> np.ndarray:
     """Move ``albedo (S, S, 3)`` to ``target``'s skin tone: per CIELAB channel, the mean (and the
     spread, clipped to ``spread``) over ``skin (S, S) bool`` texels (those the target saw, when
-    ``target_weight`` is given) becomes the target's. Texture detail is kept."""
+    ``target_weight`` is given) becomes the target's. Texture detail is kept. Only the texels of
+    ``where (S, S) bool`` (default all; e.g. the atlas's covered texels) are converted."""
     sel = skin if target_weight is None else skin & (target_weight > 0.5)
     if sel.sum() < 50:
         return albedo
@@ -348,9 +484,10 @@ def match_tone(albedo: np.ndarray, target: np.ndarray, skin: np.ndarray, target_
     ms, ss = src.mean(0), src.std(0) + 1e-3
     md, sd = dst.mean(0), dst.std(0) + 1e-3
     k = np.clip(sd / ss, *spread)
-    lab = _lab(albedo.reshape(-1, 3))
-    out = _rgb((lab - ms) * k + md)
-    return np.clip(out, 0, 1).reshape(albedo.shape).astype(np.float32)
+    where = np.ones(albedo.shape[:2], bool) if where is None else np.asarray(where, bool)
+    out = np.array(albedo, np.float32, copy=True)
+    out[where] = np.clip(_rgb((_lab(albedo[where]) - ms) * k + md), 0, 1)
+    return out
 
 
 @dataclass
@@ -358,15 +495,16 @@ class NewAppearance:
     """The appearance a de-identified face is given (``DeidInput.extras["appearance"]``).
 
     Attributes:
-        albedo: ``(S, S, 3) float32`` in [0, 1], the donor(s)' albedo already in the target's tone.
-        light: ``(9, 3)`` SH light (camera frame) to render it under: the target photo's.
+        albedo: ``(S, S, 3) float32`` in [0, 1], the donor(s)' albedo already in the target's tone,
+            or, with ``light=None``, a lit texture shown as it is.
+        light: ``(9, 3)`` SH light (camera frame) to render it under (the target photo's), or None.
         alpha: ``(K,)`` the donor(s)' identity code, or None (the method's code alone sets the shape).
         shape_weight: how far the new shape moves from the method's code toward ``alpha`` (0–1).
         label: what it is made of, for reports (``"donor 3"``, ``"mix of 2"``): never a person's name.
     """
 
     albedo: np.ndarray
-    light: np.ndarray
+    light: np.ndarray | None
     alpha: np.ndarray | None = None
     shape_weight: float = 0.5
     label: str = "donor"
@@ -380,7 +518,7 @@ class FaceAppearance:
         albedo: ``(S, S, 3) float32`` in [0, 1], de-lit and completed.
         confidence: ``(S, S) float32`` in [0, 1]: 1 where the photo saw the texel (or its mirror).
         light: ``(9, 3)`` SH light of the photo, camera frame.
-        seen: ``(S, S) float32`` photo visibility weight before filling.
+        seen: ``(S, S) float32`` photo visibility weight before filling (occluders at 0 when rejected).
     """
 
     albedo: np.ndarray
@@ -390,15 +528,24 @@ class FaceAppearance:
 
 
 def occluder_texels(texture: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
-                    max_distance: float = 3.5, brow_radius_m: float = 0.012) -> np.ndarray:
+                    max_distance: float = 4.0, brow_radius_m: float = 0.009, eye_radius_m: float = 0.011,
+                    patch_radius_m: float = 0.015) -> np.ndarray:
     """``(S, S) bool``: skin texels whose photo colour a per-face skin model rejects (hair, hat brims,
-    glasses frames, hands). The model is a Gaussian in CIELAB fitted robustly (median, MAD) to the
-    well-seen skin texels; a texel farther than ``max_distance`` (Mahalanobis) is an occluder. Texels
-    within ``brow_radius_m`` of the model's brow landmarks are features, never occluders."""
-    skin = skin_texels(model, raster)
-    seen = skin & (weight > 0.7)
-    if seen.sum() < 200:
-        return np.zeros_like(skin)
+    glasses frames, hands). The model is a Gaussian in CIELAB fitted robustly (median, MAD, with
+    floors: shading moves lightness far more than hue) to well-seen texels on the cheeks and the
+    nose, where occluders rarely are; a skin texel farther than ``max_distance`` is an occluder.
+    Texels within ``brow_radius_m`` of the model's brow landmarks or ``eye_radius_m`` of its eye
+    landmarks are features (lids, lashes, shadows), never occluders — glasses frames there stay."""
+    pos, idx = texel_attribute(raster, model.vertices(), model.faces)
+    lm = model.landmarks_3d(model.vertices(), "ibug68")
+    centres = np.stack([lm[29], lm[30], (lm[31] + lm[2]) / 2, (lm[35] + lm[14]) / 2, (lm[48] + lm[4]) / 2,
+                        (lm[54] + lm[12]) / 2])
+    S = raster.size
+    patch = np.zeros(S * S, bool)
+    patch[idx] = np.min(np.linalg.norm(pos[:, None] - centres[None], axis=2), 1) < patch_radius_m
+    patch = patch.reshape(S, S) & (weight > 0.7)
+    if patch.sum() < 100:
+        return np.zeros((S, S), bool)
     # candidates: every skin texel (forehead and temples too), features and ears excluded
     keep = (model.vertex_part == model.part_names.index("skin")) if "skin" in model.part_names else \
         np.ones(model.n_vertices, bool)
@@ -406,19 +553,67 @@ def occluder_texels(texture: np.ndarray, weight: np.ndarray, model, raster: UVRa
         if r in model.regions:
             keep &= ~model.regions[r]
     v, tidx = texel_attribute(raster, keep.astype(np.float64)[:, None], model.faces)
-    cand = np.zeros(raster.size * raster.size, bool)
+    cand = np.zeros(S * S, bool)
     cand[tidx] = v[:, 0] > 0.5
-    cand = cand.reshape(skin.shape)
+    cand = cand.reshape(S, S)
     lab = _lab(texture.reshape(-1, 3)).reshape(texture.shape)
-    x = lab[seen]
+    x = lab[patch]
     med = np.median(x, 0)
-    mad = np.median(np.abs(x - med), 0) * 1.4826 + 1.0
+    mad = np.maximum(np.median(np.abs(x - med), 0) * 1.4826, [15.0, 3.0, 3.0])
     d = np.sqrt((((lab - med) / mad) ** 2).sum(-1))
-    pos, idx = texel_attribute(raster, model.vertices(), model.faces)
-    brows = model.landmarks_3d(model.vertices(), "ibug68")[17:27]
-    near = np.zeros(raster.size * raster.size, bool)
-    near[idx] = np.min(np.linalg.norm(pos[:, None] - brows[None], axis=2), 1) < brow_radius_m
-    return cand & (weight > 0) & (d > max_distance) & ~near.reshape(skin.shape)
+    near = np.zeros(S * S, bool)
+    near[idx] = (np.min(np.linalg.norm(pos[:, None] - lm[17:27][None], axis=2), 1) < brow_radius_m) | \
+        (np.min(np.linalg.norm(pos[:, None] - lm[36:48][None], axis=2), 1) < eye_radius_m)
+    occ = cand & (weight > 0) & (d > max_distance) & ~near.reshape(S, S)
+    import cv2
+
+    return cv2.dilate(occ.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & cand
+
+
+def tame_albedo(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster, k: float = 3.5) -> np.ndarray:
+    """Clamp de-lighting's outliers on skin: texels brighter than the skin's median lightness by
+    more than ``k`` robust spreads (specular highlights) are brought down to it, and hue (a*, b*)
+    is held within ``k`` spreads of the median (a poor light estimate turns shadows green or
+    purple). Darker texels (brows, lids, lips) and the eye parts are left as they are."""
+    skin = skin_texels(model, raster) & (weight > 0.5)
+    if skin.sum() < 100:
+        return albedo
+    cand = (weight > 0) & ~eye_texels(model, raster)
+    lab = _lab(albedo[cand])
+    x = _lab(albedo[skin])
+    med = np.median(x, 0)
+    mad = np.maximum(np.median(np.abs(x - med), 0) * 1.4826, [4.0, 2.0, 2.0])
+    lab[:, 0] = np.minimum(lab[:, 0], med[0] + k * mad[0])
+    lab[:, 1:] = np.clip(lab[:, 1:], med[1:] - k * mad[1:], med[1:] + k * mad[1:])
+    out = np.array(albedo, np.float32, copy=True)
+    out[cand] = np.clip(_rgb(lab), 0, 1)
+    return out
+
+
+def eye_texels(model, raster: UVRaster) -> np.ndarray:
+    """``(S, S) bool``: texels of the eyeball parts."""
+    keep = np.zeros(model.n_vertices, bool)
+    for p in ("eye_left", "eye_right"):
+        if p in model.part_names:
+            keep |= model.vertex_part == model.part_names.index(p)
+    v, idx = texel_attribute(raster, keep.astype(np.float64)[:, None], model.faces)
+    out = np.zeros(raster.size * raster.size, bool)
+    out[idx] = v[:, 0] > 0.5
+    return out.reshape(raster.size, raster.size)
+
+
+def photo_light(photo: np.ndarray, model, vertices_world: np.ndarray, camera: Camera, beta=None) -> np.ndarray:
+    """SH light ``(9, 3)`` (camera frame) of a photo, from its visible face-skin vertices
+    (``vertices_world (V, 3)``, the fitted mesh posed) against the model albedo of ``beta``."""
+    vw = np.asarray(vertices_world, np.float64)
+    vn = vertex_normals(vw, model.faces)
+    vis_w, xy = visibility(vw, model.faces, camera, vw, vn)
+    sel = skin_vertices(model) & (vis_w > 0.5)
+    if sel.sum() < 30:
+        raise HeadVeilError("too little of the face is visible to read its appearance")
+    colors = sample_bilinear(np.asarray(photo, np.float32) / 255.0, xy[sel]).astype(np.float64)
+    ref = np.asarray(model.albedo(beta), np.float64)
+    return estimate_light(colors, ref[sel], vn[sel] @ camera.w2c[:3, :3].T, vis_w[sel])
 
 
 def face_appearance(photo: np.ndarray, model, vertices_model: np.ndarray, R, t, camera: Camera,
@@ -438,16 +633,12 @@ def face_appearance(photo: np.ndarray, model, vertices_model: np.ndarray, R, t, 
     tex, weight, normals = bake_texture(photo, vw, model.faces, camera, raster)
     if reject_occluders:
         weight = np.where(occluder_texels(tex, weight, model, raster), 0.0, weight).astype(np.float32)
-    # light from the visible skin vertices against the model albedo
-    vis_w, xy = visibility(vw, model.faces, camera, vw, vertex_normals(vw, model.faces))
-    skin = skin_vertices(model)
-    sel = skin & (vis_w > 0.5)
-    if sel.sum() < 30:
-        raise HeadVeilError("too little of the face is visible to read its appearance")
-    colors = sample_bilinear(np.asarray(photo, np.float32) / 255.0, xy[sel]).astype(np.float64)
+    gamma = photo_light(photo, model, vw, camera, beta)
     ref = np.asarray(model.albedo(beta), np.float64)
-    n_cam = vertex_normals(vw, model.faces)[sel] @ camera.w2c[:3, :3].T
-    gamma = estimate_light(colors, ref[sel], n_cam, vis_w[sel])
-    albedo = delight(tex, normals, weight, gamma, camera.w2c)
+    albedo = tame_albedo(delight(tex, normals, weight, gamma, camera.w2c), weight, model, raster)
+    if reject_occluders:  # soft edges where occluders were cut out, so the fill blends in
+        import cv2
+
+        weight = np.minimum(weight, cv2.GaussianBlur(weight, (0, 0), 0.002 * raster.size + 0.5))
     filled, conf = fill_unseen(albedo, weight, model, raster, ref)
     return FaceAppearance(filled, conf, gamma, weight)

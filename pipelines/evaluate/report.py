@@ -27,10 +27,10 @@ from headveil.pipelines.commands import command
 
 @dataclass
 class ReportCommand:
-    """Write DIR/eval/report.html from the metrics of headveil eval DIR."""
+    """Write a self-contained HTML report: DIR/eval/report.html for an evaluated set, DIR/report.html for a deid, reconstruct or chep-table output."""
 
     folder: Annotated[Path, tyro.conf.Positional]
-    """A folder that headveil eval has run on."""
+    """A folder that headveil eval, deid, reconstruct or chep-table wrote."""
     grid_rows: int = 4
     """Originals shown in the image grid."""
     thumb: int = 128
@@ -272,10 +272,61 @@ def write_table1_report(folder: Path) -> Path:
     return path
 
 
+def write_deid_report(folder: Path, thumb: int = 256) -> Path:
+    """``folder/report.html`` for a ``headveil deid`` output: every face beside its original (read
+    from the input paths ``summary.json`` lists, when they are still there) with the verifiers'
+    verdicts, the donor selection and the occluders kept. The report holds the originals, so it is
+    written owner-only, like the folder; do not share it."""
+    import json
+    import os
+
+    summary = json.loads((folder / "summary.json").read_text())
+    rows = []
+    for src, name in summary.get("done", {}).items():
+        out_img = folder / name / "deid.png"
+        if not out_img.is_file():
+            continue
+        out = read_image(out_img)
+        orig = read_image(src) if Path(src).is_file() else None
+        for face_dir in sorted((folder / name).glob("face*")):
+            m = json.loads((face_dir / "metrics.json").read_text())
+            w = m["window"]
+            crop = (slice(w["y0"], w["y1"]), slice(w["x0"], w["x1"]))
+            cells = [f"<td><img src='data:image/png;base64,{_png_b64(x[crop])}' width={thumb}></td>" if x is not None
+                     else "<td>(original not found)</td>" for x in (orig, out)]
+            verdict = "".join(f"{html.escape(k)}: {html.escape(v['status'])} (DIS {_fmt(v.get('dis_aligned'))})<br>"
+                              for k, v in (m.get("reidentification") or {}).items())
+            app = m.get("appearance") or {}
+            extra = ""
+            if "selection" in app:
+                sel = app["selection"]
+                extra += (f"chosen by {html.escape(sel['attacker'])}: DIS {_fmt(sel['dis'])} (threshold "
+                          f"{_fmt(sel['threshold'])}), {len(sel['candidates'])} candidates<br>")
+                extra += "".join(f"to its donors, {html.escape(k)}: {html.escape(v['status'])} "
+                                 f"({_fmt(v.get('dis'))})<br>" for k, v in app.get("donor_privacy", {}).items())
+            if "k_same" in app:
+                extra += f"k-same: cluster of {app['k_same']['cluster_size']} (K = {app['k_same']['k']})<br>"
+            extra += f"occluder pixels kept: {m['utility'].get('occluder_pixels_kept', 0)}"
+            rows.append(f"<tr><th>{html.escape(name)}/{html.escape(face_dir.name)}</th>{''.join(cells)}"
+                        f"<td>{verdict}{extra}</td></tr>")
+    doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>HeadVeil de-identification report</title><style>"
+           + _STYLE + "</style></head><body><h1>HeadVeil de-identification report</h1>"
+           f"<p>{len(summary.get('done', {}))} image(s) done, {len(summary.get('failed', {}))} failed. This page "
+           "shows the original photos: keep it private.</p><table class=grid><tr><th>face</th><th>original</th>"
+           "<th>de-identified</th><th>verdicts</th></tr>" + "".join(rows) + "</table></body></html>")
+    path = folder / "report.html"
+    with atomic_file(path) as tmp:
+        tmp.write_text(doc, encoding="utf-8")
+    os.chmod(path, 0o600)
+    return path
+
+
 def write_report(cfg: ReportCommand) -> Path:
     """Write ``folder/eval/report.html`` (an evaluated set) or ``folder/report.html`` (a
     ``headveil reconstruct`` output) atomically; returns its path."""
     folder = Path(cfg.folder)
+    if (folder / "summary.json").is_file() and '"headveil deid"' in (folder / "summary.json").read_text():
+        return write_deid_report(folder, max(cfg.thumb, 192))
     if (folder / "table1.json").is_file():
         return write_table1_report(folder)
     if (folder / "metrics.json").is_file() and not (folder / "eval" / "metrics.json").is_file():

@@ -150,9 +150,9 @@ def subject_colors(inp, render: str, vertices_model: np.ndarray, R, t) -> np.nda
     if render == "photo":
         return photo_colors(inp.image, inp.model, vertices_model, R, t, inp.camera)
     if render == "donor":
-        from headveil.render.appearance import texture_at
+        from headveil.render.appearance import appearance_uv, texture_at
 
-        return texture_at(new_appearance(inp).albedo, np.asarray(inp.model.uv, np.float64)).astype(np.float64)
+        return texture_at(new_appearance(inp).albedo, appearance_uv(inp.model)).astype(np.float64)
     return inp.model.albedo(inp.codes.beta)
 
 
@@ -162,7 +162,8 @@ def scene_light(inp, render: str):
     if render == "donor":
         from headveil.render.shading import SHLight
 
-        return SHLight(np.asarray(new_appearance(inp).light, np.float64))
+        app = new_appearance(inp)
+        return UNLIT if app.light is None else SHLight(np.asarray(app.light, np.float64))
     return inp.light
 
 

@@ -36,10 +36,10 @@ def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: 
         if app.alpha is not None and app.shape_weight > 0:
             alpha_new = (1 - app.shape_weight) * np.asarray(alpha_new, np.float64) + app.shape_weight * app.alpha
             metrics["donor_shape_weight"] = app.shape_weight
-        from headveil.render.appearance import uv_triangles
+        from headveil.render.appearance import appearance_uv, uv_triangles
 
         tri_ok = uv_triangles(model)[sub.triangles]
-        texture = (app.albedo, np.asarray(model.uv, np.float64)[sub.vertex_index], tri_ok, app.light)
+        texture = (app.albedo, appearance_uv(model)[sub.vertex_index], tri_ok, app.light)
     v_new = model.vertices(alpha_new, c.eta)
     colors = face3d.subject_colors(inp, render, v_old, R, t)
     idx = sub.vertex_index

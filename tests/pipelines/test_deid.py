@@ -189,13 +189,15 @@ def test_every_face_of_a_group_photo_is_deidentified(tmp_path, model):
     assert set(man["faces_left_as_they_are"]) == {"face3"} and "below" in man["faces_left_as_they_are"]["face3"]
     assert "face3 left as it is" in res["attention"]["0001"]
     out = read_image(folder / "deid.png")
-    for f in faces:  # no pixel of a replaced face survives, in the one output image
+    kept = []
+    for f in faces:  # no pixel of a replaced face survives but what covers it, in the one output image
         m = json.loads((folder / f / "metrics.json").read_text())
         assert m["utility"]["face_pixels_identical_share"] == 0.0
+        kept.append(m["utility"]["occluder_pixels_kept"])
     from headveil.geometry.perception.detectors import detect_faces
 
-    for d in detect_faces(img)[:3]:
+    for d, k in zip(detect_faces(img)[:3], kept):
         hull = face_region_from_points(d.points, img.shape[:2])
-        assert not (np.all(out == img, axis=-1) & hull).any()
+        assert (np.all(out == img, axis=-1) & hull).sum() <= k + 0.02 * hull.sum()
     one = run_deid(DeidCommand([tmp_path / "group.png"], out=tmp_path / "l", guard="off", faces="largest"), model)
     assert one["done"] and sorted(p.name for p in (tmp_path / "l" / "0001").iterdir() if p.name.startswith("face")) == ["face0"]

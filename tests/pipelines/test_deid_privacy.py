@@ -74,15 +74,21 @@ def test_no_face_pixel_survives_and_the_mesh_carries_no_original_colours(photos,
     from headveil.pipelines.fit import FitConfig, fit_image
     from headveil.render.composite import face_region_from_points
 
-    run_deid(DeidCommand([photos / "a.png"], out=tmp_path / "o", guard="off"), model)
-    folder = tmp_path / "o" / "0001"
-    orig, out = read_image(photos / "a.png"), read_image(folder / "deid.png")
+    run_deid(DeidCommand([photos / "a.png"], out=tmp_path / "n", guard="off", occluders=False), model)
+    orig = read_image(photos / "a.png")
     fit = fit_image(orig, model, FitConfig())
     hull = face_region_from_points(fit.detection.points, orig.shape[:2])
-    same = np.all(orig == out, axis=-1)
+    same = np.all(orig == read_image(tmp_path / "n" / "0001" / "deid.png"), axis=-1)
     assert not (same & hull).any()  # every pixel of the outlined face is re-rendered or blended
+    # by default what covers the face (here the hair fringe) stays on top: exactly those pixels are kept
+    run_deid(DeidCommand([photos / "a.png"], out=tmp_path / "o", guard="off"), model)
+    folder = tmp_path / "o" / "0001"
+    out = read_image(folder / "deid.png")
     m = json.loads((folder / "face0" / "metrics.json").read_text())
     assert m["utility"]["face_pixels_identical_share"] == 0.0 and m["utility"]["face_region_pixels"] > 1000
+    kept = int((np.all(orig == out, axis=-1) & hull).sum())
+    assert 0 < m["utility"]["occluder_pixels_kept"] and kept <= m["utility"]["occluder_pixels_kept"]
+    assert kept < 0.3 * hull.sum()
     # the mesh's colours come from the output image, not from the photo's face
     v, f, c = load_mesh(folder / "face0" / "mesh.ply")
     from headveil.render.texture import sample_photo_colors

