@@ -527,15 +527,11 @@ class FaceAppearance:
     seen: np.ndarray
 
 
-def occluder_texels(texture: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
-                    max_distance: float = 4.0, brow_radius_m: float = 0.009, eye_radius_m: float = 0.011,
-                    patch_radius_m: float = 0.015) -> np.ndarray:
-    """``(S, S) bool``: skin texels whose photo colour a per-face skin model rejects (hair, hat brims,
-    glasses frames, hands). The model is a Gaussian in CIELAB fitted robustly (median, MAD, with
-    floors: shading moves lightness far more than hue) to well-seen texels on the cheeks and the
-    nose, where occluders rarely are; a skin texel farther than ``max_distance`` is an occluder.
-    Texels within ``brow_radius_m`` of the model's brow landmarks or ``eye_radius_m`` of its eye
-    landmarks are features (lids, lashes, shadows), never occluders — glasses frames there stay."""
+def _skin_distance(texture: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
+                   patch_radius_m: float = 0.015):
+    """Per-texel robust CIELAB distance ``(S, S)`` to the face's skin model (fitted on well-seen
+    cheek and nose texels), the texels' mean-shape positions ``(N, 3)`` with their flat indices, and
+    the model's iBUG-68 landmarks; None when too little cheek was seen."""
     pos, idx = texel_attribute(raster, model.vertices(), model.faces)
     lm = model.landmarks_3d(model.vertices(), "ibug68")
     centres = np.stack([lm[29], lm[30], (lm[31] + lm[2]) / 2, (lm[35] + lm[14]) / 2, (lm[48] + lm[4]) / 2,
@@ -545,7 +541,33 @@ def occluder_texels(texture: np.ndarray, weight: np.ndarray, model, raster: UVRa
     patch[idx] = np.min(np.linalg.norm(pos[:, None] - centres[None], axis=2), 1) < patch_radius_m
     patch = patch.reshape(S, S) & (weight > 0.7)
     if patch.sum() < 100:
+        return None
+    lab = _lab(texture.reshape(-1, 3)).reshape(texture.shape)
+    x = lab[patch]
+    med = np.median(x, 0)
+    mad = np.maximum(np.median(np.abs(x - med), 0) * 1.4826, [15.0, 3.0, 3.0])
+    return np.sqrt((((lab - med) / mad) ** 2).sum(-1)), pos, idx, lm
+
+
+def _near(pos: np.ndarray, idx: np.ndarray, points: np.ndarray, radius: float, S: int) -> np.ndarray:
+    out = np.zeros(S * S, bool)
+    out[idx] = np.min(np.linalg.norm(pos[:, None] - points[None], axis=2), 1) < radius
+    return out.reshape(S, S)
+
+
+def occluder_texels(texture: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
+                    max_distance: float = 4.0, brow_radius_m: float = 0.009, eye_radius_m: float = 0.011) -> np.ndarray:
+    """``(S, S) bool``: skin texels whose photo colour a per-face skin model rejects (hair, hat brims,
+    glasses frames, hands). The model is a Gaussian in CIELAB fitted robustly (median, MAD, with
+    floors: shading moves lightness far more than hue) to well-seen texels on the cheeks and the
+    nose, where occluders rarely are; a skin texel farther than ``max_distance`` is an occluder.
+    Texels within ``brow_radius_m`` of the model's brow landmarks or ``eye_radius_m`` of its eye
+    landmarks are features (lids, lashes, shadows), never occluders — glasses frames there stay."""
+    S = raster.size
+    got = _skin_distance(texture, weight, model, raster)
+    if got is None:
         return np.zeros((S, S), bool)
+    d, pos, idx, lm = got
     # candidates: every skin texel (forehead and temples too), features and ears excluded
     keep = (model.vertex_part == model.part_names.index("skin")) if "skin" in model.part_names else \
         np.ones(model.n_vertices, bool)
@@ -556,15 +578,8 @@ def occluder_texels(texture: np.ndarray, weight: np.ndarray, model, raster: UVRa
     cand = np.zeros(S * S, bool)
     cand[tidx] = v[:, 0] > 0.5
     cand = cand.reshape(S, S)
-    lab = _lab(texture.reshape(-1, 3)).reshape(texture.shape)
-    x = lab[patch]
-    med = np.median(x, 0)
-    mad = np.maximum(np.median(np.abs(x - med), 0) * 1.4826, [15.0, 3.0, 3.0])
-    d = np.sqrt((((lab - med) / mad) ** 2).sum(-1))
-    near = np.zeros(S * S, bool)
-    near[idx] = (np.min(np.linalg.norm(pos[:, None] - lm[17:27][None], axis=2), 1) < brow_radius_m) | \
-        (np.min(np.linalg.norm(pos[:, None] - lm[36:48][None], axis=2), 1) < eye_radius_m)
-    occ = cand & (weight > 0) & (d > max_distance) & ~near.reshape(S, S)
+    near = _near(pos, idx, lm[17:27], brow_radius_m, S) | _near(pos, idx, lm[36:48], eye_radius_m, S)
+    occ = cand & (weight > 0) & (d > max_distance) & ~near
     import cv2
 
     return cv2.dilate(occ.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & cand
