@@ -145,8 +145,13 @@ def donor_from_face(img: np.ndarray, det, model, cfg: FitConfig, size: int, reco
     pose = fit.pose_dict()
     if max(abs(pose["yaw_deg"]), abs(pose["pitch_deg"])) > max_yaw:
         raise HeadVeilError(f"head turned {pose['yaw_deg']:.0f}° yaw, beyond ±{max_yaw:.0f}° for a donor")
+    from headveil.render.composite import face_region_from_points
+    from headveil.render.occlusion import occluder_mask
+
     v = model.vertices(fit.identity, fit.expression)
-    app = face_appearance(work, model, v, fit.R, fit.t, fit.camera, fit.albedo, size, reject_occluders=True)
+    occ = occluder_mask(work, det_w.points, det_w.scheme, face_region_from_points(det_w.points, work.shape[:2]))
+    app = face_appearance(work, model, v, fit.R, fit.t, fit.camera, fit.albedo, size, reject_occluders=True,
+                          exclude=occ)
     def u8(x):
         return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
 

@@ -210,7 +210,7 @@ def visibility(vertices_world: np.ndarray, faces: np.ndarray, camera: Camera, po
 
 
 def bake_texture(photo: np.ndarray, vertices_world: np.ndarray, faces: np.ndarray, camera: Camera,
-                 raster: UVRaster) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 raster: UVRaster, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The photo in UV space.
 
     Args:
@@ -219,6 +219,8 @@ def bake_texture(photo: np.ndarray, vertices_world: np.ndarray, faces: np.ndarra
         faces: ``(F, 3)`` the model's triangles.
         camera: the photo's camera.
         raster: :func:`uv_raster` of the model.
+        exclude: ``(H, W) bool`` photo pixels that are not the face (occluders): texels landing
+            there get weight 0.
 
     Returns:
         ``texture (S, S, 3) float32`` in [0, 1], ``weight (S, S) float32`` in [0, 1] and
@@ -233,6 +235,10 @@ def bake_texture(photo: np.ndarray, vertices_world: np.ndarray, faces: np.ndarra
     nrm, _ = texel_attribute(raster, vertex_normals(v, faces), faces)
     nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
     wgt, xy = visibility(v, faces, camera, pos, nrm)
+    if exclude is not None:
+        H, W = exclude.shape
+        px = np.clip(np.floor(xy).astype(np.int64), 0, [W - 1, H - 1])
+        wgt = np.where(exclude[px[:, 1], px[:, 0]], 0.0, wgt).astype(np.float32)
     tex = np.zeros((S * S, 3), np.float32)
     weight = np.zeros(S * S, np.float32)
     normals = np.zeros((S * S, 3), np.float32)
@@ -632,7 +638,8 @@ def photo_light(photo: np.ndarray, model, vertices_world: np.ndarray, camera: Ca
 
 
 def face_appearance(photo: np.ndarray, model, vertices_model: np.ndarray, R, t, camera: Camera,
-                    beta=None, size: int = DEFAULT_TEXTURE_SIZE, reject_occluders: bool = False) -> FaceAppearance:
+                    beta=None, size: int = DEFAULT_TEXTURE_SIZE, reject_occluders: bool = False,
+                    exclude: np.ndarray | None = None) -> FaceAppearance:
     """Bake, de-light and complete the appearance of a fitted face.
 
     Args:
@@ -642,10 +649,12 @@ def face_appearance(photo: np.ndarray, model, vertices_model: np.ndarray, R, t, 
         beta: the fitted albedo code (the reference albedo of light estimation; default the mean).
         reject_occluders: drop the texels :func:`occluder_texels` rejects (donors: their glasses,
             hair and hat must not become part of someone else's face); they are filled instead.
+        exclude: ``(H, W) bool`` photo pixels known not to be the face (e.g.
+            :func:`headveil.render.occlusion.occluder_mask`): never baked.
     """
     raster = uv_raster(model, size)
     vw = np.asarray(vertices_model, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
-    tex, weight, normals = bake_texture(photo, vw, model.faces, camera, raster)
+    tex, weight, normals = bake_texture(photo, vw, model.faces, camera, raster, exclude)
     if reject_occluders:
         weight = np.where(occluder_texels(tex, weight, model, raster), 0.0, weight).astype(np.float32)
     gamma = photo_light(photo, model, vw, camera, beta)
