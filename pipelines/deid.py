@@ -297,9 +297,11 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     region_full = win.to_full(region, img.shape)
     occ_full = np.zeros(img.shape[:2], bool)
     if comp is not None and cmd.occluders:  # hair, brims, frames, hands stay on top of the new face
+        from headveil.geometry.perception.segmentation import person_mask
         from headveil.render.occlusion import keep_occluders, occluder_mask
 
-        occ_full = win.to_full(occluder_mask(work, det_w.points, det_w.scheme, region), img.shape)
+        occ_full = win.to_full(occluder_mask(work, det_w.points, det_w.scheme, region, person=person_mask(work)),
+                               img.shape)
         image = keep_occluders(image, img, occ_full)
     coincident = 0
     if comp is not None:  # a method that re-rendered the face: no pixel of it may equal the input's

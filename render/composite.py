@@ -47,8 +47,34 @@ def inpaint_region(image: np.ndarray, region: np.ndarray, radius: float = 5.0, m
     return cv2.inpaint(np.ascontiguousarray(image[..., ::-1]), m, float(radius), flag)[..., ::-1].copy()
 
 
+def multiband_blend(fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray, levels: int = 4) -> np.ndarray:
+    """Laplacian-pyramid blend (Burt & Adelson) of ``fg`` over ``bg`` (both ``(H, W, 3)`` float) with
+    ``alpha (H, W)`` in [0, 1]: fine detail switches at the mask's edge, colour and shading blend over
+    a band that widens with the level, so a tone step across a seam is spread out."""
+    import cv2
+
+    def gauss(x):
+        out = [x]
+        for _ in range(levels):
+            out.append(cv2.pyrDown(out[-1]))
+        return out
+
+    def lap(g):
+        return [g[i] - cv2.pyrUp(g[i + 1], dstsize=(g[i].shape[1], g[i].shape[0])) for i in range(levels)] + [g[-1]]
+
+    fg32, bg32, a32 = (np.asarray(x, np.float32) for x in (fg, bg, alpha))
+    la, lb, ga = lap(gauss(fg32)), lap(gauss(bg32)), gauss(a32)
+    out = None
+    for i in range(levels, -1, -1):
+        m = ga[i][..., None]
+        band = la[i] * m + lb[i] * (1 - m)
+        out = band if out is None else cv2.pyrUp(out, dstsize=(band.shape[1], band.shape[0])) + band
+    return out
+
+
 def composite_face(photo: np.ndarray, render: np.ndarray, coverage_new: np.ndarray, coverage_old: np.ndarray,
-                   feather_px: float = 1.5, face_region: np.ndarray | None = None) -> Composite:
+                   feather_px: float = 1.5, face_region: np.ndarray | None = None,
+                   blend: str = "multiband") -> Composite:
     """Put ``render`` into ``photo`` over the new face, inpainting what the old face leaves uncovered.
 
     Args:
@@ -59,6 +85,9 @@ def composite_face(photo: np.ndarray, render: np.ndarray, coverage_new: np.ndarr
         feather_px: Gaussian σ (pixels) of the seam blend, applied inside the new face only.
         face_region: optional ``(H, W) bool``, the face as the detector outlines it (e.g. the hull of
             its landmarks): replaced too, where the model's face does not reach (jaw line, cheek rim).
+        blend: ``feather`` (the feathered mask alone) or ``multiband`` (the default: a Laplacian
+            pyramid blend against the face-free background, confined to the replaced region, so a
+            tone step at the seam spreads out; pixels outside that region are never touched).
     """
     import cv2
 
@@ -80,8 +109,16 @@ def composite_face(photo: np.ndarray, render: np.ndarray, coverage_new: np.ndarr
         inner = cv2.GaussianBlur((new > 0.999).astype(np.float64), (0, 0), feather_px)
         alpha = np.minimum(new, inner)
         alpha = np.where(new > 0.999, np.maximum(alpha, 0.5 * new), alpha)
+    if blend not in ("feather", "multiband"):
+        raise ValueError(f"blend must be 'feather' or 'multiband'; got {blend!r}")
     a = alpha[..., None]
-    out = a * np.clip(render, 0, 1) * 255.0 + (1 - a) * background.astype(np.float64)
+    bgf = background.astype(np.float64)
+    out = a * np.clip(render, 0, 1) * 255.0 + (1 - a) * bgf
+    if blend == "multiband" and alpha.any():
+        fg = np.where(new[..., None] > 0, np.clip(render, 0, 1) * 255.0, bgf)  # defined everywhere
+        levels = int(np.clip(np.log2(max(np.sqrt(alpha.sum()), 8.0)) - 3, 1, 4))
+        mb = multiband_blend(fg, bgf, alpha, levels).astype(np.float64)
+        out = np.where(removed[..., None], mb, out)
     return Composite((out + 0.5).clip(0, 255).astype(np.uint8), alpha.astype(np.float32), removed, background)
 
 

@@ -3,7 +3,8 @@
 :func:`occluder_mask` marks, inside a face's outline, the pixels a per-face skin-colour model
 rejects: a Gaussian in CIELAB fitted robustly (median and MAD) on small skin patches the landmarks
 locate (cheeks, forehead centre, nose bridge, chin). The eye, brow and lip polygons are features,
-never occluders (they are the face to replace); small specks are removed by a morphological opening,
+never occluders (they are the face to replace); the background a person segmenter sees inside the
+outline is kept too; small specks are removed by a morphological opening,
 so shadows and pores stay part of the face, and only blobs that reach the outline's rim count
 (occluders come in from outside the face). A de-identified face is composited *under* the occluders:
 those pixels keep their original values (they are not the face) and are reported by count.
@@ -45,7 +46,7 @@ def feature_mask(points: np.ndarray, scheme: str, shape: tuple[int, int], grow_p
 
 
 def occluder_mask(photo: np.ndarray, points: np.ndarray, scheme: str, region: np.ndarray,
-                  max_distance: float = 4.0, min_blob_frac: float = 0.03) -> np.ndarray:
+                  max_distance: float = 4.0, min_blob_frac: float = 0.03, person: np.ndarray | None = None) -> np.ndarray:
     """Occluders on one face.
 
     Args:
@@ -55,6 +56,9 @@ def occluder_mask(photo: np.ndarray, points: np.ndarray, scheme: str, region: np
             can be occluders.
         max_distance: Mahalanobis distance (robust units) beyond which a pixel is not this face's skin.
         min_blob_frac: opening radius as a share of the face size (removes specks and shadows).
+        person: optional ``(H, W)`` person confidence (:mod:`headveil.geometry.perception.segmentation`):
+            background inside the outline (confidence < 0.5; the outline's hull overshoots a turned
+            face) is kept as well.
 
     Returns:
         ``(H, W) bool``: pixels of ``region`` to keep from the photo.
@@ -90,6 +94,8 @@ def occluder_mask(photo: np.ndarray, points: np.ndarray, scheme: str, region: np
     n, lab_img = cv2.connectedComponents(occ, connectivity=8)
     touching = np.unique(lab_img[(rim > 0) & (occ > 0)])
     keep = np.isin(lab_img, touching[touching > 0])
+    if person is not None:
+        keep |= (np.asarray(person) < 0.5) & ~feature_mask(pts, scheme, (H, W))
     return keep & np.asarray(region, bool)
 
 
