@@ -94,12 +94,14 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(image, dtype=np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+def write_image(path: str | os.PathLike, image: np.ndarray, png_level: int = 3) -> Path:
     """Write an RGB image atomically with no metadata (no EXIF, no text chunks).
 
     Args:
         path: destination; the suffix selects the format (``.png`` recommended, ``.jpg`` allowed).
         image: ``uint8 (H, W, 3)`` RGB, or ``float (H, W, 3)`` in [0, 1].
+        png_level: zlib level of a PNG (lossless at any level): 3 encodes a 1024² photo ≈ 3×
+            faster than PIL's default 6 for ≈ 8 % more bytes.
     """
     from PIL import Image
 
@@ -110,7 +112,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     if fmt is None:
         raise ValueError(f"unsupported output format {path.suffix!r}; use .png or .jpg")
     with atomic_file(path) as tmp:
-        Image.fromarray(arr, "RGB").save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        Image.fromarray(arr, "RGB").save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else
+                                                             {"compress_level": int(png_level)}))
     return path
 
 

@@ -106,8 +106,14 @@ def keep_occluders(output: np.ndarray, photo: np.ndarray, occluders: np.ndarray,
 
     if not occluders.any():
         return output
-    a = cv2.GaussianBlur(occluders.astype(np.float32), (0, 0), feather_px) if feather_px > 0 else \
-        occluders.astype(np.float32)
-    a = np.where(occluders, 1.0, a)[..., None]
-    out = a * photo.astype(np.float64) + (1 - a) * output.astype(np.float64)
-    return (out + 0.5).clip(0, 255).astype(np.uint8)
+    ys, xs = np.nonzero(occluders)  # work on the occluders' box only (a face in a large photo)
+    m = int(np.ceil(3 * feather_px)) + 1
+    y0, y1 = max(ys.min() - m, 0), min(ys.max() + m + 1, occluders.shape[0])
+    x0, x1 = max(xs.min() - m, 0), min(xs.max() + m + 1, occluders.shape[1])
+    occ = occluders[y0:y1, x0:x1]
+    a = cv2.GaussianBlur(occ.astype(np.float32), (0, 0), feather_px) if feather_px > 0 else occ.astype(np.float32)
+    a = np.where(occ, 1.0, a)[..., None]
+    out = np.array(output, copy=True)
+    blend = a * photo[y0:y1, x0:x1].astype(np.float32) + (1 - a) * output[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = (blend + 0.5).clip(0, 255).astype(np.uint8)
+    return out
