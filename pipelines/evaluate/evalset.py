@@ -21,7 +21,7 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -61,7 +61,11 @@ class EvalSetCommand:
     meshes: bool = False
     """Also write ground-truth meshes (and method meshes when a method returns one)."""
     workers: int = 1
-    """Local worker processes (each renders whole subjects)."""
+    """Worker processes (local) or CPUs of a local Ray runtime; each task renders one subject."""
+    executor: Literal["local", "ray"] = "local"
+    """Where the subjects render: local (a process pool) or ray (a Ray cluster; extra headveil[dist])."""
+    ray_address: str | None = None
+    """--executor ray: auto or HOST:PORT of a running cluster (ray start --head); none starts a local runtime with --workers CPUs and stops it at the end."""
     identity_scale: float = 1.0
     """Std of the sampled identity codes α (1 = the model's prior)."""
 
@@ -246,9 +250,9 @@ def _finished_ids(folder: Path) -> set[str]:
 
 def run_evalset(cfg: EvalSetCommand) -> dict:
     """Render (or resume) an evaluation set; returns ``{"out", "rows", "new", "failed"}``."""
-    from concurrent.futures import ProcessPoolExecutor
-
     from tqdm import tqdm
+
+    from headveil.pipelines.executor import TaskFailure, make_executor
 
     _validate(cfg)
     out = Path(cfg.out)
@@ -265,7 +269,7 @@ def run_evalset(cfg: EvalSetCommand) -> dict:
                                 "choose another --out or the same settings to resume")
     done = _finished_ids(out)
     tasks = [_Task(s, cfg, done) for s in range(cfg.subjects)]
-    n_new, n_failed = 0, 0
+    n_new, n_failed, failed_subjects = 0, 0, {}
     with open(out / ROWS_NAME, "a") as f:
         def consume(rows):
             nonlocal n_new, n_failed
@@ -276,28 +280,28 @@ def run_evalset(cfg: EvalSetCommand) -> dict:
             f.flush()
 
         bar = tqdm(total=len(tasks), desc="evalset", unit="subject")
-        if cfg.workers > 1:
-            from multiprocessing import get_context
-
-            # spawn, not fork: the parent may hold threads (torch, onnxruntime, MediaPipe) that a
-            # forked child would inherit mid-lock
-            with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
-                for rows in pool.map(_render_subject_rows, tasks):
+        with make_executor(cfg.executor, cfg.workers, cfg.ray_address) as ex:
+            for i, rows in ex.run(_render_subject_rows, tasks):
+                if isinstance(rows, TaskFailure):  # reported; its rows are redone by a resumed run
+                    failed_subjects[i] = rows.error
+                    tqdm.write(f"[evalset] subject {i} failed twice: {rows.error}")
+                else:
                     consume(rows)
-                    bar.update()
-        else:
-            for t in tasks:
-                consume(_render_subject_rows(t))
                 bar.update()
+            backend = ex.describe()
         bar.close()
     n_rows = len(read_rows(out))
-    write_json(manifest_path, build_manifest("headveil evalset", cfg, seed=cfg.seed, backends={"raster": "auto"},
-                                             extra={"rows": n_rows}))
-    return {"out": out, "rows": n_rows, "new": n_new, "failed": n_failed}
+    write_json(manifest_path, build_manifest("headveil evalset", cfg, seed=cfg.seed,
+                                             backends={"raster": "auto", **backend},
+                                             extra={"rows": n_rows, "failed_subjects": failed_subjects}))
+    return {"out": out, "rows": n_rows, "new": n_new, "failed": n_failed, "failed_subjects": failed_subjects}
 
 
 @command("evalset", EvalSetCommand)
 def _cli(cfg: EvalSetCommand) -> int | None:
     res = run_evalset(cfg)
     print(f"evaluation set {res['out']}/: {res['rows']} rows ({res['new']} new"
-          + (f", {res['failed']} failed" if res["failed"] else "") + f"); next: headveil eval {res['out']}")
+          + (f", {res['failed']} failed" if res["failed"] else "")
+          + (f", {len(res['failed_subjects'])} subject(s) failed: rerun to redo them" if res["failed_subjects"] else "")
+          + f"); next: headveil eval {res['out']}")
+    return 1 if res["failed_subjects"] else 0

@@ -26,7 +26,7 @@ def _cfg(out, **kw):
 def evalset(tmp_path_factory):
     out = tmp_path_factory.mktemp("sets") / "set"
     res = run_evalset(_cfg(out, meshes=True))
-    assert res == {"out": out, "rows": 3 * 2 * 3, "new": 18, "failed": 0}
+    assert res == {"out": out, "rows": 3 * 2 * 3, "new": 18, "failed": 0, "failed_subjects": {}}
     return out
 
 
