@@ -28,7 +28,7 @@ import tyro
 
 from headveil.common.errors import HeadVeilError
 from headveil.common.images import list_images, read_image
-from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
+from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json, write_npz
 from headveil.pipelines.commands import command
 from headveil.pipelines.fit import FitConfig
 
@@ -60,6 +60,12 @@ class DonorsCommand:
     """Faces turned further than this (degrees) give poor albedo and are skipped."""
     overwrite: bool = False
     """Replace an existing bank folder headveil did not write (only its own files)."""
+    workers: int = 1
+    """Worker processes (local) or CPUs of a local Ray runtime; a photo per task."""
+    executor: Literal["local", "ray"] = "local"
+    """Where the photos are fitted: local or ray (extra headveil[dist])."""
+    ray_address: str | None = None
+    """--executor ray: auto or HOST:PORT of a running cluster; none starts a local runtime."""
     fit: FitConfig = field(default_factory=FitConfig)
     """How each photo is fitted."""
 
@@ -169,58 +175,98 @@ def donor_from_face(img: np.ndarray, det, model, cfg: FitConfig, size: int, reco
     return arrays, info
 
 
-def run_donors_build(cmd: DonorsCommand, model=None) -> dict:
-    """Build the bank; returns ``{"donors": n, "skipped": {face: reason}, "out": path}``."""
-    from tqdm import tqdm
+@dataclass
+class _PhotoTask:
+    """One photo of a bank build (what a worker needs; picklable)."""
 
+    path: str
+    label: str
+    fit: FitConfig
+    faces: str
+    texture_size: int
+    max_yaw: float
+
+
+def _photo_donors(task: _PhotoTask) -> dict:
+    """The donors of one photo (run by an executor's worker; the model and the recognizers are
+    loaded once per worker process): ``{"donors": [(arrays, info)], "skipped": {face: reason},
+    "sha256": the photo's hash or None}``."""
     from headveil.geometry.morphable.model import load_embedded
     from headveil.geometry.perception.recognizers import SELECTION_ATTACKER, available_recognizers, get_recognizer
     from headveil.pipelines.faces import select_faces
+
+    model = load_embedded()
+    names = [SELECTION_ATTACKER, *[r for r in available_recognizers() if r != SELECTION_ATTACKER]]
+    recognizers = {n: get_recognizer(n) for n in names}
+    out = {"donors": [], "skipped": {}, "sha256": None}
+    try:
+        img = read_image(task.path)
+        dets = select_faces(img, task, task.path)
+    except HeadVeilError as exc:
+        out["skipped"][task.label] = str(exc).split(": ", 1)[-1]
+        return out
+    out["sha256"] = sha256_file(task.path)
+    for j, det in enumerate(dets):
+        try:
+            out["donors"].append(donor_from_face(img, det, model, task.fit, task.texture_size, recognizers,
+                                                 task.label, task.max_yaw))
+        except HeadVeilError as exc:
+            out["skipped"][f"{task.label} face {j}"] = str(exc).split(": ", 1)[-1]
+    return out
+
+
+def run_donors_build(cmd: DonorsCommand, model=None) -> dict:
+    """Build the bank; returns ``{"donors": n, "skipped": {face: reason}, "out": path}``. Banks are
+    made for the embedded model (each worker loads it); ``model`` may only be that one."""
+    from tqdm import tqdm
+
+    from headveil.geometry.morphable.model import load_embedded
+    from headveil.geometry.perception.recognizers import SELECTION_ATTACKER, get_recognizer
+    from headveil.pipelines.executor import TaskFailure, make_executor
 
     if cmd.texture_size < 128 or cmd.texture_size > 4096:
         raise HeadVeilError(f"--texture-size must be in [128, 4096]; got {cmd.texture_size}")
     if cmd.faces not in ("all", "largest") and not (cmd.faces.isdigit() and int(cmd.faces) >= 1):
         raise HeadVeilError(f"--faces must be all, largest or a number ≥ 1; got {cmd.faces!r}")
-    model = model or load_embedded()
+    embedded = load_embedded()
+    if model is not None and model.name != embedded.name:
+        raise HeadVeilError(f"donor banks are made for the embedded model {embedded.name!r}, not {model.name!r}")
+    model = embedded
     paths = list_images(cmd.images)
     if not paths:
         raise HeadVeilError(f"no images found in {', '.join(map(str, cmd.images))}")
-    names = [SELECTION_ATTACKER, *[r for r in available_recognizers() if r != SELECTION_ATTACKER]]
-    recognizers = {}
-    for n in names:
-        recognizers[n] = get_recognizer(n)  # the selection attacker is required: a clear error without it
+    get_recognizer(SELECTION_ATTACKER)  # the selection attacker is required: a clear error before any work
     skipped: dict[str, str] = {}
-    entries, input_hashes = [], []
-    with atomic_output_dir(cmd.out, overwrite=cmd.overwrite, private=True) as tmp:
-        k = 0
-        for i, p in enumerate(tqdm(paths, desc="donors", unit="photo", disable=len(paths) < 2)):
-            label = f"photo {i + 1}"
-            try:
-                img = read_image(p)
-                dets = select_faces(img, cmd, str(p))
-            except HeadVeilError as exc:
-                skipped[label] = str(exc).split(": ", 1)[-1]
+    entries, input_hashes, made = [], [], []
+    tasks = [_PhotoTask(str(p), f"photo {i + 1}", cmd.fit, cmd.faces, cmd.texture_size, cmd.max_yaw)
+             for i, p in enumerate(paths)]
+    with atomic_output_dir(cmd.out, overwrite=cmd.overwrite, private=True) as tmp, \
+            make_executor(cmd.executor, cmd.workers, cmd.ray_address) as ex:
+        bar = tqdm(total=len(tasks), desc="donors", unit="photo", disable=len(tasks) < 2)
+        for i, res in ex.run(_photo_donors, tasks):
+            bar.update()
+            if isinstance(res, TaskFailure):
+                skipped[tasks[i].label] = res.error
                 continue
-            input_hashes.append(sha256_file(p))
-            for j, det in enumerate(dets):
-                try:
-                    arrays, info = donor_from_face(img, det, model, cmd.fit, cmd.texture_size, recognizers,
-                                                   label, cmd.max_yaw)
-                except HeadVeilError as exc:
-                    skipped[f"{label} face {j}"] = str(exc).split(": ", 1)[-1]
-                    continue
-                k += 1
-                did = f"d{k:04d}"
-                f = tmp / f"{did}.npz"
-                np.savez_compressed(f, **arrays)
-                entries.append({"id": did, "file": f.name, "sha256": sha256_file(f), **info})
+            skipped.update(res["skipped"])
+            if res["sha256"]:
+                input_hashes.append(res["sha256"])
+            for j, (arrays, info) in enumerate(res["donors"]):  # written as they come, named at the end
+                f = tmp / f".p{i:06d}_{j:03d}.npz"
+                write_npz(f, arrays, private=True)
+                made.append(((i, j), f, info))
+        bar.close()
+        for k, (_, f, info) in enumerate(sorted(made, key=lambda m: m[0]), 1):  # numbered in input order
+            did = f"d{k:04d}"
+            f.rename(tmp / f"{did}.npz")
+            entries.append({"id": did, "file": f"{did}.npz", "sha256": sha256_file(tmp / f"{did}.npz"), **info})
         if not entries:
             raise BankError("no face of the photos could become a donor (" +
                             "; ".join(f"{k}: {v}" for k, v in skipped.items()) + ")")
         write_json(tmp / "bank.json", {"schema": BANK_SCHEMA, "version": BANK_VERSION, "model": model.name,
                                        "texture_size": cmd.texture_size, "selection_attacker": SELECTION_ATTACKER,
                                        "donors": entries}, private=True)
-        cfg = {k: v for k, v in cmd.__dict__.items() if k not in ("images", "fit")}
+        cfg = {k: v for k, v in cmd.__dict__.items() if k not in ("images", "fit", "ray_address")}
         write_json(tmp / "manifest.json", build_manifest(
             "headveil donors build", cfg, seed=None, inputs=[],
             extra={"input_sha256": sorted(input_hashes), "donors": len(entries), "skipped": len(skipped),

@@ -59,6 +59,23 @@ class Executor:
         self.close()
 
 
+def _threads() -> int:
+    """The driver's torch intra-op thread count (workers use the same, so float reductions — and
+    therefore outputs — match the local executor's bit for bit)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _run_with_threads(fn, threads: int, task):
+    """Run ``fn(task)`` in a worker with ``threads`` torch threads (Ray gives workers 1 by default)."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return fn(task)
+
+
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".split("\n", 1)[0]
 
@@ -99,7 +116,8 @@ class LocalExecutor(Executor):
         while todo:
             # spawn, not fork: the parent may hold threads (torch, onnxruntime, MediaPipe)
             pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
-            futs = {pool.submit(fn, t): i for i, t in todo.items()}
+            threads = _threads()
+            futs = {pool.submit(_run_with_threads, fn, threads, t): i for i, t in todo.items()}
             broken = False
             try:
                 pending = set(futs)
@@ -181,8 +199,9 @@ class RayExecutor(Executor):
 
     def run(self, fn, tasks):
         ray = self._ray
-        remote = ray.remote(max_retries=1, retry_exceptions=True, num_cpus=1)(fn)
-        refs = {remote.remote(t): i for i, t in enumerate(tasks)}
+        remote = ray.remote(max_retries=1, retry_exceptions=True, num_cpus=1)(_run_with_threads)
+        threads = _threads()
+        refs = {remote.remote(fn, threads, t): i for i, t in enumerate(tasks)}
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
@@ -126,3 +127,18 @@ def test_private_outputs_are_owner_only(tmp_path):
         write_json(d / "m.json", {"a": 1})
     for p in [tmp_path / "p", *(tmp_path / "p").rglob("*")]:
         assert p.stat().st_mode & 0o077 == 0, p
+
+
+def test_npz_files_are_reproducible_byte_for_byte(tmp_path):
+    import time
+
+    from headveil.common.outputs import sha256_file, write_npz
+
+    arrays = {"a": np.arange(12, dtype=np.uint8).reshape(3, 4), "b": np.linspace(0, 1, 5)}
+    write_npz(tmp_path / "x.npz", arrays)
+    time.sleep(2.1)  # a zip entry's time has a 2-second resolution
+    write_npz(tmp_path / "y.npz", arrays)
+    assert sha256_file(tmp_path / "x.npz") == sha256_file(tmp_path / "y.npz")
+    with np.load(tmp_path / "x.npz") as z:
+        np.testing.assert_array_equal(z["a"], arrays["a"])
+        np.testing.assert_array_equal(z["b"], arrays["b"])

@@ -134,3 +134,17 @@ def test_k_same_replaces_each_face_by_its_cluster_and_names_no_member(photos, tm
         run_deid(DeidCommand([tmp_path / "in"], appearance="k-same", k=5, guard="off", out=tmp_path / "o5"), model)
     assert not (tmp_path / "o5").exists() or not any((tmp_path / "o5").glob("0*"))
     assert os.environ.get("HEADVEIL_CACHE")  # the suite's private cache is in use
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs headveil[dist]")
+def test_a_bank_built_by_two_workers_or_on_ray_is_the_same(photos, tmp_path, model):
+    (tmp_path / "d").mkdir()
+    write_image(tmp_path / "d" / "a.png", read_image(photos / "astronaut.png"))
+    write_image(tmp_path / "d" / "b.png", _lenna())
+    sums = []
+    for kw in ({}, {"workers": 2}, {"executor": "ray", "workers": 2}):
+        out = tmp_path / f"bank_{len(sums)}"
+        run_donors_build(DonorsCommand("build", [tmp_path / "d"], out=out, **kw), model)
+        sums.append([(d["id"], d["sha256"]) for d in json.loads((out / "bank.json").read_text())["donors"]])
+    assert len(sums[0]) == 2 and sums[0] == sums[1] == sums[2]
+
