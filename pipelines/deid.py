@@ -95,6 +95,12 @@ class DeidCommand:
     """Draw the noise from --seed instead of the OS's entropy: anyone who knows the seed can subtract the noise and recover the identity. For research runs on synthetic or consenting subjects only; every output is marked."""
     faces: str = "all"
     """Which faces of a photo: all, largest, or a number N (the N largest). A face too small or turned too far is left as it is and reported."""
+    workers: int = 1
+    """Photos de-identified at once: worker processes (local) or CPUs of a local Ray runtime."""
+    executor: Literal["local", "ray"] = "local"
+    """Where the photos are processed: local or ray (extra headveil[dist]); outputs are the same."""
+    ray_address: str | None = None
+    """--executor ray: auto or HOST:PORT of a running cluster; none starts a local runtime."""
     names: Literal["index", "stem"] = "index"
     """Output folder names: index (0001, 0002, … in input order) or stem (the input's file name)."""
     resume: bool = False
@@ -602,17 +608,16 @@ def saved_fits(folder: Path | None, model) -> dict[str, object]:
     return out
 
 
-def _noise_rngs(cmd: DeidCommand, n: int) -> list[np.random.Generator]:
-    """One generator per input: fresh OS entropy per face and run (never written), or, only with
-    --insecure-reproducible, children of SeedSequence(seed) (still one per face: no shared noise)."""
+def _noise_seeds(cmd: DeidCommand, n: int) -> list[np.random.SeedSequence]:
+    """One seed sequence per input: fresh OS entropy per face and run (never written, never sent to
+    a worker: a worker draws its own), or, only with --insecure-reproducible, children of
+    SeedSequence(seed) (still one per face: no shared noise)."""
     if cmd.seed is not None and not cmd.insecure_reproducible:
         raise HeadVeilError("--seed makes the privacy noise reproducible by anyone who knows it; it is refused "
                             "unless you also pass --insecure-reproducible (research runs only)")
-    if cmd.insecure_reproducible:
-        seq = np.random.SeedSequence(0 if cmd.seed is None else cmd.seed)
-    else:
-        seq = np.random.SeedSequence()
-    return [np.random.default_rng(c) for c in seq.spawn(n)]
+    seq = np.random.SeedSequence(0 if cmd.seed is None else cmd.seed) if cmd.insecure_reproducible else \
+        np.random.SeedSequence()
+    return seq.spawn(n)
 
 
 def _prepare(cmd: DeidCommand, model):
@@ -676,23 +681,119 @@ def _prepare(cmd: DeidCommand, model):
     return spec, params, extras, restorer, recognizers
 
 
+@dataclass
+class _ImageTask:
+    """One photo of a batch (picklable): where it is, its output name, the command, the noise seed
+    (only for --insecure-reproducible; None = the worker draws fresh OS entropy), its saved fit and
+    its faces' k-same clusters."""
+
+    path: str
+    name: str
+    cmd: DeidCommand
+    seed: np.random.SeedSequence | None
+    saved: object | None
+    clusters: dict
+
+
+_PREPARED: dict = {}
+"""Per worker process: what :func:`_prepare` made for a command (method, key, bank, restorer,
+recognizers), so a worker loads them once, not per photo."""
+
+
+def _prepared(cmd: DeidCommand, model):
+    key = json.dumps(dataclasses.asdict(cmd), sort_keys=True, default=str)
+    if key not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[key] = _prepare(cmd, model)
+    return _PREPARED[key]
+
+
+def _deid_one(task: _ImageTask, model=None, prepared=None) -> dict:
+    """De-identify one photo and write its output folder (run by an executor's worker). Returns
+    ``{"name", "attention"}`` or ``{"error"}`` (the photo's own failure: reported, not retried)."""
+    from headveil.geometry.mesh_io import export_mesh
+    from headveil.geometry.morphable.model import load_embedded
+    from headveil.pipelines.batch import failure_text, public_config
+
+    cmd, p, name = task.cmd, task.path, task.name
+    try:
+        model = model or load_embedded()
+        spec, params, extras, restorer, recognizers = prepared or _prepared(cmd, model)
+        rng = np.random.default_rng(task.seed if task.seed is not None else np.random.SeedSequence())
+        img = read_image(p)
+        saved = task.saved
+        dets = [saved.detection] if saved is not None else select_faces(img, cmd, p)
+        cur, done_faces, left = img, [], {}
+        for k, det in enumerate(dets):
+            face_extras = extras
+            if cmd.appearance == "k-same":
+                if (p, k) not in task.clusters:
+                    left[f"face{k}"] = "not in any k-same cluster (it could not be fitted in the first pass)"
+                    continue
+                face_extras = {**extras, "_cluster": task.clusters[(p, k)]}
+            try:
+                cur, out, fit, record, camera = deid_image(cur, cmd, model, spec, params, face_extras, restorer,
+                                                           recognizers, p, rng, saved, det, img,
+                                                           None if len(dets) == 1 else f"face{k}")
+            except (FaceTooSmallError, ExtremePoseError) as exc:  # left as it is, and said so
+                left[f"face{k}"] = str(exc).split(": ", 1)[-1]
+                continue
+            done_faces.append((k, out, fit, record, camera))
+        if not done_faces:
+            raise HeadVeilError(f"{p}: no face could be de-identified (" +
+                                "; ".join(f"{f}: {why}" for f, why in left.items()) + ")")
+        noise = "insecure-reproducible seed" if cmd.insecure_reproducible else "fresh OS entropy per face (never stored)"
+        with atomic_output_dir(cmd.out / name, overwrite=cmd.overwrite, private=True) as tmp:
+            write_image(tmp / "deid.png", cur)
+            for k, out, fit, record, camera in done_faces:
+                face_dir = tmp / f"face{k}"
+                face_dir.mkdir()
+                mesh = _output_mesh(out, out.image, fit, params)
+                if mesh is not None:
+                    for fmt in dict.fromkeys(("ply",) + tuple(cmd.format)):
+                        export_mesh(face_dir / f"mesh.{fmt}", *mesh)
+                record.save(face_dir / "metrics.json")
+                if spec.name == "id-keyed":
+                    write_json(face_dir / "codes.json",
+                               _codes_json(spec, params, out, fit, model, extras["key"], camera))
+            outputs = {str(f.relative_to(tmp)): sha256_file(f) for f in sorted(tmp.rglob("*"))
+                       if f.is_file() and not f.name.startswith(".")}
+            write_json(tmp / "manifest.json", build_manifest(
+                "headveil deid", public_config(cmd), seed=cmd.seed if cmd.insecure_reproducible else None,
+                inputs=[], backends={"detector": done_faces[0][2].detector, "restorer": cmd.restorer,
+                                     "recognizers": sorted(recognizers)},
+                extra={"model": model.name, "output_sha256": outputs, "faces": len(done_faces),
+                       "faces_left_as_they_are": left, "noise": noise,
+                       **({"insecure_reproducible": True} if cmd.insecure_reproducible else {})}))
+    except Exception as exc:  # noqa: BLE001 - one photo's failure, whatever its cause, is that photo's
+        return {"error": failure_text(exc)}
+    why = []
+    for k, _, _, record, _ in done_faces:
+        why += [f"face{k} matched by {n}" for n in record.reidentified_by]
+        why += [f"face{k} not detected by {n}" for n in record.not_detected_by]
+    why += [f"{f} left as it is: {w}" for f, w in left.items()]
+    return {"name": name, "attention": "; ".join(why)}
+
+
 def run_deid(cmd: DeidCommand, model=None) -> dict:
     """``headveil deid``: every image (one image's failure, whatever its cause, is reported, not fatal).
 
     Returns the batch summary as a dict (``done`` ``{input: output name}``, ``failed``, ``attention``)."""
+    import functools
+
     from tqdm import tqdm
 
     from headveil.common.outputs import open_output_root
-    from headveil.geometry.mesh_io import export_mesh
     from headveil.geometry.morphable.model import load_embedded
-    from headveil.pipelines.batch import BatchSummary, output_names, public_config
+    from headveil.pipelines.batch import BatchSummary, output_names
+    from headveil.pipelines.executor import TaskFailure, make_executor
 
     model = model or load_embedded()
     spec, params, extras, restorer, recognizers = _prepare(cmd, model)
     paths = list_images(cmd.images)
     if not paths:
         raise HeadVeilError(f"no images found in {', '.join(map(str, cmd.images))}")
-    rngs = _noise_rngs(cmd, len(paths))
+    seqs = _noise_seeds(cmd, len(paths))
     fits = saved_fits(cmd.fits, model)
     if "*" in fits and len(paths) > 1:
         raise HeadVeilError(f"--fits {cmd.fits} holds the fit of one photo, but {len(paths)} photos were given")
@@ -709,62 +810,33 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
     if clusters:
         summary.extra["k_same"] = {"k": cmd.k, "clusters": len({id(c) for c in clusters.values()}),
                                    "faces": len(clusters)}
-    todo = [(p, r) for p, r in zip(paths, rngs) if str(p) not in summary.done]
-    for p, rng in tqdm(todo, desc="de-identifying", unit="image", disable=len(todo) < 2):
-        name = names[str(p)]
-        with summary.item(p, "deid"):
-            img = read_image(p)
-            saved = fits.get("*") or fits.get(str(Path(p).resolve()))
-            dets = [saved.detection] if saved is not None else select_faces(img, cmd, str(p))
-            cur, done_faces, left = img, [], {}
-            for k, det in enumerate(dets):
-                face_extras = extras
-                if cmd.appearance == "k-same":
-                    if (str(p), k) not in clusters:
-                        left[f"face{k}"] = "not in any k-same cluster (it could not be fitted in the first pass)"
-                        continue
-                    face_extras = {**extras, "_cluster": clusters[(str(p), k)]}
-                try:
-                    cur, out, fit, record, camera = deid_image(cur, cmd, model, spec, params, face_extras, restorer,
-                                                               recognizers, str(p), rng, saved, det, img,
-                                                               None if len(dets) == 1 else f"face{k}")
-                except (FaceTooSmallError, ExtremePoseError) as exc:  # left as it is, and said so
-                    left[f"face{k}"] = str(exc).split(": ", 1)[-1]
-                    continue
-                done_faces.append((k, out, fit, record, camera))
-            if not done_faces:
-                raise HeadVeilError(f"{p}: no face could be de-identified (" +
-                                    "; ".join(f"{f}: {why}" for f, why in left.items()) + ")")
-            with atomic_output_dir(cmd.out / name, overwrite=cmd.overwrite, private=True) as tmp:
-                write_image(tmp / "deid.png", cur)
-                for k, out, fit, record, camera in done_faces:
-                    face_dir = tmp / f"face{k}"
-                    face_dir.mkdir()
-                    mesh = _output_mesh(out, out.image, fit, params)
-                    if mesh is not None:
-                        for fmt in dict.fromkeys(("ply",) + tuple(cmd.format)):
-                            export_mesh(face_dir / f"mesh.{fmt}", *mesh)
-                    record.save(face_dir / "metrics.json")
-                    if spec.name == "id-keyed":
-                        write_json(face_dir / "codes.json",
-                                   _codes_json(spec, params, out, fit, model, extras["key"], camera))
-                outputs = {str(f.relative_to(tmp)): sha256_file(f) for f in sorted(tmp.rglob("*"))
-                           if f.is_file() and not f.name.startswith(".")}
-                write_json(tmp / "manifest.json", build_manifest(
-                    "headveil deid", public_config(cmd), seed=cmd.seed if cmd.insecure_reproducible else None,
-                    inputs=[], backends={"detector": done_faces[0][2].detector, "restorer": cmd.restorer,
-                                         "recognizers": sorted(recognizers)},
-                    extra={"model": model.name, "output_sha256": outputs, "faces": len(done_faces),
-                           "faces_left_as_they_are": left, "noise": summary.extra["noise"],
-                           **({"insecure_reproducible": True} if cmd.insecure_reproducible else {})}))
-            summary.done[str(p)] = name
-            why = []
-            for k, _, _, record, _ in done_faces:
-                why += [f"face{k} matched by {n}" for n in record.reidentified_by]
-                why += [f"face{k} not detected by {n}" for n in record.not_detected_by]
-            why += [f"{f} left as it is: {w}" for f, w in left.items()]
-            if why:
-                summary.attention[name] = "; ".join(why)
+    todo = [(p, seq) for p, seq in zip(paths, seqs) if str(p) not in summary.done]
+    tasks = [_ImageTask(str(p), names[str(p)], cmd, seq if cmd.insecure_reproducible else None,
+                        fits.get("*") or fits.get(str(Path(p).resolve())),
+                        {k: c for k, c in clusters.items() if k[0] == str(p)}) for p, seq in todo]
+    in_process = cmd.executor == "local" and cmd.workers == 1
+    fn = functools.partial(_deid_one, model=model, prepared=(spec, params, extras, restorer, recognizers)) \
+        if in_process else _deid_one
+    try:
+        with make_executor(cmd.executor, cmd.workers, cmd.ray_address) as ex:
+            bar = tqdm(total=len(tasks), desc="de-identifying", unit="image", disable=len(tasks) < 2)
+            for i, res in ex.run(fn, tasks):
+                bar.update()
+                p = tasks[i].path
+                if isinstance(res, TaskFailure) or "error" in res:
+                    summary.failed[p] = res.error if isinstance(res, TaskFailure) else res["error"]
+                    tqdm.write(f"[deid] {p}: {summary.failed[p]}")
+                else:
+                    summary.done[p] = res["name"]
+                    if res["attention"]:
+                        summary.attention[res["name"]] = res["attention"]
+                summary.write()
+            bar.close()
+            summary.extra["executor"] = ex.describe()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        summary.write()
+        raise
     summary.write()
     return {**summary.to_json(), "out": str(cmd.out)}
 

@@ -187,7 +187,14 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             kw = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
             if address is None:
+                import os
+
                 kw["num_cpus"] = workers
+                # Ray gives each worker one BLAS/OpenMP thread; a local runtime uses this process's
+                # setting instead, so numpy's sums (and therefore outputs) match the local executor's
+                kw["runtime_env"] = {"env_vars": {v: os.environ.get(v, str(os.cpu_count() or 1))
+                                                  for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                            "MKL_NUM_THREADS")}}
             try:
                 ray.init(address=address, **kw)
             except ConnectionError as exc:

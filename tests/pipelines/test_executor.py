@@ -102,3 +102,28 @@ def test_ray_matches_local_and_redoes_a_killed_worker(tasks_mod, tmp_path):
     assert sums(tmp_path / "l") == sums(tmp_path / "r") and len(sums(tmp_path / "l")) == 6
     man = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert man["backends"]["executor"] == "ray" and man["backends"]["address"] == "local runtime"
+
+
+@needs_ray
+@pytest.mark.faces
+def test_batch_deid_is_the_same_on_two_workers_and_on_ray(tmp_path, model):
+    import skimage.data
+
+    from headveil.common.images import write_image
+    from headveil.common.outputs import sha256_file
+    from headveil.pipelines.deid import DeidCommand, run_deid
+    from headveil.pipelines.evaluate.calibration import package_photos
+
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "a.png", skimage.data.astronaut()[:384, 64:448])
+    write_image(tmp_path / "in" / "b.png", dict(package_photos())["lenna"])
+    write_image(tmp_path / "in" / "c.png", skimage.data.astronaut()[:8, :8])  # no face: reported, not fatal
+    sums = []
+    for i, kw in enumerate(({}, {"workers": 2}, {"executor": "ray", "workers": 2})):
+        res = run_deid(DeidCommand([tmp_path / "in"], guard="off", insecure_reproducible=True, seed=5,
+                                   out=tmp_path / f"o{i}", **kw), model)
+        assert len(res["done"]) == 2 and len(res["failed"]) == 1
+        sums.append({n: (sha256_file(tmp_path / f"o{i}" / n / "deid.png"),
+                         sha256_file(tmp_path / f"o{i}" / n / "face0" / "mesh.ply")) for n in res["done"].values()})
+    assert sums[0] == sums[1], "local: 1 vs 2 workers"
+    assert sums[1] == sums[2], "local vs ray"
