@@ -26,7 +26,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import tyro
@@ -58,6 +58,12 @@ class EvalCommand:
     """Also re-detect and re-fit for landmark, pose and expression errors (slower)."""
     fars: tuple[float, ...] = (0.01, 0.1)
     """FAR levels for TAR@FAR."""
+    workers: int = 1
+    """Worker processes (local) or CPUs of a local Ray runtime; a task is one original with its protected images."""
+    executor: Literal["local", "ray"] = "local"
+    """Where the images are measured: local or ray (extra headveil[dist]); the metrics are the same."""
+    ray_address: str | None = None
+    """--executor ray: auto or HOST:PORT of a running cluster; none starts a local runtime."""
 
 
 @dataclass
@@ -177,16 +183,53 @@ def run_eval(cfg: EvalCommand) -> dict:
 
 
 def _measure(items, recs, cfg, model, failures) -> tuple[dict, dict]:
-    """Read, embed and measure every image (originals first): ``(rows by id, embeddings by id and
-    recognizer)``; unreadable or unpaired images are appended to ``failures``."""
+    """Read, embed and measure every image: ``(rows by id, embeddings by id and recognizer)``;
+    unreadable or unpaired images are appended to ``failures``. One task per original with its
+    protected images, on ``cfg.executor`` (in this process for local with one worker)."""
+    import functools
+
     from tqdm import tqdm
 
-    by_id = {it.id: it for it in items}
+    from headveil.pipelines.executor import TaskFailure, make_executor
+
+    groups: dict[str, list] = defaultdict(list)
+    for it in items:  # originals first (items are sorted so), each group keeps that order
+        groups[it.original_id].append(it)
+    tasks = [(g, tuple(recs), cfg) for g in groups.values()]
+    in_process = cfg.executor == "local" and cfg.workers == 1
+    fn = functools.partial(_measure_group, model=model) if in_process else _measure_group
+    per_row: dict[str, dict] = {}
+    emb: dict[str, dict[str, FaceEmbedding | None]] = defaultdict(dict)
+    with make_executor(cfg.executor, cfg.workers, cfg.ray_address) as ex:
+        bar = tqdm(total=len(items), desc="eval", unit="image")
+        for i, res in ex.run(fn, tasks):
+            bar.update(len(tasks[i][0]))
+            if isinstance(res, TaskFailure):
+                failures.extend({"id": it.id, "stage": "measure", "error": res.error} for it in tasks[i][0])
+                continue
+            rows, embs, fails = res
+            per_row.update(rows)
+            emb.update(embs)
+            failures.extend(fails)
+        bar.close()
+    return {it.id: per_row[it.id] for it in items if it.id in per_row}, emb
+
+
+def _measure_group(task, model=None) -> tuple[dict, dict, list]:
+    """Measure one original and its protected images (an executor's task): ``(rows, embeddings,
+    failures)``."""
+    group, recs, cfg = task
+    if model is None and cfg.utility:
+        from headveil.geometry.morphable.model import load_embedded
+
+        model = load_embedded()
+    by_id = {it.id: it for it in group}
     images: dict[str, np.ndarray] = {}
     emb: dict[str, dict[str, FaceEmbedding | None]] = defaultdict(dict)
     util: dict[str, tuple] = {}
     per_row: dict[str, dict] = {}
-    for it in tqdm(items, desc="eval", unit="image"):
+    failures: list[dict] = []
+    for it in group:
         try:
             img = read_image(it.image_path)
         except (ImageReadError, OSError) as exc:
@@ -228,7 +271,7 @@ def _measure(items, recs, cfg, model, failures) -> tuple[dict, dict]:
                 if orig_item is not None and orig_item.mesh_path is not None:
                     row.update(_mesh_metrics(it.mesh_path, orig_item.mesh_path, model))
         per_row[it.id] = row
-    return per_row, emb
+    return per_row, dict(emb), failures
 
 
 def _image_utility(orig: np.ndarray, img: np.ndarray, lm) -> dict:

@@ -127,3 +127,18 @@ def test_batch_deid_is_the_same_on_two_workers_and_on_ray(tmp_path, model):
                          sha256_file(tmp_path / f"o{i}" / n / "face0" / "mesh.ply")) for n in res["done"].values()})
     assert sums[0] == sums[1], "local: 1 vs 2 workers"
     assert sums[1] == sums[2], "local vs ray"
+
+
+@needs_ray
+@pytest.mark.faces
+def test_eval_metrics_are_the_same_on_the_executors(tmp_path):
+    from headveil.pipelines.evaluate.evalset import EvalSetCommand, run_evalset
+    from headveil.pipelines.evaluate.evaluate import EvalCommand, run_eval
+
+    run_evalset(EvalSetCommand(subjects=3, views=(0.0,), lights=("front",), methods=("blur", "mask"), image_size=128,
+                               out=tmp_path / "s"))
+    got = []
+    for kw in ({}, {"workers": 2}, {"executor": "ray", "workers": 2}):
+        m = run_eval(EvalCommand(tmp_path / "s", utility=False, **kw))
+        got.append(json.dumps(m, sort_keys=True, default=str))
+    assert got[0] == got[1] == got[2]
