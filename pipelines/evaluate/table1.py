@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -63,7 +64,11 @@ class Table1Command:
     seed: int = 0
     """Seed of the database."""
     workers: int = 2
-    """Worker processes (spawned) over identities."""
+    """Worker processes (local) or CPUs of a local Ray runtime; a task is one identity."""
+    executor: Literal["local", "ray"] = "local"
+    """Where the identities render: local or ray (extra headveil[dist])."""
+    ray_address: str | None = None
+    """--executor ray: auto or HOST:PORT of a running cluster; none starts a local runtime."""
 
 
 @dataclass
@@ -110,6 +115,15 @@ def _init_worker(names) -> None:
     torch.set_num_threads(1)
     _WORKER["model"] = load_embedded()
     _WORKER["recs"] = {n: get_recognizer(n) for n in names}
+    _WORKER["names"] = tuple(names)
+
+
+def _identity_task(task) -> list[dict]:
+    """One identity's rows (an executor's task); the worker's model and recognizers load once."""
+    job, names = task
+    if _WORKER.get("names") != tuple(names):
+        _init_worker(names)
+    return _identity_rows(job)
 
 
 def _embed_all(img, lm) -> dict:
@@ -201,11 +215,10 @@ def target_configs(cfg: Table1Command, alphas: np.ndarray) -> dict[int, list]:
 
 def run_table1(cfg: Table1Command) -> dict:
     """Build the database, embed, train the classifiers and write ``table1.{json,md,html}``."""
-    from multiprocessing import get_context
-
     from tqdm import tqdm
 
     from headveil.common.outputs import atomic_file, build_manifest, write_json, write_text
+    from headveil.pipelines.executor import TaskFailure, make_executor
     from headveil.geometry.morphable.model import load_embedded
     from headveil.geometry.perception.recognizers import available_recognizers
 
@@ -219,15 +232,13 @@ def run_table1(cfg: Table1Command) -> dict:
     (out / "examples").mkdir(parents=True, exist_ok=True)
     jobs = [_Job(i, cfg, alphas[i], betas[i], per[i]) for i in range(cfg.identities)]
     t0 = time.perf_counter()
-    rows = []
-    if cfg.workers > 1:
-        with get_context("spawn").Pool(cfg.workers, _init_worker, (tuple(recs),)) as pool:
-            for r in tqdm(pool.imap_unordered(_identity_rows, jobs), total=len(jobs), desc="identities"):
-                rows.extend(r)
-    else:
-        _init_worker(tuple(recs))
-        for j in tqdm(jobs, desc="identities"):
-            rows.extend(_identity_rows(j))
+    by_identity: dict[int, list[dict]] = {}
+    with make_executor(cfg.executor, cfg.workers, cfg.ray_address) as ex:
+        for i, r in tqdm(ex.run(_identity_task, [(j, tuple(recs)) for j in jobs]), total=len(jobs), desc="identities"):
+            if isinstance(r, TaskFailure):
+                raise HeadVeilError(f"identity {i} failed twice: {r.error}")
+            by_identity[i] = r
+    rows = [row for i in sorted(by_identity) for row in by_identity[i]]  # the same order on every executor
     seconds = time.perf_counter() - t0
     import pickle
 

@@ -142,3 +142,15 @@ def test_eval_metrics_are_the_same_on_the_executors(tmp_path):
         m = run_eval(EvalCommand(tmp_path / "s", utility=False, **kw))
         got.append(json.dumps(m, sort_keys=True, default=str))
     assert got[0] == got[1] == got[2]
+
+
+@needs_ray
+@pytest.mark.faces
+def test_the_chep_table_is_the_same_on_ray(tmp_path):
+    from headveil.pipelines.evaluate.table1 import Table1Command, run_table1
+
+    kw = dict(identities=8, splits=((5, 3),), qs=(2,), yaws=(0.0,), size=128, recognizers=("sface",), workers=2)
+    a = run_table1(Table1Command(out=tmp_path / "l", **kw))
+    b = run_table1(Table1Command(out=tmp_path / "r", executor="ray", **kw))
+    a.pop("seconds"), b.pop("seconds")
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
