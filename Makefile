@@ -35,8 +35,13 @@ test-fast: setup
 demo: setup
 	$(VENV)/bin/headveil demo --out demo_out/
 
+# Every CPU benchmark in turn; each rewrites its own section of BENCHMARKS.md (machine, load, date,
+# commit, command). The CUDA section is written on a GPU machine only.
+BENCHES ?= fit hashgrid idcode eval reconstruct two_stage chep_detection chep_table1 deid_large deid_natural executor
+
 bench: setup
-	$(PY) benchmarks/bench_fit.py
+	@set -e; for b in $(BENCHES); do echo "== benchmarks/bench_$$b.py"; $(PY) benchmarks/bench_$$b.py; done
+	$(PY) benchmarks/bench_chep_table1.py --b 1.2 --out bench_out/chep_table1_b12 --section chep-table1-b1.2
 
 build-model: setup
 	$(VENV)/bin/headveil build-model

@@ -49,7 +49,11 @@ def git_rev() -> str:
 def update_section(name: str, body: str) -> None:
     """Replace (or append) the section between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    header = (f"_Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}. Commit: {git_rev()}. "
+    try:
+        load = "load {:.1f} / {:.1f} / {:.1f} (1 / 5 / 15 min)".format(*os.getloadavg())
+    except OSError:
+        load = "load unknown"
+    header = (f"_Machine: {machine()}, {load}. Date: {time.strftime('%Y-%m-%d')}. Commit: {git_rev()}. "
               f"Command: `{command()}`._\n\n")
     block = f"{start}\n{header}{body.rstrip()}\n{end}"
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n\nMeasured on the machine stated in each section; rerun the command to refresh.\n"
