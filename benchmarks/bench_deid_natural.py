@@ -179,6 +179,16 @@ def main() -> None:
         t_deid += time.perf_counter() - t0
         results[n] = tmp / "out" / n / "0001"
 
+    # speed in a steady batch: one run over every target photo with one bank of all the donors (each
+    # photo's own people are refused by the selection attacker as the same person)
+    _merge_banks(list(person_bank.values()) + ([synth_bank] if synth_bank else []), tmp / "banks" / "all")
+    t0 = time.perf_counter()
+    batch = run_deid(DeidCommand([tmp / "targets" / f"{n}.png" for n in order], method=args.method,
+                                 appearance="donor", donors=tmp / "banks" / "all", guard="warn", out=tmp / "batch"),
+                     model)
+    t_batch = time.perf_counter() - t0
+    n_batch = sum(len(list((tmp / "batch" / nm).glob("face*"))) for nm in batch["done"].values())
+
     dlib, sface = get_recognizer("dlib"), get_recognizer("sface")
     rows, face_imgs = [], []
     for n in order:
@@ -274,6 +284,7 @@ def main() -> None:
         "pose_error_deg_mean": mean("pose_error_deg"), "sharpness_ratio_mean": mean("sharpness_ratio"),
         "delta_e_ring_mean": mean("delta_e_ring"), "seam_ratio_mean": mean("seam_ratio"),
         "identification": ident, "faces_per_min": 60 * n / t_deid, "bank_build_s": t_bank,
+        "batch_faces_per_min": 60 * n_batch / t_batch,
         "bank_donors": bank["donors"], "bank_rate_per_min": 60 * bank["donors"] / t_bank,
         "split_s": {k: float(np.mean([r["seconds"][k] for r in faces])) for k in ("fit", "method", "total")},
     }
@@ -297,7 +308,9 @@ def main() -> None:
             f"- pose error {summary['pose_error_deg_mean']:.1f}° (target ≤ 3°); sharpness {summary['sharpness_ratio_mean']:.2f}× "
             f"(target 0.7–1.3); ΔE to the ring {summary['delta_e_ring_mean']:.1f} (target ≤ 10); seam "
             f"{summary['seam_ratio_mean']:.2f}× (target ≤ 1.5)\n"
-            f"- speed: {summary['faces_per_min']:.1f} faces/min end to end (target ≥ 30), per face fit "
+            f"- speed: {summary['batch_faces_per_min']:.1f} faces/min in one batch over the {len(order)} photos with "
+            f"one bank of all {bank['donors']} donors (target ≥ 30); {summary['faces_per_min']:.1f} faces/min "
+            "when every photo is its own run (loading its own bank); per face fit "
             f"{summary['split_s']['fit']:.2f} s, appearance + selection + method {summary['split_s']['method']:.2f} s, total "
             f"{summary['split_s']['total']:.2f} s; bank build {summary['bank_rate_per_min']:.1f} donors/min\n")
     if not args.no_write:

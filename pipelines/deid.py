@@ -481,9 +481,14 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     # when the bank leaves one)
     groups = [list(g) for r in (2, 3) for g in itertools.combinations(top, r)] or [[d] for d in top]
     albedos, labels = [], []
+    cov_idx = np.flatnonzero(covered.ravel())  # only the atlas's covered texels (≈ 10 %) are mixed
+    flat = {d.id: (d.albedo.reshape(-1, 3)[cov_idx].astype(np.float32) / 255.0,
+                   d.confidence.ravel()[cov_idx].astype(np.float32)[:, None] / 255.0 + 1e-3) for d in top}
     for members in groups:
-        w = np.stack([d.confidence_f() for d in members])[..., None] + 1e-3
-        alb = (np.stack([d.albedo_f() for d in members]) * w).sum(0) / w.sum(0)
+        num = sum(flat[d.id][0] * flat[d.id][1] for d in members)
+        den = sum(flat[d.id][1] for d in members)
+        alb = np.zeros(covered.shape + (3,), np.float32)
+        alb.reshape(-1, 3)[cov_idx] = num / den
         albedos.append(match_tone(alb, target.albedo, skin, target.seen, where=covered))
         labels.append("donor" if len(members) == 1 else f"mix of {len(members)}")
     # previews: every candidate on the fitted mesh in one rasterisation, over the photo

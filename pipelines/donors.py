@@ -74,7 +74,7 @@ class DonorsCommand:
 class Donor:
     """One donor of a bank (in memory): ``albedo (S, S, 3) uint8`` (de-lit, completed),
     ``confidence (S, S) uint8`` (255 = seen or mirrored), ``alpha (K,)``, ``beta (A,)``,
-    ``embeddings {recognizer: (D,) float32}`` and its ``id``. The ``*_f`` methods give float32 in [0, 1]."""
+    ``embeddings {recognizer: (D,) float32}`` and its ``id``."""
 
     id: str
     albedo: np.ndarray
@@ -82,12 +82,6 @@ class Donor:
     alpha: np.ndarray
     beta: np.ndarray
     embeddings: dict
-
-    def albedo_f(self) -> np.ndarray:
-        return self.albedo.astype(np.float32) / 255.0
-
-    def confidence_f(self) -> np.ndarray:
-        return self.confidence.astype(np.float32) / 255.0
 
 
 @dataclass
