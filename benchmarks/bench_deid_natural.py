@@ -119,6 +119,7 @@ def main() -> None:
     ap.add_argument("--method", default="id-noise")
     ap.add_argument("--synth", type=int, default=6, help="synthetic donors (fitted from their renders)")
     ap.add_argument("--sheets", type=Path, default=None)
+    ap.add_argument("--k", type=int, default=3, help="K of the k-same run")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
@@ -224,18 +225,35 @@ def main() -> None:
             rows.append(row)
             face_imgs.append((n, k, o_w, p_w))
     # closed-set identification among the target faces (top-1 nearest original), per verifier
-    ident = {}
-    for name, rec in (("dlib", dlib), ("sface", sface)):
-        E_o, E_p = [], []
-        for _, _, o_w, p_w in face_imgs:
-            eo, ep = rec.embed(o_w), rec.embed(p_w)
-            E_o.append(None if eo is None else eo.vector)
-            E_p.append(None if ep is None else ep.vector)
-        ok = [i for i in range(len(face_imgs)) if E_o[i] is not None and E_p[i] is not None]
-        if ok:
-            Eo = np.stack([E_o[i] for i in ok])
-            hits = sum(int(np.argmin(rec.distance(E_p[i][None], Eo)) == j) for j, i in enumerate(ok))
-            ident[name] = {"faces": len(ok), "top1": hits / len(ok), "chance": 1 / len(ok)}
+    def identify(pairs):
+        out = {}
+        for name, rec in (("dlib", dlib), ("sface", sface)):
+            E_o, E_p = [], []
+            for o_w, p_w in pairs:
+                eo, ep = rec.embed(o_w), rec.embed(p_w)
+                E_o.append(None if eo is None else eo.vector)
+                E_p.append(None if ep is None else ep.vector)
+            ok = [i for i in range(len(pairs)) if E_o[i] is not None and E_p[i] is not None]
+            if ok:
+                Eo = np.stack([E_o[i] for i in ok])
+                hits = sum(int(np.argmin(rec.distance(E_p[i][None], Eo)) == j) for j, i in enumerate(ok))
+                out[name] = {"faces": len(ok), "top1": hits / len(ok), "chance": 1 / len(ok)}
+        return out
+
+    ident = identify([(o_w, p_w) for _, _, o_w, p_w in face_imgs])
+    # k-same over the same target photos: each output may be linked to no fewer than K inputs
+    ks = run_deid(DeidCommand([tmp / "targets" / f"{n}.png" for n in order], method=args.method,
+                              appearance="k-same", k=args.k, guard="warn", out=tmp / "ksame"), model)
+    ks_pairs, sizes = [], []
+    for src, nm in ks["done"].items():
+        orig = read_image(src)
+        out = read_image(tmp / "ksame" / nm / "deid.png")
+        for face_dir in sorted((tmp / "ksame" / nm).glob("face*")):
+            m = json.loads((face_dir / "metrics.json").read_text())
+            w = m["window"]
+            ks_pairs.append((orig[w["y0"]:w["y1"], w["x0"]:w["x1"]], out[w["y0"]:w["y1"], w["x0"]:w["x1"]]))
+            sizes.append(m["appearance"]["k_same"]["cluster_size"])
+    ks_ident = identify(ks_pairs)
     if args.sheets:
         import cv2
 
@@ -304,6 +322,10 @@ def main() -> None:
             f"{100 * summary['detected_sface']:.0f} % (target ≥ 95 %)\n"
             f"- closed-set top-1 identification among the {n} faces: " +
             ", ".join(f"{k} {100 * v['top1']:.0f} % (chance {100 * v['chance']:.0f} %)" for k, v in ident.items()) +
+            f"\n- k-same (K = {args.k}, clusters of {min(sizes) if sizes else 0}–{max(sizes) if sizes else 0}) over the "
+            f"same photos, top-1 identification of its {len(ks_pairs)} outputs among their originals: " +
+            ", ".join(f"{k} {100 * v['top1']:.0f} %" for k, v in ks_ident.items()) +
+            f" (bound 1/K = {100 / args.k:.0f} % plus sampling error; chance {100 / max(len(ks_pairs), 1):.0f} %)"
             f"\n- outputs matched to one of their donors: {summary['donor_matched']} of {n}\n"
             f"- pose error {summary['pose_error_deg_mean']:.1f}° (target ≤ 3°); sharpness {summary['sharpness_ratio_mean']:.2f}× "
             f"(target 0.7–1.3); ΔE to the ring {summary['delta_e_ring_mean']:.1f} (target ≤ 10); seam "
