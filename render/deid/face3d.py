@@ -95,11 +95,9 @@ def region_submesh(model: MorphableModel, vertices_world: np.ndarray, camera, re
     ok = (z > 0) & (x >= 0) & (x < W) & (y >= 0) & (y < H)
     inside = np.zeros(model.n_vertices, bool)
     inside[ok] = region[y[ok], x[ok]]
-    skin = model.vertex_part == model.part_names.index("skin") if "skin" in model.part_names else \
-        np.ones(model.n_vertices, bool)
-    if "ears" in model.regions:
-        skin &= ~model.regions["ears"]
-    keep |= inside & skin
+    from headveil.render.appearance import outer_skin
+
+    keep |= inside & outer_skin(model)
     return _submesh(model, keep)
 
 
@@ -162,8 +160,7 @@ def scene_light(inp, render: str):
     if render == "donor":
         from headveil.render.shading import SHLight
 
-        app = new_appearance(inp)
-        return UNLIT if app.light is None else SHLight(np.asarray(app.light, np.float64))
+        return SHLight(np.asarray(new_appearance(inp).light, np.float64))
     return inp.light
 
 
