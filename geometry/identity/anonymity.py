@@ -17,6 +17,8 @@ the one whose value must not be inferable from the class.
 - :func:`privacy_table`: all of them at once, requested beside achieved.
 - :func:`ppas`: Privacy-Preserving Attribute Selection (Algorithm 1, binary attributes) with its
   ε perturbation (:func:`randomized_response`).
+- :func:`assign_attributes`: new attribute sets meeting a requested k / l / t (class merging,
+  then re-dealing the sensitive values), or an error naming the constraint that cannot be met.
 
 All functions are pure and deterministic (``randomize`` takes its generator).
 """
@@ -210,3 +212,161 @@ def ppas(records: Sequence[Mapping[str, Any]], quasi: Sequence[str], attributes:
         for a in attributes:
             r[a] = randomized_response(bool(r[a]), epsilon, rng)
     return out
+
+
+@dataclass
+class Assignment:
+    """New attribute sets meeting k / l / t (:func:`assign_attributes`).
+
+    Attributes:
+        records: the new records (same keys as the inputs).
+        changed: per record, the names whose value changed.
+        merges: how many classes were merged into others.
+    """
+
+    records: list[dict]
+    changed: list[list[str]]
+    merges: int
+
+
+def _hamming(a: tuple, b: tuple) -> int:
+    return sum(x != y for x, y in zip(a, b))
+
+
+def _l_of(counts: Sequence[int], kind: str) -> float:
+    c = np.asarray([x for x in counts if x > 0], np.float64)
+    if kind == "distinct":
+        return float(len(c))
+    p = c / c.sum()
+    return float(math.exp(-(p * np.log(p)).sum()))
+
+
+def _class_counts(n: int, support: list, target: Mapping[Any, float], l: float | None, kind: str) -> dict | None:
+    """Counts of each sensitive value in a class of ``n`` closest to ``n × target`` (largest
+    remainder) and meeting ``l``; ``None`` when no split of ``n`` meets ``l``."""
+    raw = np.array([n * target.get(v, 0.0) for v in support])
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    if l is None:
+        return dict(zip(support, counts.tolist()))
+    for _ in range(n * len(support) + 1):
+        if _l_of(counts, kind) >= l - 1e-9:
+            return dict(zip(support, counts.tolist()))
+        hi, lo = int(np.argmax(counts)), int(np.argmin(counts))
+        if counts[hi] - counts[lo] <= 1:
+            return None
+        counts[hi] -= 1
+        counts[lo] += 1
+    return None
+
+
+def assign_attributes(records: Sequence[Mapping[str, Any]], quasi: Sequence[str], sensitive: str | None = None,
+                      k: int = 5, l: float | None = None, t: float | None = None,
+                      l_kind: str = "distinct") -> Assignment:
+    """New attribute values for a face set so that it meets k-anonymity on ``quasi`` and, for
+    ``sensitive``, l-diversity and t-closeness, changing as few values as this greedy finds.
+
+    1. **k**: while a class has fewer than ``k`` faces, the smallest class joins the class nearest
+       to it in Hamming distance over ``quasi`` (ties: the larger class) — its faces take that
+       class's quasi-identifier values.
+    2. **l and t**: in each class the sensitive values are re-dealt so that their counts are the
+       class size times the whole set's distribution (largest remainder), moved toward uniform
+       until the class has l well-represented values (``distinct`` or ``entropy``, eq. 3); the
+       faces keeping their own value are the first ones in order. A class that cannot reach
+       ``l`` at its size, or whose distribution stays farther than ``t`` from the new whole set's
+       (eq. 5), joins its nearest class and the step repeats.
+
+    Raises:
+        AnonymityError: a set of one face, ``k`` larger than the set, an ``l`` the sensitive
+            attribute cannot have (more values than it takes), bad ``t``, or no assignment found —
+            the message names the failing constraint.
+    """
+    _check(records, [*quasi, *([sensitive] if sensitive else [])])
+    n = len(records)
+    if n < 2:
+        raise AnonymityError("a set of one face cannot be anonymised: k-anonymity needs at least two faces")
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise AnonymityError(f"k must be a positive integer; got {k!r}")
+    if k > n:
+        raise AnonymityError(f"k-anonymity: k={k} is larger than the set ({n} faces)")
+    if l_kind not in ("distinct", "entropy"):
+        raise AnonymityError(f"l_kind must be distinct or entropy; got {l_kind!r}")
+    if sensitive is None and (l is not None or t is not None):
+        raise AnonymityError("l-diversity and t-closeness need a sensitive attribute")
+    if sensitive in quasi:
+        raise AnonymityError(f"{sensitive!r} cannot be both a quasi-identifier and the sensitive attribute")
+    out = [dict(r) for r in records]
+    support: list = []
+    target: dict = {}
+    if sensitive is not None:
+        support = sorted({r[sensitive] for r in records}, key=lambda v: (str(type(v)), v))
+        if isinstance(records[0][sensitive], (bool, np.bool_)):
+            support = [False, True]
+        if l is not None and l > len(support) + 1e-9:
+            raise AnonymityError(f"l-diversity: l={l} is impossible: the sensitive attribute {sensitive!r} takes only "
+                                 f"{len(support)} value(s)")
+        if t is not None and not 0 <= t <= 1:
+            raise AnonymityError(f"t-closeness: t must be in [0, 1]; got {t}")
+        target = _distribution([r[sensitive] for r in records])
+    classes: dict[tuple, list[int]] = defaultdict(list)
+    for i, r in enumerate(out):
+        classes[tuple(r[q] for q in quasi)].append(i)
+    merges = 0
+
+    def merge(key: tuple) -> None:
+        nonlocal merges
+        others = [c for c in classes if c != key]
+        dest = min(others, key=lambda c: (_hamming(c, key), -len(classes[c]), str(c)))
+        classes[dest].extend(classes.pop(key))
+        merges += 1
+
+    while len(classes) > 1:
+        small = min(classes, key=lambda c: (len(classes[c]), str(c)))
+        if len(classes[small]) >= k:
+            break
+        merge(small)
+    for key, ix in classes.items():
+        for i in ix:
+            for q, v in zip(quasi, key):
+                out[i][q] = v
+    if sensitive is not None:
+        for _ in range(n + 1):
+            failing = None
+            for key, ix in classes.items():
+                counts = _class_counts(len(ix), support, target, l, l_kind)
+                if counts is None:
+                    failing = (key, "l")
+                    break
+                need = dict(counts)
+                keep = []
+                for i in sorted(ix):
+                    v = records[i][sensitive]
+                    if need.get(v, 0) > 0:
+                        need[v] -= 1
+                        keep.append(i)
+                rest = [i for i in sorted(ix) if i not in keep]
+                fill = [v for v in support for _ in range(need[v])]
+                for i in keep:
+                    out[i][sensitive] = records[i][sensitive]
+                for i, v in zip(rest, fill):
+                    out[i][sensitive] = v
+            if failing is None and t is not None:
+                whole = _distribution([r[sensitive] for r in out])
+                for key, ix in classes.items():
+                    if earth_movers_distance(_distribution([out[i][sensitive] for i in ix]), whole) > t + 1e-12:
+                        failing = (key, "t")
+                        break
+            if failing is None:
+                break
+            if len(classes) == 1:
+                what = (f"l-diversity: no split of the {n} faces gives l={l} ({l_kind}) for {sensitive!r}"
+                        if failing[1] == "l" else f"t-closeness: t={t} cannot be met for {sensitive!r}")
+                raise AnonymityError(f"no assignment meets k={k}, l={l}, t={t}: {what}")
+            merge(failing[0])
+            for key, ix in classes.items():
+                for i in ix:
+                    for q, v in zip(quasi, key):
+                        out[i][q] = v
+    changed = [[a for a in r if r[a] != o[a]] for r, o in zip(records, out)]
+    return Assignment(out, changed, merges)

@@ -172,8 +172,14 @@ def _dense_targets(src: MakeHumanSource, paths: list[str], sel: np.ndarray, M: s
     return out
 
 
-def sample_identity_weights(src: MakeHumanSource, cfg: BuildConfig, rng: np.random.Generator, n: int):
+def sample_identity_weights(src: MakeHumanSource, cfg: BuildConfig, rng: np.random.Generator, n: int,
+                            latents: dict | None = None):
     """Draw ``n`` identities as target-weight vectors.
+
+    ``latents``, when given, is filled with the drawn semantic values, one ``(n,) float64`` array
+    per key: each face modifier by name (bipolar, [-1, 1]), ``head-shape:<target>`` (the one
+    head-shape target's weight, 0 for the others), ``chin-triangle``, and the macros ``gender``,
+    ``age``, ``muscle``, ``weight`` ([0, 1]). The random stream is the same with or without it.
 
     Returns:
         ``(paths, W)``: the target archive paths and ``W (n, len(paths)) float64`` weights.
@@ -198,6 +204,11 @@ def sample_identity_weights(src: MakeHumanSource, cfg: BuildConfig, rng: np.rand
     paths += macro_keys
     col = {p: i for i, p in enumerate(paths)}
     W = np.zeros((n, len(paths)))
+    rec: dict[str, np.ndarray] = {}
+    if latents is not None:
+        keys = [m.name for m in mods] + [f"head-shape:{h}" for h in HEAD_SHAPES]
+        keys += ["chin-triangle", "gender", "age", "muscle", "weight"]
+        rec = {key: np.zeros(n) for key in keys}
     for k in range(n):
         vals = {}
         for m in mods:
@@ -210,13 +221,24 @@ def sample_identity_weights(src: MakeHumanSource, cfg: BuildConfig, rng: np.rand
         for m in mods:
             v = vals[m.name]
             W[k, col[src.face_target_path(m.negative if v < 0 else m.positive)]] += abs(v)
-        W[k, col[shapes[rng.integers(len(shapes))]]] = rng.uniform(*cfg.head_shape_range)
+        h = int(rng.integers(len(shapes)))
+        W[k, col[shapes[h]]] = rng.uniform(*cfg.head_shape_range)
         W[k, col[chin]] = rng.uniform(*cfg.chin_triangle_range)
         race = rng.dirichlet([cfg.race_concentration] * len(RACES))
-        macro = macro_target_weights(rng.uniform(*cfg.gender_range), rng.uniform(*cfg.age_range),
-                                     rng.uniform(*cfg.muscle_range), rng.uniform(*cfg.weight_range), tuple(race))
+        g, a = rng.uniform(*cfg.gender_range), rng.uniform(*cfg.age_range)
+        mu, wt = rng.uniform(*cfg.muscle_range), rng.uniform(*cfg.weight_range)
+        macro = macro_target_weights(g, a, mu, wt, tuple(race))
         for p, w in macro.items():
             W[k, col[p]] += w
+        if rec:
+            for name, v in vals.items():
+                rec[name][k] = v
+            rec[f"head-shape:{HEAD_SHAPES[h]}"][k] = W[k, col[shapes[h]]]
+            rec["chin-triangle"][k] = W[k, col[chin]]
+            for name, v in (("gender", g), ("age", a), ("muscle", mu), ("weight", wt)):
+                rec[name][k] = v
+    if latents is not None:
+        latents.update(rec)
     return paths, W
 
 

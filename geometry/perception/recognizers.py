@@ -290,12 +290,17 @@ class FaceNetRecognizer(SFaceRecognizer):
         self._init_detector(score_threshold, max_side)
         self._net = load_facenet()
 
-    def align(self, image: np.ndarray, row: np.ndarray) -> np.ndarray:
-        """``(160, 160, 3) uint8`` crop of ``image`` aligned on a YuNet row's five points."""
+    def alignment(self, row: np.ndarray) -> np.ndarray:
+        """``(2, 3)`` similarity photo → 160² crop of a YuNet row's five points."""
         pts = np.asarray(row[4:14], np.float64).reshape(5, 2)
         M, _ = self._cv2.estimateAffinePartial2D(pts, self.TEMPLATE, method=self._cv2.LMEDS)
         if M is None:
             raise ValueError("could not align the face (degenerate landmarks)")
+        return M
+
+    def align(self, image: np.ndarray, row: np.ndarray) -> np.ndarray:
+        """``(160, 160, 3) uint8`` crop of ``image`` aligned on a YuNet row's five points."""
+        M = self.alignment(row)
         return self._cv2.warpAffine(np.ascontiguousarray(image), M, (160, 160), flags=self._cv2.INTER_LINEAR,
                                     borderMode=self._cv2.BORDER_REPLICATE)
 

@@ -321,12 +321,66 @@ def write_deid_report(folder: Path, thumb: int = 256) -> Path:
     return path
 
 
+def _privacy_rows(label: str, tab: dict | None) -> str:
+    if tab is None:
+        return f"<tr><th>{html.escape(label)}</th><td colspan=4>not measured</td></tr>"
+    cell = lambda d: (f"{_fmt(d.get('achieved'))} (asked {_fmt(d.get('requested'))}"  # noqa: E731
+                      + (", met" if d.get("met") else ", missed" if "met" in d else "") + ")")
+    return (f"<tr><th>{html.escape(label)}</th><td>{cell(tab['k_anonymity'])}</td><td>{cell(tab['l_diversity'])}</td>"
+            f"<td>{cell(tab['t_closeness'])}</td><td>{tab['classes']}</td></tr>")
+
+
+def write_anonymize_report(folder: Path, thumb: int = 256) -> Path:
+    """``folder/report.html`` for a ``headveil anonymize`` output: the privacy table before, as
+    planned and as re-measured on the outputs, attribute fidelity, verdicts and every released
+    photo with its faces' assigned attributes. It holds the originals' attribute values (the audit):
+    owner-only, like the folder."""
+    import json
+    import os
+
+    a = json.loads((folder / "audit" / "privacy.json").read_text())
+    rel = json.loads((folder / "release" / "attributes.json").read_text())
+    fid = a["fidelity"]
+    head = ("<table class=grid><tr><th></th><th>k-anonymity</th><th>l-diversity</th><th>t-closeness</th><th>classes</th></tr>"
+            + _privacy_rows("before", a["before"]) + _privacy_rows("planned", a["planned"])
+            + _privacy_rows("re-measured on the outputs", a["achieved_remeasured"]) + "</table>")
+    facts = (f"<p>{a['faces']} faces; quasi-identifiers {html.escape(', '.join(rel['quasi_identifiers']))}; sensitive "
+             f"{html.escape(rel['sensitive'])}. Changed attributes realised: {_fmt(fid['changed_realised'])} of "
+             f"{fid['changed_pairs']} pairs; unchanged kept: {_fmt(fid['unchanged_kept'])} of {fid['unchanged_pairs']}; "
+             f"mean pose error {_fmt(a['pose_error_deg'])}°; matched to the original: "
+             + ", ".join(f"{html.escape(k)} {v}" for k, v in a["reidentified"].items()) + "</p>")
+    by_image: dict = {}
+    for f in rel["faces"]:
+        by_image.setdefault(f["image"], []).append(f)
+    rows = []
+    for name, fs in sorted(by_image.items()):
+        img = read_image(folder / "release" / name)
+        scale = thumb / max(img.shape[:2])
+        small = img if scale >= 1 else img[:: max(1, int(round(1 / scale))), :: max(1, int(round(1 / scale)))]
+        desc = "".join(f"face {f['face']}: " + ", ".join(f"{html.escape(k)}={'yes' if v else 'no'}"
+                                                          for k, v in f["attributes"].items()) + "<br>" for f in fs)
+        rows.append(f"<tr><th>{html.escape(name)}</th><td><img src='data:image/png;base64,{_png_b64(small)}'></td>"
+                    f"<td>{desc}</td></tr>")
+    failed = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in a["failed"].items())
+    doc = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>HeadVeil anonymisation report</title><style>"
+           + _STYLE + "</style></head><body><h1>HeadVeil anonymisation report</h1>" + facts + head
+           + "<h2>Released photos</h2><table class=grid>" + "".join(rows) + "</table>"
+           + (f"<h2>Not anonymised</h2><ul>{failed}</ul>" if failed else "") + "</body></html>")
+    path = folder / "report.html"
+    with atomic_file(path) as tmp:
+        tmp.write_text(doc, encoding="utf-8")
+    os.chmod(path, 0o600)
+    return path
+
+
 def write_report(cfg: ReportCommand) -> Path:
     """Write ``folder/eval/report.html`` (an evaluated set) or ``folder/report.html`` (a
     ``headveil reconstruct`` output) atomically; returns its path."""
     folder = Path(cfg.folder)
     if (folder / "summary.json").is_file() and '"headveil deid"' in (folder / "summary.json").read_text():
         return write_deid_report(folder, max(cfg.thumb, 192))
+    if (folder / "audit" / "privacy.json").is_file() and (folder / "release" / "attributes.json").is_file():
+        return write_anonymize_report(folder, max(cfg.thumb, 192))
     if (folder / "table1.json").is_file():
         return write_table1_report(folder)
     if (folder / "metrics.json").is_file() and not (folder / "eval" / "metrics.json").is_file():

@@ -22,8 +22,10 @@ from headveil.render.deid import face3d
 from headveil.render.deid.registry import DeidInput, DeidOutput, MethodSpec, register_method
 
 
-def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: dict) -> DeidOutput:
-    """Re-render ``inp`` with identity ``alpha_new`` (the shared back end of the ID-code methods)."""
+def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: dict,
+                   eta_new: np.ndarray | None = None) -> DeidOutput:
+    """Re-render ``inp`` with identity ``alpha_new`` (the shared back end of the ID-code methods)
+    and, when given, expression ``eta_new`` (default: the input's)."""
     model, c = inp.model, inp.codes
     alpha = np.asarray(c.alpha, np.float64)
     metrics = {**metrics, "delta_norm": float(np.linalg.norm(alpha_new - alpha)), "render": render}
@@ -40,7 +42,7 @@ def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: 
 
         tri_ok = uv_triangles(model)[sub.triangles]
         texture = (app.albedo, appearance_uv(model)[sub.vertex_index], tri_ok, app.light)
-    v_new = model.vertices(alpha_new, c.eta)
+    v_new = model.vertices(alpha_new, c.eta if eta_new is None else eta_new)
     colors = face3d.subject_colors(inp, render, v_old, R, t)
     idx = sub.vertex_index
     comp = face3d.rerender_face(inp.image, inp.camera, R, t, v_old[idx], sub.faces, v_new[idx], sub.faces,
@@ -114,10 +116,36 @@ def _keyed(inp: DeidInput, p: KeyedParams, rng: np.random.Generator) -> DeidOutp
     return apply_identity(inp, a_new, p.render, {"theta_deg": p.theta, "key_space_bits": idc.key_space_bits(key)})
 
 
+@dataclass
+class DirectedParams:
+    render: str = "photo"
+    """photo, model, or donor (the UV appearance in extras['appearance'], e.g. a k-same class mean,
+    under its light; what headveil anonymize uses)."""
+
+    def __post_init__(self):
+        face3d.check_render_mode(self.render)
+
+
+def _directed(inp: DeidInput, p: DirectedParams, rng: np.random.Generator) -> DeidOutput:
+    """AnonymousNet Stage III in 3D: the codes a caller chose (``extras["directed"]``: ``alpha``
+    ``(K,)``, optional ``eta`` ``(E,)``) rendered at the input's pose, camera and light."""
+    face3d.check_render_mode(p.render)
+    d = inp.extras.get("directed")
+    if not d or "alpha" not in d:
+        raise HeadVeilError("the directed method needs extras['directed'] = {'alpha': α, 'eta': η} "
+                            "(headveil anonymize sets it)")
+    a = np.asarray(d["alpha"], np.float64)
+    eta = d.get("eta")
+    return apply_identity(inp, a, p.render, {"directed": True}, None if eta is None else np.asarray(eta, np.float64))
+
+
 _NEEDS = ("image", "model", "codes", "camera")
 register_method(MethodSpec("id-noise", NoiseParams, _noise, "Gaussian noise on the 3D identity code, face re-rendered",
                            needs=_NEEDS, strength="scale", identity_strength=0.0))
 register_method(MethodSpec("id-dp", LaplaceParams, _laplace, "ε-DP Laplace noise on the 3D identity code",
                            needs=_NEEDS, strength="epsilon", identity_strength=float("inf")))
+register_method(MethodSpec("directed", DirectedParams, _directed,
+                           "chosen identity and expression codes (attribute-directed synthesis), face re-rendered",
+                           needs=_NEEDS))
 register_method(MethodSpec("id-keyed", KeyedParams, _keyed, "keyed, reversible rotation of the 3D identity code",
                            needs=_NEEDS, strength="theta", identity_strength=0.0))

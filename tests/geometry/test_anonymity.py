@@ -97,3 +97,50 @@ def test_ppas_moves_a_class_toward_the_reference_then_perturbs():
     assert abs(flips / 4000 - 0.5) < 0.03  # binomial std 0.008
     with pytest.raises(AnonymityError, match="binary"):
         ppas(FACES, ["glasses"], ["age"], 0.1, 1.0, np.random.default_rng(0))
+
+
+# -- assign_attributes ------------------------------------------------------------------------
+from headveil.geometry.identity.anonymity import assign_attributes  # noqa: E402
+
+
+def _faces(rows):
+    return [dict(zip(("male", "older", "smiling"), r)) for r in rows]
+
+
+def test_assign_merges_small_class_into_nearest():
+    # classes: (T,T)×3, (T,F)×1, (F,F)×3 → the lone (T,F) joins a Hamming-1 neighbour (ties: larger, then name)
+    recs = _faces([(True, True, False)] * 3 + [(True, False, True)] + [(False, False, True)] * 3)
+    a = assign_attributes(recs, ["male", "older"], k=3)
+    assert a.merges == 1
+    assert k_anonymity(a.records, ["male", "older"]) >= 3
+    assert sum(len(c) > 0 for c in a.changed) == 1  # only the lone face changed
+    assert a.changed[3] in (["male"], ["older"])
+
+
+def test_assign_meets_l_and_t_and_changes_little():
+    recs = _faces([(True, True, True)] * 4 + [(True, True, False)] * 0 + [(False, False, False)] * 4)
+    a = assign_attributes(recs, ["male", "older"], "smiling", k=4, l=2, t=0.2)
+    tab = privacy_table(a.records, ["male", "older"], "smiling", k=4, l=2, t=0.2, l_kind="distinct")
+    assert tab.met
+    # each class of 4 gets 2 smiling + 2 not (the whole set is 50/50): 2 changes per class
+    assert sum(len(c) for c in a.changed) == 4
+
+
+def test_assign_entropy_l_two_needs_even_halves():
+    recs = _faces([(True, True, True)] * 3 + [(False, False, False)] * 2)
+    with pytest.raises(AnonymityError, match="l-diversity"):
+        assign_attributes(recs, ["male"], "smiling", k=2, l=2, l_kind="entropy")
+
+
+def test_assign_errors_name_the_constraint():
+    recs = _faces([(True, True, True), (False, True, False), (True, False, True)])
+    with pytest.raises(AnonymityError, match="k=5 is larger"):
+        assign_attributes(recs, ["male"], k=5)
+    with pytest.raises(AnonymityError, match="one face"):
+        assign_attributes(recs[:1], ["male"], k=1)
+    with pytest.raises(AnonymityError, match="takes only 2"):
+        assign_attributes(recs, ["male"], "smiling", k=1, l=3)
+    with pytest.raises(AnonymityError, match="unknown attribute"):
+        assign_attributes(recs, ["bald"], k=1)
+    with pytest.raises(AnonymityError, match="both a quasi"):
+        assign_attributes(recs, ["male", "smiling"], "smiling", k=1)

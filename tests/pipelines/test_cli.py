@@ -51,7 +51,7 @@ def test_the_cli_is_the_command_registry():
 
     cmds = load_commands()
     assert {"info", "synth", "fit", "demo", "evalset", "eval", "report", "reconstruct", "protect", "deid", "recover",
-            "keygen", "chep-table", "build-model", "donors"} == set(cmds)
+            "keygen", "chep-table", "build-model", "donors", "anonymize", "build-attributes"} == set(cmds)
     assert all(c.config.__name__.endswith("Command") for c in cmds.values())
     with pytest.raises(TypeError, match="Command"):
         command("bad", type("BadConfig", (), {}))

@@ -29,7 +29,8 @@ def subject_input(model):
     img = (np.clip(res.image, 0, 1) * 255 + 0.5).astype(np.uint8)
     lm, _ = cam.project(model.landmarks_3d(posed_vertices(model, codes, pose), "ibug68"))
     return DeidInput(img, landmarks68=lm, model=model, codes=codes, pose=pose, camera=cam, background=(0.55, 0.56, 0.6),
-                     extras={"key": b"contract-test-key"})
+                     extras={"key": b"contract-test-key",  # id-keyed's key; directed's chosen codes
+                             "directed": {"alpha": np.asarray(c["alpha"]) + 0.8}})
 
 
 def _snapshot(inp):

@@ -1,0 +1,450 @@
+"""``headveil anonymize``: measurable attribute privacy over a face set (AnonymousNet in 3D).
+
+Stages (``../shared/papers/anonymousnet.txt`` §4, through the head model):
+
+I.   **Attributes** of every face (:mod:`headveil.geometry.identity.attributes`): shape attributes
+     from the fitted identity code, expression attributes from MediaPipe's blendshapes, skin tone
+     (ITA) from the de-lit albedo, apparent age/gender (reported only).
+II.  **Privacy** of the set on the chosen quasi-identifiers and sensitive attribute (k-anonymity,
+     l-diversity, t-closeness, :func:`~headveil.geometry.identity.anonymity.privacy_table`) before;
+     new attribute sets that meet the request (:func:`~headveil.geometry.identity.anonymity.assign_attributes`).
+III. **Directed synthesis**: each face becomes its equivalence class's mean shape and UV albedo
+     (k-Same over the class, so no output is one person's face), moved along the attribute
+     directions to its assigned attribute set (the attributes it was not asked to change keep the
+     face's own values), the expression units of changed expression attributes set, the albedo's
+     ITA set; rendered at the face's pose under its own light through the natural appearance path
+     (occluders kept on top, seams blended) with the re-identification guard.
+     Every output is then re-measured: attributes re-estimated from the output photo, the
+     privacy table recomputed from them, pose error, dlib/SFace verdicts.
+
+Outputs (owner-only folder): ``release/NNNN.png`` (the photos with every face replaced) and
+``release/attributes.json`` (each face's *assigned* attributes, the achieved table) — what may
+be shared; ``audit/`` holds what may not: the originals' attribute values, the before table, the
+re-measurement (``privacy.json``). ``manifest.json`` beside them. Exit 0 all faces done, 1 some
+failed (a face that could not be anonymised is listed and its photo is not released), 3 none.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import tyro
+
+from headveil.common.errors import HeadVeilError
+from headveil.common.images import list_images, read_image, write_image
+from headveil.common.outputs import atomic_output_dir, build_manifest, write_json
+from headveil.pipelines.commands import command
+from headveil.pipelines.faces import FaceWindow, fit_in_window, select_faces
+from headveil.pipelines.fit import FitConfig
+
+log = logging.getLogger(__name__)
+
+#: Attribute kinds that Stage III can realise (quasi-identifiers and the sensitive attribute must be one).
+SYNTHESISABLE = ("shape", "expression", "skin")
+#: ITA (degrees) given to a face whose ``light_skin`` is switched (± this around the threshold).
+ITA_MARGIN = 12.0
+TEXTURE_SIZE = 1024
+
+
+@dataclass
+class AnonymizeCommand:
+    """Make a face set k-anonymous, l-diverse and t-close on chosen attributes by re-rendering every face (AnonymousNet in 3D)."""
+
+    images: Annotated[list[Path], tyro.conf.Positional]
+    """Image files or folders of images (the face set: every face of every image)."""
+    out: Path = Path("anonymize_out")
+    """Output folder (release/ to share, audit/ to keep)."""
+    k: int = 5
+    """k-anonymity: every face shares its quasi-identifier values with at least k − 1 others."""
+    l: float = 2.0
+    """l-diversity of the sensitive attribute in every class (see --l-kind)."""
+    l_kind: Literal["distinct", "entropy"] = "distinct"
+    """distinct: l different values per class; entropy: exp(entropy) ≥ l (eq. 3; l = 2 on a yes/no attribute needs exact halves)."""
+    t: float = 0.2
+    """t-closeness: EMD between a class's sensitive distribution and the whole set's (eq. 5) at most t."""
+    quasi: tuple[str, ...] = ("wide_face", "long_face", "wide_mouth")
+    """Quasi-identifiers: shape, expression or skin attribute names (README, "Attribute privacy"); the defaults are the three the landmark fit recovers best."""
+    sensitive: str = "smiling"
+    """The sensitive attribute."""
+    margin: float = 1.5
+    """How clear a switched shape attribute is made: threshold ± margin × its spread in the model's prior."""
+    faces: str = "all"
+    """Which faces of a photo: all, largest, or a number N (the N largest)."""
+    max_yaw: float = 30.0
+    """Faces turned further (degrees) are refused: attributes are estimated within ±30°."""
+    guard: Literal["fail", "warn", "off"] = "warn"
+    """dlib/SFace re-identification guard on each output: fail (the face counts as failed), warn, off."""
+    overwrite: bool = False
+    """Write into an existing folder headveil did not make."""
+    fit: FitConfig = field(default_factory=FitConfig)
+    """How each photo is fitted."""
+
+
+@dataclass
+class _Face:
+    path: str
+    index: int
+    det: object
+    fit: object
+    values: dict
+    flags: dict
+    albedo: np.ndarray  # (S, S, 3) uint8
+    confidence: np.ndarray  # (S, S) uint8
+    seen: np.ndarray  # (S, S) uint8: the photo's own view of each texel (occluders 0)
+    ita: float
+    b_star: float
+
+
+def check_names(cmd: AnonymizeCommand) -> None:
+    """Unknown or non-synthesisable attribute names, and bad k / l / t, as one clear error each."""
+    from headveil.geometry.identity.attributes import attribute_names
+
+    kinds = attribute_names()
+    for name in (*cmd.quasi, cmd.sensitive):
+        if name not in kinds:
+            raise HeadVeilError(f"unknown attribute {name!r}; known: {', '.join(sorted(kinds))}")
+        if kinds[name] not in SYNTHESISABLE:
+            raise HeadVeilError(f"{name!r} is an {kinds[name]} attribute (observed, not synthesised); quasi-identifiers "
+                                f"and the sensitive attribute must be shape, expression or skin attributes")
+    if len(set(cmd.quasi)) != len(cmd.quasi) or not cmd.quasi:
+        raise HeadVeilError(f"--quasi must name one or more distinct attributes; got {cmd.quasi}")
+    if cmd.sensitive in cmd.quasi:
+        raise HeadVeilError(f"{cmd.sensitive!r} cannot be both a quasi-identifier and the sensitive attribute")
+    if cmd.k < 2:
+        raise HeadVeilError(f"--k must be ≥ 2 (k = 1 is no anonymity); got {cmd.k}")
+    if not 1 <= cmd.l:
+        raise HeadVeilError(f"--l must be ≥ 1; got {cmd.l}")
+    if not 0 <= cmd.t <= 1:
+        raise HeadVeilError(f"--t must be in [0, 1]; got {cmd.t}")
+    if cmd.margin <= 0:
+        raise HeadVeilError(f"--margin must be > 0; got {cmd.margin}")
+
+
+def face_values(work: np.ndarray, det_w, fit, model, app=None) -> tuple[dict, object]:
+    """Attribute values of one fitted face (see :mod:`headveil.geometry.identity.attributes`) and its
+    :class:`~headveil.render.appearance.FaceAppearance` (baked when ``app`` is None)."""
+    from headveil.geometry.identity.attributes import expression_values, ita_degrees, shape_attributes, srgb_to_lab
+    from headveil.geometry.perception import age_gender
+    from headveil.render.appearance import face_appearance, skin_texels, uv_raster
+
+    sa = shape_attributes()
+    values = dict(zip(sa.names, sa.values(fit.identity).tolist()))
+    values.update(expression_values(det_w.blendshapes))
+    if app is None:
+        v = model.vertices(fit.identity, fit.expression)
+        app = face_appearance(work, model, v, fit.R, fit.t, fit.camera, fit.albedo, TEXTURE_SIZE, reject_occluders=True)
+    skin = skin_texels(model, uv_raster(model, TEXTURE_SIZE)) & (app.confidence > 0.5)
+    values["light_skin"] = ita_degrees(app.albedo[skin]) if skin.any() else math.nan
+    values["_b_star"] = float(np.median(srgb_to_lab(app.albedo[skin])[:, 2])) if skin.any() else math.nan
+    if age_gender.available():
+        ag = age_gender.age_gender_estimator().estimate(work, det_w.box)
+        values["apparent_male"], values["apparent_older"] = ag.p_male, ag.age_years
+    return values, app
+
+
+def _flags(values: dict) -> dict:
+    from headveil.geometry.identity.attributes import booleans
+
+    return booleans({k: v for k, v in values.items() if not k.startswith("_") and np.isfinite(v)})
+
+
+def collect_faces(paths: list[Path], cmd: AnonymizeCommand, model, failed: dict) -> list[_Face]:
+    """Stage I over every face of the inputs (failures go to ``failed``: ``{input: reason}``)."""
+    from tqdm import tqdm
+
+    faces = []
+    for p in tqdm(paths, desc="anonymize: attributes", unit="image", disable=len(paths) < 2):
+        try:
+            img = read_image(p)
+            H, W = img.shape[:2]
+            for k, det in enumerate(select_faces(img, cmd, str(p))):
+                if det.size < cmd.fit.min_face_px:
+                    failed[f"{p}#face{k + 1}"] = f"face is {det.size:.0f} px, below --fit.min-face-px"
+                    continue
+                win = FaceWindow.around(det, H, W)
+                work = win.crop(img)
+                det_w = win.detection_in(det, work.shape)
+                fit = fit_in_window(work, win, det_w, (H, W), cmd.fit, model, str(p))
+                pose = fit.pose_dict()
+                if max(abs(pose["yaw_deg"]), abs(pose["pitch_deg"])) > cmd.max_yaw:
+                    failed[f"{p}#face{k + 1}"] = (f"head turned {pose['yaw_deg']:.0f}° yaw / {pose['pitch_deg']:.0f}° "
+                                                  f"pitch, beyond ±{cmd.max_yaw:.0f}° (--max-yaw)")
+                    continue
+                values, app = face_values(work, det_w, fit, model)
+                missing = [n for n in (*cmd.quasi, cmd.sensitive) if not np.isfinite(values.get(n, math.nan))]
+                if missing:
+                    failed[f"{p}#face{k + 1}"] = f"attribute(s) {missing} could not be measured"
+                    continue
+                faces.append(_Face(str(p), k, det, fit, values, _flags(values),
+                                   (np.clip(app.albedo, 0, 1) * 255 + 0.5).astype(np.uint8),
+                                   (np.clip(app.confidence, 0, 1) * 255 + 0.5).astype(np.uint8),
+                                   (np.clip(app.seen, 0, 1) * 255 + 0.5).astype(np.uint8),
+                                   values["light_skin"], values["_b_star"]))
+        except HeadVeilError as exc:
+            failed[str(p)] = str(exc)
+    return faces
+
+
+def class_appearances(faces: list[_Face], labels: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per class: mean fitted α ``(K,)`` and mean albedo ``(S, S, 3) float32``, each member weighted
+    by what its photo itself saw of a texel (occluded texels, hair and brims, count ≈ 0) plus 5 % of
+    its completed confidence (so a texel no member saw still gets the mirrored/filled values)."""
+    out = {}
+    for c in sorted(set(labels)):
+        members = [f for f, lab in zip(faces, labels) if lab == c]
+        acc = np.zeros(members[0].albedo.shape, np.float32)
+        wsum = np.full(members[0].albedo.shape[:2] + (1,), 1e-3, np.float32)
+        for f in members:
+            w = (f.seen.astype(np.float32) + 0.05 * f.confidence.astype(np.float32))[..., None] / 255.0
+            acc += f.albedo.astype(np.float32) / 255.0 * w
+            wsum += w
+        out[c] = (np.mean([np.asarray(f.fit.identity, np.float64) for f in members], 0), acc / wsum)
+    return out
+
+
+def directed_codes(face: _Face, assigned: dict, changed: list[str], base_alpha: np.ndarray, model,
+                   margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Stage III codes of one face: ``(α' (K,), η' (E,))`` — the class's mean α moved so that every
+    shape attribute reads the face's own value (geometric estimator on its fitted α) or, for the
+    changed ones, a clear value of the assigned boolean; η with the changed expression attributes set."""
+    from headveil.geometry.identity.attributes import EXPRESSION_ATTRIBUTES, shape_attributes
+
+    sa = shape_attributes()
+    own = sa.true_values(face.fit.identity)
+    targets = {n: (sa.target_value(n, bool(assigned[n]), margin) if n in changed else float(own[i]))
+               for i, n in enumerate(sa.names)}
+    alpha = sa.move(base_alpha, targets)
+    eta = np.asarray(face.fit.expression, np.float32).copy()
+    for n in changed:
+        if n in EXPRESSION_ATTRIBUTES:
+            a = EXPRESSION_ATTRIBUTES[n]
+            for unit, v in (a.on if assigned[n] else a.off).items():
+                if unit in model.expr_names:
+                    eta[model.expr_names.index(unit)] = v
+    return alpha, eta
+
+
+def _albedo_for(face: _Face, class_albedo: np.ndarray, assigned: dict, changed: list[str], model) -> np.ndarray:
+    """The class albedo in the face's own skin tone (CIELAB mean and spread on the skin it saw,
+    :func:`~headveil.render.appearance.match_tone`), then, if ``light_skin`` was switched, its ITA set
+    to a clear value of the assigned side."""
+    from headveil.geometry.identity.attributes import LIGHT_SKIN_ITA, ita_degrees, shift_ita, srgb_to_lab
+    from headveil.render.appearance import match_tone, skin_texels, uv_raster
+
+    skin = skin_texels(model, uv_raster(model, class_albedo.shape[0]))
+    class_albedo = match_tone(class_albedo, face.albedo.astype(np.float32) / 255.0, skin,
+                              face.seen.astype(np.float32) / 255.0)
+    if "light_skin" not in changed:
+        return class_albedo
+    cur = ita_degrees(class_albedo[skin])
+    b = float(np.median(srgb_to_lab(class_albedo[skin])[:, 2]))
+    want = LIGHT_SKIN_ITA + (ITA_MARGIN if assigned["light_skin"] else -ITA_MARGIN)
+    if abs(want - cur) < 0.5:
+        return class_albedo
+    return shift_ita(class_albedo, cur, want, b).astype(np.float32)
+
+
+def run_anonymize(cmd: AnonymizeCommand, model=None) -> dict:
+    """``headveil anonymize`` (see the module docstring). Returns the summary written to ``audit/privacy.json``."""
+    from headveil.geometry.identity.anonymity import assign_attributes, equivalence_classes, privacy_table
+    from headveil.geometry.morphable.model import load_embedded
+    from headveil.pipelines.deid import DeidCommand, deid_image, _prepare
+    from headveil.render.appearance import NewAppearance, photo_light
+
+    t0 = time.perf_counter()
+    model = model or load_embedded()
+    check_names(cmd)
+    paths = list_images(cmd.images)
+    if not paths:
+        raise HeadVeilError(f"no images found in {', '.join(map(str, cmd.images))}")
+    failed: dict = {}
+    faces = collect_faces(paths, cmd, model, failed)
+    names = [*cmd.quasi, cmd.sensitive]
+    if len(faces) < 2:
+        raise HeadVeilError(f"a set of {len(faces)} usable face(s) cannot be anonymised: k-anonymity needs at least "
+                            f"two faces" + (f" ({len(failed)} input(s) failed: {next(iter(failed.values()))})"
+                                            if failed else ""))
+    if cmd.k > len(faces):
+        raise HeadVeilError(f"k-anonymity: --k {cmd.k} is larger than the set ({len(faces)} usable faces)")
+    records = [{n: f.flags[n] for n in names} for f in faces]
+    before = privacy_table(records, cmd.quasi, cmd.sensitive, cmd.k, cmd.l, cmd.t, cmd.l_kind)
+    assignment = assign_attributes(records, cmd.quasi, cmd.sensitive, cmd.k, cmd.l, cmd.t, cmd.l_kind)
+    planned = privacy_table(assignment.records, cmd.quasi, cmd.sensitive, cmd.k, cmd.l, cmd.t, cmd.l_kind)
+    classes = equivalence_classes(assignment.records, cmd.quasi)
+    label = {i: c for c, ix in enumerate(classes.values()) for i in ix}
+    apps = class_appearances(faces, [label[i] for i in range(len(faces))])
+    dcmd = DeidCommand([], method="directed:render=donor", guard=cmd.guard, max_yaw=cmd.max_yaw, fit=cmd.fit, faces=cmd.faces)
+    spec, params, _, restorer, recognizers = _prepare(dcmd, model)
+    per_image: dict[str, list[int]] = {}
+    for i, f in enumerate(faces):
+        per_image.setdefault(f.path, []).append(i)
+    results: dict[int, dict] = {}
+    released: dict[str, str] = {}
+    from tqdm import tqdm
+
+    with atomic_output_dir(cmd.out, cmd.overwrite, private=True) as tmp:
+        (tmp / "release").mkdir()
+        (tmp / "audit").mkdir()
+        for n_img, (p, ix) in enumerate(tqdm(per_image.items(), desc="anonymize: synthesis", unit="image",
+                                             disable=len(per_image) < 2)):
+            original = read_image(p)
+            img = original.copy()
+            ok = not any(key.startswith(f"{p}#face") for key in failed)  # a face left as it was: not released
+            for i in ix:
+                f, rec, ch = faces[i], assignment.records[i], assignment.changed[i]
+                base_alpha, class_alb = apps[label[i]]
+                alpha, eta = directed_codes(f, rec, ch, base_alpha, model, cmd.margin)
+                v_w = model.vertices(f.fit.identity, f.fit.expression) @ np.asarray(f.fit.R).T + np.asarray(f.fit.t)
+                win = FaceWindow.around(f.det, *original.shape[:2])
+                light = photo_light(win.crop(original), model, v_w, f.fit.camera, f.fit.albedo)
+                app = NewAppearance(_albedo_for(f, class_alb, rec, ch, model), light, None, 0.0,
+                                    f"class of {len(classes[tuple(rec[q] for q in cmd.quasi)])}")
+                try:
+                    img, _, _, record, _ = deid_image(img, dcmd, model, spec, params,
+                                                      {"directed": {"alpha": alpha, "eta": eta}, "appearance": app},
+                                                      restorer, recognizers, p, detection=f.det, original=original,
+                                                      face=f"face{f.index + 1}")
+                except HeadVeilError as exc:
+                    failed[f"{p}#face{f.index + 1}"] = str(exc)
+                    ok = False
+                    continue
+                results[i] = {"reidentified_by": record.reidentified_by, "not_detected_by": record.not_detected_by,
+                              "pose": record.fit["pose"], "changed": ch,
+                              "dis": {n: v.get("dis_aligned") for n, v in (record.reidentification or {}).items()},
+                              "window": record.window}
+            if not ok:
+                continue  # a photo with a face left as it was is never released
+            name = f"{n_img + 1:04d}.png"
+            write_image(tmp / "release" / name, img)
+            released[p] = name
+        remeasured = remeasure(tmp / "release", released, faces, per_image, cmd, model, results)
+        after_records = [remeasured[i]["flags"] for i in sorted(remeasured) if remeasured[i]["flags"] is not None]
+        after = (privacy_table([{n: r[n] for n in names} for r in after_records], cmd.quasi, cmd.sensitive, cmd.k,
+                               cmd.l, cmd.t, cmd.l_kind) if after_records and all(
+            n in r for r in after_records for n in names) else None)
+        fidelity = attribute_fidelity(faces, assignment, remeasured, names)
+        release_attrs = {"faces": [{"image": released[faces[i].path], "face": faces[i].index + 1,
+                                    "attributes": {n: bool(assignment.records[i][n]) for n in names}}
+                                   for i in sorted(results) if faces[i].path in released],
+                         "privacy_table": _table_json(planned), "quasi_identifiers": list(cmd.quasi),
+                         "sensitive": cmd.sensitive}
+        write_json(tmp / "release" / "attributes.json", release_attrs)
+        summary = {
+            "faces": len(faces), "images_released": len(released), "failed": failed,
+            "before": _table_json(before), "planned": _table_json(planned),
+            "achieved_remeasured": _table_json(after) if after is not None else None,
+            "merges": assignment.merges, "fidelity": fidelity,
+            "reidentified": {n: int(sum(n in r["reidentified_by"] for r in results.values())) for n in recognizers},
+            "pose_error_deg": _mean([r.get("pose_error_deg") for r in remeasured.values()]),
+            "faces_detail": [{"image": Path(faces[i].path).name, "face": faces[i].index + 1,
+                              "values": {k: v for k, v in faces[i].values.items() if not k.startswith("_")},
+                              "original": faces[i].flags, "assigned": assignment.records[i],
+                              "changed": assignment.changed[i], "remeasured": remeasured.get(i, {}).get("flags"),
+                              **{k: results[i][k] for k in ("reidentified_by", "not_detected_by", "dis", "window")
+                                 if i in results}}
+                             for i in range(len(faces))],
+            "seconds": time.perf_counter() - t0,
+        }
+        write_json(tmp / "audit" / "privacy.json", summary, private=True)
+        write_json(tmp / "manifest.json", build_manifest("headveil anonymize", cmd, None, paths,
+                                                         extra={"attribute_asset": "headveil_head_attributes.npz"}))
+    return {**summary, "out": str(cmd.out)}
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None and np.isfinite(x)]
+    return float(np.mean(xs)) if xs else None
+
+
+def _table_json(tab) -> dict:
+    return {"quasi_identifiers": tab.quasi_identifiers, "sensitive": tab.sensitive, "classes": tab.classes,
+            "k_anonymity": tab.k_anonymity, "l_diversity": tab.l_diversity, "t_closeness": tab.t_closeness,
+            "met": tab.met}
+
+
+def remeasure(release: Path, released: dict, faces: list[_Face], per_image: dict, cmd, model, results: dict) -> dict:
+    """Attributes, pose error re-estimated from the released photos: ``{face index: {...}}``."""
+    from headveil.geometry.perception.detectors import detect_faces
+
+    out = {}
+    for p, name in released.items():
+        img = read_image(release / name)
+        H, W = img.shape[:2]
+        found = detect_faces(img, cmd.fit.detector, cmd.fit.max_side)
+        for i in per_image[p]:
+            if i not in results:
+                continue
+            f = faces[i]
+            c = np.asarray(f.det.box, float).reshape(2, 2).mean(0)
+            near = [d for d in found if np.linalg.norm(np.asarray(d.box, float).reshape(2, 2).mean(0) - c)
+                    < 0.35 * math.sqrt(f.det.size ** 2)]
+            if not near:
+                out[i] = {"flags": None, "detected": False}
+                continue
+            det = near[0]
+            win = FaceWindow.around(det, H, W)
+            work = win.crop(img)
+            det_w = win.detection_in(det, work.shape)
+            try:
+                fit = fit_in_window(work, win, det_w, (H, W), cmd.fit, model, name)
+                values, _ = face_values(work, det_w, fit, model)
+            except HeadVeilError:
+                out[i] = {"flags": None, "detected": True}
+                continue
+            pa, pb = fit.pose_dict(), f.fit.pose_dict()
+            err = max(abs(pa[k] - pb[k]) for k in ("yaw_deg", "pitch_deg", "roll_deg"))
+            out[i] = {"flags": _flags(values), "detected": True, "pose_error_deg": float(err)}
+    return out  # a face that could not be re-measured has flags None (the re-measured table leaves it out)
+
+
+def attribute_fidelity(faces, assignment, remeasured: dict, names: list[str]) -> dict:
+    """Share of (face, attribute) pairs whose re-estimated boolean equals the assigned one, split
+    into the attributes asked to change and those that were not (over every re-measured face)."""
+    changed_ok = changed_n = kept_ok = kept_n = 0
+    per_attr: dict = {}
+    for i, r in remeasured.items():
+        flags = r["flags"]
+        if flags is None:
+            continue
+        for n, v in flags.items():
+            if n.startswith("apparent"):
+                continue
+            want = assignment.records[i][n] if n in names else faces[i].flags.get(n)
+            if want is None:
+                continue
+            hit = bool(v) == bool(want)
+            d = per_attr.setdefault(n, [0, 0])
+            d[0] += hit
+            d[1] += 1
+            if n in assignment.changed[i]:
+                changed_ok += hit
+                changed_n += 1
+            else:
+                kept_ok += hit
+                kept_n += 1
+    return {"changed_realised": changed_ok / changed_n if changed_n else None, "changed_pairs": changed_n,
+            "unchanged_kept": kept_ok / kept_n if kept_n else None, "unchanged_pairs": kept_n,
+            "per_attribute": {n: d[0] / d[1] for n, d in per_attr.items()},
+            "faces_remeasured": sum(r["flags"] is not None for r in remeasured.values()),
+            "faces_not_redetected": sum(not r["detected"] for r in remeasured.values())}
+
+
+@command("anonymize", AnonymizeCommand)
+def _cli_anonymize(cfg: AnonymizeCommand) -> int:
+    from headveil.pipelines.commands import batch_status
+
+    res = run_anonymize(cfg)
+    a = res["achieved_remeasured"]
+    print(f"anonymised {res['faces']} face(s) of {res['images_released']} image(s) into {res['out']}/release/ "
+          f"in {res['seconds']:.1f} s; planned k={res['planned']['k_anonymity']['achieved']}, "
+          f"l={res['planned']['l_diversity'].get('achieved')}, t={res['planned']['t_closeness'].get('achieved'):.3f}"
+          + (f"; re-measured k={a['k_anonymity']['achieved']}, met={a['met']}" if a else ""))
+    if res["failed"]:
+        print(f"{len(res['failed'])} face(s)/input(s) failed (audit/privacy.json)")
+    return batch_status(res["faces"] - len([k for k in res["failed"] if "#face" in k]), len(res["failed"]))
