@@ -56,30 +56,23 @@ def synth_set(n: int, out: Path, seed: int = 5):
 
 
 def stage1(folder: Path, truth: list[dict]) -> dict:
-    """Estimated booleans against the truth on the synthetic set, and apparent age/gender."""
-    from headveil.common.images import read_image
+    """Estimated booleans (``anonymize``'s own Stage I) against the truth on the synthetic set."""
     from headveil.geometry.morphable.model import load_embedded
-    from headveil.pipelines.anonymize import AnonymizeCommand, _flags, face_values
-    from headveil.pipelines.faces import FaceWindow, fit_in_window, select_faces
+    from headveil.pipelines.anonymize import AnonymizeCommand, collect_faces
 
-    model, cmd = load_embedded(), AnonymizeCommand([folder])
+    failed: dict = {}
+    faces = collect_faces([folder / f"s{i:03d}.png" for i in range(len(truth))], AnonymizeCommand([folder]),
+                          load_embedded(), failed)
     hits: dict = {}
     apparent = []
-    for i, t in enumerate(truth):
-        img = read_image(folder / f"s{i:03d}.png")
-        det = select_faces(img, cmd, "synth")[0]
-        win = FaceWindow.around(det, *img.shape[:2])
-        work = win.crop(img)
-        det_w = win.detection_in(det, work.shape)
-        fit = fit_in_window(work, win, det_w, img.shape[:2], cmd.fit, model, "synth")
-        values, _ = face_values(work, det_w, fit, model)
-        flags = _flags(values)
+    for f in faces:
+        t = truth[int(Path(f.path).stem[1:])]
         for nm, v in t.items():
-            if not nm.startswith("_") and nm in flags:
-                hits.setdefault(nm, []).append(flags[nm] == v)
-        if "apparent_male" in values:
-            apparent.append((t["male"], values["apparent_male"] > 0.5))
-    out = {"accuracy": {nm: float(np.mean(v)) for nm, v in hits.items()}, "n": len(truth)}
+            if not nm.startswith("_") and nm in f.flags:
+                hits.setdefault(nm, []).append(f.flags[nm] == v)
+        if "apparent_male" in f.flags:
+            apparent.append((t["male"], f.flags["apparent_male"]))
+    out = {"accuracy": {nm: float(np.mean(v)) for nm, v in hits.items()}, "n": len(faces), "failed": len(failed)}
     if apparent:
         out["apparent_gender_vs_macro"] = float(np.mean([a == b for a, b in apparent]))
     return out
@@ -119,9 +112,9 @@ def table1(folder: Path, out: Path, summary: dict) -> dict:
     recs = _recognizers()
     cols: dict = {m: {"psnr": [], "ssim": [], "ms_ssim": [], **{f"{r}_matched": [] for r in recs},
                       **{f"{r}_dis": [] for r in recs}} for m in ("blur", "pixelate", "mask", "inpaint", "anonymousnet-3d")}
-    released = sorted((out / "release").glob("*.png"))
-    details = [d for d in summary["faces_detail"] if "window" in d]
-    for d, rimg in zip(details, released):
+    for d in summary["faces_detail"]:
+        if d.get("release") is None or "window" not in d:
+            continue
         orig = read_image(folder / d["image"])
         w = d["window"]
         ys, xs = slice(w["y0"], w["y1"]), slice(w["x0"], w["x1"])
@@ -135,7 +128,7 @@ def table1(folder: Path, out: Path, summary: dict) -> dict:
         x0, y0, x1, y1 = box.astype(int)
         mask[y0:y1, x0:x1] = 255
         outs["inpaint"] = cv2.inpaint(ow, mask, 5, cv2.INPAINT_TELEA)
-        outs["anonymousnet-3d"] = read_image(rimg)[ys, xs]
+        outs["anonymousnet-3d"] = read_image(out / "release" / d["release"])[ys, xs]
         for m, pw in outs.items():
             c = cols[m]
             c["psnr"].append(psnr(ow, pw))

@@ -94,6 +94,25 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(image, dtype=np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (D65; L* in [0, 100], a* and b* about [-128, 127]) of sRGB colours ``(..., 3)`` floats
+    in [0, 1] (clipped first); ``float32``, same shape (OpenCV's float conversion, sRGB transfer)."""
+    import cv2
+
+    rgb = np.asarray(rgb)
+    flat = np.clip(rgb, 0, 1).astype(np.float32).reshape(-1, 1, 3)
+    return cv2.cvtColor(flat, cv2.COLOR_RGB2LAB).reshape(rgb.shape)
+
+
+def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
+    """sRGB ``(..., 3)`` in [0, 1] (out-of-gamut colours clipped), ``float32``, of CIELAB (D65) colours."""
+    import cv2
+
+    lab = np.asarray(lab)
+    flat = lab.astype(np.float32).reshape(-1, 1, 3)
+    return np.clip(cv2.cvtColor(flat, cv2.COLOR_LAB2RGB), 0, 1).reshape(lab.shape)
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray, png_level: int = 3) -> Path:
     """Write an RGB image atomically with no metadata (no EXIF, no text chunks).
 

@@ -26,7 +26,7 @@ failed (a face that could not be anonymised is listed and its photo is not relea
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -42,8 +42,6 @@ from headveil.common.outputs import atomic_output_dir, build_manifest, write_jso
 from headveil.pipelines.commands import command
 from headveil.pipelines.faces import FaceWindow, fit_in_window, select_faces
 from headveil.pipelines.fit import FitConfig
-
-log = logging.getLogger(__name__)
 
 #: Attribute kinds that Stage III can realise (quasi-identifiers and the sensitive attribute must be one).
 SYNTHESISABLE = ("shape", "expression", "skin")
@@ -92,13 +90,13 @@ class _Face:
     index: int
     det: object
     fit: object
+    photo_fit: object  # the same fit in the photo's own camera (what deid_image takes as a saved fit)
     values: dict
     flags: dict
     albedo: np.ndarray  # (S, S, 3) uint8
     confidence: np.ndarray  # (S, S) uint8
     seen: np.ndarray  # (S, S) uint8: the photo's own view of each texel (occluders 0)
-    ita: float
-    b_star: float
+    light: np.ndarray  # (9, 3) SH light of the photo, camera frame
 
 
 def check_names(cmd: AnonymizeCommand) -> None:
@@ -126,22 +124,28 @@ def check_names(cmd: AnonymizeCommand) -> None:
         raise HeadVeilError(f"--margin must be > 0; got {cmd.margin}")
 
 
-def face_values(work: np.ndarray, det_w, fit, model, app=None) -> tuple[dict, object]:
+def fit_face(img: np.ndarray, det, cmd: AnonymizeCommand, model, source: str):
+    """One detected face fitted in its window: ``(window, working copy, detection in it, fit)``."""
+    win = FaceWindow.around(det, *img.shape[:2])
+    work = win.crop(img)
+    det_w = win.detection_in(det, work.shape)
+    return win, work, det_w, fit_in_window(work, win, det_w, img.shape[:2], cmd.fit, model, source)
+
+
+def face_values(work: np.ndarray, det_w, fit, model) -> tuple[dict, object]:
     """Attribute values of one fitted face (see :mod:`headveil.geometry.identity.attributes`) and its
-    :class:`~headveil.render.appearance.FaceAppearance` (baked when ``app`` is None)."""
-    from headveil.geometry.identity.attributes import expression_values, ita_degrees, shape_attributes, srgb_to_lab
+    baked :class:`~headveil.render.appearance.FaceAppearance`."""
+    from headveil.geometry.identity.attributes import expression_values, ita_degrees, shape_attributes
     from headveil.geometry.perception import age_gender
     from headveil.render.appearance import face_appearance, skin_texels, uv_raster
 
     sa = shape_attributes()
     values = dict(zip(sa.names, sa.values(fit.identity).tolist()))
     values.update(expression_values(det_w.blendshapes))
-    if app is None:
-        v = model.vertices(fit.identity, fit.expression)
-        app = face_appearance(work, model, v, fit.R, fit.t, fit.camera, fit.albedo, TEXTURE_SIZE, reject_occluders=True)
+    v = model.vertices(fit.identity, fit.expression)
+    app = face_appearance(work, model, v, fit.R, fit.t, fit.camera, fit.albedo, TEXTURE_SIZE, reject_occluders=True)
     skin = skin_texels(model, uv_raster(model, TEXTURE_SIZE)) & (app.confidence > 0.5)
     values["light_skin"] = ita_degrees(app.albedo[skin]) if skin.any() else math.nan
-    values["_b_star"] = float(np.median(srgb_to_lab(app.albedo[skin])[:, 2])) if skin.any() else math.nan
     if age_gender.available():
         ag = age_gender.age_gender_estimator().estimate(work, det_w.box)
         values["apparent_male"], values["apparent_older"] = ag.p_male, ag.age_years
@@ -151,12 +155,14 @@ def face_values(work: np.ndarray, det_w, fit, model, app=None) -> tuple[dict, ob
 def _flags(values: dict) -> dict:
     from headveil.geometry.identity.attributes import booleans
 
-    return booleans({k: v for k, v in values.items() if not k.startswith("_") and np.isfinite(v)})
+    return booleans({k: v for k, v in values.items() if np.isfinite(v)})
 
 
 def collect_faces(paths: list[Path], cmd: AnonymizeCommand, model, failed: dict) -> list[_Face]:
     """Stage I over every face of the inputs (failures go to ``failed``: ``{input: reason}``)."""
     from tqdm import tqdm
+
+    from headveil.geometry.camera import Camera
 
     faces = []
     for p in tqdm(paths, desc="anonymize: attributes", unit="image", disable=len(paths) < 2):
@@ -167,10 +173,7 @@ def collect_faces(paths: list[Path], cmd: AnonymizeCommand, model, failed: dict)
                 if det.size < cmd.fit.min_face_px:
                     failed[f"{p}#face{k + 1}"] = f"face is {det.size:.0f} px, below --fit.min-face-px"
                     continue
-                win = FaceWindow.around(det, H, W)
-                work = win.crop(img)
-                det_w = win.detection_in(det, work.shape)
-                fit = fit_in_window(work, win, det_w, (H, W), cmd.fit, model, str(p))
+                win, work, det_w, fit = fit_face(img, det, cmd, model, str(p))
                 pose = fit.pose_dict()
                 if max(abs(pose["yaw_deg"]), abs(pose["pitch_deg"])) > cmd.max_yaw:
                     failed[f"{p}#face{k + 1}"] = (f"head turned {pose['yaw_deg']:.0f}° yaw / {pose['pitch_deg']:.0f}° "
@@ -181,11 +184,11 @@ def collect_faces(paths: list[Path], cmd: AnonymizeCommand, model, failed: dict)
                 if missing:
                     failed[f"{p}#face{k + 1}"] = f"attribute(s) {missing} could not be measured"
                     continue
-                faces.append(_Face(str(p), k, det, fit, values, _flags(values),
-                                   (np.clip(app.albedo, 0, 1) * 255 + 0.5).astype(np.uint8),
-                                   (np.clip(app.confidence, 0, 1) * 255 + 0.5).astype(np.uint8),
-                                   (np.clip(app.seen, 0, 1) * 255 + 0.5).astype(np.uint8),
-                                   values["light_skin"], values["_b_star"]))
+                photo_fit = dataclasses.replace(fit, detection=det, camera=Camera(
+                    win.full_K(fit.camera.K, work.shape), np.eye(4), W, H))
+                to8 = lambda x: (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
+                faces.append(_Face(str(p), k, det, fit, photo_fit, values, _flags(values), to8(app.albedo),
+                                   to8(app.confidence), to8(app.seen), np.asarray(app.light, np.float64)))
         except HeadVeilError as exc:
             failed[str(p)] = str(exc)
     return faces
@@ -255,7 +258,9 @@ def run_anonymize(cmd: AnonymizeCommand, model=None) -> dict:
     from headveil.geometry.identity.anonymity import assign_attributes, equivalence_classes, privacy_table
     from headveil.geometry.morphable.model import load_embedded
     from headveil.pipelines.deid import DeidCommand, deid_image, _prepare
-    from headveil.render.appearance import NewAppearance, photo_light
+    from tqdm import tqdm
+
+    from headveil.render.appearance import NewAppearance
 
     t0 = time.perf_counter()
     model = model or load_embedded()
@@ -286,8 +291,6 @@ def run_anonymize(cmd: AnonymizeCommand, model=None) -> dict:
         per_image.setdefault(f.path, []).append(i)
     results: dict[int, dict] = {}
     released: dict[str, str] = {}
-    from tqdm import tqdm
-
     with atomic_output_dir(cmd.out, cmd.overwrite, private=True) as tmp:
         (tmp / "release").mkdir()
         (tmp / "audit").mkdir()
@@ -300,22 +303,18 @@ def run_anonymize(cmd: AnonymizeCommand, model=None) -> dict:
                 f, rec, ch = faces[i], assignment.records[i], assignment.changed[i]
                 base_alpha, class_alb = apps[label[i]]
                 alpha, eta = directed_codes(f, rec, ch, base_alpha, model, cmd.margin)
-                v_w = model.vertices(f.fit.identity, f.fit.expression) @ np.asarray(f.fit.R).T + np.asarray(f.fit.t)
-                win = FaceWindow.around(f.det, *original.shape[:2])
-                light = photo_light(win.crop(original), model, v_w, f.fit.camera, f.fit.albedo)
-                app = NewAppearance(_albedo_for(f, class_alb, rec, ch, model), light, None, 0.0,
+                app = NewAppearance(_albedo_for(f, class_alb, rec, ch, model), f.light, None, 0.0,
                                     f"class of {len(classes[tuple(rec[q] for q in cmd.quasi)])}")
                 try:
                     img, _, _, record, _ = deid_image(img, dcmd, model, spec, params,
                                                       {"directed": {"alpha": alpha, "eta": eta}, "appearance": app},
-                                                      restorer, recognizers, p, detection=f.det, original=original,
+                                                      restorer, recognizers, p, saved=f.photo_fit, original=original,
                                                       face=f"face{f.index + 1}")
                 except HeadVeilError as exc:
                     failed[f"{p}#face{f.index + 1}"] = str(exc)
                     ok = False
                     continue
                 results[i] = {"reidentified_by": record.reidentified_by, "not_detected_by": record.not_detected_by,
-                              "pose": record.fit["pose"], "changed": ch,
                               "dis": {n: v.get("dis_aligned") for n, v in (record.reidentification or {}).items()},
                               "window": record.window}
             if not ok:
@@ -336,14 +335,15 @@ def run_anonymize(cmd: AnonymizeCommand, model=None) -> dict:
                          "sensitive": cmd.sensitive}
         write_json(tmp / "release" / "attributes.json", release_attrs)
         summary = {
-            "faces": len(faces), "images_released": len(released), "failed": failed,
+            "faces": len(faces), "images_released": len(released), "faces_released": len(release_attrs["faces"]),
+            "failed": failed,
             "before": _table_json(before), "planned": _table_json(planned),
             "achieved_remeasured": _table_json(after) if after is not None else None,
             "merges": assignment.merges, "fidelity": fidelity,
             "reidentified": {n: int(sum(n in r["reidentified_by"] for r in results.values())) for n in recognizers},
             "pose_error_deg": _mean([r.get("pose_error_deg") for r in remeasured.values()]),
             "faces_detail": [{"image": Path(faces[i].path).name, "face": faces[i].index + 1,
-                              "values": {k: v for k, v in faces[i].values.items() if not k.startswith("_")},
+                              "release": released.get(faces[i].path), "values": faces[i].values,
                               "original": faces[i].flags, "assigned": assignment.records[i],
                               "changed": assignment.changed[i], "remeasured": remeasured.get(i, {}).get("flags"),
                               **{k: results[i][k] for k in ("reidentified_by", "not_detected_by", "dis", "window")
@@ -363,9 +363,7 @@ def _mean(xs):
 
 
 def _table_json(tab) -> dict:
-    return {"quasi_identifiers": tab.quasi_identifiers, "sensitive": tab.sensitive, "classes": tab.classes,
-            "k_anonymity": tab.k_anonymity, "l_diversity": tab.l_diversity, "t_closeness": tab.t_closeness,
-            "met": tab.met}
+    return {**dataclasses.asdict(tab), "met": tab.met}
 
 
 def remeasure(release: Path, released: dict, faces: list[_Face], per_image: dict, cmd, model, results: dict) -> dict:
@@ -375,24 +373,19 @@ def remeasure(release: Path, released: dict, faces: list[_Face], per_image: dict
     out = {}
     for p, name in released.items():
         img = read_image(release / name)
-        H, W = img.shape[:2]
         found = detect_faces(img, cmd.fit.detector, cmd.fit.max_side)
         for i in per_image[p]:
             if i not in results:
                 continue
             f = faces[i]
             c = np.asarray(f.det.box, float).reshape(2, 2).mean(0)
-            near = [d for d in found if np.linalg.norm(np.asarray(d.box, float).reshape(2, 2).mean(0) - c)
-                    < 0.35 * math.sqrt(f.det.size ** 2)]
+            near = [d for d in found
+                    if np.linalg.norm(np.asarray(d.box, float).reshape(2, 2).mean(0) - c) < 0.35 * f.det.size]
             if not near:
                 out[i] = {"flags": None, "detected": False}
                 continue
-            det = near[0]
-            win = FaceWindow.around(det, H, W)
-            work = win.crop(img)
-            det_w = win.detection_in(det, work.shape)
             try:
-                fit = fit_in_window(work, win, det_w, (H, W), cmd.fit, model, name)
+                _, work, det_w, fit = fit_face(img, near[0], cmd, model, name)
                 values, _ = face_values(work, det_w, fit, model)
             except HeadVeilError:
                 out[i] = {"flags": None, "detected": True}
@@ -447,4 +440,4 @@ def _cli_anonymize(cfg: AnonymizeCommand) -> int:
           + (f"; re-measured k={a['k_anonymity']['achieved']}, met={a['met']}" if a else ""))
     if res["failed"]:
         print(f"{len(res['failed'])} face(s)/input(s) failed (audit/privacy.json)")
-    return batch_status(res["faces"] - len([k for k in res["failed"] if "#face" in k]), len(res["failed"]))
+    return batch_status(res["faces_released"], len(res["failed"]))

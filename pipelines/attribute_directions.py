@@ -83,7 +83,7 @@ def _values(latents: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
     return np.stack(cols, 1)
 
 
-def project_mixtures(src, cfg, topo, D, W, model) -> np.ndarray:
+def project_mixtures(topo, D, W, model) -> np.ndarray:
     """α ``(n, K)`` of mixtures ``W`` (the model's basis, least squares after rigid alignment)."""
     from headveil.geometry.morphable.build import rigid_align
 
@@ -133,10 +133,19 @@ def render_and_fit(model, alphas: np.ndarray, seed: int, progress=print) -> tupl
 
 
 def _ridge(X: np.ndarray, Y: np.ndarray, lam: float) -> np.ndarray:
+    """``(D + 1, A)`` ridge coefficients of ``Y ≈ [X, 1] @ coef`` (the intercept not penalised)."""
     X1 = np.hstack([X, np.ones((len(X), 1))])
     reg = lam * np.eye(X1.shape[1])
     reg[-1, -1] = 0
     return np.linalg.solve(X1.T @ X1 + reg, X1.T @ Y)
+
+
+def _predict(X: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    return np.hstack([X, np.ones((len(X), 1))]) @ coef
+
+
+def _r2(pred: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    return 1 - ((pred - Y) ** 2).sum(0) / ((Y - Y.mean(0)) ** 2).sum(0)
 
 
 def _cv_lambda(X: np.ndarray, Y: np.ndarray, lams=(0.1, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)) -> float:
@@ -146,7 +155,7 @@ def _cv_lambda(X: np.ndarray, Y: np.ndarray, lams=(0.1, 1.0, 3.0, 10.0, 30.0, 10
         err = 0.0
         for f in range(5):
             c = _ridge(X[folds != f], Y[folds != f], lam)
-            p = np.hstack([X[folds == f], np.ones(((folds == f).sum(), 1))]) @ c
+            p = _predict(X[folds == f], c)
             err += (((p - Y[folds == f]) / Y.std(0)) ** 2).sum()
         if err < best_err:
             best, best_err = lam, err
@@ -176,17 +185,13 @@ def derive(wheel: Path, model_path: Path, n_train: int = 2000, n_holdout: int = 
     progress(f"reading {len(paths)} targets")
     D = _dense_targets(src, paths, topo["sel"], topo["M"])
     progress("projecting mixtures")
-    A_tr = project_mixtures(src, cfg, topo, D, W_tr, model)
-    A_ho = project_mixtures(src, cfg, topo, D, W_ho, model)
+    A_tr = project_mixtures(topo, D, W_tr, model)
+    A_ho = project_mixtures(topo, D, W_ho, model)
     names = list(CANDIDATES)
     Y_tr, Y_ho = _values(lat_tr, names), _values(lat_ho, names)
     # estimators: value ≈ α·w + b
-    X1 = np.hstack([A_tr, np.ones((len(A_tr), 1))])
-    reg = ridge * np.eye(X1.shape[1])
-    reg[-1, -1] = 0
-    coef = np.linalg.solve(X1.T @ X1 + reg, X1.T @ Y_tr)  # (K+1, A)
-    pred = np.hstack([A_ho, np.ones((len(A_ho), 1))]) @ coef
-    r2 = 1 - ((pred - Y_ho) ** 2).sum(0) / ((Y_ho - Y_ho.mean(0)) ** 2).sum(0)
+    coef = _ridge(A_tr, Y_tr, ridge)  # (K+1, A)
+    r2 = _r2(_predict(A_ho, coef), Y_ho)
     keep = [i for i, v in enumerate(r2) if v >= MIN_R2]
     for i, name in enumerate(names):
         progress(f"  {name:16s} held-out R² {r2[i]:.3f}{'' if i in keep else '  (dropped)'}")
@@ -202,8 +207,8 @@ def derive(wheel: Path, model_path: Path, n_train: int = 2000, n_holdout: int = 
     Yf_tr, Yf_ho = Y_tr[:n_renders][ok_tr][:, keep], Y_ho[ok_ho][:, keep]
     lam = _cv_lambda(F_tr[ok_tr], Yf_tr)
     coef_f = _ridge(F_tr[ok_tr], Yf_tr, lam)
-    pred_f = np.hstack([F_ho[ok_ho], np.ones((ok_ho.sum(), 1))]) @ coef_f
-    r2_f = 1 - ((pred_f - Yf_ho) ** 2).sum(0) / ((Yf_ho - Yf_ho.mean(0)) ** 2).sum(0)
+    pred_f = _predict(F_ho[ok_ho], coef_f)
+    r2_f = _r2(pred_f, Yf_ho)
     th = np.array([CANDIDATES[n][1] for n in kept])
     acc_f = ((pred_f > th) == (Yf_ho > th)).mean(0)
     for j, name in enumerate(kept):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headveil.common.errors import HeadVeilError
+from headveil.common.images import lab_to_srgb, srgb_to_lab
 from headveil.geometry.camera import Camera
 from headveil.geometry.normals import vertex_normals
 from headveil.render.rasterize import interpolate, rasterize
@@ -404,18 +405,6 @@ def render_textured_many(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray
     return out, cov
 
 
-def _lab(rgb: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return cv2.cvtColor(np.clip(rgb, 0, 1).astype(np.float32).reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3)
-
-
-def _rgb(lab: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return cv2.cvtColor(lab.astype(np.float32).reshape(-1, 1, 3), cv2.COLOR_LAB2RGB).reshape(-1, 3)
-
-
 def texel_mask(model, raster: UVRaster, vertices: np.ndarray) -> np.ndarray:
     """``(S, S) bool``: texels whose surface point lies (mostly) among ``vertices (V,) bool``."""
     v, idx = texel_attribute(raster, np.asarray(vertices, np.float64)[:, None], model.faces)
@@ -459,13 +448,13 @@ def match_tone(albedo: np.ndarray, target: np.ndarray, skin: np.ndarray, target_
     sel = skin if target_weight is None else skin & (target_weight > 0.5)
     if sel.sum() < 50:
         return albedo
-    src, dst = _lab(albedo[skin]), _lab(target[sel])
+    src, dst = srgb_to_lab(albedo[skin]), srgb_to_lab(target[sel])
     ms, ss = src.mean(0), src.std(0) + 1e-3
     md, sd = dst.mean(0), dst.std(0) + 1e-3
     k = np.clip(sd / ss, *spread)
     where = np.ones(albedo.shape[:2], bool) if where is None else np.asarray(where, bool)
     out = np.array(albedo, np.float32, copy=True)
-    out[where] = np.clip(_rgb((_lab(albedo[where]) - ms) * k + md), 0, 1)
+    out[where] = np.clip(lab_to_srgb((srgb_to_lab(albedo[where]) - ms) * k + md), 0, 1)
     return out
 
 
@@ -520,7 +509,7 @@ def _skin_distance(texture: np.ndarray, weight: np.ndarray, model, raster: UVRas
     patch = patch.reshape(S, S) & (weight > 0.7)
     if patch.sum() < 100:
         return None
-    lab = _lab(texture.reshape(-1, 3)).reshape(texture.shape)
+    lab = srgb_to_lab(texture.reshape(-1, 3)).reshape(texture.shape)
     x = lab[patch]
     med = np.median(x, 0)
     mad = np.maximum(np.median(np.abs(x - med), 0) * 1.4826, [15.0, 3.0, 3.0])
@@ -568,14 +557,14 @@ def tame_albedo(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
     if skin.sum() < 100:
         return albedo
     cand = (weight > 0) & ~eye_texels(model, raster)
-    lab = _lab(albedo[cand])
-    x = _lab(albedo[skin])
+    lab = srgb_to_lab(albedo[cand])
+    x = srgb_to_lab(albedo[skin])
     med = np.median(x, 0)
     mad = np.maximum(np.median(np.abs(x - med), 0) * 1.4826, [4.0, 2.0, 2.0])
     lab[:, 0] = np.minimum(lab[:, 0], med[0] + k * mad[0])
     lab[:, 1:] = np.clip(lab[:, 1:], med[1:] - k * mad[1:], med[1:] + k * mad[1:])
     out = np.array(albedo, np.float32, copy=True)
-    out[cand] = np.clip(_rgb(lab), 0, 1)
+    out[cand] = np.clip(lab_to_srgb(lab), 0, 1)
     return out
 
 

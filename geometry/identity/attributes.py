@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from headveil.common.errors import HeadVeilError
+from headveil.common.images import lab_to_srgb, srgb_to_lab
 
 ATTRIBUTES_FILE = "headveil_head_attributes.npz"
 
@@ -77,19 +78,9 @@ def expression_values(blendshapes: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """CIELAB (D65) of sRGB ``(..., 3)`` in [0, 1]."""
-    c = np.clip(np.asarray(rgb, np.float64), 0, 1)
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    M = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
-    xyz = lin @ M.T / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
-
-
 def ita_degrees(skin_rgb: np.ndarray) -> float:
     """Individual Typology Angle of skin colours ``(N, 3)`` sRGB in [0, 1] (their median L*, b*)."""
-    lab = srgb_to_lab(np.asarray(skin_rgb, np.float64).reshape(-1, 3))
+    lab = srgb_to_lab(np.asarray(skin_rgb).reshape(-1, 3)).astype(np.float64)
     if len(lab) == 0:
         raise FaceAttributeError("no skin colour to measure")
     L, b = float(np.median(lab[:, 0])), float(np.median(lab[:, 2]))
@@ -103,18 +94,6 @@ def shift_ita(rgb: np.ndarray, current_ita: float, target_ita: float, b_star: fl
     lab = srgb_to_lab(rgb)
     lab[..., 0] = np.clip(lab[..., 0] + dL, 0, 100)
     return lab_to_srgb(lab)
-
-
-def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
-    """sRGB in [0, 1] of CIELAB (D65) ``(..., 3)``."""
-    lab = np.asarray(lab, np.float64)
-    fy = (lab[..., 0] + 16) / 116
-    fx, fz = fy + lab[..., 1] / 500, fy - lab[..., 2] / 200
-    f = np.stack([fx, fy, fz], -1)
-    xyz = np.where(f > 6 / 29, f ** 3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * np.array([0.95047, 1.0, 1.08883])
-    Minv = np.linalg.inv(np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]))
-    lin = np.clip(xyz @ Minv.T, 0, None)
-    return np.clip(np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055), 0, 1)
 
 
 class ShapeAttributes:
@@ -136,7 +115,6 @@ class ShapeAttributes:
         self._dirs = arrays["directions"]
         self.threshold = arrays["threshold"].astype(np.float64)
         self.spread = arrays["train_std"].astype(np.float64)
-        self.mean = arrays["train_mean"].astype(np.float64)
         self.r2, self.fit_r2 = arrays["r2_holdout"], arrays["fit_r2_holdout"]
         self.fit_accuracy = arrays["fit_accuracy_holdout"]
         self.holdout = {k: arrays[k] for k in ("holdout_alpha", "holdout_fitted_alpha", "holdout_values", "holdout_yaw_deg")}
@@ -157,7 +135,7 @@ class ShapeAttributes:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(str(arrays.pop("meta")))
-        if meta.get("model_sha256") != _sha_cached(str(model_path), sha256_file):
+        if meta.get("model_sha256") != sha256_file(model_path):
             raise FaceAttributeError(f"{path} was derived for another head model (checksum differs from {model_path})")
         return cls(arrays, meta)
 
@@ -200,11 +178,6 @@ class ShapeAttributes:
         M = self._w @ self._dirs.T  # (A, A)
         s = np.linalg.lstsq(M, want - cur, rcond=None)[0]
         return (a + self._dirs.T @ s).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=4)
-def _sha_cached(path: str, fn) -> str:
-    return fn(path)
 
 
 @functools.lru_cache(maxsize=1)

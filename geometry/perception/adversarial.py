@@ -34,10 +34,6 @@ class UniversalPerturbation:
     passes: int
 
 
-def _embed(net, x):
-    return net.forward(x)
-
-
 def universal_perturbation(crops: np.ndarray, net, xi: float, threshold: float = 1.1, delta: float = 0.2,
                            passes: int = 3, steps: int = 6, overshoot: float = 0.1, seed: int = 0,
                            progress=None) -> UniversalPerturbation:
@@ -53,13 +49,13 @@ def universal_perturbation(crops: np.ndarray, net, xi: float, threshold: float =
         raise ValueError(f"xi must be ≥ 0; got {xi}")
     X = torch.as_tensor(crops.astype(np.float32)).permute(0, 3, 1, 2).contiguous()
     with torch.no_grad():
-        ref = _embed(net, X)
+        ref = net.forward(X)
     v = torch.zeros_like(X[:1])
     order_rng = np.random.default_rng(seed)
 
     def fooled(vv) -> np.ndarray:
         with torch.no_grad():
-            e = _embed(net, torch.clamp(X + vv, 0, 255))
+            e = net.forward(torch.clamp(X + vv, 0, 255))
         return ((e - ref).norm(dim=1) >= threshold).numpy()
 
     rate = float(fooled(v).mean())
@@ -72,7 +68,7 @@ def universal_perturbation(crops: np.ndarray, net, xi: float, threshold: float =
             r = torch.zeros_like(x)
             for _ in range(steps):
                 z = torch.clamp(x + v + r, 0, 255).requires_grad_(True)
-                g = threshold - (_embed(net, z) - e0).norm()
+                g = threshold - (net.forward(z) - e0).norm()
                 if g.item() < 0:
                     break
                 (grad,) = torch.autograd.grad(g, z)

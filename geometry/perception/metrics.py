@@ -252,9 +252,9 @@ def ms_ssim(a: np.ndarray, b: np.ndarray, weights=MS_SSIM_WEIGHTS) -> float:
         n -= 1
     w = w[:n] / w[:n].sum()
     C1, C2 = 0.01 ** 2, 0.03 ** 2
+    f = lambda x: gaussian_filter(x, 1.5, truncate=3.5)  # noqa: E731  (an 11-tap window)
     out = 1.0
     for s in range(n):
-        f = lambda x: gaussian_filter(x, 1.5, truncate=3.5)  # noqa: E731  (11-tap window)
         mu_a, mu_b = f(a), f(b)
         va, vb, cov = f(a * a) - mu_a ** 2, f(b * b) - mu_b ** 2, f(a * b) - mu_a * mu_b
         cs = float(np.mean((2 * cov + C2) / (va + vb + C2)))

@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 
+from headveil.common.images import lab_to_srgb, srgb_to_lab
 from headveil.geometry.identity.attributes import (
     EXPRESSION_ATTRIBUTES, FaceAttributeError, ShapeAttributes, booleans, expression_values, ita_degrees,
-    lab_to_srgb, shape_attributes, shift_ita, srgb_to_lab)
+    shape_attributes, shift_ita)
 
 
 def test_asset_belongs_to_the_model_and_keeps_recoverable_attributes(tmp_path):
@@ -51,10 +52,10 @@ def test_move_sets_targets_and_holds_the_rest():
 
 def test_ita_is_the_angle_of_lightness_over_yellowness():
     rgb = lab_to_srgb(np.array([65.0, 10.0, 15.0]))  # ITA = atan((65 − 50) / 15) = 45°
-    np.testing.assert_allclose(srgb_to_lab(rgb), [65.0, 10.0, 15.0], atol=0.05)
+    np.testing.assert_allclose(srgb_to_lab(rgb), [65.0, 10.0, 15.0], atol=0.25)  # OpenCV's float32 round trip
     assert ita_degrees(np.tile(rgb, (10, 1))) == pytest.approx(45.0, abs=0.2)
     darker = shift_ita(np.tile(rgb, (4, 1)), 45.0, 0.0, 15.0)  # ITA 0° ⇒ L* = 50, b* kept
-    np.testing.assert_allclose(srgb_to_lab(darker)[0], [50.0, 10.0, 15.0], atol=0.1)
+    np.testing.assert_allclose(srgb_to_lab(darker)[0], [50.0, 10.0, 15.0], atol=0.3)  # two float32 round trips
 
 
 def test_expression_values_and_booleans():
