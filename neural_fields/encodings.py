@@ -172,56 +172,91 @@ class _HashLookup(torch.autograd.Function):
     """All levels of the hash encoding in one autograd node (the torch backend's kernel).
 
     Forward: per level and feature one ``index_select`` of a contiguous table row and a weighted sum over
-    the 8 corners, all on corner-major ``(8, N)`` arrays. Backward: one zero-initialised gradient of
-    the whole flat table, filled by one ``scatter_add_`` per level and feature (no per-level
-    table-sized temporaries), and the analytic trilinear derivative for the points. First-order
-    only; the autograd-native :func:`hash_encode_reference` is the oracle.
+    the 8 corners, all on corner-major ``(8, N)`` arrays. With ``jacobian`` it also returns the
+    features' derivative in the points ``(L · F, 3, N)`` (the analytic trilinear derivative, from the
+    values it has just gathered) for :class:`_PointGradient`; the points themselves are never an
+    input of this node, so a pass that asks for point gradients only (normals) never runs its
+    backward. Backward: the table gradient only — one zero-initialised gradient of the whole flat
+    table, filled by one ``scatter_add_`` per level and feature (no per-level table-sized
+    temporaries). First-order only; the autograd-native :func:`hash_encode_reference` is the oracle.
     """
 
+    backward_calls = 0
+    """Times the backward ran (a test counts the passes that fill the table's gradient)."""
+
     @staticmethod
-    def forward(ctx, u, table, levels, n_features):
+    def forward(ctx, u, table, levels, n_features, jacobian):
         F = n_features
-        uT = u.detach().t().contiguous()  # (3, N)
-        out = u.new_empty(len(levels) * F, u.shape[0])  # feature-major: each row written in place
+        uT = u.t().contiguous()  # (3, N)
+        N = u.shape[0]
+        out = u.new_empty(len(levels) * F, N)  # feature-major: each row written in place
+        jac = u.new_empty(len(levels) * F, 3, N) if jacobian else None
         saved = []
         for lvl, (res, size, dense, off) in enumerate(levels):
-            idx, w = _corners(uT * res, res, size, dense)
+            p = uT * res
+            idx, w = _corners(p, res, size, dense)
             tab = table.narrow(0, off * F, size * F).view(F, size)
             flat = idx.view(-1)
+            if jac is not None:  # corner-pair weights of the other two axes, shared by the features
+                _, aw = _cells(p, res)
+                wyz = (aw[1][:, None] * aw[2][None, :]) * res
+                wxz = (aw[0][:, None] * aw[2][None, :]) * res
+                wxy = (aw[0][:, None] * aw[1][None, :]) * res
             for f in range(F):  # index_select of a contiguous row: ~3× faster than take on CPU
-                torch.sum(tab[f].index_select(0, flat).view_as(w).mul_(w), 0, out=out[lvl * F + f])
+                vals = tab[f].index_select(0, flat).view_as(w)
+                if jac is not None:
+                    v = vals.view(2, 2, 2, N)
+                    row = lvl * F + f
+                    torch.sum((v[1] - v[0]) * wyz, (0, 1), out=jac[row, 0])
+                    torch.sum((v[:, 1] - v[:, 0]) * wxz, (0, 1), out=jac[row, 1])
+                    torch.sum((v[:, :, 1] - v[:, :, 0]) * wxy, (0, 1), out=jac[row, 2])
+                torch.sum(vals.mul_(w), 0, out=out[lvl * F + f])
             saved += [idx, w]
         ctx.levels, ctx.n_features = levels, F
-        ctx.save_for_backward(u, table, *saved)
-        return out.t()
+        ctx.save_for_backward(table, *saved)
+        if jac is None:
+            return out.t()
+        ctx.mark_non_differentiable(jac)
+        return out.t(), jac
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        u, table, *saved = ctx.saved_tensors
+    def backward(ctx, grad_out, grad_jac=None):
+        _HashLookup.backward_calls += 1
+        table, *saved = ctx.saved_tensors
         F = ctx.n_features
         gT = grad_out.t().contiguous()  # (L · F, N)
         g_table = torch.zeros_like(table) if ctx.needs_input_grad[1] else None
-        g_u = u.new_zeros(3, u.shape[0]) if ctx.needs_input_grad[0] else None  # (3, N)
-        uT = u.detach().t().contiguous() if g_u is not None else None
-        for lvl, (res, size, dense, off) in enumerate(ctx.levels):
-            idx, w = saved[2 * lvl], saved[2 * lvl + 1]
-            rows = gT[lvl * F:(lvl + 1) * F]
-            if g_table is not None:
+        if g_table is not None:
+            for lvl, (res, size, dense, off) in enumerate(ctx.levels):
+                idx, w = saved[2 * lvl], saved[2 * lvl + 1]
+                rows = gT[lvl * F:(lvl + 1) * F]
                 gl = g_table.narrow(0, off * F, size * F).view(F, size)
                 flat = idx.view(-1).long()  # scatter_add_ takes int64 rows only
                 for f in range(F):
                     gl[f].scatter_add_(0, flat, (w * rows[f]).view(-1))
-            if g_u is not None:
-                tab = table.narrow(0, off * F, size * F).view(F, size)
-                flat = idx.view(-1)
-                dots = sum(tab[f].index_select(0, flat).view_as(idx) * rows[f] for f in range(F)).view(2, 2, 2, -1)
-                _, aw = _cells(uT * res, res)  # the weights' derivatives need only the cell
-                wx, wy, wz = aw[0], aw[1], aw[2]
-                g_u[0] += ((dots[1] - dots[0]) * (wy[:, None] * wz[None, :])).sum((0, 1)) * res
-                g_u[1] += ((dots[:, 1] - dots[:, 0]) * (wx[:, None] * wz[None, :])).sum((0, 1)) * res
-                g_u[2] += ((dots[:, :, 1] - dots[:, :, 0]) * (wx[:, None] * wy[None, :])).sum((0, 1)) * res
-        return (g_u.t() if g_u is not None else None), g_table, None, None
+        return None, g_table, None, None, None
+
+
+class _PointGradient(torch.autograd.Function):
+    """Zeros ``(N, L · F)`` whose derivative in the points ``u (N, 3)`` is the features' Jacobian
+    ``jac (L · F, 3, N)`` (from the forward): added to the features, it makes them differentiable in
+    the points as ``∂L/∂u = Σ_k ∂L/∂feat_k · jac_k`` (no gather, no table access) on a separate
+    branch of the graph, so a pass that asks for the table only never runs it."""
+
+    backward_calls = 0
+
+    @staticmethod
+    def forward(ctx, u, jac):
+        ctx.save_for_backward(jac)
+        return u.new_zeros((1, jac.shape[0])).expand(u.shape[0], -1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        _PointGradient.backward_calls += 1
+        (jac,) = ctx.saved_tensors
+        return torch.einsum("kdn,nk->nd", jac, grad), None
 
 
 def hash_encode_reference(u: torch.Tensor, table: torch.Tensor, levels, n_features: int) -> torch.Tensor:
@@ -301,7 +336,11 @@ class HashGridEncoding(nn.Module):
             if self._compiled is None:
                 self._compiled = torch.compile(hash_encode_reference, dynamic=True)
             return self._compiled(u, self.table, self.levels, self.config.n_features)
-        return _HashLookup.apply(u, self.table, self.levels, self.config.n_features)
+        F = self.config.n_features
+        if not u.requires_grad:
+            return _HashLookup.apply(u, self.table, self.levels, F, False)
+        feats, jac = _HashLookup.apply(u.detach(), self.table, self.levels, F, True)
+        return feats + _PointGradient.apply(u, jac)
 
 
 class FrequencyEncoding(nn.Module):

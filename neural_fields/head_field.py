@@ -125,6 +125,7 @@ class HeadField(nn.Module):
         self._prior_grid = None  # (1, 7 + k, R, R, R): model SDF, canonical points and normals, sensitivities
         self._prior_box = None
         self._cache_alpha = None  # α at which the cache was computed (k,)
+        self._cache_band = None  # metres: the exact band of the cache (None: exact everywhere)
 
     # -- codes ---------------------------------------------------------------------------------
     def set_codes(self, alpha=None, eta=None, trainable: bool = False) -> None:
@@ -163,38 +164,68 @@ class HeadField(nn.Module):
 
     # -- field ---------------------------------------------------------------------------------
     def cache_prior(self, resolution: int = 96, half_extent: float = 0.22, chunk: int = 32768,
-                    code_components: int = 0, progress: bool = False) -> None:
+                    code_components: int = 0, progress: bool = False, band: float | None = None) -> None:
         """Precompute the model SDF and canonical points on a ``resolution³`` grid over the cube
         ``±half_extent`` metres; :meth:`model_sdf` then interpolates trilinearly (fast training).
 
         With ``code_components = k > 0`` the grid also holds ``∂sdf/∂α_j`` for ``j < k`` and α
         becomes trainable: the cached SDF follows α to first order (see the module docstring).
-        Without it the cache has no gradient to the codes. :meth:`set_codes` clears the cache."""
+        Without it the cache has no gradient to the codes. :meth:`set_codes` clears the cache.
+
+        ``band`` (metres; None = everywhere): the exact SDF only where the samplers need it. A
+        coarse grid (a quarter of the resolution) is computed exactly and interpolated to the full
+        one; grid points whose coarse value lies within ``band`` plus both grids' cell diagonals of
+        the surface are then computed exactly. Since the SDF is 1-Lipschitz, that covers every point
+        within ``band`` of the surface and the corners of every cell such a point lies in, so
+        :meth:`model_sdf` there is the same as with ``band=None``; farther out it is the coarse
+        interpolation (within a coarse cell diagonal of the exact distance)."""
         k = int(code_components)
         if not 0 <= k <= self.model.n_id:
             raise ValueError(f"code_components must be in [0, {self.model.n_id}]; got {k}")
+        if band is not None and not band > 0:
+            raise ValueError(f"band must be > 0 metres or None; got {band}")
         self._prior_grid = None
-        axis = torch.linspace(-half_extent, half_extent, resolution)
-        zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")  # grid_sample order: D=z, H=y, W=x
-        pts = torch.stack([xx, yy, zz], -1).reshape(-1, 3)
-        vals = []
-        from tqdm import tqdm
 
-        with torch.no_grad():
-            for s in tqdm(range(0, len(pts), chunk), desc=f"3DMM prior {resolution}³", unit="chunk",
-                          disable=not progress, leave=False):
-                base, x_c, n_c, sens = self._exact_prior(pts[s:s + chunk], k)
-                vals.append(torch.cat([base[:, None], x_c, n_c] + ([sens] if k else []), 1))
-        grid = torch.cat(vals).reshape(resolution, resolution, resolution, 7 + k).permute(3, 0, 1, 2)[None]
-        self._prior_grid, self._prior_box = grid.contiguous(), half_extent
+        def exact(pts, desc):
+            from tqdm import tqdm
+
+            vals = []
+            with torch.no_grad():
+                for s in tqdm(range(0, len(pts), chunk), desc=desc, unit="chunk", disable=not progress, leave=False):
+                    base, x_c, n_c, sens = self._exact_prior(pts[s:s + chunk], k)
+                    vals.append(torch.cat([base[:, None], x_c, n_c] + ([sens] if k else []), 1))
+            return torch.cat(vals) if vals else torch.zeros(0, 7 + k)
+
+        def lattice(n):
+            axis = torch.linspace(-half_extent, half_extent, n)
+            zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")  # grid_sample order: D=z, H=y, W=x
+            return torch.stack([xx, yy, zz], -1).reshape(-1, 3)
+
+        pts = lattice(resolution)
+        if band is None:
+            grid = exact(pts, f"3DMM prior {resolution}³").reshape(resolution, resolution, resolution, 7 + k)
+        else:
+            import torch.nn.functional as F
+
+            n_c = max(resolution // 4, 8)
+            coarse = exact(lattice(n_c), f"3DMM prior {n_c}³ (coarse)").reshape(n_c, n_c, n_c, 7 + k)
+            grid = F.interpolate(coarse.permute(3, 0, 1, 2)[None], size=(resolution,) * 3, mode="trilinear",
+                                 align_corners=True)[0].permute(1, 2, 3, 0).reshape(-1, 7 + k).contiguous()
+            diag = 3 ** 0.5 * 2 * half_extent * (1 / (n_c - 1) + 1 / (resolution - 1))
+            near = grid[:, 0].abs() < band + diag
+            grid[near] = exact(pts[near], f"3DMM prior {resolution}³ band")
+            grid = grid.reshape(resolution, resolution, resolution, 7 + k)
+        self._prior_grid, self._prior_box = grid.permute(3, 0, 1, 2)[None].contiguous(), half_extent
         self._cache_alpha = self.alpha.detach()[:k].clone()
         self._cache_args = (resolution, half_extent, chunk)
+        self._cache_band = band
         if k:
             self.alpha.requires_grad_(True)
 
-    def prior_cache_key(self, resolution: int = 96, half_extent: float = 0.22, code_components: int = 0) -> str:
+    def prior_cache_key(self, resolution: int = 96, half_extent: float = 0.22, code_components: int = 0,
+                        band: float | None = None) -> str:
         """A hex digest naming the cache :meth:`cache_prior` would build: the model's geometry and
-        topology, the codes, the grid and the code components."""
+        topology, the codes, the grid, the code components and the exact band."""
         import hashlib
 
         h = hashlib.sha256(b"headveil/prior-cache/v1")
@@ -202,6 +233,8 @@ class HeadField(nn.Module):
                     self.eta.detach()):
             h.update(np.ascontiguousarray(arr.numpy() if isinstance(arr, torch.Tensor) else arr).tobytes())
         h.update(f"{resolution}/{half_extent}/{int(code_components)}".encode())
+        if band is not None:
+            h.update(f"/band{float(band)}".encode())
         return h.hexdigest()
 
     def prior_cache_state(self) -> dict:
@@ -210,19 +243,23 @@ class HeadField(nn.Module):
         if self._prior_grid is None:
             raise ValueError("no cached prior (call cache_prior first)")
         res, half, chunk = self._cache_args
+        band = self._cache_band
         return {"grid": self._prior_grid, "box": float(self._prior_box), "alpha": self._cache_alpha,
-                "args": [int(res), float(half), int(chunk)],
-                "key": self.prior_cache_key(res, half, self._prior_grid.shape[1] - 7)}
+                "args": [int(res), float(half), int(chunk)], "band": band,
+                "key": self.prior_cache_key(res, half, self._prior_grid.shape[1] - 7, band)}
 
-    def load_prior_cache(self, state: dict) -> bool:
+    def load_prior_cache(self, state: dict, band: float | None = None) -> bool:
         """Restore a cache saved by :meth:`prior_cache_state` if it belongs to this model and these
-        codes (its key matches); returns whether it was used."""
+        codes (its key matches) and was built for ``band`` (:meth:`cache_prior`); returns whether
+        it was used."""
         res, half, chunk = state["args"]
         k = int(state["grid"].shape[1]) - 7
-        if state.get("key") != self.prior_cache_key(res, half, k):
+        saved_band = state.get("band")
+        if saved_band != band or state.get("key") != self.prior_cache_key(res, half, k, saved_band):
             return False
         self._prior_grid, self._prior_box = state["grid"].contiguous(), float(state["box"])
         self._cache_alpha, self._cache_args = state["alpha"], (int(res), float(half), int(chunk))
+        self._cache_band = saved_band
         if k:
             self.alpha.requires_grad_(True)
         return True
@@ -233,7 +270,7 @@ class HeadField(nn.Module):
             raise ValueError("recache needs a cached prior (call cache_prior first)")
         k = self._prior_grid.shape[1] - 7
         self._posed = None
-        self.cache_prior(*self._cache_args, code_components=k)
+        self.cache_prior(*self._cache_args, code_components=k, band=self._cache_band)
 
     @property
     def code_components(self) -> int:
@@ -268,16 +305,41 @@ class HeadField(nn.Module):
             sens = -(dp * n[:, None, :]).sum(-1)
         return base, q_c + base[:, None] * n_c, n_c, sens
 
+    def _grids(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cache's channels that :meth:`model_sdf` reads (SDF and canonical points; all of them
+        with code sensitivities) and the SDF channel alone (:meth:`model_distance`), contiguous."""
+        if getattr(self, "_grids_of", None) is not self._prior_grid:
+            g = self._prior_grid
+            self._grids_cache = (g if g.shape[1] > 7 else g[:, :4].contiguous(), g[:, :1].contiguous())
+            self._grids_of = g
+        return self._grids_cache
+
+    def model_distance(self, x: torch.Tensor) -> torch.Tensor:
+        """The model SDF ``(N,)`` metres alone at ``x (N, 3)`` (e.g. to find where rays cross the
+        prior surface): one channel of the cache instead of all, no gradient to the codes."""
+        if self._prior_grid is None:
+            return self._exact_prior(x)[0]
+        import torch.nn.functional as F
+
+        g = (x / self._prior_box).reshape(1, -1, 1, 1, 3)
+        base = F.grid_sample(self._grids()[1], g, mode="bilinear", padding_mode="border", align_corners=True).reshape(-1)
+        k = self._prior_grid.shape[1] - 7
+        if k:
+            v = F.grid_sample(self._prior_grid[:, 7:], g, mode="bilinear", padding_mode="border", align_corners=True)
+            base = base + v.reshape(k, -1).T @ (self.alpha[:k] - self._cache_alpha).detach()
+        return base
+
     def model_sdf(self, x: torch.Tensor):
         """SDF of the model surface alone and the canonical points ``x_c (N, 3)``."""
         if self._prior_grid is not None:
             import torch.nn.functional as F
 
+            grid = self._grids()[0]
             g = (x / self._prior_box).reshape(1, -1, 1, 1, 3)
-            v = F.grid_sample(self._prior_grid, g, mode="bilinear", padding_mode="border", align_corners=True)
-            v = v.reshape(self._prior_grid.shape[1], -1).T
+            v = F.grid_sample(grid, g, mode="bilinear", padding_mode="border", align_corners=True)
+            v = v.reshape(grid.shape[1], -1).T
             base, x_c = v[:, 0], v[:, 1:4]
-            k = v.shape[1] - 7
+            k = self._prior_grid.shape[1] - 7
             if k:
                 d_alpha = self.alpha[:k] - self._cache_alpha
                 shift = v[:, 7:] @ d_alpha  # first-order change of the model SDF (v[:, 7:] = ∂sdf/∂α)

@@ -289,13 +289,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HEADVEIL_CACHE") or Path.home() / ".cache" / "headveil")
 
 
-def _prior_cache(field_, cfg: ReconstructCommand, out: Path) -> str:
-    """Load the cached 3DMM prior built for the same model, codes and grid — from
+def prior_band_of(stages) -> float | None:
+    """The band (metres) the stages' samplers read the prior in: the widest stage band when every
+    stage samples around the prior (``sampling`` auto or prior), else None (exact everywhere)."""
+    if all(s.sampling in ("auto", "prior") for s in stages):
+        return max(float(s.band) for s in stages)
+    return None
+
+
+def _prior_cache(field_, cfg: ReconstructCommand, out: Path, band: float | None = None) -> str:
+    """Load the cached 3DMM prior built for the same model, codes, grid and exact ``band`` — from
     ``out/prior_cache.pt`` (a resumed run) or from :func:`cache_dir` (any earlier run) — or build it
     and keep it in both; returns ``loaded`` or ``built``."""
     from headveil.common.outputs import atomic_file
 
-    key = field_.prior_cache_key(cfg.cache_resolution, code_components=cfg.code_components)
+    key = field_.prior_cache_key(cfg.cache_resolution, code_components=cfg.code_components, band=band)
     shared = cache_dir() / f"prior-{key[:32]}.pt"
     local = out / "prior_cache.pt"
     for path in (local, shared):
@@ -304,12 +312,12 @@ def _prior_cache(field_, cfg: ReconstructCommand, out: Path) -> str:
                 state = torch.load(path, weights_only=True)
             except Exception:  # unreadable: rebuilt below
                 continue
-            if field_.load_prior_cache(state):
+            if field_.load_prior_cache(state, band):
                 if path != local:
                     with atomic_file(local) as tmp:
                         torch.save(state, tmp)
                 return "loaded"
-    field_.cache_prior(cfg.cache_resolution, code_components=cfg.code_components, progress=True)
+    field_.cache_prior(cfg.cache_resolution, code_components=cfg.code_components, progress=True, band=band)
     state = field_.prior_cache_state()
     for path in (local, shared):
         try:
@@ -370,7 +378,7 @@ def run_reconstruct(cfg: ReconstructCommand) -> dict:
         alpha, eta = _template_codes(cfg, capture, model)
         if alpha is not None:
             field_.set_codes(alpha, eta)
-        prior_cache = _prior_cache(field_, cfg, out)
+        prior_cache = _prior_cache(field_, cfg, out, prior_band_of(stages))
     ckpt = out / "checkpoint.pt"
     if not cfg.resume and ckpt.exists():
         ckpt.unlink()

@@ -239,6 +239,7 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
         if use_grad:
             patches = GradientPatches(capture, cfg.views, cfg.patch_size, op.margin)
         opt = torch.optim.Adam(_param_groups(field, cfg), betas=(0.9, 0.99), eps=1e-15)
+        params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
         first = start_step if si == start_stage else 0
         if state is not None and si == start_stage and first > 0:
             opt.load_state_dict(state["optimizer"])
@@ -268,7 +269,9 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(_diverged_message(cfg.name, step, f"the loss ({loss.item()})", checkpoint))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # only what the optimiser steps: no gradient into the sample points (their normals
+            # were taken by their own pass)
+            torch.autograd.backward(loss, inputs=params)
             opt.step()
             loss_v = loss.item()
             post = {"loss": f"{loss_v:.4f}"}

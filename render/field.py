@@ -77,7 +77,7 @@ def prior_band(field: HeadField, origins, dirs, near, far, band: float, n_coarse
     with torch.no_grad():
         t = near[:, None] + (far - near)[:, None] * torch.linspace(0, 1, n_coarse)
         pts = origins[:, None, :] + t[..., None] * dirs[:, None, :]
-        s = field.model_sdf(pts.reshape(-1, 3))[0].reshape(t.shape)
+        s = field.model_distance(pts.reshape(-1, 3)).reshape(t.shape)
         cross = (s[:, :-1] > 0) & (s[:, 1:] <= 0)
         has = cross.any(1)
         k = cross.float().argmax(1)

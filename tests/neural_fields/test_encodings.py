@@ -66,14 +66,41 @@ def test_fast_path_matches_reference_forward_and_backward():
 
 
 def test_gradcheck_points_and_table():
-    from headveil.neural_fields.encodings import _HashLookup
+    from headveil.neural_fields.encodings import _HashLookup, _PointGradient
 
     torch.manual_seed(1)
     levels = [(2, 27, True, 0), (8, 512, False, 27), (5, 100, False, 539)]  # dense, hashed 2^k, hashed mod
     table = torch.randn(2 * 639, dtype=torch.float64, requires_grad=True)
     # keep points away from cell faces of every level (cells of 1/40), where the derivative jumps
     u = ((torch.randint(0, 40, (6, 3)).double() + 0.3 + 0.4 * torch.rand(6, 3, dtype=torch.float64)) / 40)
-    assert torch.autograd.gradcheck(lambda p, t: _HashLookup.apply(p, t, levels, 2), (u.requires_grad_(), table))
+
+    def encode(p, t):  # the module's path: the lookup sees detached points, the Jacobian carries them
+        feats, jac = _HashLookup.apply(p.detach(), t, levels, 2, True)
+        return feats + _PointGradient.apply(p, jac)
+
+    assert torch.autograd.gradcheck(encode, (u.requires_grad_(), table))
+    assert torch.autograd.gradcheck(lambda t: _HashLookup.apply(u.detach(), t, levels, 2, False), (table,))
+
+
+def test_each_pass_computes_only_the_gradients_it_needs():
+    """A normals pass (point gradients by autograd.grad) never runs the table's scatter; the loss
+    pass fills the table gradient once, and with ``inputs=`` the point gradient not at all."""
+    from headveil.neural_fields.encodings import _HashLookup, _PointGradient
+
+    torch.manual_seed(3)
+    enc = HashGridEncoding(SMALL)
+    x = (torch.rand(50, 3) - 0.5).requires_grad_(True)
+    feats = enc(x)
+    n_table, n_point = _HashLookup.backward_calls, _PointGradient.backward_calls
+    (g,) = torch.autograd.grad(feats.sum(), x, retain_graph=True)
+    assert (_HashLookup.backward_calls, _PointGradient.backward_calls) == (n_table, n_point + 1)
+    assert enc.table.grad is None and torch.isfinite(g).all()
+    loss = (feats ** 2).sum() + (g.detach() * x).sum()
+    torch.autograd.backward(loss, inputs=[enc.table])
+    assert (_HashLookup.backward_calls, _PointGradient.backward_calls) == (n_table + 1, n_point + 1)
+    assert enc.table.grad is not None and x.grad is None
+    with torch.no_grad():  # forward only: no Jacobian is built
+        assert enc(x).shape == (50, enc.out_dim)
 
 
 def test_corner_major_indices_match_level_indices():

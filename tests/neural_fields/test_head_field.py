@@ -77,3 +77,46 @@ def test_cached_code_sensitivity_predicts_the_sdf_change(model):
     change, err = (actual - base0).abs().mean(), (predicted.detach() - actual).abs().mean()
     assert change > 1e-3  # the codes moved the surface by millimetres
     assert err < 0.25 * change  # first order explains most of it
+
+
+def test_band_cache_is_exact_where_the_sampler_reads_it(model):
+    """A prior cached only around the surface gives the same model SDF as the full cache at every
+    point within the band, and a close one (within a coarse cell diagonal) farther out."""
+    cfg = HeadFieldConfig()
+    cfg.encoding.n_levels, cfg.encoding.log2_table_size = 2, 10
+    f = HeadField(model, cfg)
+    f.cache_prior(32)
+    full = f._prior_grid.clone()
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(20000, 3, generator=g) - 0.5) * 0.44
+    s_full = f.model_sdf(x)[0]
+    f.cache_prior(32, band=0.03)
+    s_band = f.model_sdf(x)[0]
+    inside = s_full.abs() < 0.03
+    assert inside.sum() > 500
+    torch.testing.assert_close(s_band[inside], s_full[inside], rtol=0, atol=0)
+    coarse_diag = 3 ** 0.5 * 0.44 / (8 - 1)  # the coarse grid of a 32³ cache has 8 points per side
+    assert (s_band - s_full).abs().max() < coarse_diag
+    assert not torch.equal(f._prior_grid, full)  # far points really were interpolated
+    # the band is part of the cache's identity: a full cache is not taken for a band one
+    state = f.prior_cache_state()
+    assert state["band"] == 0.03 and state["key"] != f.prior_cache_key(32)
+    assert f.load_prior_cache(state, 0.03) and not f.load_prior_cache(state, None)
+    f.recache()  # keeps the band
+    assert f.prior_cache_state()["band"] == 0.03
+    with pytest.raises(ValueError, match="band"):
+        f.cache_prior(32, band=0.0)
+
+
+def test_model_distance_is_the_sdf_channel_of_model_sdf(model):
+    cfg = HeadFieldConfig()
+    cfg.encoding.n_levels, cfg.encoding.log2_table_size = 2, 10
+    f = HeadField(model, cfg)
+    x = (torch.rand(500, 3, generator=torch.Generator().manual_seed(2)) - 0.5) * 0.4
+    with torch.no_grad():
+        torch.testing.assert_close(f.model_distance(x), f.model_sdf(x)[0])  # exact, no cache
+        for k in (0, 2):
+            f.cache_prior(20, code_components=k)
+            f.alpha[:2] = torch.tensor([0.5, -0.4])  # away from the cache's codes: the first-order shift
+            torch.testing.assert_close(f.model_distance(x), f.model_sdf(x)[0])
+            f.alpha.zero_()
