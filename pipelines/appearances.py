@@ -119,7 +119,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     each donor it is made of.
 
     Each candidate's appearance is its donors' UV albedo (averaged by confidence for a mix), moved
-    to the face's own skin tone (:func:`~headveil.render.appearance.match_tone`) and rendered under
+    to the face's own skin tone (:func:`~headveil.render.appearance.match_tone_values`) and rendered under
     the light estimated from the photo. Candidates: every mix of two and of three of the
     ``sel.candidates`` donors farthest from the face (albedo averaged by confidence, codes averaged;
     a single donor only when no other is left), so that no output is one donor's face either. Donors the attacker matches to the
@@ -129,17 +129,21 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     inner-lip contour) is re-rendered from the face's own texture on its own shape (a donor's closed
     mouth has no teeth to give, and teeth carry little identity). Returns ``(DeidOutput, selection
     record)``; the record names donors by bank number only."""
-    from headveil.render.appearance import (NewAppearance, appearance_uv, face_appearance, match_tone, mouth_opening,
-                                            render_textured_many, skin_texels, uv_raster, uv_triangles)
+    from headveil.render.appearance import (NewAppearance, appearance_uv, face_appearance, match_tone_values,
+                                            mouth_opening, render_textured_many, skin_texels, tone_stats, uv_raster,
+                                            uv_triangles)
     from headveil.render.deid.face3d import face_submesh
     from headveil.render.deid.registry import apply_method
 
     model, bank, attacker = inp.model, sel.bank, sel.selector
     v_old = model.vertices(fit.identity, fit.expression)
-    target = face_appearance(inp.image, model, v_old, fit.R, fit.t, fit.camera, fit.albedo, bank.texture_size)
+    opening = mouth_opening(fit.detection.points, fit.detection.scheme, inp.image.shape[:2])
+    # the face's own texture is completed only when its open mouth is re-rendered from it; its tone
+    # and light read the seen skin alone
+    target = face_appearance(inp.image, model, v_old, fit.R, fit.t, fit.camera, fit.albedo, bank.texture_size,
+                             complete=bool(opening.any()))
     raster = uv_raster(model, bank.texture_size)
     skin, covered = skin_texels(model, raster), raster.mask
-    opening = mouth_opening(fit.detection.points, fit.detection.scheme, inp.image.shape[:2])
     v_w = v_old @ np.asarray(fit.R).T + np.asarray(fit.t)
     row = _alignment_row(attacker, inp.image, model, fit)
     t_emb = attacker.embed_many([inp.image], row)[0]
@@ -158,14 +162,15 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     groups = [list(g) for r in (2, 3) for g in itertools.combinations(top, r)] or [[d] for d in top]
     albedos, labels = [], []
     cov_idx = np.flatnonzero(covered.ravel())  # only the atlas's covered texels (≈ 10 %) are mixed
+    stats, skin_cov = tone_stats(target.albedo, skin, target.seen), skin.ravel()[cov_idx]
     flat = {d.id: (d.albedo.reshape(-1, 3)[cov_idx].astype(np.float32) / 255.0,
                    d.confidence.ravel()[cov_idx].astype(np.float32)[:, None] / 255.0 + 1e-3) for d in top}
     for members in groups:
         num = sum(flat[d.id][0] * flat[d.id][1] for d in members)
         den = sum(flat[d.id][1] for d in members)
         alb = np.zeros(covered.shape + (3,), np.float32)
-        alb.reshape(-1, 3)[cov_idx] = num / den
-        albedos.append(match_tone(alb, target.albedo, skin, target.seen, where=covered))
+        alb.reshape(-1, 3)[cov_idx] = match_tone_values(num / den, skin_cov, stats)
+        albedos.append(alb)
         labels.append("donor" if len(members) == 1 else f"mix of {len(members)}")
     # previews: every candidate on the fitted mesh in one rasterisation, over the photo
     sub = face_submesh(model)
@@ -220,18 +225,32 @@ def _paste_mouth(image: np.ndarray, opening: np.ndarray, vertices_world: np.ndar
     return out
 
 
-def donor_privacy(protected: np.ndarray, selection: dict, sel: DonorSelection, recognizers: dict) -> dict:
-    """Is the output matched to any of its donors? Per verifier: the smallest distance between the
-    output (its own detection) and the chosen donors' embeddings, and whether it is a match."""
+def donor_embeddings(selection: dict, sel: DonorSelection, recognizers: dict) -> dict:
+    """``{verifier name: (M, D) embeddings}`` of the donors the chosen output is made of (verifiers
+    the bank holds no embedding of are left out)."""
     chosen = selection["candidates"][selection["chosen"]]["donors"]
     donors = [d for d in sel.bank.donors if d.id in chosen]
+    out = {}
+    for name in recognizers:
+        embs = [d.embeddings[name] for d in donors if name in d.embeddings]
+        if embs:
+            out[name] = np.stack(embs)
+    return out
+
+
+def donor_privacy(protected: np.ndarray, embeddings: dict, recognizers: dict, guard: dict | None = None) -> dict:
+    """Is the output matched to any of its donors? Per verifier: the smallest distance between the
+    output (its own detection) and the chosen donors' ``embeddings`` (:func:`donor_embeddings`), and
+    whether it is a match. The guard's verdicts ``guard`` (with ``dis_others``), when given, are
+    used instead of embedding ``protected`` again."""
     res = {}
     for name, rec in recognizers.items():
-        embs = [d.embeddings[name] for d in donors if name in d.embeddings]
-        e = rec.embed(protected)
-        if not embs or e is None:
-            res[name] = {"status": "not measured", "dis": None}
-            continue
-        dmin = float(np.min(rec.distance(e.vector, np.stack(embs))))
-        res[name] = {"status": "matched" if rec.is_match(dmin) else "not matched", "dis": dmin}
+        embs = embeddings.get(name)
+        if guard is not None and name in guard and "dis_others" in guard[name]:
+            dmin = guard[name]["dis_others"] if embs is not None else None
+        else:
+            e = rec.embed(protected) if embs is not None else None
+            dmin = None if e is None else float(np.min(rec.distance(e.vector, embs)))
+        res[name] = {"status": "not measured", "dis": None} if dmin is None else \
+            {"status": "matched" if rec.is_match(dmin) else "not matched", "dis": dmin}
     return res

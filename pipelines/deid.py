@@ -36,7 +36,8 @@ from headveil.common.artefacts import Artefact
 from headveil.common.errors import ExtremePoseError, FaceTooSmallError, HeadVeilError, ReidentifiedError
 from headveil.common.images import list_images, read_image, write_image
 from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
-from headveil.pipelines.appearances import DonorSelection, choose_donor, donor_privacy, k_same_appearances
+from headveil.pipelines.appearances import (DonorSelection, choose_donor, donor_embeddings, donor_privacy,
+                                            k_same_appearances)
 from headveil.pipelines.commands import command
 from headveil.pipelines.faces import FaceWindow, fit_in_window, select_faces
 from headveil.pipelines.fit import FitConfig
@@ -196,12 +197,14 @@ def _recognizers() -> dict:
     return {n: get_recognizer(n) for n in available_recognizers()}
 
 
-def guard_identity(original: np.ndarray, protected: np.ndarray, recognizers: dict) -> dict:
+def guard_identity(original: np.ndarray, protected: np.ndarray, recognizers: dict, others: dict | None = None) -> dict:
     """Re-identification of ``protected`` against ``original`` (both ``(H, W, 3) uint8``) by every
     recognizer: ``{name: Recognizer.reidentify(...)}`` (status ``matched`` | ``not matched`` |
     ``not detected`` | ``original not detected``, distances with the output's own detection and at
-    the original's alignment)."""
-    return {name: rec.reidentify(original, protected) for name, rec in recognizers.items()}
+    the original's alignment); ``others`` ``{name: (M, D) embeddings}`` adds each one's
+    ``dis_others``."""
+    others = others or {}
+    return {name: rec.reidentify(original, protected, others.get(name)) for name, rec in recognizers.items()}
 
 
 def _utility(original: np.ndarray, protected: np.ndarray, removed: np.ndarray | None) -> dict:
@@ -327,8 +330,9 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         {"landmark_rmse_px": fit.landmark_rmse_px, "detector": fit.detector, "source": "saved" if saved else "fitted",
          "pose": {k: pose[k] for k in ("yaw_deg", "pitch_deg", "roll_deg")}},
         {"x0": win.x0, "y0": win.y0, "x1": win.x1, "y1": win.y1, "scale": win.scale}, utility, {})
+    donor_embs = None if selection is None else donor_embeddings(selection, donors, recognizers)
     if cmd.guard != "off" and recognizers:
-        g = guard_identity(orig_w, prot_w, recognizers)
+        g = guard_identity(orig_w, prot_w, recognizers, donor_embs)
         record.reidentification = g
         record.reidentified_by = [n for n, r in g.items() if r["status"] == "matched"]
         record.not_detected_by = [n for n, r in g.items() if r["status"] in ("not detected", "original not detected")]
@@ -341,8 +345,8 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         record.appearance = {"k_same": {"k": cluster.k, "cluster_size": cluster.size}}
     if selection is not None:
         record.appearance = {"selection": selection}
-        if recognizers:
-            record.appearance["donor_privacy"] = donor_privacy(prot_w, selection, donors, recognizers)
+        if recognizers:  # from the guard's own embedding of the output when it ran
+            record.appearance["donor_privacy"] = donor_privacy(prot_w, donor_embs, recognizers, record.reidentification)
     record.seconds = {"fit": t_fit, "method": t_method, "restore": t_restore, "total": time.perf_counter() - t0}
     record.insecure_reproducible = bool(cmd.insecure_reproducible)
     camera = Camera(win.full_K(fit.camera.K, work.shape), fit.camera.c2w, W, H)

@@ -12,11 +12,13 @@ appearance is one image in UV space and another person's albedo maps onto a targ
 - :func:`estimate_light`: second-order SH light (camera frame, ``(9, 3)``) fitted to the photo on
   visible skin against the model albedo of the fitted β (ridge-regularised least squares).
 - :func:`delight` → albedo; :func:`fill_unseen`: texels never seen take the mirrored texel's value
-  (the model's left–right vertex symmetry), then the model albedo gain-matched to what was seen.
+  (the model's left–right vertex symmetry), then the model albedo times the seen skin's ratio to it,
+  carried smoothly into the holes (:func:`pull_push_fill`).
 - :func:`render_textured`: a mesh at a camera, albedo sampled per pixel from a texture (bilinear),
   shaded by an SH light — image-resolution detail instead of per-vertex colours.
 - :func:`match_tone`: a donor albedo moved to a target's skin tone (mean and spread in CIELAB on the
-  skin texels), so a new face keeps the neck's and ears' colour.
+  skin texels), so a new face keeps the neck's and ears' colour; :func:`tone_stats` and
+  :func:`match_tone_values` do the same on flat texel values, the target's statistics computed once.
 
 Arrays: textures ``(S, S, 3) float32`` in [0, 1]; weights ``(S, S) float32`` in [0, 1]; vertices in
 metres (world frame = the photo camera's frame for fitted photos, OpenCV axes).
@@ -314,11 +316,36 @@ def mirror_vertices(model) -> np.ndarray:
     return cache["v"]
 
 
+def pull_push_fill(values: np.ndarray, weight: np.ndarray, min_side: int = 4) -> np.ndarray:
+    """Fill ``values (S, S, C)`` where ``weight (S, S)`` in [0, 1] is low from where it is high:
+    pull-push (a weighted mean pyramid down, then each level blended with the next coarser one where
+    its weight is short of 1). Seen values are kept (weight 1), holes take a smooth, seamless
+    interpolation of their surroundings. Returns ``(S, S, C) float32``."""
+    import cv2
+
+    w = np.clip(np.asarray(weight, np.float32), 0, 1)
+    v = np.asarray(values, np.float32).reshape(w.shape + (-1,))
+    levels = [(v, w)]
+    while min(levels[-1][1].shape) > min_side:
+        cv, cw = levels[-1]
+        h, ww = max(cv.shape[0] // 2, 1), max(cv.shape[1] // 2, 1)
+        sw = cv2.resize(cw, (ww, h), interpolation=cv2.INTER_AREA)
+        sv = cv2.resize(cv * cw[..., None], (ww, h), interpolation=cv2.INTER_AREA).reshape(h, ww, -1)
+        nv = sv / np.maximum(sw, 1e-8)[..., None]
+        levels.append((nv, np.clip(sw * 4, 0, 1)))  # a texel seen at any of its four children counts
+    filled = levels[-1][0]
+    for cv, cw in reversed(levels[:-1]):
+        up = cv2.resize(filled, (cv.shape[1], cv.shape[0]), interpolation=cv2.INTER_LINEAR).reshape(cv.shape)
+        filled = cw[..., None] * cv + (1 - cw[..., None]) * up
+    return filled.reshape(np.shape(values)).astype(np.float32)
+
+
 def fill_unseen(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster, reference: np.ndarray,
                 min_weight: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """Complete an albedo atlas: texels with ``weight < min_weight`` blend toward their mirror
     texel's albedo when that one was seen, and what remains toward ``reference (V, 3)`` (the model
-    albedo of the fitted β), gain-matched per channel to the seen skin. Returns the filled atlas
+    albedo of the fitted β) times the seen skin's ratio to it, that ratio carried smoothly from the
+    seen skin into the holes (:func:`pull_push_fill`, log space, clipped to 0.3–3). Returns the filled atlas
     and the per-texel confidence ``(S, S)`` after filling (seen ∪ mirrored)."""
     S = raster.size
     F = model.faces
@@ -338,8 +365,15 @@ def fill_unseen(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
     ref, _ = texel_attribute(raster, reference, F)
     good = skin_texels(model, raster).ravel()[idx] & (wi > 0.99)
     if good.sum() > 50:
-        gain = np.median(ai[good], 0) / np.maximum(np.median(ref[good], 0), 1e-3)
-        ref = np.clip(ref * np.clip(gain, 0.3, 3.0), 0, 1)
+        # the model's albedo times the seen skin's ratio to it, that ratio carried smoothly from the
+        # seen skin into the holes (pull-push in log space): the fill continues the colour around
+        # it, with the model's structure (lips, brows), instead of a flat plateau with an edge
+        log_ratio = np.zeros((S * S, 3), np.float32)
+        log_ratio[idx[good]] = np.log(np.maximum(ai[good], 1e-3) / np.maximum(ref[good], 1e-3))
+        gw = np.zeros(S * S, np.float32)
+        gw[idx[good]] = 1.0
+        lr = pull_push_fill(log_ratio.reshape(S, S, 3), gw.reshape(S, S)).reshape(-1, 3)[idx]
+        ref = np.clip(ref * np.exp(np.clip(lr, np.log(0.3), np.log(3.0))), 0, 1)
     out = np.array(albedo, np.float32, copy=True).reshape(-1, 3)
     out[idx] = np.clip(wi[:, None] * ai + ((1 - wi) * m_w)[:, None] * m_alb + (1 - conf)[:, None] * ref, 0, 1)
     full_conf = np.zeros(S * S, np.float32)
@@ -439,22 +473,47 @@ def mouth_opening(points: np.ndarray, scheme: str, shape: tuple[int, int]) -> np
     return out.astype(bool)
 
 
+def tone_stats(target: np.ndarray, skin: np.ndarray, target_weight: np.ndarray | None = None):
+    """The target's skin tone: CIELAB mean and spread ``((3,), (3,))`` over ``skin (S, S) bool``
+    texels of ``target (S, S, 3)`` in [0, 1] (those it saw, ``target_weight > 0.5``, when given);
+    None when fewer than 50 texels are left. Compute it once per target for many
+    :func:`match_tone_values` calls."""
+    sel = skin if target_weight is None else skin & (target_weight > 0.5)
+    if sel.sum() < 50:
+        return None
+    dst = srgb_to_lab(target[sel])
+    return dst.mean(0), dst.std(0) + 1e-3
+
+
+def match_tone_values(values: np.ndarray, skin: np.ndarray, stats, spread: tuple[float, float] = (0.7, 1.4)) -> np.ndarray:
+    """Colours ``values (N, 3)`` in [0, 1] moved to a skin tone ``stats`` (:func:`tone_stats`):
+    per CIELAB channel, the mean (and the spread, clipped to ``spread``) over the ``skin (N,) bool``
+    entries becomes the target's. Returns ``(N, 3) float32`` in [0, 1]; ``values`` as float32 when
+    ``stats`` is None."""
+    values = np.asarray(values, np.float32)
+    if stats is None:
+        return values
+    lab = srgb_to_lab(values)
+    src = lab[skin]
+    ms, ss = src.mean(0), src.std(0) + 1e-3
+    md, sd = stats
+    k = np.clip(sd / ss, *spread)
+    return np.clip(lab_to_srgb((lab - ms) * k + md), 0, 1)
+
+
 def match_tone(albedo: np.ndarray, target: np.ndarray, skin: np.ndarray, target_weight: np.ndarray | None = None,
                spread: tuple[float, float] = (0.7, 1.4), where: np.ndarray | None = None) -> np.ndarray:
     """Move ``albedo (S, S, 3)`` to ``target``'s skin tone: per CIELAB channel, the mean (and the
     spread, clipped to ``spread``) over ``skin (S, S) bool`` texels (those the target saw, when
     ``target_weight`` is given) becomes the target's. Texture detail is kept. Only the texels of
-    ``where (S, S) bool`` (default all; e.g. the atlas's covered texels) are converted."""
-    sel = skin if target_weight is None else skin & (target_weight > 0.5)
-    if sel.sum() < 50:
+    ``where (S, S) bool`` (default all; e.g. the atlas's covered texels) are converted; ``skin``
+    must lie inside ``where``."""
+    stats = tone_stats(target, skin, target_weight)
+    if stats is None:
         return albedo
-    src, dst = srgb_to_lab(albedo[skin]), srgb_to_lab(target[sel])
-    ms, ss = src.mean(0), src.std(0) + 1e-3
-    md, sd = dst.mean(0), dst.std(0) + 1e-3
-    k = np.clip(sd / ss, *spread)
     where = np.ones(albedo.shape[:2], bool) if where is None else np.asarray(where, bool)
     out = np.array(albedo, np.float32, copy=True)
-    out[where] = np.clip(lab_to_srgb((srgb_to_lab(albedo[where]) - ms) * k + md), 0, 1)
+    out[where] = match_tone_values(albedo[where], skin[where], stats, spread)
     return out
 
 
@@ -589,7 +648,7 @@ def photo_light(photo: np.ndarray, model, vertices_world: np.ndarray, camera: Ca
 
 def face_appearance(photo: np.ndarray, model, vertices_model: np.ndarray, R, t, camera: Camera,
                     beta=None, size: int = DEFAULT_TEXTURE_SIZE, reject_occluders: bool = False,
-                    exclude: np.ndarray | None = None) -> FaceAppearance:
+                    exclude: np.ndarray | None = None, complete: bool = True) -> FaceAppearance:
     """Bake, de-light and complete the appearance of a fitted face.
 
     Args:
@@ -601,6 +660,9 @@ def face_appearance(photo: np.ndarray, model, vertices_model: np.ndarray, R, t, 
             hair and hat must not become part of someone else's face); they are filled instead.
         exclude: ``(H, W) bool`` photo pixels known not to be the face (e.g.
             :func:`headveil.render.occlusion.occluder_mask`): never baked.
+        complete: fill the unseen texels (:func:`fill_unseen`); with False, ``albedo`` holds the
+            de-lit seen texels only (the rest as baked) and ``confidence`` is the visibility weight,
+            for callers that read the seen skin alone (a target's tone and light).
     """
     raster = uv_raster(model, size)
     vw = np.asarray(vertices_model, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
@@ -614,5 +676,7 @@ def face_appearance(photo: np.ndarray, model, vertices_model: np.ndarray, R, t, 
         import cv2
 
         weight = np.minimum(weight, cv2.GaussianBlur(weight, (0, 0), 0.002 * raster.size + 0.5))
+    if not complete:
+        return FaceAppearance(albedo, weight, gamma, weight)
     filled, conf = fill_unseen(albedo, weight, model, raster, ref)
     return FaceAppearance(filled, conf, gamma, weight)

@@ -111,7 +111,7 @@ class Recognizer:
         vec = self._embed(image, None, lm)
         return FaceEmbedding(vec, lm_box, detected, "landmarks")
 
-    def reidentify(self, original: np.ndarray, protected: np.ndarray) -> dict:
+    def reidentify(self, original: np.ndarray, protected: np.ndarray, others: np.ndarray | None = None) -> dict:
         """Is ``protected`` still the person of ``original`` (both ``(H, W, 3) uint8`` RGB, same size)?
 
         The original's face is found by this recognizer's detector; the output is embedded twice:
@@ -119,7 +119,9 @@ class Recognizer:
         original's alignment (``dis_aligned``: an attacker who knows where the face is). ``status``
         is ``matched`` when either distance is below the threshold, else ``not detected`` when the
         detector misses the output (never counted as de-identified), else ``not matched``; an
-        original this recognizer cannot find gives ``original not detected``.
+        original this recognizer cannot find gives ``original not detected``. With ``others (M, D)``
+        (e.g. the embeddings of the donors an output is made of), ``dis_others`` is the smallest
+        distance from the output at its own detection to them (None when the detector misses it).
         """
         original, protected = check_rgb8(original, "original"), check_rgb8(protected, "protected")
         found = self._find(original)
@@ -130,11 +132,15 @@ class Recognizer:
         a = self._embed(original, payload, None)
         d_al = float(self.distance(a, self._embed(protected, payload, None)))
         own = [pl for b, pl in self._find(protected) if _iou(b, box) >= 0.3]
-        d_own = float(self.distance(a, self._embed(protected, own[0], None))) if own else None
+        v_own = self._embed(protected, own[0], None) if own else None
+        d_own = float(self.distance(a, v_own)) if own else None
         match = bool(self.is_match(d_al)) or (d_own is not None and bool(self.is_match(d_own)))
         status = "matched" if match else ("not detected" if not own else "not matched")
-        return {"status": status, "match": match, "detected": bool(own), "dis": d_own, "dis_aligned": d_al,
-                "threshold": self.threshold, "metric": self.metric}
+        res = {"status": status, "match": match, "detected": bool(own), "dis": d_own, "dis_aligned": d_al,
+               "threshold": self.threshold, "metric": self.metric}
+        if others is not None:
+            res["dis_others"] = float(np.min(self.distance(v_own, np.asarray(others)))) if own and len(others) else None
+        return res
 
     def distance(self, a: np.ndarray | FaceEmbedding, b: np.ndarray | FaceEmbedding) -> np.ndarray:
         """Distances between embeddings ``(..., D)`` (broadcasting); smaller = more similar."""

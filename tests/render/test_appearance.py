@@ -75,6 +75,11 @@ def test_a_render_is_baked_delit_and_its_albedo_recovered(model):
     # and the texture keeps the pattern's detail (per-vertex colours could not: vertex spacing ≫ 9 texels)
     corr = np.corrcoef(app.albedo[skin][:, 0], truth[skin][:, 0])[0, 1]
     assert corr > 0.8
+    # without completion: the same light and seen skin, confidence = the visibility weight
+    bare = ap.face_appearance(photo, model, v, R, t, cam, None, size=S, complete=False)
+    np.testing.assert_array_equal(bare.light, app.light)
+    np.testing.assert_array_equal(bare.confidence, bare.seen)
+    np.testing.assert_allclose(bare.albedo[skin], app.albedo[skin], atol=1e-6)
 
 
 def test_unseen_texels_take_their_mirror_then_the_model(model):
@@ -105,6 +110,45 @@ def test_tone_matching_moves_the_mean_colour_and_keeps_detail():
     lab = srgb_to_lab(out.reshape(-1, 3)).mean(0)
     np.testing.assert_allclose(lab, srgb_to_lab(tgt.reshape(-1, 3)).mean(0), atol=1.0)
     assert np.corrcoef(out[..., 1].ravel(), src[..., 1].ravel())[0, 1] > 0.9
+
+
+def test_pull_push_fill_keeps_what_was_seen_and_fills_holes_smoothly():
+    S = 64
+    ys, xs = np.mgrid[0:S, 0:S].astype(np.float32)
+    ramp = np.stack([xs / (S - 1), np.full_like(xs, 0.5)], -1)  # 0 → 1 left to right, constant 0.5
+    w = np.ones((S, S), np.float32)
+    w[20:44, 20:44] = 0  # a hole in the middle
+    values = np.where(w[..., None] > 0, ramp, 9.0)  # the hole holds garbage
+    out = ap.pull_push_fill(values, w)
+    np.testing.assert_array_equal(out[w > 0], values[w > 0])  # seen texels are kept exactly
+    hole = out[20:44, 20:44]
+    np.testing.assert_allclose(hole[..., 1], 0.5, atol=1e-5)  # a constant stays constant
+    lo, hi = ramp[20:44, 19, 0].min(), ramp[20:44, 44, 0].max()
+    assert lo - 1e-3 <= hole[..., 0].min() and hole[..., 0].max() <= hi + 1e-3  # within its rim's values
+    assert hole[:, -1, 0].mean() > hole[:, 0, 0].mean() + 0.05  # and follows the ramp across the hole
+    assert np.abs(np.diff(out[..., 0], axis=1)).max() < 0.1  # no edge at the rim
+
+
+def test_flat_tone_matching_is_match_tone_on_the_selected_texels():
+    rng = np.random.default_rng(2)
+    S = 48
+    where = np.zeros((S, S), bool)
+    where[8:40, 4:44] = True
+    skin = where.copy()
+    skin[8:16] = False
+    src = rng.uniform(0.3, 0.7, (S, S, 3)).astype(np.float32)
+    tgt = rng.uniform(0.4, 0.9, (S, S, 3)).astype(np.float32)
+    seen = rng.uniform(0, 1, (S, S)).astype(np.float32)
+    full = ap.match_tone(src, tgt, skin, seen, where=where)
+    stats = ap.tone_stats(tgt, skin, seen)
+    flat = ap.match_tone_values(src[where], skin[where], stats)
+    np.testing.assert_array_equal(full[where], flat)
+    np.testing.assert_array_equal(full[~where], src[~where])  # outside ``where`` untouched
+    # a target's own statistics leave it where it is (up to the CIELAB round trip)
+    own = ap.tone_stats(src, where)
+    np.testing.assert_allclose(ap.match_tone_values(src[where], np.ones(where.sum(), bool), own), src[where], atol=2e-3)
+    assert ap.tone_stats(tgt, np.zeros((S, S), bool)) is None  # too few texels: no statistics
+    np.testing.assert_array_equal(ap.match_tone_values(src[where], skin[where], None), src[where])
 
 
 def test_too_little_face_is_one_clear_error(model):

@@ -83,3 +83,17 @@ def test_dlib_cnn_detector_finds_the_hog_face(photos):
     assert DlibRecognizer(detector="cnn").detect(np.full_like(hopper, 128)) == []
     with pytest.raises(ValueError, match="hog"):
         DlibRecognizer(detector="viola-jones")
+
+
+@pytest.mark.parametrize("name", RECOGNIZERS)
+def test_reidentify_measures_the_output_against_others_too(name, photos):
+    astronaut, hopper = photos
+    rec = get_recognizer(name)
+    a, h = rec.embed(astronaut).vector, rec.embed(hopper).vector
+    same = rec.reidentify(astronaut, astronaut, others=np.stack([h, a]))
+    assert same["status"] == "matched" and same["dis_others"] == pytest.approx(0.0, abs=1e-5)
+    far = rec.reidentify(astronaut, astronaut, others=h[None])
+    assert far["dis_others"] == pytest.approx(float(rec.distance(a, h)), rel=1e-5)
+    assert "dis_others" not in rec.reidentify(astronaut, astronaut)
+    blank = rec.reidentify(astronaut, np.full_like(astronaut, 128), others=h[None])
+    assert blank["status"] == "not detected" and blank["dis_others"] is None
