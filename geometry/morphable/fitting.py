@@ -132,6 +132,36 @@ def _landmark_bases(model: MorphableModel, scheme: str, n_id: int):
     return cache[key]
 
 
+def _stacked_basis(model: MorphableModel, scheme: str, n_id: int) -> _Basis:
+    """:class:`_Basis` of :func:`_landmark_bases`, cached on the model beside it."""
+    cache = model.__dict__.setdefault("_landmark_stacked_cache", {})
+    if (scheme, n_id) not in cache:
+        Lm, Ls, Le, _ = _landmark_bases(model, scheme, n_id)
+        cache[(scheme, n_id)] = _Basis(Lm, Ls, Le)
+    return cache[(scheme, n_id)]
+
+
+class _Basis:
+    """The landmark basis stacked for BLAS: codes ``c = (α, η)`` ``(P,)``, ``P = K + E``.
+
+    ``flat (P, L·3)`` (``X = mean + (c @ flat)`` reshaped) and ``lt (L, 3, P)`` (per landmark, the
+    derivative of its 3D point in the codes)."""
+
+    def __init__(self, Lm: np.ndarray, Ls: np.ndarray, Le: np.ndarray):
+        B = np.concatenate([Ls, Le])  # (P, L, 3)
+        self.mean, self.n_id = Lm, len(Ls)
+        self.flat = np.ascontiguousarray(B.reshape(len(B), -1))
+        self.lt = np.ascontiguousarray(B.transpose(1, 2, 0))
+
+    def points(self, codes: np.ndarray) -> np.ndarray:
+        """``(L, 3)`` landmark points of ``codes (P,)``."""
+        return self.mean + (codes @ self.flat).reshape(self.mean.shape)
+
+    def rows(self, a: np.ndarray) -> np.ndarray:
+        """``(L, P)``: per landmark, ``a_l · ∂X_l/∂c`` for row vectors ``a (L, 3)``."""
+        return np.matmul(a[:, None, :], self.lt)[:, 0]
+
+
 def _project(X: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Xc = X @ R.T + t
     z = Xc[:, 2]
@@ -182,12 +212,12 @@ def _solve_bounded(H: np.ndarray, g: np.ndarray, lb: np.ndarray, ub: np.ndarray,
     return np.clip(x, lb, ub)
 
 
-def _joint_refine(Lm, Ls, Le, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha, eta, R, t):
+def _joint_refine(basis, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha, eta, R, t):
     """Joint bounded least squares over (rotation vector, t, α, η) with an analytic Jacobian,
     solved by a projected Levenberg–Marquardt iteration."""
     import cv2
 
-    n_id, n_e = Ls.shape[0], Le.shape[0]
+    n_id, n_e = basis.n_id, basis.flat.shape[0] - basis.n_id
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     use_depth = depth is not None
 
@@ -197,7 +227,7 @@ def _joint_refine(Lm, Ls, Le, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, a
     def residuals(p):
         rv, tv, a, e = unpack(p)
         Rm = cv2.Rodrigues(rv)[0]
-        X = Lm + np.einsum("k,kld->ld", a, Ls) + np.einsum("e,eld->ld", e, Le)
+        X = basis.points(p[6:])
         Xc = X @ Rm.T + tv
         u = fx * Xc[:, 0] / Xc[:, 2] + cx
         v = fy * Xc[:, 1] / Xc[:, 2] + cy
@@ -212,15 +242,13 @@ def _joint_refine(Lm, Ls, Le, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, a
     def jacobian(p):
         rv, tv, a, e = unpack(p)
         Rm, dR = cv2.Rodrigues(rv)  # dR: (3, 9), row k = dR/drv_k flattened
-        X = Lm + np.einsum("k,kld->ld", a, Ls) + np.einsum("e,eld->ld", e, Le)
+        X = basis.points(p[6:])
         Xc = X @ Rm.T + tv
         z = Xc[:, 2]
         # d Xc / d params: (L, 3, P)
         dXr = np.stack([X @ dR[k].reshape(3, 3).T for k in range(3)], -1)
         dXt = np.broadcast_to(np.eye(3), (len(X), 3, 3))
-        dXa = np.einsum("ij,klj->lik", Rm, Ls)
-        dXe = np.einsum("ij,elj->lie", Rm, Le)
-        dXc = np.concatenate([dXr, dXt, dXa, dXe], -1)
+        dXc = np.concatenate([dXr, dXt, np.matmul(Rm, basis.lt)], -1)
         du = fx * (dXc[:, 0] / z[:, None] - Xc[:, 0:1] * dXc[:, 2] / z[:, None] ** 2)
         dv = fy * (dXc[:, 1] / z[:, None] - Xc[:, 1:2] * dXc[:, 2] / z[:, None] ** 2)
         J = [du * sw[:, None], dv * sw[:, None]]
@@ -231,11 +259,7 @@ def _joint_refine(Lm, Ls, Le, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, a
             # d/dp of (z - zbar) * fx / zbar
             dd = fx * ((dXc[:, 2] - dzbar) / zbar - (z - zbar)[:, None] * dzbar[None] / zbar ** 2)
             J.append(dd * (sw / cfg.depth_sigma)[:, None])
-        P = dXc.shape[-1]
-        prior = np.zeros((n_id + n_e, P))
-        prior[:, 6:] = np.diag(reg)
-        J.append(prior)
-        return np.concatenate(J)
+        return np.concatenate(J)  # the data rows; the prior rows (diag(reg) on the codes) are added to H, g
 
     # projected Levenberg–Marquardt on the normal equations (bounds on η via the active set)
     p = np.concatenate([cv2.Rodrigues(R)[0].reshape(3), t, alpha, eta])
@@ -245,9 +269,13 @@ def _joint_refine(Lm, Ls, Le, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, a
     r = residuals(p)
     cost = r @ r
     lam = 1e-3
+    n_prior = n_id + n_e
     for _ in range(cfg.joint_iterations):
         J = jacobian(p)
-        H, g = J.T @ J, J.T @ r
+        n_data = len(J)
+        H, g = J.T @ J, J.T @ r[:n_data]
+        H[6:, 6:] += np.diag(reg ** 2)  # the prior rows [0 | diag(reg)] without forming them
+        g[6:] += reg * r[n_data:n_data + n_prior]
         damp = lam * np.maximum(np.diag(H), 1e-9)
         step = _solve_bounded(H + np.diag(damp), -g, lo - p, hi - p)
         p_new = p + step
@@ -283,6 +311,7 @@ def fit_landmarks(model: MorphableModel, detection: Detection, width: int, heigh
     if not np.all(np.isfinite(pts)):
         raise ValueError("detection points contain NaN or inf")
     Lm, Ls, Le, w = _landmark_bases(model, detection.scheme, n_id)
+    basis = _stacked_basis(model, detection.scheme, n_id)
     if pts.shape != (len(Lm), 2):
         raise ValueError(f"{detection.scheme} expects ({len(Lm)}, 2) points, got {pts.shape}")
     w = np.where(w >= cfg.min_weight, w, 0.0)
@@ -301,7 +330,7 @@ def fit_landmarks(model: MorphableModel, detection: Detection, width: int, heigh
     lo_e, hi_e = model.expr_range
     eta0 = np.clip(eta0, lo_e, hi_e)
     alpha, eta = np.zeros(n_id), eta0.copy()
-    X = Lm + np.einsum("e,eld->ld", eta, Le)
+    X = basis.points(np.concatenate([alpha, eta]))
     R, t = _pnp(X, pts, K, w)
     sw = np.sqrt(w) / sigma
     use_depth = cfg.use_depth and detection.depth is not None
@@ -312,8 +341,11 @@ def fit_landmarks(model: MorphableModel, detection: Detection, width: int, heigh
     prior_mean = np.concatenate([np.zeros(n_id), eta0 / e_sigma])
     lb = np.concatenate([np.full(n_id, -np.inf), np.full(model.n_expr, lo_e)])
     ub = np.concatenate([np.full(n_id, np.inf), np.full(model.n_expr, hi_e)])
+    if use_depth:  # landmark-centred basis of the depth rows (the weights do not change)
+        lt_c = basis.lt - np.average(basis.lt, axis=0, weights=w)[None]
+        Mc = Lm - np.average(Lm, axis=0, weights=w)
     for _ in range(cfg.n_iterations):
-        X = Lm + np.einsum("k,kld->ld", alpha, Ls) + np.einsum("e,eld->ld", eta, Le)
+        X = basis.points(np.concatenate([alpha, eta]))
         _, z = _project(X, R, t, K)
         # rows: a_i · X_i + c_i, with a = (f R_0 + (c - u) R_2) / z
         ax = (f_x * R[0][None] + (cx - pts[:, :1]) * R[2][None]) / z[:, None]
@@ -323,26 +355,24 @@ def fit_landmarks(model: MorphableModel, detection: Detection, width: int, heigh
         A_rows, b_rows = [], []
         for a, c in ((ax, cx_), (ay, cy_)):
             # a·(Lm + Ls^T α + Le^T η) + c = 0
-            A_rows.append(np.concatenate([np.einsum("ld,kld->lk", a, Ls), np.einsum("ld,eld->le", a, Le)], 1) * sw[:, None])
-            b_rows.append(-(np.einsum("ld,ld->l", a, Lm) + c) * sw)
+            A_rows.append(basis.rows(a) * sw[:, None])
+            b_rows.append(-((a * Lm).sum(1) + c) * sw)
         if use_depth:
             # (f / z̄) R_2 · (X_i − X̄) = d_i, X̄ the weighted landmark centroid
             zbar = float(np.average(z, weights=w))
             r2 = R[2] * (f_x / zbar)
-            Sc, Ec, Mc = Ls - np.average(Ls, axis=1, weights=w)[:, None], Le - np.average(Le, axis=1, weights=w)[:, None], \
-                Lm - np.average(Lm, axis=0, weights=w)
             swd = sw / cfg.depth_sigma
-            A_rows.append(np.concatenate([np.einsum("d,kld->lk", r2, Sc), np.einsum("d,eld->le", r2, Ec)], 1) * swd[:, None])
+            A_rows.append((r2 @ lt_c) * swd[:, None])
             b_rows.append((depth - Mc @ r2) * swd)
         A = np.concatenate(A_rows)
         b = np.concatenate(b_rows)
         x = _solve_bounded(A.T @ A + np.diag(reg ** 2), A.T @ b + reg * prior_mean, lb, ub)
         alpha, eta = x[:n_id], x[n_id:]
-        X = Lm + np.einsum("k,kld->ld", alpha, Ls) + np.einsum("e,eld->ld", eta, Le)
+        X = basis.points(x)
         R, t = _pnp(X, pts, K, w, R, t)
     if cfg.joint_iterations > 0:
-        alpha, eta, R, t = _joint_refine(Lm, Ls, Le, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha, eta, R, t)
-        X = Lm + np.einsum("k,kld->ld", alpha, Ls) + np.einsum("e,eld->ld", eta, Le)
+        alpha, eta, R, t = _joint_refine(basis, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha, eta, R, t)
+        X = basis.points(np.concatenate([alpha, eta]))
     uv, _ = _project(X, R, t, K)
     err = np.linalg.norm(uv - pts, axis=1)
     rmse = float(np.sqrt(np.sum(w * err ** 2) / max(np.sum(w), 1e-12)))
