@@ -196,8 +196,11 @@ def _solve_bounded(H: np.ndarray, g: np.ndarray, lb: np.ndarray, ub: np.ndarray,
     x = np.zeros(n)
     for _ in range(max_passes):
         free = ~fixed
-        rhs = g[free] - H[np.ix_(free, fixed)] @ x[fixed]
-        x[free] = np.linalg.solve(H[np.ix_(free, free)], rhs)
+        if fixed.any():
+            rhs = g[free] - H[np.ix_(free, fixed)] @ x[fixed]
+            x[free] = np.linalg.solve(H[np.ix_(free, free)], rhs)
+        else:  # no bound active: the whole system, no submatrix copies
+            x = np.linalg.solve(H, g)
         lo, hi = free & (x < lb), free & (x > ub)
         if not (lo.any() or hi.any()):
             # release clamped variables whose gradient pulls them back inside
