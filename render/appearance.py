@@ -582,13 +582,17 @@ def _near(pos: np.ndarray, idx: np.ndarray, points: np.ndarray, radius: float, S
 
 
 def occluder_texels(texture: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
-                    max_distance: float = 4.0, brow_radius_m: float = 0.009, eye_radius_m: float = 0.011) -> np.ndarray:
+                    max_distance: float = 4.0, brow_radius_m: float = 0.009, eye_radius_m: float = 0.011,
+                    forehead_distance: float = 2.5, forehead_above_m: float = 0.012) -> np.ndarray:
     """``(S, S) bool``: skin texels whose photo colour a per-face skin model rejects (hair, hat brims,
     glasses frames, hands). The model is a Gaussian in CIELAB fitted robustly (median, MAD, with
     floors: shading moves lightness far more than hue) to well-seen texels on the cheeks and the
     nose, where occluders rarely are; a skin texel farther than ``max_distance`` is an occluder.
-    Texels within ``brow_radius_m`` of the model's brow landmarks or ``eye_radius_m`` of its eye
-    landmarks are features (lids, lashes, shadows), never occluders — glasses frames there stay."""
+    On the forehead (``forehead_above_m`` above the highest brow landmark), where fringes and
+    brims fall and hair of a skin-like hue differs mostly in lightness (which the floors forgive),
+    the limit is ``forehead_distance``. Texels within ``brow_radius_m`` of the model's brow
+    landmarks or ``eye_radius_m`` of its eye landmarks are features (lids, lashes, shadows), never
+    occluders — glasses frames there stay."""
     S = raster.size
     got = _skin_distance(texture, weight, model, raster)
     if got is None:
@@ -601,7 +605,10 @@ def occluder_texels(texture: np.ndarray, weight: np.ndarray, model, raster: UVRa
             keep &= ~model.regions[r]
     cand = texel_mask(model, raster, keep)
     near = _near(pos, idx, lm[17:27], brow_radius_m, S) | _near(pos, idx, lm[36:48], eye_radius_m, S)
-    occ = cand & (weight > 0) & (d > max_distance) & ~near
+    forehead = np.zeros(S * S, bool)
+    forehead[idx] = pos[:, 1] > lm[17:27, 1].max() + forehead_above_m  # model frame: +Y up
+    limit = np.where(forehead.reshape(S, S), forehead_distance, max_distance)
+    occ = cand & (weight > 0) & (d > limit) & ~near
     import cv2
 
     return cv2.dilate(occ.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & cand

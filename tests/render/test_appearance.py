@@ -151,6 +151,34 @@ def test_flat_tone_matching_is_match_tone_on_the_selected_texels():
     np.testing.assert_array_equal(ap.match_tone_values(src[where], skin[where], None), src[where])
 
 
+def test_a_skin_hued_fringe_is_rejected_on_the_forehead_but_not_on_a_cheek(model):
+    """Darker skin-hued texels (a fringe of hair) 3 robust units from the skin model: rejected on the
+    forehead (limit 2.5), kept on a cheek (limit 4: shading there is skin)."""
+    from headveil.common.images import lab_to_srgb
+
+    S = 256
+    r = ap.uv_raster(model, S)
+    pos, idx = ap.texel_attribute(r, model.vertices(), model.faces)
+    lm = model.landmarks_3d(model.vertices(), "ibug68")
+    rng = np.random.default_rng(4)
+    lab = np.array([65.0, 14.0, 18.0]) + rng.normal(0, [2.0, 0.5, 0.5], (S * S, 3))  # skin, a little texture
+    forehead = np.zeros(S * S, bool)
+    forehead[idx] = pos[:, 1] > lm[17:27, 1].max() + 0.025
+    skin = ap.skin_texels(model, r).ravel()
+    on_skin = skin[idx]
+    c = pos[on_skin][np.argmin(np.linalg.norm(pos[on_skin] - (lm[3] + lm[48]) / 2, axis=1))]  # a cheek texel
+    cheek = np.zeros(S * S, bool)
+    cheek[idx] = np.linalg.norm(pos - c, axis=1) < 0.012
+    lab[forehead | cheek, 0] -= 45.0  # 3 units at the lightness floor (15)
+    tex = lab_to_srgb(lab.astype(np.float32)).reshape(S, S, 3)
+    weight = r.mask.astype(np.float32)
+    occ = ap.occluder_texels(tex, weight, model, r).ravel()
+    assert (cheek & skin).sum() > 20 and (forehead & skin).sum() > 100
+    assert occ[forehead & skin].mean() > 0.9
+    assert occ[cheek & skin].mean() < 0.1
+    assert occ[skin & ~forehead & ~cheek].mean() < 0.05
+
+
 def test_too_little_face_is_one_clear_error(model):
     from headveil.common.errors import HeadVeilError
 
