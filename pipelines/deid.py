@@ -144,9 +144,10 @@ class DeidRecord(Artefact):
         change: the method's own numbers (e.g. ``delta_norm`` of the identity code, CHEP's q and Q).
         fit: landmark RMSE, detector, pose (degrees), whether the fit was ``saved`` or ``fitted``.
         window: the working window in the photo (pixels) and its scale.
-        utility: PSNR / SSIM in the window, outside the face, and the share of face pixels left
-            identical to the input (0 by construction).
-        seconds: fit, method, restore, total.
+        utility: PSNR / SSIM in the window (at the working scale when it was downscaled), outside the
+            face, and the share of face pixels left identical to the input (0 by construction).
+        seconds: fit, method, restore, guard (the verifiers, with the donor distances), total (the
+            face, from its detection to its record).
         reidentification: per recognizer, Recognizer.reidentify's verdict (None with --guard off);
         reidentified_by / not_detected_by: recognizer names.
         insecure_reproducible: the noise came from a fixed seed.
@@ -220,6 +221,22 @@ def _utility(original: np.ndarray, protected: np.ndarray, removed: np.ndarray | 
     for k in [k for k, v in u.items() if isinstance(v, float) and not np.isfinite(v)]:
         u[k], u[k.replace("_db", "_identical")] = None, True
     return u
+
+
+def _at_work_scale(win: FaceWindow, work_shape, original: np.ndarray, protected: np.ndarray,
+                   removed: np.ndarray | None):
+    """The window's original, output and removed mask ``(h, w)`` at the working copy's scale (the
+    face at most :data:`~headveil.pipelines.faces.WORK_FACE_PX`): what the utility metrics compare, so a 24-megapixel photo
+    costs them no more than a 512² one. Unchanged when the window was not downscaled."""
+    if win.scale == 1.0:
+        return original, protected, removed
+    import cv2
+
+    size = (work_shape[1], work_shape[0])
+    def down(a):
+        return cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+    rem = None if removed is None else cv2.resize(removed.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    return down(original), down(protected), rem
 
 
 def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: dict, restorer, recognizers: dict,
@@ -321,7 +338,8 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     out.image = image_w
     orig_w, prot_w = original[win.y0:win.y1, win.x0:win.x1], image[win.y0:win.y1, win.x0:win.x1]
     removed_full = None if comp is None else win.to_full(comp.removed_mask, img.shape)[win.y0:win.y1, win.x0:win.x1]
-    utility = {**_utility(orig_w, prot_w, removed_full), "face_region_pixels": int(region_full.sum()),
+    utility = {**_utility(*_at_work_scale(win, work.shape, orig_w, prot_w, removed_full)),
+               "face_region_pixels": int(region_full.sum()),
                "face_pixels_identical_share": identical_share(original, image, region_full & ~occ_full),
                "face_pixels_coincident_before_dither": coincident,
                "occluder_pixels_kept": int((occ_full & region_full).sum())}
@@ -331,6 +349,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
          "pose": {k: pose[k] for k in ("yaw_deg", "pitch_deg", "roll_deg")}},
         {"x0": win.x0, "y0": win.y0, "x1": win.x1, "y1": win.y1, "scale": win.scale}, utility, {})
     donor_embs = None if selection is None else donor_embeddings(selection, donors, recognizers)
+    t_guard = time.perf_counter()
     if cmd.guard != "off" and recognizers:
         g = guard_identity(orig_w, prot_w, recognizers, donor_embs)
         record.reidentification = g
@@ -347,7 +366,9 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         record.appearance = {"selection": selection}
         if recognizers:  # from the guard's own embedding of the output when it ran
             record.appearance["donor_privacy"] = donor_privacy(prot_w, donor_embs, recognizers, record.reidentification)
-    record.seconds = {"fit": t_fit, "method": t_method, "restore": t_restore, "total": time.perf_counter() - t0}
+    t_guard = time.perf_counter() - t_guard  # the verifiers (guard and donor distances)
+    record.seconds = {"fit": t_fit, "method": t_method, "restore": t_restore, "guard": t_guard,
+                      "total": time.perf_counter() - t0}
     record.insecure_reproducible = bool(cmd.insecure_reproducible)
     camera = Camera(win.full_K(fit.camera.K, work.shape), fit.camera.c2w, W, H)
     return image, out, fit, record, camera
