@@ -188,12 +188,22 @@ def _pnp(X: np.ndarray, uv: np.ndarray, K: np.ndarray, w: np.ndarray, R=None, t=
     return Rm, tv
 
 
-def _solve_bounded(H: np.ndarray, g: np.ndarray, lb: np.ndarray, ub: np.ndarray, max_passes: int = 8) -> np.ndarray:
+def _solve_bounded(H: np.ndarray, g: np.ndarray, lb: np.ndarray, ub: np.ndarray, max_passes: int = 8,
+                   active: np.ndarray | None = None) -> np.ndarray:
     """Minimise ½xᵀHx − gᵀx subject to lb ≤ x ≤ ub (H positive definite) by an active set:
-    solve on the free variables, clamp the violators at their bounds, repeat."""
+    solve on the free variables, clamp the violators at their bounds, repeat.
+
+    ``active (n,) int8`` (−1 at the lower bound, +1 at the upper, 0 free), when given, is the first
+    guess of the active set (e.g. the previous iteration's) and is updated in place to the final
+    one: a right guess takes one solve instead of two or three. The optimum is the same."""
     n = len(g)
-    fixed = np.zeros(n, bool)
     x = np.zeros(n)
+    if active is not None:
+        fixed = active != 0
+        x[active < 0], x[active > 0] = lb[active < 0], ub[active > 0]
+        fixed &= np.isfinite(x)
+    else:
+        fixed = np.zeros(n, bool)
     for _ in range(max_passes):
         free = ~fixed
         if fixed.any():
@@ -212,6 +222,9 @@ def _solve_bounded(H: np.ndarray, g: np.ndarray, lb: np.ndarray, ub: np.ndarray,
             continue
         x[lo], x[hi] = lb[lo], ub[hi]
         fixed |= lo | hi
+    if active is not None:
+        active[:] = 0
+        active[fixed & (x <= lb)], active[fixed & (x >= ub)] = -1, 1
     return np.clip(x, lb, ub)
 
 
@@ -273,6 +286,7 @@ def _joint_refine(basis, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha,
     cost = r @ r
     lam = 1e-3
     n_prior = n_id + n_e
+    active = np.zeros(len(p), np.int8)  # the active set, carried from step to step
     for _ in range(cfg.joint_iterations):
         J = jacobian(p)
         n_data = len(J)
@@ -280,7 +294,7 @@ def _joint_refine(basis, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha,
         H[6:, 6:] += np.diag(reg ** 2)  # the prior rows [0 | diag(reg)] without forming them
         g[6:] += reg * r[n_data:n_data + n_prior]
         damp = lam * np.maximum(np.diag(H), 1e-9)
-        step = _solve_bounded(H + np.diag(damp), -g, lo - p, hi - p)
+        step = _solve_bounded(H + np.diag(damp), -g, lo - p, hi - p, active=active)
         p_new = p + step
         r_new = residuals(p_new)
         cost_new = r_new @ r_new
@@ -344,6 +358,7 @@ def fit_landmarks(model: MorphableModel, detection: Detection, width: int, heigh
     prior_mean = np.concatenate([np.zeros(n_id), eta0 / e_sigma])
     lb = np.concatenate([np.full(n_id, -np.inf), np.full(model.n_expr, lo_e)])
     ub = np.concatenate([np.full(n_id, np.inf), np.full(model.n_expr, hi_e)])
+    active = np.zeros(len(lb), np.int8)  # the bounded solve's active set, carried between iterations
     if use_depth:  # landmark-centred basis of the depth rows (the weights do not change)
         lt_c = basis.lt - np.average(basis.lt, axis=0, weights=w)[None]
         Mc = Lm - np.average(Lm, axis=0, weights=w)
@@ -369,7 +384,7 @@ def fit_landmarks(model: MorphableModel, detection: Detection, width: int, heigh
             b_rows.append((depth - Mc @ r2) * swd)
         A = np.concatenate(A_rows)
         b = np.concatenate(b_rows)
-        x = _solve_bounded(A.T @ A + np.diag(reg ** 2), A.T @ b + reg * prior_mean, lb, ub)
+        x = _solve_bounded(A.T @ A + np.diag(reg ** 2), A.T @ b + reg * prior_mean, lb, ub, active=active)
         alpha, eta = x[:n_id], x[n_id:]
         X = basis.points(x)
         R, t = _pnp(X, pts, K, w, R, t)
