@@ -6,6 +6,16 @@ from headveil.geometry.morphable.fitting import LandmarkFitConfig, _solve_bounde
 from headveil.render.scene import HeadPose, SubjectCodes, portrait_camera, posed_vertices
 
 
+def test_solve_bounded_warm_start_gives_the_same_optimum_and_its_active_set():
+    H, g = np.eye(3), np.array([2.0, -3.0, 0.5])
+    lb, ub = np.zeros(3), np.ones(3)
+    for guess in ([0, 0, 0], [1, -1, 0], [-1, 1, 1]):  # none, right, all wrong
+        active = np.array(guess, np.int8)
+        x = _solve_bounded(H, g, lb, ub, active=active)
+        np.testing.assert_allclose(x, [1.0, 0.0, 0.5])  # clip(g) for H = I
+        assert active.tolist() == [1, -1, 0]
+
+
 def test_solve_bounded_matches_scipy():
     from scipy.optimize import lsq_linear
 
