@@ -10,7 +10,7 @@ the steps shows that both checkouts compute the same thing. Writes the ``train-s
 Usage:
     python benchmarks/bench_train_step.py [--steps 30] [--reps 3] [--against DIR] [--no-write]
 
-``--against DIR``: a checkout (e.g. ``git worktree add /tmp/base <commit>``) whose package is
+``--against DIR``: a checkout (e.g. ``git worktree add ../base <commit>``) whose package is
 imported in a child process (``DIR`` is linked as ``headveil`` on its ``PYTHONPATH``); its runs are
 interleaved with this checkout's.
 """

@@ -126,6 +126,7 @@ class HeadField(nn.Module):
         self._prior_box = None
         self._cache_alpha = None  # α at which the cache was computed (k,)
         self._cache_band = None  # metres: the exact band of the cache (None: exact everywhere)
+        self._grids_of, self._grids_cache = None, None  # channel subsets of _prior_grid (see _grids)
 
     # -- codes ---------------------------------------------------------------------------------
     def set_codes(self, alpha=None, eta=None, trainable: bool = False) -> None:
@@ -207,11 +208,11 @@ class HeadField(nn.Module):
         else:
             import torch.nn.functional as F
 
-            n_c = max(resolution // 4, 8)
-            coarse = exact(lattice(n_c), f"3DMM prior {n_c}³ (coarse)").reshape(n_c, n_c, n_c, 7 + k)
+            rc = max(resolution // 4, 8)  # coarse grid side
+            coarse = exact(lattice(rc), f"3DMM prior {rc}³ (coarse)").reshape(rc, rc, rc, 7 + k)
             grid = F.interpolate(coarse.permute(3, 0, 1, 2)[None], size=(resolution,) * 3, mode="trilinear",
                                  align_corners=True)[0].permute(1, 2, 3, 0).reshape(-1, 7 + k).contiguous()
-            diag = 3 ** 0.5 * 2 * half_extent * (1 / (n_c - 1) + 1 / (resolution - 1))
+            diag = 3 ** 0.5 * 2 * half_extent * (1 / (rc - 1) + 1 / (resolution - 1))
             near = grid[:, 0].abs() < band + diag
             grid[near] = exact(pts[near], f"3DMM prior {resolution}³ band")
             grid = grid.reshape(resolution, resolution, resolution, 7 + k)
@@ -308,15 +309,16 @@ class HeadField(nn.Module):
     def _grids(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The cache's channels that :meth:`model_sdf` reads (SDF and canonical points; all of them
         with code sensitivities) and the SDF channel alone (:meth:`model_distance`), contiguous."""
-        if getattr(self, "_grids_of", None) is not self._prior_grid:
+        if self._grids_of is not self._prior_grid:
             g = self._prior_grid
             self._grids_cache = (g if g.shape[1] > 7 else g[:, :4].contiguous(), g[:, :1].contiguous())
             self._grids_of = g
         return self._grids_cache
 
     def model_distance(self, x: torch.Tensor) -> torch.Tensor:
-        """The model SDF ``(N,)`` metres alone at ``x (N, 3)`` (e.g. to find where rays cross the
-        prior surface): one channel of the cache instead of all, no gradient to the codes."""
+        """The model SDF ``(N,)`` (metres) alone at ``x (N, 3)`` (metres, model frame), e.g. to find
+        where rays cross the prior surface: one channel of the cache instead of all, no gradient to
+        the codes."""
         if self._prior_grid is None:
             return self._exact_prior(x)[0]
         import torch.nn.functional as F

@@ -245,11 +245,11 @@ def donor_privacy(protected: np.ndarray, embeddings: dict, recognizers: dict, gu
     used instead of embedding ``protected`` again."""
     res = {}
     for name, rec in recognizers.items():
-        embs = embeddings.get(name)
-        if guard is not None and name in guard and "dis_others" in guard[name]:
-            dmin = guard[name]["dis_others"] if embs is not None else None
-        else:
-            e = rec.embed(protected) if embs is not None else None
+        embs, dmin = embeddings.get(name), None
+        if embs is not None and "dis_others" in (guard or {}).get(name, {}):
+            dmin = guard[name]["dis_others"]
+        elif embs is not None:
+            e = rec.embed(protected)
             dmin = None if e is None else float(np.min(rec.distance(e.vector, embs)))
         res[name] = {"status": "not measured", "dis": None} if dmin is None else \
             {"status": "matched" if rec.is_match(dmin) else "not matched", "dis": dmin}

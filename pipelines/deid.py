@@ -226,17 +226,17 @@ def _utility(original: np.ndarray, protected: np.ndarray, removed: np.ndarray | 
 def _at_work_scale(win: FaceWindow, work_shape, original: np.ndarray, protected: np.ndarray,
                    removed: np.ndarray | None):
     """The window's original, output and removed mask ``(h, w)`` at the working copy's scale (the
-    face at most :data:`~headveil.pipelines.faces.WORK_FACE_PX`): what the utility metrics compare, so a 24-megapixel photo
-    costs them no more than a 512² one. Unchanged when the window was not downscaled."""
+    face at most :data:`~headveil.pipelines.faces.WORK_FACE_PX`): what the utility metrics
+    compare, so a 24-megapixel photo costs them no more than a 512² one. Unchanged when the window
+    was not downscaled."""
     if win.scale == 1.0:
         return original, protected, removed
     import cv2
 
     size = (work_shape[1], work_shape[0])
-    def down(a):
-        return cv2.resize(a, size, interpolation=cv2.INTER_AREA)
     rem = None if removed is None else cv2.resize(removed.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-    return down(original), down(protected), rem
+    return (cv2.resize(original, size, interpolation=cv2.INTER_AREA),
+            cv2.resize(protected, size, interpolation=cv2.INTER_AREA), rem)
 
 
 def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: dict, restorer, recognizers: dict,
@@ -349,7 +349,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
          "pose": {k: pose[k] for k in ("yaw_deg", "pitch_deg", "roll_deg")}},
         {"x0": win.x0, "y0": win.y0, "x1": win.x1, "y1": win.y1, "scale": win.scale}, utility, {})
     donor_embs = None if selection is None else donor_embeddings(selection, donors, recognizers)
-    t_guard = time.perf_counter()
+    t_verify = time.perf_counter()
     if cmd.guard != "off" and recognizers:
         g = guard_identity(orig_w, prot_w, recognizers, donor_embs)
         record.reidentification = g
@@ -366,8 +366,8 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         record.appearance = {"selection": selection}
         if recognizers:  # from the guard's own embedding of the output when it ran
             record.appearance["donor_privacy"] = donor_privacy(prot_w, donor_embs, recognizers, record.reidentification)
-    t_guard = time.perf_counter() - t_guard  # the verifiers (guard and donor distances)
-    record.seconds = {"fit": t_fit, "method": t_method, "restore": t_restore, "guard": t_guard,
+    record.seconds = {"fit": t_fit, "method": t_method, "restore": t_restore,
+                      "guard": time.perf_counter() - t_verify,  # the verifiers (guard and donor distances)
                       "total": time.perf_counter() - t0}
     record.insecure_reproducible = bool(cmd.insecure_reproducible)
     camera = Camera(win.full_K(fit.camera.K, work.shape), fit.camera.c2w, W, H)

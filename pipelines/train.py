@@ -239,7 +239,7 @@ def train(field: HeadField, capture: Capture, stages: list[StageConfig], seed: i
         if use_grad:
             patches = GradientPatches(capture, cfg.views, cfg.patch_size, op.margin)
         opt = torch.optim.Adam(_param_groups(field, cfg), betas=(0.9, 0.99), eps=1e-15)
-        params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
+        params = [p for g in opt.param_groups for p in g["params"]]  # trainable ones (_param_groups)
         first = start_step if si == start_stage else 0
         if state is not None and si == start_stage and first > 0:
             opt.load_state_dict(state["optimizer"])

@@ -114,9 +114,10 @@ class LandmarkFit:
                 "yaw_deg": yaw, "pitch_deg": pitch, "roll_deg": roll, "frame": "model -> OpenCV camera"}
 
 
-def _landmark_bases(model: MorphableModel, scheme: str, n_id: int):
-    """Landmark rows of the model: mean ``(L, 3)``, identity ``(K, L, 3)``, expression ``(E, L, 3)``
-    and weights ``(L,)``, float64; cached on the model per (scheme, n_id)."""
+def _landmark_bases(model: MorphableModel, scheme: str, n_id: int) -> tuple[_Basis, np.ndarray]:
+    """Landmark rows of the model, stacked (:class:`_Basis`: mean ``(L, 3)``, identity and
+    expression directions), and the landmark weights ``(L,)``, float64; cached on the model per
+    (scheme, n_id)."""
     cache = model.__dict__.setdefault("_landmark_basis_cache", {})
     key = (scheme, n_id)
     if key not in cache:
@@ -127,18 +128,10 @@ def _landmark_bases(model: MorphableModel, scheme: str, n_id: int):
         def comb(arr):  # arr (..., V, 3) -> (..., L, 3)
             return np.einsum("lk,...lkd->...ld", b, arr[..., f, :])
 
-        cache[key] = (comb(model.vertices_mean.astype(np.float64)), comb(model.shape_basis[:n_id].astype(np.float64)),
-                      comb(model.expr_basis.astype(np.float64)), lm.weight.astype(np.float64))
+        cache[key] = (_Basis(comb(model.vertices_mean.astype(np.float64)),
+                             comb(model.shape_basis[:n_id].astype(np.float64)),
+                             comb(model.expr_basis.astype(np.float64))), lm.weight.astype(np.float64))
     return cache[key]
-
-
-def _stacked_basis(model: MorphableModel, scheme: str, n_id: int) -> _Basis:
-    """:class:`_Basis` of :func:`_landmark_bases`, cached on the model beside it."""
-    cache = model.__dict__.setdefault("_landmark_stacked_cache", {})
-    if (scheme, n_id) not in cache:
-        Lm, Ls, Le, _ = _landmark_bases(model, scheme, n_id)
-        cache[(scheme, n_id)] = _Basis(Lm, Ls, Le)
-    return cache[(scheme, n_id)]
 
 
 class _Basis:
@@ -256,7 +249,7 @@ def _joint_refine(basis, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha,
         return np.concatenate(r)
 
     def jacobian(p):
-        rv, tv, a, e = unpack(p)
+        rv, tv = p[:3], p[3:6]
         Rm, dR = cv2.Rodrigues(rv)  # dR: (3, 9), row k = dR/drv_k flattened
         X = basis.points(p[6:])
         Xc = X @ Rm.T + tv
@@ -327,8 +320,8 @@ def fit_landmarks(model: MorphableModel, detection: Detection, width: int, heigh
     pts = np.asarray(detection.points, np.float64)
     if not np.all(np.isfinite(pts)):
         raise ValueError("detection points contain NaN or inf")
-    Lm, Ls, Le, w = _landmark_bases(model, detection.scheme, n_id)
-    basis = _stacked_basis(model, detection.scheme, n_id)
+    basis, w = _landmark_bases(model, detection.scheme, n_id)
+    Lm = basis.mean
     if pts.shape != (len(Lm), 2):
         raise ValueError(f"{detection.scheme} expects ({len(Lm)}, 2) points, got {pts.shape}")
     w = np.where(w >= cfg.min_weight, w, 0.0)
