@@ -178,6 +178,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     renders, cov = render_textured_many(v_w[idx], sub.faces, appearance_uv(model)[idx], albedos, fit.camera,
                                         target.light, uv_ok=uv_triangles(model)[sub.triangles])
     base = inp.image.astype(np.float32) / 255.0
+    _match_previews(renders, cov, inp.image, inp.extras.get("face_region"), _kept(inp.extras.get("occluders"), opening))
     previews = [((np.clip(r + (1 - cov[..., None]) * base, 0, 1)) * 255 + 0.5).astype(np.uint8) for r in renders]
     embs = attacker.embed_many(previews, row)
     d_orig = attacker.distance(t_emb, embs)
@@ -188,8 +189,11 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     members = groups[best]
     inp.extras["appearance"] = NewAppearance(albedos[best], target.light, np.mean([d.alpha for d in members], 0),
                                              sel.shape_weight, labels[best])
+    occ = inp.extras.get("occluders")
+    inp.extras["occluders"] = _kept(occ, opening)  # the open mouth is the photo's again: not compared either
     out = apply_method(spec, inp, params, rng=rng)
     inp.extras.pop("appearance", None)
+    inp.extras["occluders"] = occ
     d_final = float(attacker.distance(t_emb, attacker.embed_many([out.image], row)[0]))
     record = {"attacker": attacker.name, "threshold": attacker.threshold,
               "candidates": [{"donors": [d.id for d in g], "dis": float(a), "dis_to_donors": float(b)}
@@ -201,6 +205,29 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
         out.image = _paste_mouth(out.image, opening, v_w, model, fit.camera, target)
         out.metrics["mouth_opening_px"] = int(opening.sum())
     return out, record
+
+
+def _kept(occluders: np.ndarray | None, opening: np.ndarray) -> np.ndarray | None:
+    """The pixels the photo keeps on top of a new face: its occluders and its open mouth."""
+    if not opening.any():
+        return occluders
+    return opening if occluders is None else (occluders | opening)
+
+
+def _match_previews(renders: list[np.ndarray], cov: np.ndarray, photo: np.ndarray, region, keep) -> None:
+    """Each preview matched to the photo's face as the final render will be
+    (:func:`~headveil.render.deid.face3d.match_photo`), in place, on the face's box alone, so the
+    attacker chooses among what would be output."""
+    from headveil.render.deid.face3d import match_photo
+
+    ys, xs = np.nonzero(cov > 0)
+    if len(ys) == 0:
+        return
+    m = max(8, int(0.15 * max(np.ptp(ys), np.ptp(xs))))
+    sl = (slice(max(ys.min() - m, 0), ys.max() + m + 1), slice(max(xs.min() - m, 0), xs.max() + m + 1))
+    crop = (lambda a: None if a is None else a[sl])
+    for r in renders:
+        r[sl] = match_photo(r[sl], cov[sl], photo[sl], cov[sl], crop(region), crop(keep))[0]
 
 
 def _paste_mouth(image: np.ndarray, opening: np.ndarray, vertices_world: np.ndarray, model, camera, target) -> np.ndarray:

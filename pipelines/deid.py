@@ -302,6 +302,13 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
                     rigid=(fit.R, fit.t), light=SHLight(fit.lighting) if fit.lighting is not None else None,
                     extras={"source": source, "face_region": region,
                             **{k: v for k, v in extras.items() if not k.startswith("_")}})
+    occ_w = None
+    if cmd.occluders and "model" in spec.needs:  # a re-rendered face: what will stay on top of it
+        from headveil.geometry.perception.segmentation import person_mask
+        from headveil.render.occlusion import occluder_mask
+
+        occ_w = occluder_mask(work, det_w.points, det_w.scheme, region, person=person_mask(work))
+        inp.extras["occluders"] = occ_w
     rng = rng if rng is not None else np.random.default_rng(np.random.SeedSequence())
     selection, cluster = None, extras.get("_cluster")
     if cluster is not None:  # k-same: the cluster's mean shape and albedo under this photo's light
@@ -329,8 +336,9 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         from headveil.geometry.perception.segmentation import person_mask
         from headveil.render.occlusion import keep_occluders, occluder_mask
 
-        occ_full = win.to_full(occluder_mask(work, det_w.points, det_w.scheme, region, person=person_mask(work)),
-                               img.shape)
+        if occ_w is None:
+            occ_w = occluder_mask(work, det_w.points, det_w.scheme, region, person=person_mask(work))
+        occ_full = win.to_full(occ_w, img.shape)
         image = keep_occluders(image, img, occ_full)
     coincident = 0
     if comp is not None:  # a method that re-rendered the face: no pixel of it may equal the input's

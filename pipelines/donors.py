@@ -130,7 +130,7 @@ def donor_from_face(img: np.ndarray, det, model, cfg: FitConfig, size: int, reco
                     max_yaw: float):
     """Fit one detected face of ``img`` and return ``(arrays for the npz, info)``."""
     from headveil.pipelines.faces import FaceWindow, fit_in_window
-    from headveil.render.appearance import face_appearance
+    from headveil.render.appearance import even_albedo, face_appearance, uv_raster
 
     import cv2
 
@@ -152,16 +152,18 @@ def donor_from_face(img: np.ndarray, det, model, cfg: FitConfig, size: int, reco
     occ = occluder_mask(work, det_w.points, det_w.scheme, face_region_from_points(det_w.points, work.shape[:2]))
     app = face_appearance(work, model, v, fit.R, fit.t, fit.camera, fit.albedo, size, reject_occluders=True,
                           exclude=occ)
+    albedo = even_albedo(app.albedo, model, uv_raster(model, size), fit.albedo)
+
     def u8(x):
         return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
 
-    arrays = {"albedo": u8(app.albedo), "confidence": u8(app.confidence),
+    arrays = {"albedo": u8(albedo), "confidence": u8(app.confidence),
               "alpha": np.asarray(fit.identity, np.float32), "beta": np.asarray(fit.albedo, np.float32)}
     for name, rec in recognizers.items():
         e = rec.embed(work)
         if e is not None:
             arrays[f"emb_{name}"] = np.asarray(e.vector, np.float32)
-    from headveil.render.appearance import skin_texels, uv_raster
+    from headveil.render.appearance import skin_texels
 
     skin = skin_texels(model, uv_raster(model, size))
     info = {"yaw_deg": round(pose["yaw_deg"], 1), "face_skin_seen": round(float((app.seen[skin] > 0.5).mean()), 3),

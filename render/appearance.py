@@ -13,7 +13,8 @@ appearance is one image in UV space and another person's albedo maps onto a targ
   visible skin against the model albedo of the fitted β (ridge-regularised least squares).
 - :func:`delight` → albedo; :func:`fill_unseen`: texels never seen take the mirrored texel's value
   (the model's left–right vertex symmetry), then the model albedo times the seen skin's ratio to it,
-  carried smoothly into the holes (:func:`pull_push_fill`).
+  carried smoothly into the holes (:func:`pull_push_fill`); :func:`even_albedo` takes de-lighting's
+  residue (broad patches of colour and brightness) out of a donor's albedo.
 - :func:`render_textured`: a mesh at a camera, albedo sampled per pixel from a texture (bilinear),
   shaded by an SH light — image-resolution detail instead of per-vertex colours.
 - :func:`match_tone`: a donor albedo moved to a target's skin tone (mean and spread in CIELAB on the
@@ -632,6 +633,41 @@ def tame_albedo(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
     out = np.array(albedo, np.float32, copy=True)
     out[cand] = np.clip(lab_to_srgb(lab), 0, 1)
     return out
+
+
+def even_albedo(albedo: np.ndarray, model, raster: UVRaster, beta=None, sigma: float = 0.01,
+                chroma: float = 0.25) -> np.ndarray:
+    """A de-lit albedo with what de-lighting leaves behind taken out, for use on another face.
+
+    An SH light of nine terms cannot explain a photo's coloured, mixed or cast light; the rest stays
+    in the albedo as broad patches of colour and brightness (a purple cheek, a yellow forehead).
+    In CIELAB, the albedo's difference to the model albedo of ``beta`` is split at a Gaussian of
+    ``sigma`` × the atlas side (normalised over the skin texels): its broad part is replaced by the
+    skin's mean difference (the donor's own tone), its fine part is kept — lightness fully (brows,
+    lids, wrinkles, pores: the face), hue and chroma at ``chroma`` of their strength (a photo's
+    colour blotches, and the colour mottling of a mix). The model albedo's own structure (red
+    lips, darker brows) comes back with the reference. Returns ``(S, S, 3) float32`` in [0, 1];
+    texels outside the atlas's covered area are left as they are."""
+    import cv2
+
+    S = raster.size
+    ref_v, idx = texel_attribute(raster, model.albedo(beta), model.faces)
+    skin = skin_texels(model, raster).ravel()[idx]
+    if skin.sum() < 100:
+        return np.asarray(albedo, np.float32)
+    diff = np.zeros((S * S, 3), np.float32)
+    lab_ref = srgb_to_lab(ref_v.astype(np.float32))
+    diff[idx] = srgb_to_lab(np.asarray(albedo, np.float32).reshape(-1, 3)[idx]) - lab_ref
+    wk = np.zeros(S * S, np.float32)
+    wk[idx[skin]] = 1.0
+    diff, wk = diff.reshape(S, S, 3), wk.reshape(S, S)
+    s = max(float(sigma) * S, 0.5)
+    broad = cv2.GaussianBlur(diff * wk[..., None], (0, 0), s) / np.maximum(cv2.GaussianBlur(wk, (0, 0), s), 1e-4)[..., None]
+    mean = diff.reshape(-1, 3)[idx[skin]].mean(0)
+    fine = (diff - broad).reshape(-1, 3)[idx] * np.array([1.0, chroma, chroma], np.float32)
+    out = np.array(albedo, np.float32, copy=True).reshape(-1, 3)
+    out[idx] = np.clip(lab_to_srgb((lab_ref + mean + fine).astype(np.float32)), 0, 1)
+    return out.reshape(S, S, 3)
 
 
 def eye_texels(model, raster: UVRaster) -> np.ndarray:

@@ -28,12 +28,15 @@ class Composite:
         removed_mask: ``(H, W) bool``, pixels of the original face region (all replaced).
         background: ``(H, W, 3) uint8`` the photo with the whole face region inpainted (holds no
             original face pixel; what restorers may blend against).
+        photo_match: what matching the new face to the photo did (``contrast_ratios`` per band of
+            :func:`match_detail`, ``tone_shift_lab`` of :func:`match_face_tone`), None when it did not run.
     """
 
     image: np.ndarray
     face_mask: np.ndarray
     removed_mask: np.ndarray
     background: np.ndarray
+    photo_match: dict | None = None
 
 
 def inpaint_region(image: np.ndarray, region: np.ndarray, radius: float = 5.0, method: str = "telea") -> np.ndarray:
@@ -120,6 +123,82 @@ def composite_face(photo: np.ndarray, render: np.ndarray, coverage_new: np.ndarr
         mb = multiband_blend(fg, bgf, alpha, levels).astype(np.float64)
         out = np.where(removed[..., None], mb, out)
     return Composite((out + 0.5).clip(0, 255).astype(np.uint8), alpha.astype(np.float32), removed, background)
+
+
+def match_detail(render: np.ndarray, mask: np.ndarray, photo: np.ndarray, photo_mask: np.ndarray,
+                 sigmas: tuple[float, ...], limits: tuple[float, float] = (0.35, 1.0),
+                 support: np.ndarray | None = None) -> tuple[np.ndarray, list[float]]:
+    """Bring a new face's local contrast down to the photo's own face, so that it does not look
+    painted on. A mix of donors, or a donor's face taken by a sharper camera, shows more contrast in
+    its features and skin than the photo it goes into has at this scale.
+
+    Both images are split into bands by Gaussians of increasing ``sigmas`` (px; the render's blurs
+    normalised over its own mask, so the empty surroundings do not leak in): band ``i`` is the
+    difference of the blurs at ``sigmas[i-1]`` (0: the image) and ``sigmas[i]``. Each band of the
+    render is scaled so that its luminance spread over ``mask`` equals the photo's over
+    ``photo_mask``, the ratio clipped to ``limits`` (by default never sharper than it was); what
+    is coarser than the last sigma (tone, shading) is kept.
+
+    Args:
+        render: ``(H, W, 3) float`` in [0, 1], valid where ``support``; ``mask``: ``(H, W) bool``,
+            the new face's interior (where its spread is measured).
+        photo: ``(H, W, 3) uint8``; ``photo_mask``: ``(H, W) bool``, the original face's interior.
+        support: ``(H, W) bool`` where the render is defined and its detail is scaled (default
+            ``mask``; the whole rendered face, so that no edge is left where the interior ends).
+    Returns:
+        ``(render (H, W, 3) float64 in [0, 1], the ratio applied per band)``; the render as it was
+        (ratios 1) when either mask holds fewer than 50 pixels.
+    """
+    import cv2
+
+    mask, photo_mask = np.asarray(mask, bool), np.asarray(photo_mask, bool)
+    r = np.asarray(render, np.float64)
+    if mask.sum() < 50 or photo_mask.sum() < 50:
+        return r, [1.0] * len(sigmas)
+    lum = np.array([0.299, 0.587, 0.114])
+    support = mask if support is None else np.asarray(support, bool) | mask
+    m = support.astype(np.float64)
+    p = np.asarray(photo, np.float64) / 255.0
+
+    def blur_r(s):
+        return cv2.GaussianBlur(r * m[..., None], (0, 0), s) / np.maximum(cv2.GaussianBlur(m, (0, 0), s), 1e-6)[..., None]
+
+    prev_r, prev_p, out, ks = r, p, None, []
+    for s in sigmas:
+        lr, lp = blur_r(s), cv2.GaussianBlur(p, (0, 0), s)
+        band_r, band_p = prev_r - lr, prev_p - lp
+        k = float(np.clip((band_p[photo_mask] @ lum).std() / max((band_r[mask] @ lum).std(), 1e-9), *limits))
+        out = k * band_r if out is None else out + k * band_r
+        ks.append(k)
+        prev_r, prev_p = lr, lp
+    return np.clip(np.where(support[..., None], prev_r + out, r), 0, 1), ks
+
+
+def match_face_tone(render: np.ndarray, mask: np.ndarray, photo: np.ndarray, photo_mask: np.ndarray,
+                    max_shift: float = 25.0) -> tuple[np.ndarray, list[float]]:
+    """Shift a new face's colour so that its median in CIELAB over ``mask`` is the photo's own face's
+    over ``photo_mask``: the camera's colour of this person's skin under this light, which the
+    neck and ears around it share. The albedo was tone-matched before relighting; what a light
+    estimate, a mix and the contrast matching leave of a colour offset is taken out here. The
+    shift (each channel clipped to ``±max_shift``) applies to the whole render, so no edge is made
+    where ``mask`` ends.
+
+    Args: as :func:`match_detail` (``render (H, W, 3) float`` in [0, 1], ``photo uint8``).
+    Returns:
+        ``(render (H, W, 3) float64 in [0, 1], the L*, a*, b* shift applied)``; unchanged (shift 0)
+        when either mask holds fewer than 50 pixels.
+    """
+    from headveil.common.images import lab_to_srgb, srgb_to_lab
+
+    mask, photo_mask = np.asarray(mask, bool), np.asarray(photo_mask, bool)
+    r = np.asarray(render, np.float64)
+    if mask.sum() < 50 or photo_mask.sum() < 50:
+        return r, [0.0, 0.0, 0.0]
+    lab_r = srgb_to_lab(np.clip(r[mask], 0, 1).astype(np.float32))
+    lab_p = srgb_to_lab((np.asarray(photo)[photo_mask] / 255.0).astype(np.float32))
+    shift = np.clip(np.median(lab_p, 0) - np.median(lab_r, 0), -max_shift, max_shift)
+    out = np.clip(lab_to_srgb((srgb_to_lab(np.clip(r, 0, 1).astype(np.float32)) + shift).astype(np.float32)), 0, 1)
+    return out.astype(np.float64), [float(x) for x in shift]
 
 
 def face_region_from_points(points: np.ndarray, shape: tuple[int, int], grow_px: float = 2.0) -> np.ndarray:

@@ -1,7 +1,7 @@
 """What covers a face: hair strands, hat brims, glasses frames, hands — kept on top of a new face.
 
 :func:`occluder_mask` marks, inside a face's outline, the pixels a per-face skin-colour model
-rejects: a Gaussian in CIELAB fitted robustly (median and MAD) on small skin patches the landmarks
+(:func:`skin_distance`) rejects: a Gaussian in CIELAB fitted robustly (median and MAD) on small skin patches the landmarks
 locate (cheeks, forehead centre, nose bridge, chin). The eye, brow and lip polygons are features,
 never occluders (they are the face to replace); the background a person segmenter sees inside the
 outline is kept too; small specks are removed by a morphological opening,
@@ -45,6 +45,32 @@ def feature_mask(points: np.ndarray, scheme: str, shape: tuple[int, int], grow_p
     return m.astype(bool)
 
 
+def skin_distance(photo: np.ndarray, points: np.ndarray, scheme: str, region: np.ndarray) -> np.ndarray | None:
+    """``(H, W) float64``: every pixel's distance (robust units) to one face's skin colour — a
+    Gaussian in CIELAB fitted by median and MAD (floors 15 L*, 3 a*/b*: shading moves lightness far
+    more than hue) on small patches at the cheeks, forehead centre, nose bridge and chin of
+    landmark ``points (L, 2)`` inside ``region (H, W) bool``; None when the patches hold fewer than
+    30 pixels."""
+    import cv2
+
+    pts = np.asarray(points, np.float64)
+    H, W = photo.shape[:2]
+    size = max(float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1])), 1.0)
+    r = max(2, int(0.045 * size))
+    patches = np.zeros((H, W), np.uint8)
+    for i in SKIN_PATCHES.get(scheme, []):
+        if i < len(pts):
+            cv2.circle(patches, tuple(int(round(c)) for c in pts[i]), r, 1, -1)
+    patches &= np.asarray(region, np.uint8)
+    if patches.sum() < 30:
+        return None
+    lab = cv2.cvtColor(photo, cv2.COLOR_RGB2LAB).astype(np.float64)
+    x = lab[patches > 0]
+    med = np.median(x, 0)
+    mad = np.maximum(np.median(np.abs(x - med), 0) * 1.4826, [15.0, 3.0, 3.0])
+    return np.sqrt((((lab - med) / mad) ** 2).sum(-1))
+
+
 def occluder_mask(photo: np.ndarray, points: np.ndarray, scheme: str, region: np.ndarray,
                   max_distance: float = 4.0, min_blob_frac: float = 0.03, person: np.ndarray | None = None) -> np.ndarray:
     """Occluders on one face.
@@ -68,20 +94,9 @@ def occluder_mask(photo: np.ndarray, points: np.ndarray, scheme: str, region: np
     pts = np.asarray(points, np.float64)
     H, W = photo.shape[:2]
     size = max(float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1])), 1.0)
-    r = max(2, int(0.045 * size))
-    patches = np.zeros((H, W), np.uint8)
-    for i in SKIN_PATCHES.get(scheme, []):
-        if i < len(pts):
-            cv2.circle(patches, tuple(int(round(c)) for c in pts[i]), r, 1, -1)
-    patches &= np.asarray(region, np.uint8)
-    if patches.sum() < 30:
+    d = skin_distance(photo, pts, scheme, region)
+    if d is None:
         return np.zeros((H, W), bool)
-    lab = cv2.cvtColor(photo, cv2.COLOR_RGB2LAB).astype(np.float64)
-    x = lab[patches > 0]
-    med = np.median(x, 0)
-    mad = np.median(np.abs(x - med), 0) * 1.4826
-    mad = np.maximum(mad, [15.0, 3.0, 3.0])  # floors: shading moves lightness across a face far more than hue
-    d = np.sqrt((((lab - med) / mad) ** 2).sum(-1))
     occ = (d > max_distance) & np.asarray(region, bool) & ~feature_mask(pts, scheme, (H, W))
     k = max(3, int(min_blob_frac * size)) | 1
     ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))

@@ -167,7 +167,7 @@ def scene_light(inp, render: str):
 def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old_faces: np.ndarray,
                   new_vertices: np.ndarray, new_faces: np.ndarray, new_colors: np.ndarray, light=None,
                   unlit: bool = False, feather_px: float = 1.5, face_region: np.ndarray | None = None,
-                  texture: tuple | None = None) -> Composite:
+                  texture: tuple | None = None, detail: bool = True, keep: np.ndarray | None = None) -> Composite:
     """Render a new face mesh into ``photo`` in place of the old one.
 
     Args:
@@ -180,12 +180,17 @@ def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old
         face_region: ``(H, W) bool`` face outline of the detector (replaced as well), or None.
         texture: ``(albedo (S, S, 3), uv (V', 2), uv_ok (F',) bool, gamma (9, 3))``: render the new
             mesh with a UV albedo under SH light ``gamma`` (camera frame) instead of ``new_colors``.
+        detail: with ``texture``, bring the new face's local contrast and median colour to the
+            photo's own face (:func:`match_photo`; an albedo from another photo is often sharper,
+            softer or more contrasted than this photo shows a face).
+        keep: ``(H, W) bool`` pixels the photo will keep on top (occluders: hair, frames, hands),
+            left out of that comparison.
     """
     from headveil.render.rasterize import rasterize
 
     H, W = photo.shape[:2]
     old_w, new_w = to_world(old_vertices, R, t), to_world(new_vertices, R, t)
-    cov_old, cov, render = np.zeros((H, W)), np.zeros((H, W)), np.zeros((H, W, 3))
+    cov_old, cov, render, matched = np.zeros((H, W)), np.zeros((H, W)), np.zeros((H, W, 3)), None
     win = camera.window(np.vstack([old_w, new_w]))
     if win is not None:  # render only the window around the face (a small part of a photo)
         x0, y0, w, h = win
@@ -197,6 +202,11 @@ def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old
 
             albedo, uv, uv_ok, gamma = texture
             img, mask = render_textured(new_w, new_faces, uv, albedo, cam, gamma, supersample=2, uv_ok=uv_ok)
+            if detail:  # the new face's contrast brought to the photo's own face
+                sl = (slice(y0, y0 + h), slice(x0, x0 + w))
+                img, matched = match_photo(img, mask, photo[sl], cov_old[sl],
+                                              None if face_region is None else face_region[sl],
+                                              None if keep is None else keep[sl])
         else:
             res = render_mesh(new_w, new_faces, cam, np.clip(new_colors, 0, 1),
                               light=UNLIT if unlit else (light if light is not None else camera_light(camera)),
@@ -204,4 +214,36 @@ def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old
             img, mask = res.image, res.mask
         cov[y0:y0 + h, x0:x0 + w] = mask
         render[y0:y0 + h, x0:x0 + w] = np.where(mask[..., None] > 0, img / np.maximum(mask[..., None], 1e-6), 0.0)
-    return composite_face(photo, render, cov, cov_old, feather_px, face_region)
+    comp = composite_face(photo, render, cov, cov_old, feather_px, face_region)
+    comp.photo_match = matched
+    return comp
+
+
+#: How far a textured re-render's contrast may be scaled per band to meet the photo's (down for a
+#: donor sharper than the photo, up for one softer: an old face's wrinkles, a sharp camera's pores).
+CONTRAST_LIMITS = (0.35, 2.0)
+
+
+def match_photo(img: np.ndarray, mask: np.ndarray, photo: np.ndarray, cov_old: np.ndarray,
+                face_region: np.ndarray | None, keep: np.ndarray | None) -> tuple[np.ndarray, dict]:
+    """A textured render ``img (h, w, 3)`` (premultiplied by its coverage ``mask (h, w)``) with its
+    local contrast (:func:`~headveil.render.composite.match_detail`, bands of 0.6, 1.5 and 5 % of
+    the face's side px) and then its median colour (:func:`~headveil.render.composite.match_face_tone`)
+    brought to the photo's face, compared over both faces' interiors (full coverage, 2 px in,
+    inside ``face_region``, outside ``keep``). Returns the render and ``{"contrast_ratios": per
+    band, "tone_shift_lab": (3,)}``."""
+    import cv2
+
+    from headveil.render.composite import match_detail, match_face_tone
+
+    fr = np.ones(mask.shape, bool) if face_region is None else np.asarray(face_region, bool)
+    if keep is not None:
+        fr = fr & ~np.asarray(keep, bool)
+    k = np.ones((5, 5), np.uint8)
+    inner = cv2.erode((mask > 0.999).astype(np.uint8), k).astype(bool) & fr
+    inner_old = cv2.erode((cov_old > 0.999).astype(np.uint8), k).astype(bool) & fr
+    side = np.sqrt(max(inner_old.sum(), 1))
+    shaded, ratios = match_detail(img / np.maximum(mask[..., None], 1e-6), inner, photo, inner_old,
+                                  (0.6, 1.5, max(3.0, 0.05 * side)), limits=CONTRAST_LIMITS, support=mask > 0)
+    shaded, shift = match_face_tone(shaded, inner, photo, inner_old)
+    return shaded * mask[..., None], {"contrast_ratios": ratios, "tone_shift_lab": shift}

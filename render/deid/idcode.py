@@ -47,9 +47,12 @@ def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: 
     idx = sub.vertex_index
     comp = face3d.rerender_face(inp.image, inp.camera, R, t, v_old[idx], sub.faces, v_new[idx], sub.faces,
                                 colors[idx], light=face3d.scene_light(inp, render), unlit=render == "photo",
-                                face_region=inp.extras.get("face_region"), texture=texture)
+                                face_region=inp.extras.get("face_region"), texture=texture,
+                                keep=inp.extras.get("occluders"))
     mesh = (face3d.to_world(v_new, R, t), model.faces, np.clip(colors, 0, 1))
     metrics["face_pixels"] = int((comp.face_mask > 0).sum())
+    if comp.photo_match is not None:
+        metrics.update({k: [round(x, 3) for x in v] for k, v in comp.photo_match.items()})
     return DeidOutput(comp.image, mesh=mesh, codes=np.asarray(alpha_new, np.float64), metrics=metrics,
                       extras={"composite": comp})
 

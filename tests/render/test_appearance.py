@@ -207,3 +207,33 @@ def test_a_side_light_is_found_where_the_face_can_tell(model):
     true_s, got_s = (sh_basis(n_cam) @ gamma)[:, 0], (sh_basis(n_cam) @ got)[:, 0]
     assert np.corrcoef(true_s, got_s)[0, 1] > 0.95
     assert np.sign(got[3, 0]) == -1
+
+
+def test_even_albedo_takes_out_broad_residue_and_keeps_fine_lightness(model):
+    S = 256
+    r = ap.uv_raster(model, S)
+    skin = ap.skin_texels(model, r)
+    ref_v, idx = ap.texel_attribute(r, model.albedo(), model.faces)
+    lab_ref = np.zeros((S * S, 3), np.float32)
+    lab_ref[idx] = srgb_to_lab(ref_v.astype(np.float32))
+    lab_ref = lab_ref.reshape(S, S, 3)
+    ys, xs = np.mgrid[0:S, 0:S].astype(np.float32)
+    broad = np.stack([np.zeros_like(xs), 12 * np.sin(xs / S * 2 * np.pi), np.zeros_like(xs)], -1)  # a purple/green sweep
+    stripes = np.where((xs.astype(int) // 2) % 2 == 0, 1.0, -1.0)[..., None] * np.array([4.0, 4.0, 0.0])  # period 4 texels
+    lab = lab_ref + broad + stripes + np.array([3.0, 0.0, 0.0])  # and a donor 3 L* lighter than the model
+    from headveil.common.images import lab_to_srgb
+
+    albedo = np.zeros((S, S, 3), np.float32)
+    albedo[r.mask] = np.clip(lab_to_srgb(lab[r.mask].astype(np.float32)), 0, 1)
+    out = ap.even_albedo(albedo, model, r, sigma=0.03, chroma=0.25)
+    d = srgb_to_lab(out[skin]) - lab_ref[skin]
+    st = stripes[skin]
+    on, off = st[:, 0] > 0, st[:, 0] < 0
+    # the lightness stripes are kept whole, the chroma stripes at a quarter
+    assert (d[on, 0].mean() - d[off, 0].mean()) / 8 == pytest.approx(1.0, abs=0.12)
+    assert (d[on, 1].mean() - d[off, 1].mean()) / 8 == pytest.approx(0.25, abs=0.08)
+    # the broad sweep is gone; the donor's own tone (+3 L*) is kept
+    assert np.abs(np.corrcoef(d[:, 1], broad[skin][:, 1])[0, 1]) < 0.15
+    assert np.abs(np.corrcoef(srgb_to_lab(albedo[skin])[:, 1] - lab_ref[skin][:, 1], broad[skin][:, 1])[0, 1]) > 0.5  # (it was there)
+    assert d[:, 0].mean() == pytest.approx(3.0, abs=0.6)
+    np.testing.assert_array_equal(out[~r.mask], albedo[~r.mask])  # uncovered texels untouched

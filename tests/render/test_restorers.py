@@ -142,3 +142,76 @@ def test_photo_colors_follow_the_render(model):
     assert np.isfinite(colors).all() and colors.min() >= 0 and colors.max() <= 1
     again = render_mesh(verts, model.faces, cam, colors, light=unlit)
     assert np.abs(again.image - res.image)[res.mask > 0.99].mean() < 0.03
+
+
+def _bands(img, sigmas, mask=None):
+    """Luminance bands of ``img``: differences of Gaussians (normalised over ``mask`` when given)."""
+    import cv2
+
+    g = np.asarray(img, np.float64) @ np.array([0.299, 0.587, 0.114])
+    m = np.ones(g.shape) if mask is None else mask.astype(np.float64)
+    out, prev = [], g
+    for s in sigmas:
+        low = cv2.GaussianBlur(g * m, (0, 0), s) / np.maximum(cv2.GaussianBlur(m, (0, 0), s), 1e-9)
+        out.append(prev - low)
+        prev = low
+    return out
+
+
+def test_match_detail_brings_each_band_to_the_photos_contrast_and_never_sharpens():
+    from headveil.render.composite import match_detail
+
+    import cv2
+
+    H = W = 96
+    def texture(amp, seed):
+        n = np.random.default_rng(seed).normal(0, 1, (H, W, 1))
+        fine, mid = n - cv2.GaussianBlur(n, (0, 0), 1.5)[..., None], cv2.GaussianBlur(n, (0, 0), 2.0)[..., None]
+        return np.clip(0.5 + amp * (fine + 3 * mid) * np.array([1.0, 0.9, 0.8]), 0, 1)
+    photo = (texture(0.04, 1) * 255 + 0.5).astype(np.uint8)
+    render = texture(0.08, 2)  # twice the photo's contrast
+    mask = np.zeros((H, W), bool)
+    mask[16:80, 16:80] = True
+    sig = (0.6, 1.5, 4.0)
+    out, ks = match_detail(render, mask, photo, mask, sig)
+    assert all(0.4 < k < 0.65 for k in ks)  # about a half, in every band
+    for b_out, b_photo in zip(_bands(out, sig, mask), _bands(photo / 255.0, sig)):
+        assert b_out[mask].std() == pytest.approx(b_photo[mask].std(), rel=0.2)  # bands overlap a little
+    np.testing.assert_array_equal(out[~mask], render[~mask])  # nothing outside the mask changes
+    assert abs(out[mask].mean() - render[mask].mean()) < 0.01  # tone and shading are kept
+    # a render with less contrast than the photo is left as it is (never sharpened)
+    soft = texture(0.01, 3)
+    same, ks = match_detail(soft, mask, photo, mask, sig)
+    assert ks == [1.0, 1.0, 1.0]
+    np.testing.assert_allclose(same, soft, atol=1e-9)
+    # too few pixels to compare: unchanged
+    tiny = np.zeros((H, W), bool)
+    tiny[0, :10] = True
+    _, ks = match_detail(render, tiny, photo, mask, sig)
+    assert ks == [1.0, 1.0, 1.0]
+
+
+def test_match_face_tone_moves_the_median_colour_to_the_photos_face_everywhere():
+    from headveil.common.images import lab_to_srgb, srgb_to_lab
+    from headveil.render.composite import match_face_tone
+
+    H = W = 40
+    rng = np.random.default_rng(3)
+    lab = np.stack([rng.uniform(55, 65, (H, W)), rng.uniform(10, 16, (H, W)), rng.uniform(14, 20, (H, W))], -1)
+    photo = (np.clip(lab_to_srgb(lab.astype(np.float32)), 0, 1) * 255 + 0.5).astype(np.uint8)
+    render = np.clip(lab_to_srgb((lab + [8.0, -6.0, 4.0]).astype(np.float32)), 0, 1).astype(np.float64)
+    mask = np.zeros((H, W), bool)
+    mask[10:30, 10:30] = True
+    out, shift = match_face_tone(render, mask, photo, mask)
+    np.testing.assert_allclose(shift, [-8.0, 6.0, -4.0], atol=0.6)
+    got = np.median(srgb_to_lab(out[mask].astype(np.float32)), 0)
+    want = np.median(srgb_to_lab((photo[mask] / 255.0).astype(np.float32)), 0)
+    np.testing.assert_allclose(got, want, atol=0.6)
+    # the shift applies to the whole render (no edge where the measured interior ends)
+    edge = srgb_to_lab(out[0:5, 0:5].reshape(-1, 3).astype(np.float32)) - srgb_to_lab(render[0:5, 0:5].reshape(-1, 3).astype(np.float32))
+    np.testing.assert_allclose(edge.mean(0), shift, atol=0.6)
+    _, clipped = match_face_tone(render, mask, photo, mask, max_shift=2.0)
+    np.testing.assert_allclose(clipped, [-2.0, 2.0, -2.0], atol=1e-6)
+    same, none = match_face_tone(render, np.zeros((H, W), bool), photo, mask)
+    assert none == [0.0, 0.0, 0.0]
+    np.testing.assert_array_equal(same, render)
