@@ -161,7 +161,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     # when the bank leaves one)
     groups = [list(g) for r in (2, 3) for g in itertools.combinations(top, r)] or [[d] for d in top]
     albedos, labels = [], []
-    cov_idx = np.flatnonzero(covered.ravel())  # only the atlas's covered texels (≈ 10 %) are mixed
+    cov_idx = np.flatnonzero(_face_texels(model, raster))  # only the texels the face render samples are mixed
     stats, skin_cov = tone_stats(target.albedo, skin, target.seen), skin.ravel()[cov_idx]
     flat = {d.id: (d.albedo.reshape(-1, 3)[cov_idx].astype(np.float32) / 255.0,
                    d.confidence.ravel()[cov_idx].astype(np.float32)[:, None] / 255.0 + 1e-3) for d in top}
@@ -205,6 +205,22 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
         out.image = _paste_mouth(out.image, opening, v_w, model, fit.camera, target)
         out.metrics["mouth_opening_px"] = int(opening.sum())
     return out, record
+
+
+def _face_texels(model, raster) -> np.ndarray:
+    """``(S·S,) bool``: the atlas texels a render of the face submesh samples — its triangles' texels,
+    grown by two for bilinear lookups at their rims — within the covered atlas (cached per size)."""
+    import cv2
+
+    from headveil.render.deid.face3d import face_submesh
+
+    cache = model.__dict__.setdefault("_face_texels", {})
+    if raster.size not in cache:
+        tri = np.zeros(len(model.faces) + 1, bool)
+        tri[face_submesh(model).triangles + 1] = True  # face_index −1 (no triangle) → tri[0] = False
+        m = tri[raster.face_index + 1].astype(np.uint8)
+        cache[raster.size] = (cv2.dilate(m, np.ones((5, 5), np.uint8)).astype(bool) & raster.mask).ravel()
+    return cache[raster.size]
 
 
 def _kept(occluders: np.ndarray | None, opening: np.ndarray) -> np.ndarray | None:

@@ -302,13 +302,14 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
                     rigid=(fit.R, fit.t), light=SHLight(fit.lighting) if fit.lighting is not None else None,
                     extras={"source": source, "face_region": region,
                             **{k: v for k, v in extras.items() if not k.startswith("_")}})
-    occ_w = None
+    occ_w, t_occ = None, time.perf_counter()
     if cmd.occluders and "model" in spec.needs:  # a re-rendered face: what will stay on top of it
         from headveil.geometry.perception.segmentation import person_mask
         from headveil.render.occlusion import occluder_mask
 
         occ_w = occluder_mask(work, det_w.points, det_w.scheme, region, person=person_mask(work))
         inp.extras["occluders"] = occ_w
+    t_occ = time.perf_counter() - t_occ  # compositing's share (outside the method), found early
     rng = rng if rng is not None else np.random.default_rng(np.random.SeedSequence())
     selection, cluster = None, extras.get("_cluster")
     if cluster is not None:  # k-same: the cluster's mean shape and albedo under this photo's light
@@ -322,12 +323,12 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         out, selection = choose_donor(inp, spec, params, rng, donors, fit, source)
     else:
         out = apply_method(spec, inp, params, rng=rng)
-    t_method = time.perf_counter() - t0 - t_fit
+    t_method = time.perf_counter() - t0 - t_fit - t_occ
     image_w = out.image
     comp = out.extras.get("composite")
     if comp is not None and restorer is not None:
         image_w = restore(restorer, image_w, RestoreContext.from_mask(comp.face_mask, comp.background))
-    t_restore = time.perf_counter() - t0 - t_fit - t_method
+    t_restore = time.perf_counter() - t0 - t_fit - t_occ - t_method
     replaced_w = region if comp is None else (region | comp.removed_mask)
     image = win.paste(img, image_w, replaced_w)
     region_full = win.to_full(region, img.shape)

@@ -334,11 +334,31 @@ def pull_push_fill(values: np.ndarray, weight: np.ndarray, min_side: int = 4) ->
         sv = cv2.resize(cv * cw[..., None], (ww, h), interpolation=cv2.INTER_AREA).reshape(h, ww, -1)
         nv = sv / np.maximum(sw, 1e-8)[..., None]
         levels.append((nv, np.clip(sw * 4, 0, 1)))  # a texel seen at any of its four children counts
-    filled = levels[-1][0]
+    filled, top_w = levels[-1]
+    if (top_w <= 0).any() and (top_w > 0).any():  # a hole wider than the coarsest cells: the seen mean
+        mean = (filled * top_w[..., None]).sum((0, 1)) / top_w.sum()
+        filled = np.where(top_w[..., None] > 0, filled, mean).astype(np.float32)
     for cv, cw in reversed(levels[:-1]):
         up = cv2.resize(filled, (cv.shape[1], cv.shape[0]), interpolation=cv2.INTER_LINEAR).reshape(cv.shape)
         filled = cw[..., None] * cv + (1 - cw[..., None]) * up
     return filled.reshape(np.shape(values)).astype(np.float32)
+
+
+def _smooth_fill(values: np.ndarray, weight: np.ndarray, factor: int = 4) -> np.ndarray:
+    """:func:`pull_push_fill` of a field that is smooth by construction (a ratio carried into
+    holes), computed on a grid ``factor`` times coarser (a weighted mean per block) and brought
+    back bilinearly: the fill's own pyramid starts there anyway, and its finest levels, the costly
+    ones, only matter where texels are seen — where this field's callers keep their own values."""
+    import cv2
+
+    S = weight.shape[0]
+    if S % factor or S // factor < 32:
+        return pull_push_fill(values, weight)
+    s = S // factor
+    w_s = cv2.resize(weight, (s, s), interpolation=cv2.INTER_AREA)
+    v_s = cv2.resize(values * weight[..., None], (s, s), interpolation=cv2.INTER_AREA) / np.maximum(w_s, 1e-8)[..., None]
+    filled = pull_push_fill(v_s, np.clip(w_s * factor * factor, 0, 1))
+    return cv2.resize(filled, (S, S), interpolation=cv2.INTER_LINEAR).reshape(values.shape)
 
 
 def fill_unseen(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster, reference: np.ndarray,
@@ -373,7 +393,7 @@ def fill_unseen(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
         log_ratio[idx[good]] = np.log(np.maximum(ai[good], 1e-3) / np.maximum(ref[good], 1e-3))
         gw = np.zeros(S * S, np.float32)
         gw[idx[good]] = 1.0
-        lr = pull_push_fill(log_ratio.reshape(S, S, 3), gw.reshape(S, S)).reshape(-1, 3)[idx]
+        lr = _smooth_fill(log_ratio.reshape(S, S, 3), gw.reshape(S, S)).reshape(-1, 3)[idx]
         ref = np.clip(ref * np.exp(np.clip(lr, np.log(0.3), np.log(3.0))), 0, 1)
     out = np.array(albedo, np.float32, copy=True).reshape(-1, 3)
     out[idx] = np.clip(wi[:, None] * ai + ((1 - wi) * m_w)[:, None] * m_alb + (1 - conf)[:, None] * ref, 0, 1)

@@ -237,3 +237,20 @@ def test_even_albedo_takes_out_broad_residue_and_keeps_fine_lightness(model):
     assert np.abs(np.corrcoef(srgb_to_lab(albedo[skin])[:, 1] - lab_ref[skin][:, 1], broad[skin][:, 1])[0, 1]) > 0.5  # (it was there)
     assert d[:, 0].mean() == pytest.approx(3.0, abs=0.6)
     np.testing.assert_array_equal(out[~r.mask], albedo[~r.mask])  # uncovered texels untouched
+
+
+def test_the_coarse_smooth_fill_follows_the_full_pull_push_in_the_holes():
+    S = 256
+    ys, xs = np.mgrid[0:S, 0:S].astype(np.float32)
+    field = np.stack([np.sin(xs / S * np.pi), ys / S, np.full_like(xs, 0.3)], -1).astype(np.float32)  # smooth
+    w = np.ones((S, S), np.float32)
+    w[60:140, 80:200] = 0
+    w[200:230, 10:60] = 0
+    holes = w == 0
+    full = ap.pull_push_fill(np.where(w[..., None] > 0, field, 5.0), w)
+    coarse = ap._smooth_fill(np.where(w[..., None] > 0, field, 5.0), w)
+    assert np.abs(coarse[holes] - full[holes]).max() < 0.03
+    # a constant stays constant, also across a hole wider than the pyramid's coarsest cells
+    np.testing.assert_allclose(full[..., 2], 0.3, atol=1e-5)
+    np.testing.assert_allclose(coarse[..., 2], 0.3, atol=1e-5)
+    assert np.abs(coarse[~holes] - field[~holes]).max() < 0.03  # (callers keep their seen values)
