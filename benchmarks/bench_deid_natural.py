@@ -357,6 +357,7 @@ def main() -> None:
             f"{summary['split_s']['fit']:.2f} s, appearance + selection + method {summary['split_s']['method']:.2f} s, total "
             f"{summary['split_s']['total']:.2f} s; bank build {summary['bank_rate_per_min']:.1f} donors/min\n")
     if not args.no_write:
+        sys.argv = ["SHEETS_DIR" if args.sheets is not None and a == str(args.sheets) else a for a in sys.argv]
         update_section("deid-natural", body)
 
 

@@ -7,7 +7,9 @@ I.   **Attributes** of every face (:mod:`headveil.geometry.identity.attributes`)
      (ITA) from the de-lit albedo, apparent age/gender (reported only).
 II.  **Privacy** of the set on the chosen quasi-identifiers and sensitive attribute (k-anonymity,
      l-diversity, t-closeness, :func:`~headveil.geometry.identity.anonymity.privacy_table`) before;
-     new attribute sets that meet the request (:func:`~headveil.geometry.identity.anonymity.assign_attributes`).
+     new attribute sets that meet the request (:func:`~headveil.geometry.identity.anonymity.assign_attributes`),
+     optionally with Algorithm 1's ε perturbation of the sensitive attribute (``--epsilon``,
+     :func:`~headveil.geometry.identity.anonymity.perturb`).
 III. **Directed synthesis**: each face becomes its equivalence class's mean shape and UV albedo
      (k-Same over the class, so no output is one person's face), moved along the attribute
      directions to its assigned attribute set (the attributes it was not asked to change keep the
@@ -70,6 +72,8 @@ class AnonymizeCommand:
     """Quasi-identifiers: shape, expression or skin attribute names (README, "Attribute privacy"); the defaults are the three the landmark fit recovers best."""
     sensitive: str = "smiling"
     """The sensitive attribute."""
+    epsilon: float = math.inf
+    """ε of Algorithm 1's perturbation: after the k/l/t assignment each face's sensitive attribute is released by randomized response (kept with probability e^ε / (1 + e^ε); ε-differential privacy per face); inf (default) releases the assignment as it is. The planned table is computed after it, so l and t may then be missed (reported)."""
     margin: float = 1.5
     """How clear a switched shape attribute is made: threshold ± margin × its spread in the model's prior."""
     faces: str = "all"
@@ -120,6 +124,8 @@ def check_names(cmd: AnonymizeCommand) -> None:
         raise HeadVeilError(f"--l must be ≥ 1; got {cmd.l}")
     if not 0 <= cmd.t <= 1:
         raise HeadVeilError(f"--t must be in [0, 1]; got {cmd.t}")
+    if not cmd.epsilon >= 0:
+        raise HeadVeilError(f"--epsilon must be ≥ 0 (inf: no perturbation); got {cmd.epsilon}")
     if cmd.margin <= 0:
         raise HeadVeilError(f"--margin must be > 0; got {cmd.margin}")
 
@@ -280,6 +286,14 @@ def run_anonymize(cmd: AnonymizeCommand, model=None) -> dict:
     records = [{n: f.flags[n] for n in names} for f in faces]
     before = privacy_table(records, cmd.quasi, cmd.sensitive, cmd.k, cmd.l, cmd.t, cmd.l_kind)
     assignment = assign_attributes(records, cmd.quasi, cmd.sensitive, cmd.k, cmd.l, cmd.t, cmd.l_kind)
+    perturbed = 0
+    if math.isfinite(cmd.epsilon):  # Algorithm 1's Perturbation(A', ε), fresh OS entropy
+        from headveil.geometry.identity.anonymity import perturb
+
+        new = perturb(assignment.records, [cmd.sensitive], cmd.epsilon, np.random.default_rng())
+        perturbed = sum(a[cmd.sensitive] != b[cmd.sensitive] for a, b in zip(assignment.records, new))
+        assignment = dataclasses.replace(assignment, records=new, changed=[
+            [n for n in names if bool(r[n]) != bool(o[n])] for r, o in zip(new, records)])
     planned = privacy_table(assignment.records, cmd.quasi, cmd.sensitive, cmd.k, cmd.l, cmd.t, cmd.l_kind)
     classes = equivalence_classes(assignment.records, cmd.quasi)
     label = {i: c for c, ix in enumerate(classes.values()) for i in ix}
@@ -340,6 +354,7 @@ def run_anonymize(cmd: AnonymizeCommand, model=None) -> dict:
             "before": _table_json(before), "planned": _table_json(planned),
             "achieved_remeasured": _table_json(after) if after is not None else None,
             "merges": assignment.merges, "fidelity": fidelity,
+            "epsilon": None if math.isinf(cmd.epsilon) else cmd.epsilon, "perturbed": perturbed,
             "reidentified": {n: int(sum(n in r["reidentified_by"] for r in results.values())) for n in recognizers},
             "pose_error_deg": _mean([r.get("pose_error_deg") for r in remeasured.values()]),
             "faces_detail": [{"image": Path(faces[i].path).name, "face": faces[i].index + 1,

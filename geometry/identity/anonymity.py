@@ -208,6 +208,15 @@ def ppas(records: Sequence[Mapping[str, Any]], quasi: Sequence[str], attributes:
                 over = bool(out[i][a]) == (p_class > ref[a])  # this face holds the over-represented value
                 if abs(p_class - ref[a]) > t and over:  # EMD of two boolean distributions = |p − q|
                     out[i][a] = not bool(out[i][a])
+    return perturb(out, attributes, epsilon, rng)
+
+
+def perturb(records: Sequence[Mapping[str, Any]], attributes: Sequence[str], epsilon: float,
+            rng: np.random.Generator) -> list[dict]:
+    """Perturbation(A', ε) of Algorithm 1: every boolean ``attributes`` value of every record
+    released by :func:`randomized_response` (ε-differential privacy per attribute and face; ε = inf
+    changes nothing). Returns new records (the inputs are not modified)."""
+    out = [dict(r) for r in records]
     for r in out:
         for a in attributes:
             r[a] = randomized_response(bool(r[a]), epsilon, rng)

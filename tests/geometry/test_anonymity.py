@@ -99,6 +99,18 @@ def test_ppas_moves_a_class_toward_the_reference_then_perturbs():
         ppas(FACES, ["glasses"], ["age"], 0.1, 1.0, np.random.default_rng(0))
 
 
+def test_perturb_releases_each_value_by_randomized_response():
+    from headveil.geometry.identity.anonymity import perturb
+
+    recs = [{"q": i % 2 == 0, "s": True} for i in range(4000)]
+    same = perturb(recs, ["s"], math.inf, np.random.default_rng(0))
+    assert same == recs and same is not recs
+    out = perturb(recs, ["s"], math.log(3.0), np.random.default_rng(2))  # kept with 3/4
+    assert abs(sum(not r["s"] for r in out) / 4000 - 0.25) < 0.03  # binomial std 0.007
+    assert all(r["q"] == o["q"] for r, o in zip(recs, out))  # other attributes untouched
+    assert all(r["s"] for r in recs)  # the inputs are not modified
+
+
 # -- assign_attributes ------------------------------------------------------------------------
 from headveil.geometry.identity.anonymity import assign_attributes  # noqa: E402
 

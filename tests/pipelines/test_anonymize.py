@@ -59,6 +59,7 @@ def test_anonymize_meets_the_plan_and_releases_no_original(face_set, tmp_path, m
     ({"sensitive": "apparent_male"}, "observed, not synthesised"),
     ({"quasi": ("smiling",), "sensitive": "smiling"}, "both a quasi-identifier"),
     ({"k": 1}, "--k must be ≥ 2"),
+    ({"epsilon": -1.0}, "--epsilon must be ≥ 0"),
 ])
 def test_anonymize_refuses_bad_settings_before_any_work(face_set, tmp_path, kw, msg, model):
     with pytest.raises(HeadVeilError, match=msg):
@@ -73,3 +74,16 @@ def test_anonymize_set_too_small_or_contradictory(face_set, tmp_path, model):
         run_anonymize(AnonymizeCommand([face_set / "s0.png"], out=tmp_path / "b", k=2), model)
     with pytest.raises(HeadVeilError, match=r"l=3(\.0)? is impossible"):
         run_anonymize(AnonymizeCommand([face_set], out=tmp_path / "c", k=2, l=3), model)
+
+
+def test_anonymize_epsilon_releases_the_perturbed_assignment(face_set, tmp_path, model):
+    out = tmp_path / "eps"
+    res = run_anonymize(AnonymizeCommand([face_set], out=out, k=2, l=1, t=1.0, quasi=("male",), sensitive="smiling",
+                                         epsilon=0.0, guard="off"), model)
+    assert res["epsilon"] == 0.0 and 0 <= res["perturbed"] <= 4 and res["images_released"] == 4
+    audit = json.loads((out / "audit" / "privacy.json").read_text())
+    rel = json.loads((out / "release" / "attributes.json").read_text())
+    assigned = [f["assigned"]["smiling"] for f in audit["faces_detail"]]
+    assert [f["attributes"]["smiling"] for f in rel["faces"]] == assigned  # what is released is what was drawn
+    for f in audit["faces_detail"]:  # "changed" is measured against the face's own attributes
+        assert ("smiling" in f["changed"]) == (f["assigned"]["smiling"] != f["original"]["smiling"])
