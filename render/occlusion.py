@@ -1,8 +1,8 @@
 """What covers a face: hair strands, hat brims, glasses frames, hands — kept on top of a new face.
 
 :func:`occluder_mask` marks, inside a face's outline, the pixels a per-face skin-colour model
-(:func:`skin_distance`) rejects: a Gaussian in CIELAB fitted robustly (median and MAD) on small skin patches the landmarks
-locate (cheeks, forehead centre, nose bridge, chin). The eye, brow and lip polygons are features,
+(:func:`skin_distance`) rejects: a Gaussian in CIELAB fitted robustly (median and MAD) on small
+skin patches the landmarks locate (cheeks, forehead centre, nose bridge, chin). The eye, brow and lip polygons are features,
 never occluders (they are the face to replace); the background a person segmenter sees inside the
 outline is kept too; small specks are removed by a morphological opening,
 so shadows and pores stay part of the face, and only blobs that reach the outline's rim count

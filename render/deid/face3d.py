@@ -205,8 +205,8 @@ def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old
             if detail:  # the new face's contrast brought to the photo's own face
                 sl = (slice(y0, y0 + h), slice(x0, x0 + w))
                 img, matched = match_photo(img, mask, photo[sl], cov_old[sl],
-                                              None if face_region is None else face_region[sl],
-                                              None if keep is None else keep[sl])
+                                           None if face_region is None else face_region[sl],
+                                           None if keep is None else keep[sl])
         else:
             res = render_mesh(new_w, new_faces, cam, np.clip(new_colors, 0, 1),
                               light=UNLIT if unlit else (light if light is not None else camera_light(camera)),
