@@ -212,6 +212,7 @@ def main() -> None:
     body = render(s1, apparent, summary, t_anon, t1, s4, a.n, time.perf_counter() - t0)
     print(body)
     if not a.no_write:
+        sys.argv = ["KEEP_DIR" if a.keep is not None and x == str(a.keep) else x for x in sys.argv]
         update_section("anonymousnet", body)
 
 
