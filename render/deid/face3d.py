@@ -230,8 +230,8 @@ def match_photo(img: np.ndarray, mask: np.ndarray, photo: np.ndarray, cov_old: n
     local contrast (:func:`~headveil.render.composite.match_detail`, bands of 0.6, 1.5 and 5 % of
     the face's side px) and then its median colour (:func:`~headveil.render.composite.match_face_tone`)
     brought to the photo's face, compared over both faces' interiors (full coverage, 2 px in,
-    inside ``face_region``, outside ``keep``). Returns the render and ``{"contrast_ratios": per
-    band, "tone_shift_lab": (3,)}``."""
+    inside ``face_region``, outside ``keep``); the contrast scaling fades out over the render's
+    rim. Returns the render and ``{"contrast_ratios": per band, "tone_shift_lab": (3,)}``."""
     import cv2
 
     from headveil.render.composite import match_detail, match_face_tone
@@ -243,7 +243,13 @@ def match_photo(img: np.ndarray, mask: np.ndarray, photo: np.ndarray, cov_old: n
     inner = cv2.erode((mask > 0.999).astype(np.uint8), k).astype(bool) & fr
     inner_old = cv2.erode((cov_old > 0.999).astype(np.uint8), k).astype(bool) & fr
     side = np.sqrt(max(inner_old.sum(), 1))
-    shaded, ratios = match_detail(img / np.maximum(mask[..., None], 1e-6), inner, photo, inner_old,
-                                  (0.6, 1.5, max(3.0, 0.05 * side)), limits=CONTRAST_LIMITS, support=mask > 0)
+    plain = img / np.maximum(mask[..., None], 1e-6)
+    shaded, ratios = match_detail(plain, inner, photo, inner_old, (0.6, 1.5, max(3.0, 0.05 * side)),
+                                  limits=CONTRAST_LIMITS, support=mask > 0)
+    # the scaling fades out over the render's rim (partly covered pixels, the submesh's border):
+    # what the rim holds is the edge, not the face's detail
+    fade = np.clip(cv2.GaussianBlur(cv2.erode((mask > 0.999).astype(np.uint8), k).astype(np.float64), (0, 0), 1.5)
+                   * 2.0 - 0.5, 0, 1)[..., None]
+    shaded = plain + fade * (shaded - plain)
     shaded, shift = match_face_tone(shaded, inner, photo, inner_old)
     return shaded * mask[..., None], {"contrast_ratios": ratios, "tone_shift_lab": shift}

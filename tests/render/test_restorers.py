@@ -215,3 +215,22 @@ def test_match_face_tone_moves_the_median_colour_to_the_photos_face_everywhere()
     same, none = match_face_tone(render, np.zeros((H, W), bool), photo, mask)
     assert none == [0.0, 0.0, 0.0]
     np.testing.assert_array_equal(same, render)
+
+
+def test_match_photo_scales_the_interiors_detail_and_leaves_the_rim():
+    from headveil.render.deid.face3d import match_photo
+
+    H = W = 80
+    rng = np.random.default_rng(4)
+    mask = np.zeros((H, W))
+    mask[9:71, 9:71] = 0.5  # a partly covered rim …
+    mask[10:70, 10:70] = 1.0  # … around a fully covered face
+    tex = np.clip(0.5 + rng.normal(0, 0.08, (H, W, 1)) * np.ones(3), 0, 1)
+    photo = (np.clip(0.5 + rng.normal(0, 0.02, (H, W, 1)) * np.ones(3), 0, 1) * 255 + 0.5).astype(np.uint8)
+    out, info = match_photo(tex * mask[..., None], mask, photo, np.ones((H, W)), None, None)
+    plain = out / np.maximum(mask[..., None], 1e-6)
+    assert all(k < 0.6 for k in info["contrast_ratios"])  # the render had 4× the photo's contrast
+    assert plain[30:50, 30:50].std() < 0.6 * tex[30:50, 30:50].std()  # the interior's detail is scaled down
+    rim = mask == 0.5
+    assert np.abs(plain[rim] - tex[rim]).max() < 0.02  # the rim keeps its own values (tone shift ≈ 0 here)
+    assert abs(info["tone_shift_lab"][0]) < 1.0
