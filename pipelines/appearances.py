@@ -178,7 +178,9 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     renders, cov = render_textured_many(v_w[idx], sub.faces, appearance_uv(model)[idx], albedos, fit.camera,
                                         target.light, uv_ok=uv_triangles(model)[sub.triangles])
     base = inp.image.astype(np.float32) / 255.0
-    _match_previews(renders, cov, inp.image, inp.extras.get("face_region"), _kept(inp.extras.get("occluders"), opening))
+    occ = inp.extras.get("occluders")
+    kept = _kept(occ, opening)  # the open mouth is the photo's again: not compared for contrast either
+    _match_previews(renders, cov, inp.image, inp.extras.get("face_region"), kept)
     previews = [((np.clip(r + (1 - cov[..., None]) * base, 0, 1)) * 255 + 0.5).astype(np.uint8) for r in renders]
     embs = attacker.embed_many(previews, row)
     d_orig = attacker.distance(t_emb, embs)
@@ -189,8 +191,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     members = groups[best]
     inp.extras["appearance"] = NewAppearance(albedos[best], target.light, np.mean([d.alpha for d in members], 0),
                                              sel.shape_weight, labels[best])
-    occ = inp.extras.get("occluders")
-    inp.extras["occluders"] = _kept(occ, opening)  # the open mouth is the photo's again: not compared either
+    inp.extras["occluders"] = kept
     out = apply_method(spec, inp, params, rng=rng)
     inp.extras.pop("appearance", None)
     inp.extras["occluders"] = occ

@@ -239,6 +239,15 @@ def _at_work_scale(win: FaceWindow, work_shape, original: np.ndarray, protected:
             cv2.resize(protected, size, interpolation=cv2.INTER_AREA), rem)
 
 
+def _occluders(work: np.ndarray, det_w, region: np.ndarray) -> np.ndarray:
+    """``(h, w) bool``: what covers the face in the working copy (hair, brims, frames, hands; the
+    person segmenter's background inside the outline), kept on top of a new face."""
+    from headveil.geometry.perception.segmentation import person_mask
+    from headveil.render.occlusion import occluder_mask
+
+    return occluder_mask(work, det_w.points, det_w.scheme, region, person=person_mask(work))
+
+
 def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: dict, restorer, recognizers: dict,
                source: str = "<array>", rng: np.random.Generator | None = None, saved=None, detection=None,
                original: np.ndarray | None = None, face: str | None = None):
@@ -304,11 +313,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
                             **{k: v for k, v in extras.items() if not k.startswith("_")}})
     occ_w, t_occ = None, time.perf_counter()
     if cmd.occluders and "model" in spec.needs:  # a re-rendered face: what will stay on top of it
-        from headveil.geometry.perception.segmentation import person_mask
-        from headveil.render.occlusion import occluder_mask
-
-        occ_w = occluder_mask(work, det_w.points, det_w.scheme, region, person=person_mask(work))
-        inp.extras["occluders"] = occ_w
+        occ_w = inp.extras["occluders"] = _occluders(work, det_w, region)
     t_occ = time.perf_counter() - t_occ  # compositing's share (outside the method), found early
     rng = rng if rng is not None else np.random.default_rng(np.random.SeedSequence())
     selection, cluster = None, extras.get("_cluster")
@@ -334,12 +339,9 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     region_full = win.to_full(region, img.shape)
     occ_full = np.zeros(img.shape[:2], bool)
     if comp is not None and cmd.occluders:  # hair, brims, frames, hands stay on top of the new face
-        from headveil.geometry.perception.segmentation import person_mask
-        from headveil.render.occlusion import keep_occluders, occluder_mask
+        from headveil.render.occlusion import keep_occluders
 
-        if occ_w is None:
-            occ_w = occluder_mask(work, det_w.points, det_w.scheme, region, person=person_mask(work))
-        occ_full = win.to_full(occ_w, img.shape)
+        occ_full = win.to_full(occ_w if occ_w is not None else _occluders(work, det_w, region), img.shape)
         image = keep_occluders(image, img, occ_full)
     coincident = 0
     if comp is not None:  # a method that re-rendered the face: no pixel of it may equal the input's

@@ -128,8 +128,8 @@ def composite_face(photo: np.ndarray, render: np.ndarray, coverage_new: np.ndarr
 def match_detail(render: np.ndarray, mask: np.ndarray, photo: np.ndarray, photo_mask: np.ndarray,
                  sigmas: tuple[float, ...], limits: tuple[float, float] = (0.35, 1.0),
                  support: np.ndarray | None = None) -> tuple[np.ndarray, list[float]]:
-    """Bring a new face's local contrast down to the photo's own face, so that it does not look
-    painted on. A mix of donors, or a donor's face taken by a sharper camera, shows more contrast in
+    """Bring a new face's local contrast to the photo's own face, so that it does not look painted
+    on. A mix of donors, or a donor's face taken by another camera, shows more (or less) contrast in
     its features and skin than the photo it goes into has at this scale.
 
     Both images are split into bands by Gaussians of increasing ``sigmas`` (px; the render's blurs
@@ -194,10 +194,10 @@ def match_face_tone(render: np.ndarray, mask: np.ndarray, photo: np.ndarray, pho
     r = np.asarray(render, np.float64)
     if mask.sum() < 50 or photo_mask.sum() < 50:
         return r, [0.0, 0.0, 0.0]
-    lab_r = srgb_to_lab(np.clip(r[mask], 0, 1).astype(np.float32))
+    lab = srgb_to_lab(np.clip(r, 0, 1).astype(np.float32))
     lab_p = srgb_to_lab((np.asarray(photo)[photo_mask] / 255.0).astype(np.float32))
-    shift = np.clip(np.median(lab_p, 0) - np.median(lab_r, 0), -max_shift, max_shift)
-    out = np.clip(lab_to_srgb((srgb_to_lab(np.clip(r, 0, 1).astype(np.float32)) + shift).astype(np.float32)), 0, 1)
+    shift = np.clip(np.median(lab_p, 0) - np.median(lab[mask], 0), -max_shift, max_shift)
+    out = np.clip(lab_to_srgb((lab + shift).astype(np.float32)), 0, 1)
     return out.astype(np.float64), [float(x) for x in shift]
 
 

@@ -240,7 +240,8 @@ def match_photo(img: np.ndarray, mask: np.ndarray, photo: np.ndarray, cov_old: n
     if keep is not None:
         fr = fr & ~np.asarray(keep, bool)
     k = np.ones((5, 5), np.uint8)
-    inner = cv2.erode((mask > 0.999).astype(np.uint8), k).astype(bool) & fr
+    full = cv2.erode((mask > 0.999).astype(np.uint8), k).astype(bool)  # fully covered, 2 px in
+    inner = full & fr
     inner_old = cv2.erode((cov_old > 0.999).astype(np.uint8), k).astype(bool) & fr
     side = np.sqrt(max(inner_old.sum(), 1))
     plain = img / np.maximum(mask[..., None], 1e-6)
@@ -248,8 +249,7 @@ def match_photo(img: np.ndarray, mask: np.ndarray, photo: np.ndarray, cov_old: n
                                   limits=CONTRAST_LIMITS, support=mask > 0)
     # the scaling fades out over the render's rim (partly covered pixels, the submesh's border):
     # what the rim holds is the edge, not the face's detail
-    fade = np.clip(cv2.GaussianBlur(cv2.erode((mask > 0.999).astype(np.uint8), k).astype(np.float64), (0, 0), 1.5)
-                   * 2.0 - 0.5, 0, 1)[..., None]
+    fade = np.clip(cv2.GaussianBlur(full.astype(np.float64), (0, 0), 1.5) * 2.0 - 0.5, 0, 1)[..., None]
     shaded = plain + fade * (shaded - plain)
     shaded, shift = match_face_tone(shaded, inner, photo, inner_old)
     return shaded * mask[..., None], {"contrast_ratios": ratios, "tone_shift_lab": shift}
