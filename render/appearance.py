@@ -442,6 +442,7 @@ def render_textured_many(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray
     if not m.any():
         return [np.zeros((H // s, W // s, 3), np.float32) for _ in textures], cov
     fi, b = fr.face_index[m], fr.bary[m].astype(np.float64)
+    textures = [_prefilter(t, texture_density(v, f, uv, cam, fi, uv_ok)) for t in textures]
     n = interpolate(vertex_normals(v, f), f, fi, b)
     n /= np.clip(np.linalg.norm(n, axis=1, keepdims=True), 1e-12, None)
     hit = interpolate(v, f, fi, b)
@@ -458,6 +459,50 @@ def render_textured_many(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray
         img[m] = a * sh
         out.append(np.clip(img.reshape(H // s, s, W // s, s, 3).mean(axis=(1, 3)), 0, None).astype(np.float32))
     return out, cov
+
+
+def texture_density(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, camera: Camera,
+                    visible: np.ndarray, uv_ok: np.ndarray | None = None) -> float:
+    """Pixels of ``camera`` per UV unit over a rendered mesh: the median over its ``visible``
+    triangle indices (those whose UVs may be interpolated) of √(pixel area / UV area); 0 when none."""
+    tri = np.unique(np.asarray(visible, np.int64))
+    if uv_ok is not None:
+        tri = tri[np.asarray(uv_ok, bool)[tri]]
+    if len(tri) == 0:
+        return 0.0
+    px, _ = camera.project(np.asarray(vertices, np.float64))
+
+    def area(p):
+        a, b, c = p[faces[tri, 0]], p[faces[tri, 1]], p[faces[tri, 2]]
+        return 0.5 * np.abs((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1]))
+
+    a_uv = area(np.asarray(uv, np.float64))
+    ok = a_uv > 1e-12
+    if not ok.any():
+        return 0.0
+    return float(np.median(np.sqrt(area(px)[ok] / a_uv[ok])))
+
+
+def _prefilter(texture: np.ndarray, density: float, slack: float = 1.25) -> np.ndarray:
+    """``texture (S, S, C)`` area-averaged to the side the render samples it at, ``density`` pixels
+    per UV unit, when it is more than ``slack`` times denser (minification: a 2048² atlas on a face
+    of 100 px is otherwise sampled at one texel in ten, and shows as pixel noise). Mip-mapping with
+    one level per render: a face's texels are about evenly dense on screen. Texels that are 0 in
+    every channel are the atlas's empty space: left out of the averages, and filled from their
+    neighbours at the coarse side (:func:`pull_push_fill`), so island borders do not darken."""
+    import cv2
+
+    S = texture.shape[0]
+    side = int(np.ceil(density))
+    if density <= 0 or S <= slack * side or side < 8:
+        return texture
+    t = np.asarray(texture, np.float32).reshape(S, S, -1)
+    w = (t.max(-1) > 0).astype(np.float32)
+    ws = cv2.resize(w, (side, side), interpolation=cv2.INTER_AREA)
+    ts = cv2.resize(t * w[..., None], (side, side), interpolation=cv2.INTER_AREA).reshape(side, side, -1)
+    ts = ts / np.maximum(ws, 1e-6)[..., None]
+    filled = pull_push_fill(ts, (ws > 0).astype(np.float32))
+    return filled.reshape(side, side, *texture.shape[2:])
 
 
 def texel_mask(model, raster: UVRaster, vertices: np.ndarray) -> np.ndarray:

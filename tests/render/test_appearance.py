@@ -254,3 +254,40 @@ def test_the_coarse_smooth_fill_follows_the_full_pull_push_in_the_holes():
     np.testing.assert_allclose(full[..., 2], 0.3, atol=1e-5)
     np.testing.assert_allclose(coarse[..., 2], 0.3, atol=1e-5)
     assert np.abs(coarse[~holes] - field[~holes]).max() < 0.03  # (callers keep their seen values)
+
+
+def _small_face_render(model, texture, f=150.0):
+    """The mean head frontal, about 50 px wide, under a flat light: ``(image / coverage, interior)``."""
+    cam = Camera(np.array([[f, 0, 40], [0, f, 40], [0, 0, 1]]), look_at((0, 0, 0.62)), 80, 80)
+    gamma = np.zeros((9, 3))
+    gamma[0] = 1.0 / sh_basis(np.array([[0.0, 0.0, 1.0]]))[0, 0]  # Y00 · γ00 = 1: shading 1 everywhere
+    img, cov = ap.render_textured(model.vertices(), model.faces, ap.appearance_uv(model), texture, cam, gamma,
+                                  uv_ok=ap.uv_triangles(model))
+    return img / np.maximum(cov[..., None], 1e-6), cov > 0.999
+
+
+def test_a_dense_atlas_is_averaged_to_the_render_not_sampled_into_noise(model):
+    """A one-texel checkerboard of 0.2 / 0.8 on a 2048² atlas seen on a face of ~50 px: each pixel
+    covers many texels, so it shows their mean (0.5), not whichever texel a sample hit."""
+    S = 2048
+    ys, xs = np.mgrid[0:S, 0:S]
+    tex = np.where((xs + ys) % 2 == 0, 0.2, 0.8).astype(np.float32)[..., None].repeat(3, -1)
+    tex[~ap.uv_raster(model, S).mask] = 0.0
+    img, inner = _small_face_render(model, tex)
+    assert inner.sum() > 500
+    vals = img[inner][:, 0]
+    assert abs(np.median(vals) - 0.5) < 0.03
+    assert vals.std() < 0.05  # sampled without averaging: ±0.3 speckle
+
+
+def test_the_prefilter_keeps_island_borders_and_leaves_sparse_atlases_alone(model):
+    S = 2048
+    tex = np.zeros((S, S, 3), np.float32)
+    tex[ap.uv_raster(model, S).mask] = [0.6, 0.4, 0.3]  # one colour on every island, empty elsewhere
+    img, inner = _small_face_render(model, tex)
+    # the empty atlas space does not bleed into the islands' borders (eyes, lips, seams)
+    np.testing.assert_allclose(img[inner], np.broadcast_to([0.6, 0.4, 0.3], img[inner].shape), atol=0.02)
+    small = np.full((64, 64, 3), 0.5, np.float32)
+    assert ap._prefilter(small, 100.0) is small  # sparser than the render: sampled as it is
+    assert ap._prefilter(small, 60.0) is small   # within the slack
+    assert ap._prefilter(small, 30.0).shape == (30, 30, 3)
