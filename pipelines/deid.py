@@ -239,13 +239,29 @@ def _at_work_scale(win: FaceWindow, work_shape, original: np.ndarray, protected:
             cv2.resize(protected, size, interpolation=cv2.INTER_AREA), rem)
 
 
-def _occluders(work: np.ndarray, det_w, region: np.ndarray) -> np.ndarray:
+def _occluders(work: np.ndarray, det_w, region: np.ndarray, model, fit) -> np.ndarray:
     """``(h, w) bool``: what covers the face in the working copy (hair, brims, frames, hands; the
-    person segmenter's background inside the outline), kept on top of a new face."""
-    from headveil.geometry.perception.segmentation import person_mask
-    from headveil.render.occlusion import occluder_mask
+    person segmenter's background), kept on top of a new face. Searched over everything a new face
+    can be drawn on: the landmark outline ``region`` and the fitted face mesh's own coverage, grown
+    by :data:`REACH_GROW` of the face's size (a changed shape reaches a little farther) — the
+    model's forehead rises above the outline into a fringe, its cheeks past a turned face's edge."""
+    import cv2
 
-    return occluder_mask(work, det_w.points, det_w.scheme, region, person=person_mask(work))
+    from headveil.geometry.perception.segmentation import person_mask
+    from headveil.render.deid.face3d import face_submesh
+    from headveil.render.occlusion import occluder_mask
+    from headveil.render.rasterize import rasterize
+
+    sub = face_submesh(model)
+    v_w = model.vertices(fit.identity, fit.expression)[sub.vertex_index] @ np.asarray(fit.R).T + np.asarray(fit.t)
+    reach = rasterize(v_w, sub.faces, fit.camera).mask.astype(np.uint8)
+    g = max(3, int(REACH_GROW * det_w.size)) | 1
+    reach = cv2.dilate(reach, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (g, g))).astype(bool) | region
+    return occluder_mask(work, det_w.points, det_w.scheme, reach, person=person_mask(work))
+
+
+#: How far beyond the fitted face's coverage occluders are searched, as a share of the face's size.
+REACH_GROW = 0.06
 
 
 def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: dict, restorer, recognizers: dict,
@@ -313,7 +329,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
                             **{k: v for k, v in extras.items() if not k.startswith("_")}})
     occ_w, t_occ = None, time.perf_counter()
     if cmd.occluders and "model" in spec.needs:  # a re-rendered face: what will stay on top of it
-        occ_w = inp.extras["occluders"] = _occluders(work, det_w, region)
+        occ_w = inp.extras["occluders"] = _occluders(work, det_w, region, model, fit)
     t_occ = time.perf_counter() - t_occ  # compositing's share (outside the method), found early
     rng = rng if rng is not None else np.random.default_rng(np.random.SeedSequence())
     selection, cluster = None, extras.get("_cluster")
@@ -341,7 +357,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     if comp is not None and cmd.occluders:  # hair, brims, frames, hands stay on top of the new face
         from headveil.render.occlusion import keep_occluders
 
-        occ_full = win.to_full(occ_w if occ_w is not None else _occluders(work, det_w, region), img.shape)
+        occ_full = win.to_full(occ_w if occ_w is not None else _occluders(work, det_w, region, model, fit), img.shape)
         image = keep_occluders(image, img, occ_full)
     coincident = 0
     if comp is not None:  # a method that re-rendered the face: no pixel of it may equal the input's

@@ -83,6 +83,20 @@ def test_donor_appearance_is_chosen_by_facenet_and_judged_by_the_verifiers(photo
     assert np.abs(orig.astype(int) - new.astype(int)).mean() > 1.0
     for v in m["reidentification"].values():  # another person's appearance is far from the original
         assert v["dis_aligned"] is not None and v["dis_aligned"] > 0.5
+    # her fringe above the landmark outline, where the model's forehead reaches, stays hair
+    import cv2
+
+    from headveil.geometry.perception.detectors import detect_faces
+
+    pts = detect_faces(orig)[0].points
+    hull = np.zeros(orig.shape[:2], np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
+    band = np.zeros(orig.shape[:2], bool)
+    for x in range(*np.percentile(pts[:, 0], [25, 75]).astype(int)):
+        top = np.flatnonzero(hull[:, x]).min()
+        band[max(top - int(0.12 * np.ptp(pts[:, 1])), 0):top, x] = True
+    changed = np.abs(orig.astype(int) - new.astype(int)).max(-1) > 3
+    assert band.sum() > 100 and changed[band].mean() < 0.3  # 0.84 when the forehead was painted over it
     from headveil.pipelines.evaluate.report import ReportCommand, write_report
 
     page = write_report(ReportCommand(out))  # each face beside its original, owner-only
