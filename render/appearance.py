@@ -442,7 +442,8 @@ def render_textured_many(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray
     if not m.any():
         return [np.zeros((H // s, W // s, 3), np.float32) for _ in textures], cov
     fi, b = fr.face_index[m], fr.bary[m].astype(np.float64)
-    textures = [_prefilter(t, texture_density(v, f, uv, cam, fi, uv_ok)) for t in textures]
+    density = texture_density(v, f, uv, cam, fi, uv_ok)
+    textures = [_prefilter(t, density) for t in textures]
     n = interpolate(vertex_normals(v, f), f, fi, b)
     n /= np.clip(np.linalg.norm(n, axis=1, keepdims=True), 1e-12, None)
     hit = interpolate(v, f, fi, b)
@@ -483,26 +484,37 @@ def texture_density(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, cam
     return float(np.median(np.sqrt(area(px)[ok] / a_uv[ok])))
 
 
-def _prefilter(texture: np.ndarray, density: float, slack: float = 1.25) -> np.ndarray:
-    """``texture (S, S, C)`` area-averaged to the side the render samples it at, ``density`` pixels
-    per UV unit, when it is more than ``slack`` times denser (minification: a 2048² atlas on a face
-    of 100 px is otherwise sampled at one texel in ten, and shows as pixel noise). Mip-mapping with
-    one level per render: a face's texels are about evenly dense on screen. Texels that are 0 in
-    every channel are the atlas's empty space: left out of the averages, and filled from their
-    neighbours at the coarse side (:func:`pull_push_fill`), so island borders do not darken."""
+def _prefilter(texture: np.ndarray, density: float) -> np.ndarray:
+    """``texture (S, S, C)`` box-averaged by the largest power of two ``f`` that leaves it at least as
+    dense as the render samples it, ``density`` pixels per UV unit (minification: a 2048² atlas on a
+    face of 100 px is otherwise sampled at one texel in eight and shows as pixel noise) — a mip level
+    per render, a face's texels being about evenly dense on screen; the texture as it is when
+    ``f < 2``. Texels that are 0 in every channel are the atlas's empty space: left out of the
+    averages, and the empty texels beside the islands take their neighbours' mean (two rings), so
+    island borders keep their colour under bilinear lookups."""
     import cv2
 
     S = texture.shape[0]
-    side = int(np.ceil(density))
-    if density <= 0 or S <= slack * side or side < 8:
+    if density <= 0 or texture.shape[1] != S:
         return texture
+    f = 1 << int(np.floor(np.log2(max(S / density, 1.0))))
+    if f < 2 or S % f or S // f < 8:
+        return texture
+    n = S // f
     t = np.asarray(texture, np.float32).reshape(S, S, -1)
-    w = (t.max(-1) > 0).astype(np.float32)
-    ws = cv2.resize(w, (side, side), interpolation=cv2.INTER_AREA)
-    ts = cv2.resize(t * w[..., None], (side, side), interpolation=cv2.INTER_AREA).reshape(side, side, -1)
-    ts = ts / np.maximum(ws, 1e-6)[..., None]
-    filled = pull_push_fill(ts, (ws > 0).astype(np.float32))
-    return filled.reshape(side, side, *texture.shape[2:])
+    if t.shape[-1] == 3:  # albedo ≥ 0: grey (positive weights) > 0 ⇔ some channel > 0, in one fast pass
+        w = (cv2.cvtColor(t, cv2.COLOR_RGB2GRAY) > 0).astype(np.float32)
+    else:
+        w = (np.abs(t).sum(-1) > 0).astype(np.float32)
+    ws = cv2.resize(w, (n, n), interpolation=cv2.INTER_AREA)
+    ts = cv2.resize(t, (n, n), interpolation=cv2.INTER_AREA).reshape(n, n, -1) / np.maximum(ws, 1e-6)[..., None]
+    have = ws > 0
+    for _ in range(2):  # grow the islands by a texel: the mean of the filled neighbours
+        num = cv2.boxFilter(np.where(have[..., None], ts, 0), -1, (3, 3), normalize=False).reshape(n, n, -1)
+        den = cv2.boxFilter(have.astype(np.float32), -1, (3, 3), normalize=False)
+        ts = np.where(have[..., None], ts, num / np.maximum(den, 1e-6)[..., None])
+        have = have | (den > 0)
+    return ts.reshape(n, n, *texture.shape[2:]).astype(np.float32)
 
 
 def texel_mask(model, raster: UVRaster, vertices: np.ndarray) -> np.ndarray:

@@ -257,13 +257,19 @@ def test_the_coarse_smooth_fill_follows_the_full_pull_push_in_the_holes():
 
 
 def _small_face_render(model, texture, f=150.0):
-    """The mean head frontal, about 50 px wide, under a flat light: ``(image / coverage, interior)``."""
+    """The mean head frontal, about 50 px wide, under a flat light: ``(image / coverage, interior)``;
+    the interior holds the pixels whose every sample lies on a triangle of the atlas."""
+    from headveil.render.rasterize import rasterize
+
     cam = Camera(np.array([[f, 0, 40], [0, f, 40], [0, 0, 1]]), look_at((0, 0, 0.62)), 80, 80)
     gamma = np.zeros((9, 3))
     gamma[0] = 1.0 / sh_basis(np.array([[0.0, 0.0, 1.0]]))[0, 0]  # Y00 · γ00 = 1: shading 1 everywhere
     img, cov = ap.render_textured(model.vertices(), model.faces, ap.appearance_uv(model), texture, cam, gamma,
                                   uv_ok=ap.uv_triangles(model))
-    return img / np.maximum(cov[..., None], 1e-6), cov > 0.999
+    fi = rasterize(model.vertices(), model.faces, cam.scaled(2)).face_index
+    good = np.append(ap.uv_triangles(model) & ap.appearance_triangles(model), False)[fi]  # −1 → False
+    inner = good.reshape(80, 2, 80, 2).all(axis=(1, 3)) & (cov > 0.999)
+    return img / np.maximum(cov[..., None], 1e-6), inner
 
 
 def test_a_dense_atlas_is_averaged_to_the_render_not_sampled_into_noise(model):
@@ -289,5 +295,6 @@ def test_the_prefilter_keeps_island_borders_and_leaves_sparse_atlases_alone(mode
     np.testing.assert_allclose(img[inner], np.broadcast_to([0.6, 0.4, 0.3], img[inner].shape), atol=0.02)
     small = np.full((64, 64, 3), 0.5, np.float32)
     assert ap._prefilter(small, 100.0) is small  # sparser than the render: sampled as it is
-    assert ap._prefilter(small, 60.0) is small   # within the slack
-    assert ap._prefilter(small, 30.0).shape == (30, 30, 3)
+    assert ap._prefilter(small, 40.0) is small   # denser, but less than twice
+    assert ap._prefilter(small, 30.0).shape == (32, 32, 3)  # the largest power of two that keeps ≥ 30
+    assert ap._prefilter(small, 15.0).shape == (16, 16, 3)
