@@ -118,9 +118,10 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     output the attacker finds farthest from both the original (at the original's alignment) and
     each donor it is made of.
 
-    Each candidate's appearance is its donors' UV albedo (averaged by confidence for a mix), moved
-    to the face's own skin tone (:func:`~headveil.render.appearance.match_tone_values`) and rendered under
-    the light estimated from the photo. Candidates: every mix of two and of three of the
+    Each candidate's appearance is its donors' UV albedo, each donor first moved to the face's own
+    skin tone (:func:`~headveil.render.appearance.match_tone_values`), averaged for a mix by their
+    smoothed confidence (:func:`_mix_weight`: no step where one donor's seen skin ends), the mix
+    moved to the tone again, and rendered under the light estimated from the photo. Candidates: every mix of two and of three of the
     ``sel.candidates`` donors farthest from the face (albedo averaged by confidence, codes averaged;
     a single donor only when no other is left), so that no output is one donor's face either. Donors the attacker matches to the
     face (the target's own photo in the bank) are refused. The candidates are compared on previews
@@ -166,8 +167,10 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     cov_idx = np.flatnonzero(_face_texels(model, raster))  # only the texels the face render samples are mixed
     stats = tone_stats(target.albedo, skin_texels(model, uv_raster(model, t_size)), target.seen)
     skin_cov = skin.ravel()[cov_idx]
-    flat = {d.id: (d.albedo.reshape(-1, 3)[cov_idx].astype(np.float32) / 255.0,
-                   d.confidence.ravel()[cov_idx].astype(np.float32)[:, None] / 255.0 + 1e-3) for d in top}
+    # each donor brought to the face's tone first and weighted by a smoothed confidence, so a mix has
+    # no steps where one donor's seen skin ends (its occluder holes, its unseen side)
+    flat = {d.id: (match_tone_values(d.albedo.reshape(-1, 3)[cov_idx].astype(np.float32) / 255.0, skin_cov, stats),
+                   _mix_weight(d.confidence).ravel()[cov_idx][:, None]) for d in top}
     for members in groups:
         num = sum(flat[d.id][0] * flat[d.id][1] for d in members)
         den = sum(flat[d.id][1] for d in members)
@@ -231,6 +234,23 @@ def _atlas_side(model, vertices_world: np.ndarray, camera, ceiling: int) -> int:
     while side < need and side < ceiling:
         side *= 2
     return min(side, ceiling)
+
+
+#: Blur of a donor's confidence before mixing, as a share of the atlas side.
+MIX_WEIGHT_SIGMA = 0.01
+
+
+def _mix_weight(confidence: np.ndarray, sigma: float = MIX_WEIGHT_SIGMA) -> np.ndarray:
+    """A donor's weight in a mix, ``(S, S) float32`` in (0, 1]: its ``confidence (S, S) uint8``
+    blurred by a Gaussian of ``sigma`` × the atlas side (on a grid 4× coarser, brought back
+    bilinearly), plus 1e-3 so unseen texels are averaged evenly."""
+    import cv2
+
+    S = confidence.shape[0]
+    c = cv2.resize(confidence.astype(np.float32) / 255.0, (S // 4, S // 4), interpolation=cv2.INTER_AREA)
+    c = cv2.GaussianBlur(c, (0, 0), max(sigma * S / 4, 0.5))
+    return cv2.resize(c, (S, S), interpolation=cv2.INTER_LINEAR) + 1e-3
+
 
 
 def _face_texels(model, raster) -> np.ndarray:

@@ -25,3 +25,19 @@ def test_the_mouth_atlas_is_as_dense_as_the_photo_and_no_denser(model):
         assert side == TONE_ATLAS_SIDE or side // 2 < need
     # three times the focal length: the face is three times the pixels, so the atlas grows
     assert _atlas_side(model, v, _camera(2700.0), 8192) >= 2 * _atlas_side(model, v, _camera(900.0), 8192)
+
+
+def test_a_donors_mix_weight_ramps_over_its_seen_edge_instead_of_stepping():
+    from headveil.pipelines.appearances import MIX_WEIGHT_SIGMA, _mix_weight
+
+    S = 512
+    conf = np.zeros((S, S), np.uint8)
+    conf[:, : S // 2] = 255  # seen on the left half only (an occluder hole, an unseen side)
+    w = _mix_weight(conf)
+    assert w.shape == (S, S) and w.dtype == np.float32
+    row = w[S // 2]
+    assert abs(row[10] - 1.001) < 1e-3 and abs(row[-10] - 0.001) < 1e-3  # far from the edge: as it was
+    assert np.all(np.diff(row) <= 1e-6)  # falls monotonically
+    # a Gaussian edge: 10 %–90 % over 2.56 σ (σ = 1 % of the side, 5.1 texels here), not one texel
+    width = np.sum((row > 0.1 + 1e-3) & (row < 0.9 + 1e-3))
+    assert 0.7 * 2.56 * MIX_WEIGHT_SIGMA * S < width < 1.5 * 2.56 * MIX_WEIGHT_SIGMA * S
