@@ -178,17 +178,19 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
         alb.reshape(-1, 3)[cov_idx] = match_tone_values(num / den, skin_cov, stats)
         albedos.append(alb)
         labels.append("donor" if len(members) == 1 else f"mix of {len(members)}")
-    # previews: every candidate on the fitted mesh in one rasterisation, over the photo
-    sub = face_submesh(model)
-    idx = sub.vertex_index
-    renders, cov = render_textured_many(v_w[idx], sub.faces, appearance_uv(model)[idx], albedos, fit.camera,
-                                        target.light, uv_ok=uv_triangles(model)[sub.triangles])
-    base = inp.image.astype(np.float32) / 255.0
     occ = inp.extras.get("occluders")
     kept = _kept(occ, opening)  # the open mouth is the photo's again: not compared for contrast either
-    _match_previews(renders, cov, inp.image, inp.extras.get("face_region"), kept)
+    # previews: every candidate on the fitted mesh in one rasterisation, over the photo, with the face
+    # at most PREVIEW_FACE_PX (the attacker aligns every face to 160 px anyway)
+    cam_p, photo_p, region_p, kept_p, row_p = _preview_frame(fit, inp.image, inp.extras.get("face_region"), kept, row)
+    sub = face_submesh(model)
+    idx = sub.vertex_index
+    renders, cov = render_textured_many(v_w[idx], sub.faces, appearance_uv(model)[idx], albedos, cam_p,
+                                        target.light, uv_ok=uv_triangles(model)[sub.triangles])
+    base = photo_p.astype(np.float32) / 255.0
+    _match_previews(renders, cov, photo_p, region_p, kept_p)
     previews = [((np.clip(r + (1 - cov[..., None]) * base, 0, 1)) * 255 + 0.5).astype(np.uint8) for r in renders]
-    embs = attacker.embed_many(previews, row)
+    embs = attacker.embed_many(previews, row_p)
     d_orig = attacker.distance(t_emb, embs)
     d_donor = np.array([min(float(attacker.distance(e, d.embeddings[attacker.name])) for d in g)
                         for e, g in zip(embs, groups)])
@@ -267,6 +269,30 @@ def _face_texels(model, raster) -> np.ndarray:
         m = tri[raster.face_index + 1].astype(np.uint8)
         cache[raster.size] = (cv2.dilate(m, np.ones((5, 5), np.uint8)).astype(bool) & raster.mask).ravel()
     return cache[raster.size]
+
+
+#: The face size (px) the candidate previews are rendered at, at most (larger faces are downscaled).
+PREVIEW_FACE_PX = 256
+
+
+def _preview_frame(fit, photo: np.ndarray, region, kept, row: np.ndarray):
+    """The camera, photo, face region, kept pixels and alignment row of the candidate previews: the
+    photo's own when its face is at most :data:`PREVIEW_FACE_PX`, else all downscaled to that size
+    (area-averaged photo, nearest masks, the row's 14 coordinates scaled)."""
+    import cv2
+
+    s = min(1.0, PREVIEW_FACE_PX / max(float(fit.detection.size), 1.0))
+    if s >= 1.0:
+        return fit.camera, photo, region, kept, row
+    cam = fit.camera.scaled(s)
+    size = (cam.width, cam.height)
+
+    def near(m):
+        return None if m is None else cv2.resize(np.asarray(m, np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+
+    row_s = np.array(row, np.float32, copy=True)
+    row_s[:14] *= s
+    return cam, cv2.resize(photo, size, interpolation=cv2.INTER_AREA), near(region), near(kept), row_s
 
 
 def _kept(occluders: np.ndarray | None, opening: np.ndarray) -> np.ndarray | None:

@@ -254,7 +254,10 @@ def _occluders(work: np.ndarray, det_w, region: np.ndarray, model, fit) -> np.nd
 
     sub = face_submesh(model)
     v_w = model.vertices(fit.identity, fit.expression)[sub.vertex_index] @ np.asarray(fit.R).T + np.asarray(fit.t)
-    reach = rasterize(v_w, sub.faces, fit.camera).mask.astype(np.uint8)
+    s = min(1.0, 128.0 / max(det_w.size, 1.0))  # the coverage at ≤ 128 px a face is as good, and cheap
+    reach = rasterize(v_w, sub.faces, fit.camera.scaled(s)).mask.astype(np.uint8)
+    if s < 1.0:
+        reach = cv2.resize(reach, (work.shape[1], work.shape[0]), interpolation=cv2.INTER_NEAREST)
     g = max(3, int(REACH_GROW * det_w.size)) | 1
     reach = cv2.dilate(reach, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (g, g))).astype(bool) | region
     return occluder_mask(work, det_w.points, det_w.scheme, reach, person=person_mask(work))

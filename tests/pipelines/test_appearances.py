@@ -41,3 +41,27 @@ def test_a_donors_mix_weight_ramps_over_its_seen_edge_instead_of_stepping():
     # a Gaussian edge: 10 %–90 % over 2.56 σ (σ = 1 % of the side, 5.1 texels here), not one texel
     width = np.sum((row > 0.1 + 1e-3) & (row < 0.9 + 1e-3))
     assert 0.7 * 2.56 * MIX_WEIGHT_SIGMA * S < width < 1.5 * 2.56 * MIX_WEIGHT_SIGMA * S
+
+
+def test_previews_of_a_large_face_are_rendered_at_the_preview_size():
+    from types import SimpleNamespace
+
+    from headveil.pipelines.appearances import PREVIEW_FACE_PX, _preview_frame
+
+    photo = np.zeros((400, 600, 3), np.uint8)
+    region = np.zeros((400, 600), bool)
+    region[100:300, 200:400] = True
+    row = np.arange(15, dtype=np.float32)
+    K = np.array([[900.0, 0, 300], [0, 900.0, 200], [0, 0, 1]])
+    full = Camera(K, look_at((0, 0, 0.62)), 600, 400)
+    big = SimpleNamespace(detection=SimpleNamespace(size=2.0 * PREVIEW_FACE_PX), camera=full)
+    cam, p, r, k, rw = _preview_frame(big, photo, region, None, row)
+    assert p.shape == (200, 300, 3) and r.shape == (200, 300) and k is None
+    assert r.sum() == region.sum() // 4 and r[50:150, 100:200].all()
+    assert (cam.width, cam.height) == (300, 200)
+    np.testing.assert_allclose(cam.K[:2], K[:2] / 2)
+    np.testing.assert_allclose(rw[:14], row[:14] / 2)
+    assert rw[14] == row[14]  # the score is no coordinate
+    small = SimpleNamespace(detection=SimpleNamespace(size=0.5 * PREVIEW_FACE_PX), camera=full)
+    out = _preview_frame(small, photo, region, None, row)
+    assert out[1] is photo and out[2] is region and out[4] is row
