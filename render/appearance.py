@@ -443,7 +443,7 @@ def render_textured_many(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray
         return [np.zeros((H // s, W // s, 3), np.float32) for _ in textures], cov
     fi, b = fr.face_index[m], fr.bary[m].astype(np.float64)
     density = texture_density(v, f, uv, cam, fi, uv_ok)
-    textures = [_prefilter(t, density) for t in textures]
+    textures = [_mip(t, density) for t in textures]
     n = interpolate(vertex_normals(v, f), f, fi, b)
     n /= np.clip(np.linalg.norm(n, axis=1, keepdims=True), 1e-12, None)
     hit = interpolate(v, f, fi, b)
@@ -453,9 +453,10 @@ def render_textured_many(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray
     seam = None if uv_ok is None else ~np.asarray(uv_ok, bool)[fi]
     out = []
     for tex in textures:
-        a = texture_at(tex, uvp).astype(np.float64)
+        a = sum(w * texture_at(lv, uvp).astype(np.float64) for lv, w in tex)
         if seam is not None and seam.any():
-            a[seam] = interpolate(texture_at(tex, np.asarray(uv, np.float64)).astype(np.float64), f, fi[seam], b[seam])
+            at_v = sum(w * texture_at(lv, np.asarray(uv, np.float64)).astype(np.float64) for lv, w in tex)
+            a[seam] = interpolate(at_v, f, fi[seam], b[seam])
         img = np.zeros((H, W, 3))
         img[m] = a * sh
         out.append(np.clip(img.reshape(H // s, s, W // s, s, 3).mean(axis=(1, 3)), 0, None).astype(np.float32))
@@ -484,22 +485,38 @@ def texture_density(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, cam
     return float(np.median(np.sqrt(area(px)[ok] / a_uv[ok])))
 
 
-def _prefilter(texture: np.ndarray, density: float) -> np.ndarray:
-    """``texture (S, S, C)`` box-averaged by the largest power of two ``f`` that leaves it at least as
-    dense as the render samples it, ``density`` pixels per UV unit (minification: a 2048² atlas on a
-    face of 100 px is otherwise sampled at one texel in eight and shows as pixel noise) — a mip level
-    per render, a face's texels being about evenly dense on screen; the texture as it is when
-    ``f < 2``. Texels that are 0 in every channel are the atlas's empty space: left out of the
-    averages, and the empty texels beside the islands take their neighbours' mean (two rings), so
-    island borders keep their colour under bilinear lookups."""
+def _mip(texture: np.ndarray, density: float) -> list[tuple[np.ndarray, float]]:
+    """Mip levels of ``texture (S, S, C)`` for a render that samples it at ``density`` pixels per UV
+    unit, with their blend weights (trilinear filtering, one level pair per render — a face's texels
+    are about evenly dense on screen): the levels ``2^k`` and ``2^(k+1)`` coarser around
+    ``log2(S / density)``, weighted by its fraction; ``[(texture, 1)]`` when the render is as dense as
+    the texture. Minification without it samples a 2048² atlas on a face of 100 px at one texel in
+    eight, which shows as pixel noise."""
+    S = texture.shape[0]
+    if density <= 0 or texture.shape[1] != S or S < density:
+        return [(texture, 1.0)]
+    lvl = float(np.log2(S / density))
+    k = int(np.floor(lvl))
+    frac = lvl - k
+    base = texture if k == 0 else _reduce(texture, 1 << k)
+    if base is None:
+        return [(texture, 1.0)]
+    finer = _reduce(base, 2) if frac > 1e-3 else None
+    if finer is None:
+        return [(base, 1.0)]
+    return [(base, 1.0 - frac), (finer, frac)]
+
+
+def _reduce(texture: np.ndarray, f: int) -> np.ndarray | None:
+    """``texture (S, S, C)`` box-averaged by ``f`` (None when ``S`` is not a multiple of ``f`` or the
+    result would be under 8 texels a side). Texels that are 0 in every channel are the atlas's empty
+    space: left out of the averages, and the empty texels beside the islands take their neighbours'
+    mean (two rings), so island borders keep their colour under bilinear lookups."""
     import cv2
 
     S = texture.shape[0]
-    if density <= 0 or texture.shape[1] != S:
-        return texture
-    f = 1 << int(np.floor(np.log2(max(S / density, 1.0))))
-    if f < 2 or S % f or S // f < 8:
-        return texture
+    if S % f or S // f < 8:
+        return None
     n = S // f
     t = np.asarray(texture, np.float32).reshape(S, S, -1)
     if t.shape[-1] == 3:  # albedo ≥ 0: grey (positive weights) > 0 ⇔ some channel > 0, in one fast pass

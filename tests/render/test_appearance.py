@@ -286,7 +286,7 @@ def test_a_dense_atlas_is_averaged_to_the_render_not_sampled_into_noise(model):
     assert vals.std() < 0.05  # sampled without averaging: ±0.3 speckle
 
 
-def test_the_prefilter_keeps_island_borders_and_leaves_sparse_atlases_alone(model):
+def test_the_mip_levels_keep_island_borders_and_leave_sparse_atlases_alone(model):
     S = 2048
     tex = np.zeros((S, S, 3), np.float32)
     tex[ap.uv_raster(model, S).mask] = [0.6, 0.4, 0.3]  # one colour on every island, empty elsewhere
@@ -294,7 +294,12 @@ def test_the_prefilter_keeps_island_borders_and_leaves_sparse_atlases_alone(mode
     # the empty atlas space does not bleed into the islands' borders (eyes, lips, seams)
     np.testing.assert_allclose(img[inner], np.broadcast_to([0.6, 0.4, 0.3], img[inner].shape), atol=0.02)
     small = np.full((64, 64, 3), 0.5, np.float32)
-    assert ap._prefilter(small, 100.0) is small  # sparser than the render: sampled as it is
-    assert ap._prefilter(small, 40.0) is small   # denser, but less than twice
-    assert ap._prefilter(small, 30.0).shape == (32, 32, 3)  # the largest power of two that keeps ≥ 30
-    assert ap._prefilter(small, 15.0).shape == (16, 16, 3)
+    (lv, w), = ap._mip(small, 100.0)
+    assert lv is small and w == 1.0  # sparser than the render: sampled as it is
+    (l0, w0), (l1, w1) = ap._mip(small, 32.0 * np.sqrt(2))  # half-way between 64² and 32² (log scale)
+    assert l0 is small and l1.shape == (32, 32, 3) and abs(w0 - 0.5) < 1e-9 and abs(w1 - 0.5) < 1e-9
+    (l0, w0), (l1, w1) = ap._mip(small, 12.0)  # log2(64 / 12) = 2.415: levels 16² and 8²
+    assert l0.shape == (16, 16, 3) and l1.shape == (8, 8, 3) and abs(w1 - (np.log2(64 / 12) - 2)) < 1e-9
+    (lv, w), = ap._mip(small, 16.0)  # exactly a level
+    assert lv.shape == (16, 16, 3) and w == 1.0
+    np.testing.assert_allclose(lv, 0.5)
