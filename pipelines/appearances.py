@@ -121,9 +121,10 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     Each candidate's appearance is its donors' UV albedo, each donor first moved to the face's own
     skin tone (:func:`~headveil.render.appearance.match_tone_values`), averaged for a mix by their
     smoothed confidence (:func:`_mix_weight`: no step where one donor's seen skin ends), the mix
-    moved to the tone again, and rendered under the light estimated from the photo. Candidates: every mix of two and of three of the
-    ``sel.candidates`` donors farthest from the face (albedo averaged by confidence, codes averaged;
-    a single donor only when no other is left), so that no output is one donor's face either. Donors the attacker matches to the
+    moved to the tone again, and rendered under the light estimated from the photo. Candidates:
+    every mix of two and of three of the ``sel.candidates`` donors farthest from the face (albedos
+    mixed so, codes averaged; a single donor only when no other is left), so that no output is one
+    donor's face either. Donors the attacker matches to the
     face (the target's own photo in the bank) are refused. The candidates are compared on previews
     (each appearance on the fitted face mesh, one rasterisation for all, over the photo); the method
     then runs once, with the chosen one (its distance is recorded as ``dis``). The photo's open mouth (inside the detector's
@@ -252,7 +253,6 @@ def _mix_weight(confidence: np.ndarray, sigma: float = MIX_WEIGHT_SIGMA) -> np.n
     c = cv2.resize(confidence.astype(np.float32) / 255.0, (S // 4, S // 4), interpolation=cv2.INTER_AREA)
     c = cv2.GaussianBlur(c, (0, 0), max(sigma * S / 4, 0.5))
     return cv2.resize(c, (S, S), interpolation=cv2.INTER_LINEAR) + 1e-3
-
 
 
 def _face_texels(model, raster) -> np.ndarray:

@@ -35,6 +35,7 @@ from headveil.common.errors import HeadVeilError
 from headveil.common.images import lab_to_srgb, srgb_to_lab
 from headveil.geometry.camera import Camera
 from headveil.geometry.normals import vertex_normals
+from headveil.render.mipmap import mip_levels, texture_density
 from headveil.render.rasterize import interpolate, rasterize
 from headveil.render.shading import sh_basis
 
@@ -418,6 +419,9 @@ def render_textured(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, tex
         uv_ok: ``(F,) bool`` triangles whose UVs may be interpolated (:func:`uv_triangles`); the
             others take the texture at their vertices, interpolated (seam triangles).
 
+    A texture denser than the render samples it is filtered (:func:`~headveil.render.mipmap.mip_levels`,
+    trilinear).
+
     Returns:
         ``(image (H, W, 3) float32 premultiplied by coverage, coverage (H, W) float32)``.
     """
@@ -443,7 +447,7 @@ def render_textured_many(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray
         return [np.zeros((H // s, W // s, 3), np.float32) for _ in textures], cov
     fi, b = fr.face_index[m], fr.bary[m].astype(np.float64)
     density = texture_density(v, f, uv, cam, fi, uv_ok)
-    textures = [_mip(t, density) for t in textures]
+    textures = [mip_levels(t, density) for t in textures]
     n = interpolate(vertex_normals(v, f), f, fi, b)
     n /= np.clip(np.linalg.norm(n, axis=1, keepdims=True), 1e-12, None)
     hit = interpolate(v, f, fi, b)
@@ -461,77 +465,6 @@ def render_textured_many(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray
         img[m] = a * sh
         out.append(np.clip(img.reshape(H // s, s, W // s, s, 3).mean(axis=(1, 3)), 0, None).astype(np.float32))
     return out, cov
-
-
-def texture_density(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, camera: Camera,
-                    visible: np.ndarray, uv_ok: np.ndarray | None = None) -> float:
-    """Pixels of ``camera`` per UV unit over a rendered mesh: the median over its ``visible``
-    triangle indices (those whose UVs may be interpolated) of √(pixel area / UV area); 0 when none."""
-    tri = np.unique(np.asarray(visible, np.int64))
-    if uv_ok is not None:
-        tri = tri[np.asarray(uv_ok, bool)[tri]]
-    if len(tri) == 0:
-        return 0.0
-    px, _ = camera.project(np.asarray(vertices, np.float64))
-
-    def area(p):
-        a, b, c = p[faces[tri, 0]], p[faces[tri, 1]], p[faces[tri, 2]]
-        return 0.5 * np.abs((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1]))
-
-    a_uv = area(np.asarray(uv, np.float64))
-    ok = a_uv > 1e-12
-    if not ok.any():
-        return 0.0
-    return float(np.median(np.sqrt(area(px)[ok] / a_uv[ok])))
-
-
-def _mip(texture: np.ndarray, density: float) -> list[tuple[np.ndarray, float]]:
-    """Mip levels of ``texture (S, S, C)`` for a render that samples it at ``density`` pixels per UV
-    unit, with their blend weights (trilinear filtering, one level pair per render — a face's texels
-    are about evenly dense on screen): the levels ``2^k`` and ``2^(k+1)`` coarser around
-    ``log2(S / density)``, weighted by its fraction; ``[(texture, 1)]`` when the render is as dense as
-    the texture. Minification without it samples a 2048² atlas on a face of 100 px at one texel in
-    eight, which shows as pixel noise."""
-    S = texture.shape[0]
-    if density <= 0 or texture.shape[1] != S or S < density:
-        return [(texture, 1.0)]
-    lvl = float(np.log2(S / density))
-    k = int(np.floor(lvl))
-    frac = lvl - k
-    base = texture if k == 0 else _reduce(texture, 1 << k)
-    if base is None:
-        return [(texture, 1.0)]
-    finer = _reduce(base, 2) if frac > 1e-3 else None
-    if finer is None:
-        return [(base, 1.0)]
-    return [(base, 1.0 - frac), (finer, frac)]
-
-
-def _reduce(texture: np.ndarray, f: int) -> np.ndarray | None:
-    """``texture (S, S, C)`` box-averaged by ``f`` (None when ``S`` is not a multiple of ``f`` or the
-    result would be under 8 texels a side). Texels that are 0 in every channel are the atlas's empty
-    space: left out of the averages, and the empty texels beside the islands take their neighbours'
-    mean (two rings), so island borders keep their colour under bilinear lookups."""
-    import cv2
-
-    S = texture.shape[0]
-    if S % f or S // f < 8:
-        return None
-    n = S // f
-    t = np.asarray(texture, np.float32).reshape(S, S, -1)
-    if t.shape[-1] == 3:  # albedo ≥ 0: grey (positive weights) > 0 ⇔ some channel > 0, in one fast pass
-        w = (cv2.cvtColor(t, cv2.COLOR_RGB2GRAY) > 0).astype(np.float32)
-    else:
-        w = (np.abs(t).sum(-1) > 0).astype(np.float32)
-    ws = cv2.resize(w, (n, n), interpolation=cv2.INTER_AREA)
-    ts = cv2.resize(t, (n, n), interpolation=cv2.INTER_AREA).reshape(n, n, -1) / np.maximum(ws, 1e-6)[..., None]
-    have = ws > 0
-    for _ in range(2):  # grow the islands by a texel: the mean of the filled neighbours
-        num = cv2.boxFilter(np.where(have[..., None], ts, 0), -1, (3, 3), normalize=False).reshape(n, n, -1)
-        den = cv2.boxFilter(have.astype(np.float32), -1, (3, 3), normalize=False)
-        ts = np.where(have[..., None], ts, num / np.maximum(den, 1e-6)[..., None])
-        have = have | (den > 0)
-    return ts.reshape(n, n, *texture.shape[2:]).astype(np.float32)
 
 
 def texel_mask(model, raster: UVRaster, vertices: np.ndarray) -> np.ndarray:

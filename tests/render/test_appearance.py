@@ -6,6 +6,7 @@ import pytest
 from headveil.common.images import srgb_to_lab
 from headveil.geometry.camera import Camera, look_at
 from headveil.render import appearance as ap
+from headveil.render.mipmap import mip_levels
 from headveil.render.shading import sh_basis
 
 
@@ -294,12 +295,12 @@ def test_the_mip_levels_keep_island_borders_and_leave_sparse_atlases_alone(model
     # the empty atlas space does not bleed into the islands' borders (eyes, lips, seams)
     np.testing.assert_allclose(img[inner], np.broadcast_to([0.6, 0.4, 0.3], img[inner].shape), atol=0.02)
     small = np.full((64, 64, 3), 0.5, np.float32)
-    (lv, w), = ap._mip(small, 100.0)
+    (lv, w), = mip_levels(small, 100.0)
     assert lv is small and w == 1.0  # sparser than the render: sampled as it is
-    (l0, w0), (l1, w1) = ap._mip(small, 32.0 * np.sqrt(2))  # half-way between 64² and 32² (log scale)
+    (l0, w0), (l1, w1) = mip_levels(small, 32.0 * np.sqrt(2))  # half-way between 64² and 32² (log scale)
     assert l0 is small and l1.shape == (32, 32, 3) and abs(w0 - 0.5) < 1e-9 and abs(w1 - 0.5) < 1e-9
-    (l0, w0), (l1, w1) = ap._mip(small, 12.0)  # log2(64 / 12) = 2.415: levels 16² and 8²
+    (l0, w0), (l1, w1) = mip_levels(small, 12.0)  # log2(64 / 12) = 2.415: levels 16² and 8²
     assert l0.shape == (16, 16, 3) and l1.shape == (8, 8, 3) and abs(w1 - (np.log2(64 / 12) - 2)) < 1e-9
-    (lv, w), = ap._mip(small, 16.0)  # exactly a level
+    (lv, w), = mip_levels(small, 16.0)  # exactly a level
     assert lv.shape == (16, 16, 3) and w == 1.0
     np.testing.assert_allclose(lv, 0.5)
