@@ -352,7 +352,7 @@ def main() -> None:
             f"- originals a verifier cannot find (counted as not de-identified): "
             f"{summary['original_not_detected']}\n"
             f"- unmatched by dlib AND SFace at the original's alignment: {100 * summary['unmatched_both_aligned']:.0f} % "
-            f"(target ≥ 95 %); by neither distance either (the table's column: the output's own detection too): "
+            f"(target ≥ 95 %); counting a match at either distance, the output's own detection too (the table's column): "
             f"{100 * summary['unmatched_both']:.0f} %\n- mean DIS aligned: dlib {summary['dlib_dis_aligned_mean']:.3f} (target ≥ 0.82), "
             f"SFace {summary['sface_dis_aligned_mean']:.3f}\n"
             f"- detected by their own detectors: dlib {100 * summary['detected_dlib']:.0f} %, SFace "
