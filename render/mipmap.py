@@ -69,16 +69,28 @@ def reduce_texture(texture: np.ndarray, f: int) -> np.ndarray | None:
         return None
     n = S // f
     t = np.asarray(texture, np.float32).reshape(S, S, -1)
-    if t.shape[-1] == 3:  # albedo ≥ 0: grey (positive weights) > 0 ⇔ some channel > 0, in one fast pass
+    C = t.shape[-1]
+    if C == 3:  # albedo ≥ 0: grey (positive weights) > 0 ⇔ some channel > 0, in one fast pass
         w = (cv2.cvtColor(t, cv2.COLOR_RGB2GRAY) > 0).astype(np.float32)
     else:
         w = (np.abs(t).sum(-1) > 0).astype(np.float32)
-    ws = cv2.resize(w, (n, n), interpolation=cv2.INTER_AREA)
-    ts = cv2.resize(t, (n, n), interpolation=cv2.INTER_AREA).reshape(n, n, -1) / np.maximum(ws, 1e-6)[..., None]
+    out = np.zeros((n, n, C), np.float32)
+    rows, cols = np.flatnonzero(w.max(1) > 0), np.flatnonzero(w.max(0) > 0)
+    if len(rows) == 0:
+        return out.reshape(n, n, *texture.shape[2:])
+    # only the block-aligned box around the used texels (and the two rings grown around them)
+    r0, r1 = max(rows[0] // f - 2, 0), min(rows[-1] // f + 3, n)
+    c0, c1 = max(cols[0] // f - 2, 0), min(cols[-1] // f + 3, n)
+    h, wd = r1 - r0, c1 - c0
+    tb, wb = t[r0 * f:r1 * f, c0 * f:c1 * f], w[r0 * f:r1 * f, c0 * f:c1 * f]
+    ws = cv2.resize(wb, (wd, h), interpolation=cv2.INTER_AREA).reshape(h, wd)
+    ts = cv2.resize(tb, (wd, h), interpolation=cv2.INTER_AREA).reshape(h, wd, C) / np.maximum(ws, 1e-6)[..., None]
     have = ws > 0
     for _ in range(2):  # grow the islands by a texel: the mean of the filled neighbours
-        num = cv2.boxFilter(np.where(have[..., None], ts, 0), -1, (3, 3), normalize=False).reshape(n, n, -1)
-        den = cv2.boxFilter(have.astype(np.float32), -1, (3, 3), normalize=False)
+        num = cv2.boxFilter(np.where(have[..., None], ts, 0), -1, (3, 3), normalize=False,
+                            borderType=cv2.BORDER_CONSTANT).reshape(h, wd, C)
+        den = cv2.boxFilter(have.astype(np.float32), -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
         ts = np.where(have[..., None], ts, num / np.maximum(den, 1e-6)[..., None])
         have = have | (den > 0)
-    return ts.reshape(n, n, *texture.shape[2:]).astype(np.float32)
+    out[r0:r1, c0:c1] = ts
+    return out.reshape(n, n, *texture.shape[2:])
