@@ -202,20 +202,18 @@ def main() -> None:
     # speed in a steady batch: one run over every target photo with one bank of all the donors (each
     # photo's own people are refused by the selection attacker as the same person)
     _merge_banks(list(person_bank.values()) + ([synth_bank] if synth_bank else []), tmp / "banks" / "all")
-    t0 = time.perf_counter()
-    batch = run_deid(DeidCommand([tmp / "targets" / f"{n}.png" for n in order], method=args.method,
-                                 appearance="donor", donors=tmp / "banks" / "all", guard="warn", out=tmp / "batch"),
-                     model)
-    t_batch = time.perf_counter() - t0
-    n_batch = sum(len(list((tmp / "batch" / nm).glob("face*"))) for nm in batch["done"].values())
+
+    def timed_batch(names: list[str], out: Path) -> tuple[float, int]:
+        """Seconds and faces done of one run over ``names`` with the bank of all the donors."""
+        t0 = time.perf_counter()
+        res = run_deid(DeidCommand([tmp / "targets" / f"{n}.png" for n in names], method=args.method,
+                                   appearance="donor", donors=tmp / "banks" / "all", guard="warn", out=out), model)
+        return time.perf_counter() - t0, sum(len(list((out / nm).glob("face*"))) for nm in res["done"].values())
+
+    t_batch, n_batch = timed_batch(order, tmp / "batch")
     # the target's own condition: photos of 512² class (at most 512 × 600 pixels)
     small = [n for n in order if targets[n][0].shape[0] * targets[n][0].shape[1] <= SMALL_PHOTO_PX]
-    t0 = time.perf_counter()
-    batch_s = run_deid(DeidCommand([tmp / "targets" / f"{n}.png" for n in small], method=args.method,
-                                   appearance="donor", donors=tmp / "banks" / "all", guard="warn", out=tmp / "batch_s"),
-                       model)
-    t_batch_s = time.perf_counter() - t0
-    n_batch_s = sum(len(list((tmp / "batch_s" / nm).glob("face*"))) for nm in batch_s["done"].values())
+    t_batch_s, n_batch_s = timed_batch(small, tmp / "batch_s")
 
     dlib, sface = get_recognizer("dlib"), get_recognizer("sface")
     rows, face_imgs = [], []

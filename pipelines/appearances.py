@@ -134,19 +134,20 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     from headveil.render.appearance import (NewAppearance, appearance_uv, face_appearance, match_tone_values,
                                             mouth_opening, render_textured_many, skin_texels, tone_stats, uv_raster,
                                             uv_triangles)
-    from headveil.render.deid.face3d import face_submesh
+    from headveil.render.deid.face3d import face_submesh, to_world
     from headveil.render.deid.registry import apply_method
 
     model, bank, attacker = inp.model, sel.bank, sel.selector
     v_old = model.vertices(fit.identity, fit.expression)
     opening = mouth_opening(fit.detection.points, fit.detection.scheme, inp.image.shape[:2])
-    v_w = v_old @ np.asarray(fit.R).T + np.asarray(fit.t)
+    v_w = to_world(v_old, fit.R, fit.t)
     # the face's own texture is completed only when its open mouth is re-rendered from it, at the
     # photo's own density; its tone and light read the seen skin alone, for which a coarse atlas is
     # as good (the same means and spreads to 0.05 CIELAB units) and many times faster
-    t_size = _atlas_side(model, v_w, fit.camera, bank.texture_size) if opening.any() else TONE_ATLAS_SIDE
+    open_mouth = bool(opening.any())
+    t_size = _atlas_side(model, v_w, fit.camera, bank.texture_size) if open_mouth else TONE_ATLAS_SIDE
     target = face_appearance(inp.image, model, v_old, fit.R, fit.t, fit.camera, fit.albedo, t_size,
-                             complete=bool(opening.any()))
+                             complete=open_mouth)
     raster = uv_raster(model, bank.texture_size)
     skin, covered = skin_texels(model, raster), raster.mask
     row = _alignment_row(attacker, inp.image, model, fit)
@@ -211,7 +212,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
               "chosen": best, "dis": d_final, "margin": float(min(d_final, d_donor[best]) - attacker.threshold),
               "refused_as_same_person": refused}
     out.metrics["donors"] = [d.id for d in members]
-    if opening.any():  # the photo's open mouth, re-rendered from the face's own texture on its own shape
+    if open_mouth:  # the photo's open mouth, re-rendered from the face's own texture on its own shape
         out.image = _paste_mouth(out.image, opening, v_w, model, fit.camera, target)
         out.metrics["mouth_opening_px"] = int(opening.sum())
     return out, record

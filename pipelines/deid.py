@@ -248,12 +248,12 @@ def _occluders(work: np.ndarray, det_w, region: np.ndarray, model, fit) -> np.nd
     import cv2
 
     from headveil.geometry.perception.segmentation import person_mask
-    from headveil.render.deid.face3d import face_submesh
+    from headveil.render.deid.face3d import face_submesh, to_world
     from headveil.render.occlusion import occluder_mask
     from headveil.render.rasterize import rasterize
 
     sub = face_submesh(model)
-    v_w = model.vertices(fit.identity, fit.expression)[sub.vertex_index] @ np.asarray(fit.R).T + np.asarray(fit.t)
+    v_w = to_world(model.vertices(fit.identity, fit.expression)[sub.vertex_index], fit.R, fit.t)
     s = min(1.0, 128.0 / max(det_w.size, 1.0))  # the coverage at ≤ 128 px a face is as good, and cheap
     reach = rasterize(v_w, sub.faces, fit.camera.scaled(s)).mask.astype(np.uint8)
     if s < 1.0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from headveil.geometry.camera import Camera
+from headveil.geometry.metrics import face_normals_areas
 
 
 def texture_density(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, camera: Camera,
@@ -24,9 +25,8 @@ def texture_density(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, cam
         return 0.0
     px, _ = camera.project(np.asarray(vertices, np.float64))
 
-    def area(p):
-        a, b, c = p[faces[tri, 0]], p[faces[tri, 1]], p[faces[tri, 2]]
-        return 0.5 * np.abs((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1]))
+    def area(p):  # of the plane triangles, as a mesh at z = 0
+        return face_normals_areas(np.c_[p, np.zeros(len(p))], np.asarray(faces)[tri])[1]
 
     a_uv = area(np.asarray(uv, np.float64))
     ok = a_uv > 1e-12
