@@ -22,10 +22,25 @@ def _bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
 
 
 def vertex_adjacency(n_vertices: int, faces: np.ndarray):
-    """Row-normalised vertex adjacency ``(V, V)`` scipy CSR matrix (mean over edge neighbours)."""
+    """Row-normalised vertex adjacency ``(V, V)`` scipy CSR matrix (mean over edge neighbours).
+    The last few are cached by the faces' bytes (one model's mesh is diffused again and again)."""
+    import hashlib
+
+    f = np.ascontiguousarray(faces, np.int64)
+    key = (int(n_vertices), f.shape, hashlib.blake2b(f.tobytes(), digest_size=16).digest())
+    if key not in _ADJACENCY:
+        if len(_ADJACENCY) >= 4:
+            _ADJACENCY.pop(next(iter(_ADJACENCY)))
+        _ADJACENCY[key] = _adjacency(n_vertices, f)
+    return _ADJACENCY[key]
+
+
+_ADJACENCY: dict = {}
+
+
+def _adjacency(n_vertices: int, f: np.ndarray):
     from scipy.sparse import coo_matrix
 
-    f = np.asarray(faces, np.int64)
     i = np.concatenate([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
     j = np.concatenate([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
     A = coo_matrix((np.ones(len(i)), (i, j)), shape=(n_vertices, n_vertices)).tocsr()
@@ -36,7 +51,10 @@ def vertex_adjacency(n_vertices: int, faces: np.ndarray):
 
 
 def diffuse_colors(colors: np.ndarray, known: np.ndarray, faces: np.ndarray, iterations: int = 200) -> np.ndarray:
-    """Fill ``colors (V, 3)`` where ``known (V,)`` is False by repeated neighbour averaging."""
+    """Fill ``colors (V, 3)`` where ``known (V,)`` is False by repeated neighbour averaging (Jacobi:
+    every unknown vertex takes the mean of its neighbours, ``iterations`` times, starting from the
+    known vertices' mean). Only the unknown rows are iterated: ``c_u ← A_uu c_u + A_uk c_k``, the
+    known part computed once."""
     c = np.asarray(colors, np.float64).copy()
     known = np.asarray(known, bool)
     if known.all():
@@ -44,9 +62,13 @@ def diffuse_colors(colors: np.ndarray, known: np.ndarray, faces: np.ndarray, ite
     if not known.any():
         raise ValueError("no vertex has a known colour to diffuse from")
     A = vertex_adjacency(len(c), faces)
-    c[~known] = c[known].mean(0)  # start of the iteration; parts never reached keep it
+    u = np.flatnonzero(~known)
+    rows = A[u]
+    A_uu, b = rows[:, u], rows[:, np.flatnonzero(known)] @ c[known]
+    x = np.broadcast_to(c[known].mean(0), (len(u), 3)).copy()  # start; parts never reached keep it
     for _ in range(iterations):
-        c[~known] = (A @ c)[~known]
+        x = A_uu @ x + b
+    c[u] = x
     return c
 
 
