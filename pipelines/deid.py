@@ -146,8 +146,10 @@ class DeidRecord(Artefact):
         window: the working window in the photo (pixels) and its scale.
         utility: PSNR / SSIM in the window (at the working scale when it was downscaled), outside the
             face, and the share of face pixels left identical to the input (0 by construction).
-        seconds: fit, method, restore, guard (the verifiers, with the donor distances), total (the
-            face, from its detection to its record).
+        seconds: detect (the photo's one face detection, shared among the faces it found; 0 for a
+            saved fit), fit, occluders (finding what stays on top of a re-rendered face), method
+            (the change itself, the occluders apart), restore, guard (the verifiers, with the donor
+            distances), total (the face, from its detection to its record, the detection apart).
         reidentification: per recognizer, Recognizer.reidentify's verdict (None with --guard off);
         reidentified_by / not_detected_by: recognizer names.
         insecure_reproducible: the noise came from a fixed seed.
@@ -396,7 +398,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         record.appearance = {"selection": selection}
         if recognizers:  # from the guard's own embedding of the output when it ran
             record.appearance["donor_privacy"] = donor_privacy(prot_w, donor_embs, recognizers, record.reidentification)
-    record.seconds = {"fit": t_fit, "method": t_method, "restore": t_restore,
+    record.seconds = {"fit": t_fit, "occluders": t_occ, "method": t_method, "restore": t_restore,
                       "guard": time.perf_counter() - t_verify,  # the verifiers (guard and donor distances)
                       "total": time.perf_counter() - t0}
     record.insecure_reproducible = bool(cmd.insecure_reproducible)
@@ -570,7 +572,9 @@ def _deid_one(task: _ImageTask, model=None, prepared=None) -> dict:
         rng = np.random.default_rng(task.seed if task.seed is not None else np.random.SeedSequence())
         img = read_image(p)
         saved = task.saved
+        t_detect = time.perf_counter()
         dets = [saved.detection] if saved is not None else select_faces(img, cmd, p)
+        t_detect = 0.0 if saved is not None else (time.perf_counter() - t_detect) / max(len(dets), 1)
         cur, done_faces, left = img, [], {}
         for k, det in enumerate(dets):
             face_extras = extras
@@ -586,6 +590,7 @@ def _deid_one(task: _ImageTask, model=None, prepared=None) -> dict:
             except (FaceTooSmallError, ExtremePoseError) as exc:  # left as it is, and said so
                 left[f"face{k}"] = str(exc).split(": ", 1)[-1]
                 continue
+            record.seconds = {"detect": t_detect, **record.seconds}
             done_faces.append((k, out, fit, record, camera))
         if not done_faces:
             raise HeadVeilError(f"{p}: no face could be de-identified (" +
