@@ -76,6 +76,8 @@ class AnonymizeCommand:
     """ε of Algorithm 1's perturbation: after the k/l/t assignment each face's sensitive attribute is released by randomized response (kept with probability e^ε / (1 + e^ε); ε-differential privacy per face); inf (default) releases the assignment as it is. The planned table is computed after it, so l and t may then be missed (reported)."""
     margin: float = 1.5
     """How clear a switched shape attribute is made: threshold ± margin × its spread in the model's prior."""
+    keep_margin: float = 1.0
+    """How clear a kept shape attribute is made: a face whose estimate lies closer than keep_margin × its spread to the threshold is moved out to that distance on its own side, so that a re-estimate of the release reads the published boolean; 0 keeps every estimate as it is."""
     faces: str = "all"
     """Which faces of a photo: all, largest, or a number N (the N largest)."""
     max_yaw: float = 30.0
@@ -128,6 +130,8 @@ def check_names(cmd: AnonymizeCommand) -> None:
         raise HeadVeilError(f"--epsilon must be ≥ 0 (inf: no perturbation); got {cmd.epsilon}")
     if cmd.margin <= 0:
         raise HeadVeilError(f"--margin must be > 0; got {cmd.margin}")
+    if not cmd.keep_margin >= 0:
+        raise HeadVeilError(f"--keep-margin must be ≥ 0; got {cmd.keep_margin}")
 
 
 def fit_face(img: np.ndarray, det, cmd: AnonymizeCommand, model, source: str):
@@ -218,15 +222,24 @@ def class_appearances(faces: list[_Face], labels: list[int]) -> dict[int, tuple[
 
 
 def directed_codes(face: _Face, assigned: dict, changed: list[str], base_alpha: np.ndarray, model,
-                   margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """Stage III codes of one face: ``(α' (K,), η' (E,))`` — the class's mean α moved so that every
-    shape attribute reads the face's own value (geometric estimator on its fitted α) or, for the
-    changed ones, a clear value of the assigned boolean; η with the changed expression attributes set."""
+                   margin: float, keep_margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Stage III codes of one face: ``(α' (K,), η' (E,))`` — the class's mean α moved so that the
+    geometric estimator reads, for every changed shape attribute, a clear value of the assigned
+    boolean (threshold ± ``margin`` × spread) and, for every other one, the face's own estimate (the
+    through-the-fit estimator on its fitted α: what its published boolean was read from), moved out
+    to threshold ± ``keep_margin`` × spread on its own side when it lies closer (a re-estimate of
+    the release then keeps the boolean); η with the changed expression attributes set."""
     from headveil.geometry.identity.attributes import EXPRESSION_ATTRIBUTES, shape_attributes
 
     sa = shape_attributes()
-    own = sa.true_values(face.fit.identity)
-    targets = {n: (sa.target_value(n, bool(assigned[n]), margin) if n in changed else float(own[i]))
+    own = sa.values(face.fit.identity)
+
+    def kept(i: int, n: str) -> float:
+        flag = bool(own[i] > sa.threshold[i])
+        edge = sa.target_value(n, flag, keep_margin)
+        return float(max(own[i], edge) if flag else min(own[i], edge))
+
+    targets = {n: (sa.target_value(n, bool(assigned[n]), margin) if n in changed else kept(i, n))
                for i, n in enumerate(sa.names)}
     alpha = sa.move(base_alpha, targets)
     eta = np.asarray(face.fit.expression, np.float32).copy()
@@ -316,7 +329,7 @@ def run_anonymize(cmd: AnonymizeCommand, model=None) -> dict:
             for i in ix:
                 f, rec, ch = faces[i], assignment.records[i], assignment.changed[i]
                 base_alpha, class_alb = apps[label[i]]
-                alpha, eta = directed_codes(f, rec, ch, base_alpha, model, cmd.margin)
+                alpha, eta = directed_codes(f, rec, ch, base_alpha, model, cmd.margin, cmd.keep_margin)
                 app = NewAppearance(_albedo_for(f, class_alb, rec, ch, model), f.light, None, 0.0,
                                     f"class of {len(classes[tuple(rec[q] for q in cmd.quasi)])}")
                 try:
@@ -416,6 +429,7 @@ def attribute_fidelity(faces, assignment, remeasured: dict, names: list[str]) ->
     into the attributes asked to change and those that were not (over every re-measured face)."""
     changed_ok = changed_n = kept_ok = kept_n = 0
     per_attr: dict = {}
+    per_kept: dict = {}
     for i, r in remeasured.items():
         flags = r["flags"]
         if flags is None:
@@ -436,9 +450,13 @@ def attribute_fidelity(faces, assignment, remeasured: dict, names: list[str]) ->
             else:
                 kept_ok += hit
                 kept_n += 1
+                k = per_kept.setdefault(n, [0, 0])
+                k[0] += hit
+                k[1] += 1
     return {"changed_realised": changed_ok / changed_n if changed_n else None, "changed_pairs": changed_n,
             "unchanged_kept": kept_ok / kept_n if kept_n else None, "unchanged_pairs": kept_n,
             "per_attribute": {n: d[0] / d[1] for n, d in per_attr.items()},
+            "unchanged_kept_per_attribute": {n: d[0] / d[1] for n, d in per_kept.items()},
             "faces_remeasured": sum(r["flags"] is not None for r in remeasured.values()),
             "faces_not_redetected": sum(not r["detected"] for r in remeasured.values())}
 

@@ -60,6 +60,7 @@ def test_anonymize_meets_the_plan_and_releases_no_original(face_set, tmp_path, m
     ({"quasi": ("smiling",), "sensitive": "smiling"}, "both a quasi-identifier"),
     ({"k": 1}, "--k must be ≥ 2"),
     ({"epsilon": -1.0}, "--epsilon must be ≥ 0"),
+    ({"keep_margin": -0.5}, "--keep-margin must be ≥ 0"),
 ])
 def test_anonymize_refuses_bad_settings_before_any_work(face_set, tmp_path, kw, msg, model):
     with pytest.raises(HeadVeilError, match=msg):
@@ -87,3 +88,31 @@ def test_anonymize_epsilon_releases_the_perturbed_assignment(face_set, tmp_path,
     assert [f["attributes"]["smiling"] for f in rel["faces"]] == assigned  # what is released is what was drawn
     for f in audit["faces_detail"]:  # "changed" is measured against the face's own attributes
         assert ("smiling" in f["changed"]) == (f["assigned"]["smiling"] != f["original"]["smiling"])
+
+
+def test_directed_codes_keep_booleans_clear_and_set_the_changed_ones(model):
+    """Kept attributes read the face's own estimate, moved out to threshold ± keep_margin × spread on
+    its own side when closer; changed ones read threshold ± margin × spread of the assigned side."""
+    from types import SimpleNamespace
+
+    from headveil.geometry.identity.attributes import shape_attributes
+    from headveil.pipelines.anonymize import directed_codes
+
+    sa = shape_attributes()
+    fitted = sa.holdout["holdout_fitted_alpha"][0]
+    own = sa.values(fitted)
+    z = (own - sa.threshold) / sa.spread
+    near, far = int(np.argmin(np.abs(z))), int(np.argmax(np.abs(z)))
+    km = float(abs(z[near]) + abs(z[far])) / 2  # the nearest estimate lies inside this margin, the farthest beyond
+    assert abs(z[far]) - abs(z[near]) > 0.2
+    changed = next(n for i, n in enumerate(sa.names) if i not in (near, far))
+    face = SimpleNamespace(fit=SimpleNamespace(identity=fitted, expression=np.zeros(len(model.expr_names))))
+    flag = bool(own[sa.index(changed)] <= sa.threshold[sa.index(changed)])  # switched
+    alpha, _ = directed_codes(face, {changed: flag}, [changed], np.zeros(len(fitted)), model, 1.5, keep_margin=km)
+    got = (sa.true_values(alpha) - sa.threshold) / sa.spread
+    side = np.sign(z[near]) or 1.0
+    np.testing.assert_allclose(got[near], side * km, atol=1e-3)  # moved out to the margin, same side
+    np.testing.assert_allclose(got[far], z[far], atol=1e-3)  # already clear: its own estimate
+    np.testing.assert_allclose(got[sa.index(changed)], 1.5 if flag else -1.5, atol=1e-3)
+    alpha0, _ = directed_codes(face, {changed: flag}, [changed], np.zeros(len(fitted)), model, 1.5, keep_margin=0.0)
+    np.testing.assert_allclose(((sa.true_values(alpha0) - sa.threshold) / sa.spread)[near], z[near], atol=1e-3)
