@@ -126,14 +126,14 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     mixed so, codes averaged; a single donor only when no other is left), so that no output is one
     donor's face either. Donors the attacker matches to the
     face (the target's own photo in the bank) are refused. The candidates are compared on previews
-    (each appearance on the fitted face mesh, one rasterisation for all, over the photo); the method
-    then runs once, with the chosen one (its distance is recorded as ``dis``). The photo's open mouth (inside the detector's
+    (each appearance mixed on a :data:`PREVIEW_ATLAS_SIDE` atlas, on the fitted face mesh, one
+    rasterisation for all, over the photo); the chosen one is mixed again at the bank's size and
+    the method runs once, with it (its distance is recorded as ``dis``). The photo's open mouth (inside the detector's
     inner-lip contour) is re-rendered from the face's own texture on its own shape (a donor's closed
     mouth has no teeth to give, and teeth carry little identity). Returns ``(DeidOutput, selection
     record)``; the record names donors by bank number only."""
-    from headveil.render.appearance import (NewAppearance, appearance_uv, face_appearance, match_tone_values,
-                                            mouth_opening, render_textured_many, skin_texels, tone_stats, uv_raster,
-                                            uv_triangles)
+    from headveil.render.appearance import (NewAppearance, appearance_uv, face_appearance, mouth_opening,
+                                            render_textured_many, skin_texels, tone_stats, uv_raster, uv_triangles)
     from headveil.render.deid.face3d import face_submesh, to_world
     from headveil.render.deid.registry import apply_method
 
@@ -148,8 +148,6 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     t_size = _atlas_side(model, v_w, fit.camera, bank.texture_size) if open_mouth else TONE_ATLAS_SIDE
     target = face_appearance(inp.image, model, v_old, fit.R, fit.t, fit.camera, fit.albedo, t_size,
                              complete=open_mouth)
-    raster = uv_raster(model, bank.texture_size)
-    skin, covered = skin_texels(model, raster), raster.mask
     row = _alignment_row(attacker, inp.image, model, fit)
     t_emb = attacker.embed_many([inp.image], row)[0]
     scored = [(float(attacker.distance(t_emb, d.embeddings[attacker.name])), d) for d in bank.donors
@@ -165,21 +163,12 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     # mixes of two and three donors: an output that is no single donor either (donors alone only
     # when the bank leaves one)
     groups = [list(g) for r in (2, 3) for g in itertools.combinations(top, r)] or [[d] for d in top]
-    albedos, labels = [], []
-    cov_idx = np.flatnonzero(_face_texels(model, raster))  # only the texels the face render samples are mixed
     stats = tone_stats(target.albedo, skin_texels(model, uv_raster(model, t_size)), target.seen)
-    skin_cov = skin.ravel()[cov_idx]
-    # each donor brought to the face's tone first and weighted by a smoothed confidence, so a mix has
-    # no steps where one donor's seen skin ends (its occluder holes, its unseen side)
-    flat = {d.id: (match_tone_values(d.albedo.reshape(-1, 3)[cov_idx].astype(np.float32) / 255.0, skin_cov, stats),
-                   _mix_weight(d.confidence).ravel()[cov_idx][:, None]) for d in top}
-    for members in groups:
-        num = sum(flat[d.id][0] * flat[d.id][1] for d in members)
-        den = sum(flat[d.id][1] for d in members)
-        alb = np.zeros(covered.shape + (3,), np.float32)
-        alb.reshape(-1, 3)[cov_idx] = match_tone_values(num / den, skin_cov, stats)
-        albedos.append(alb)
-        labels.append("donor" if len(members) == 1 else f"mix of {len(members)}")
+    # the candidates are compared on a coarser atlas (a preview's face is at most PREVIEW_FACE_PX);
+    # only the chosen one is mixed again at the bank's own size
+    p_side = min(PREVIEW_ATLAS_SIDE, bank.texture_size)
+    albedos = _mixed_albedos(model, groups, p_side, stats, sel)
+    labels = ["donor" if len(g) == 1 else f"mix of {len(g)}" for g in groups]
     occ = inp.extras.get("occluders")
     kept = _kept(occ, opening)  # the open mouth is the photo's again: not compared for contrast either
     # previews: every candidate on the fitted mesh in one rasterisation, over the photo, with the face
@@ -199,7 +188,9 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     score = np.minimum(d_orig, d_donor)
     best = int(np.argmax(score))
     members = groups[best]
-    inp.extras["appearance"] = NewAppearance(albedos[best], target.light, np.mean([d.alpha for d in members], 0),
+    albedo = albedos[best] if p_side == bank.texture_size else _mixed_albedos(model, [members], bank.texture_size,
+                                                                              stats, sel)[0]
+    inp.extras["appearance"] = NewAppearance(albedo, target.light, np.mean([d.alpha for d in members], 0),
                                              sel.shape_weight, labels[best])
     inp.extras["occluders"] = kept
     out = apply_method(spec, inp, params, rng=rng)
@@ -238,6 +229,64 @@ def _atlas_side(model, vertices_world: np.ndarray, camera, ceiling: int) -> int:
     while side < need and side < ceiling:
         side *= 2
     return min(side, ceiling)
+
+
+#: Atlas side the candidate mixes are previewed at (:func:`choose_donor`; at most the bank's own):
+#: as dense as a face of :data:`PREVIEW_FACE_PX` needs, a quarter of the texels of the bank's 2048².
+PREVIEW_ATLAS_SIDE = 1024
+
+
+def _donor_texels(d, side: int, cov_idx: np.ndarray, sel: DonorSelection) -> tuple[np.ndarray, np.ndarray]:
+    """A donor's albedo ``(N, 3) float32`` in [0, 1] and mixing weight ``(N, 1)`` (:func:`_mix_weight`)
+    on the atlas texels ``cov_idx`` of a ``side`` atlas, box-averaged from the bank's size when
+    ``side`` is smaller. The reduced ones are cached on ``sel`` (the last :data:`DONOR_CACHE` donors:
+    a batch reuses them for every face)."""
+    import cv2
+
+    from headveil.render.mipmap import reduce_texture
+
+    S = d.albedo.shape[0]
+    if side == S:
+        return (d.albedo.reshape(-1, 3)[cov_idx].astype(np.float32) / 255.0,
+                _mix_weight(d.confidence).ravel()[cov_idx][:, None])
+    key = (d.id, side)
+    cache = sel.__dict__.setdefault("_donor_cache", {})
+    if key not in cache:
+        alb = reduce_texture(d.albedo.astype(np.float32) / 255.0, S // side).reshape(-1, 3)[cov_idx]
+        conf = cv2.resize(d.confidence.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
+        if len(cache) >= DONOR_CACHE:
+            cache.pop(next(iter(cache)))
+        cache[key] = (alb, _mix_weight(conf).ravel()[cov_idx][:, None])
+    return cache[key]
+
+
+#: How many donors' reduced preview texels :func:`_donor_texels` keeps (≈ 5 MB each at 1024²).
+DONOR_CACHE = 32
+
+
+def _mixed_albedos(model, groups: list, side: int, stats, sel: DonorSelection) -> list[np.ndarray]:
+    """Each group's mixed albedo ``(side, side, 3) float32``, on the texels a face render samples
+    (0 elsewhere): each donor brought to the face's tone (``stats``, :func:`~headveil.render.
+    appearance.tone_stats`) and weighted by its smoothed confidence (so a mix has no steps where
+    one donor's seen skin ends: its occluder holes, its unseen side), the mix brought to the tone
+    again."""
+    from headveil.render.appearance import match_tone_values, skin_texels, uv_raster
+
+    raster = uv_raster(model, side)
+    cov_idx = np.flatnonzero(_face_texels(model, raster))
+    skin_cov = skin_texels(model, raster).ravel()[cov_idx]
+    flat = {}
+    for d in {d.id: d for g in groups for d in g}.values():
+        alb, w = _donor_texels(d, side, cov_idx, sel)
+        flat[d.id] = (match_tone_values(alb, skin_cov, stats), w)
+    out = []
+    for members in groups:
+        num = sum(flat[d.id][0] * flat[d.id][1] for d in members)
+        den = sum(flat[d.id][1] for d in members)
+        alb = np.zeros((side, side, 3), np.float32)
+        alb.reshape(-1, 3)[cov_idx] = match_tone_values(num / den, skin_cov, stats)
+        out.append(alb)
+    return out
 
 
 #: Blur of a donor's confidence before mixing, as a share of the atlas side.

@@ -65,3 +65,37 @@ def test_previews_of_a_large_face_are_rendered_at_the_preview_size():
     small = SimpleNamespace(detection=SimpleNamespace(size=0.5 * PREVIEW_FACE_PX), camera=full)
     out = _preview_frame(small, photo, region, None, row)
     assert out[1] is photo and out[2] is region and out[4] is row
+
+
+def test_preview_mixes_are_the_bank_size_mixes_averaged_and_reuse_their_donors(model):
+    """A candidate mixed on the coarser preview atlas equals the same mix at the bank's size averaged
+    2 × 2 (to the tone matching's nonlinearity), and a donor's reduced texels are computed once."""
+    from types import SimpleNamespace
+
+    from headveil.pipelines.appearances import DonorSelection, _face_texels, _mixed_albedos
+    from headveil.render.appearance import uv_raster
+
+    S = 256
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:S, 0:S] / S
+    donors = []
+    for k in range(2):  # smooth albedos with a different gradient each, half of one donor unseen
+        alb = np.stack([0.55 + 0.2 * xx * (k + 1), 0.4 + 0.15 * yy, 0.35 + 0.05 * k + 0 * xx], -1)
+        conf = np.full((S, S), 255, np.uint8)
+        if k:
+            conf[:, : S // 2] = 0
+        donors.append(SimpleNamespace(id=f"d{k}", albedo=(alb * 255 + 0.5 * rng.uniform(size=alb.shape)).astype(np.uint8),
+                                      confidence=conf))
+    stats = (np.array([62.0, 14.0, 17.0]), np.array([6.0, 3.0, 4.0]))
+    sel = DonorSelection(bank=None, selector=None)
+    full = _mixed_albedos(model, [donors], S, stats, sel)[0]
+    half = _mixed_albedos(model, [donors], S // 2, stats, sel)[0]
+    inner = _face_texels(model, uv_raster(model, S // 2)).reshape(S // 2, S // 2)
+    both = inner & (_face_texels(model, uv_raster(model, S)).reshape(S, S).reshape(S // 2, 2, S // 2, 2).all((1, 3)))
+    avg = full.reshape(S // 2, 2, S // 2, 2, 3).mean((1, 3))
+    assert both.sum() > 500
+    assert np.abs(half[both] - avg[both]).mean() < 0.01
+    cached = dict(sel._donor_cache)
+    assert set(cached) == {("d0", S // 2), ("d1", S // 2)}  # the bank's own size is never cached
+    _mixed_albedos(model, [donors], S // 2, stats, sel)
+    assert all(sel._donor_cache[k][0] is cached[k][0] for k in cached)
