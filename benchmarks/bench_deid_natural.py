@@ -93,6 +93,7 @@ def _metrics(orig: np.ndarray, out: np.ndarray, pts: np.ndarray, scheme: str) ->
     occluder test uses): the ring as a whole also holds hair, collars and background."""
     import cv2
 
+    from headveil.geometry.perception.metrics import face_interior, sharpness_ratio
     from headveil.geometry.perception.segmentation import person_mask
     from headveil.render.occlusion import skin_distance
 
@@ -100,14 +101,10 @@ def _metrics(orig: np.ndarray, out: np.ndarray, pts: np.ndarray, scheme: str) ->
     cv2.fillConvexPoly(hull, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
     size = max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]))
     k = max(3, int(0.04 * size)) | 1
-    inner = cv2.erode(hull, np.ones((k, k), np.uint8))
+    inner = face_interior(pts, orig.shape).astype(np.uint8)
     ring = cv2.dilate(hull, np.ones((3 * k, 3 * k), np.uint8)) & ~cv2.dilate(hull, np.ones((k, k), np.uint8))
     seam = cv2.dilate(hull, np.ones((5, 5), np.uint8)) & ~cv2.erode(hull, np.ones((5, 5), np.uint8))
     just_in = cv2.erode(hull, np.ones((7, 7), np.uint8)) & ~cv2.erode(hull, np.ones((2 * k + 7, 2 * k + 7), np.uint8))
-
-    def lap_var(img):
-        g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
-        return float(cv2.Laplacian(g, cv2.CV_64F)[inner > 0].var())
 
     def grad(img, m):
         g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
@@ -126,7 +123,7 @@ def _metrics(orig: np.ndarray, out: np.ndarray, pts: np.ndarray, scheme: str) ->
         ref = np.median(lab_o[ring_skin], 0)
         d_skin = float(np.linalg.norm((np.median(lab_p[inner > 0], 0) - ref) * scale))
         d_skin_orig = float(np.linalg.norm((np.median(lab_o[inner > 0], 0) - ref) * scale))
-    return {"sharpness_ratio": lap_var(out) / max(lap_var(orig), 1e-9),
+    return {"sharpness_ratio": sharpness_ratio(orig, out, inner > 0),
             "delta_e_ring": float(d_ring), "delta_e_face": float(d_face),
             "delta_e_ring_skin": d_skin, "delta_e_ring_skin_original": d_skin_orig,
             "ring_skin_share": float(ring_skin.sum() / max(ring.sum(), 1)),

@@ -13,6 +13,9 @@ Privacy (the recognizer is the attacker; distances are "smaller = more similar",
 
 Utility: PSNR, SSIM (whole image or inside a mask), landmark distance (normalised by the
 inter-ocular distance), head-pose error (degrees), expression error (blendshape / η distances).
+
+Naturalness: face-region sharpness, the variance of the Laplacian of the grey image inside the
+landmark hull eroded by 4 % of the face (:func:`face_interior`, :func:`sharpness_ratio`).
 """
 
 from __future__ import annotations
@@ -211,23 +214,64 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
-def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """SSIM (Gaussian window σ = 1.5, as Wang et al.) over the image or averaged inside a ``(H, W)`` mask."""
-    from skimage.metrics import structural_similarity
+def face_interior(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(H, W) bool``: the convex hull of a face's landmarks ``points (N, 2)`` (pixels, x right, y
+    down) eroded by 4 % of the face's size (at least 3 px): the face without its outline."""
+    import cv2
 
+    pts = np.asarray(points, np.float64)
+    hull = np.zeros(shape[:2], np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
+    k = max(3, int(0.04 * max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1])))) | 1
+    return cv2.erode(hull, np.ones((k, k), np.uint8)) > 0
+
+
+def laplacian_variance(image: np.ndarray, mask: np.ndarray) -> float:
+    """Variance of the Laplacian of ``image (H, W, 3) uint8`` RGB's grey levels (0–255) inside
+    ``mask (H, W) bool``: its finest detail (noise, texture, edges)."""
+    import cv2
+
+    g = cv2.cvtColor(np.asarray(image, np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float64)
+    return float(cv2.Laplacian(g, cv2.CV_64F)[np.asarray(mask, bool)].var())
+
+
+def sharpness_ratio(original: np.ndarray, output: np.ndarray, mask: np.ndarray) -> float:
+    """How much sharper ``output`` is than ``original`` (both ``(H, W, 3) uint8``) inside ``mask``:
+    the ratio of their :func:`laplacian_variance` (1 = as sharp; the naturalness limits are 0.7–1.3)."""
+    return laplacian_variance(output, mask) / max(laplacian_variance(original, mask), 1e-9)
+
+
+def _gauss11(x: np.ndarray) -> np.ndarray:
+    """Gaussian blur σ = 1.5 over an 11-tap window (truncated at 3.5 σ), mirrored borders: the SSIM window."""
+    import cv2
+
+    return cv2.GaussianBlur(x, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """SSIM (Wang et al. 2004: Gaussian window σ = 1.5, K1 = 0.01, K2 = 0.03, population
+    covariances) of two images (uint8, or float in [0, 1]), its map averaged over the channels, then
+    over the image or inside a ``(H, W)`` bool mask. Scikit-image's
+    ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)`` full map,
+    computed in float32 with OpenCV blurs: ≈ 10× faster, within 1e-4 of it (the most on flat
+    patches); identical images give exactly 1."""
     a, b = _check_pair(a, b)
-    kw = dict(data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True)
-    if a.ndim == 3:
-        _, smap = structural_similarity(a, b, channel_axis=-1, **kw)
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    C1, C2 = 0.01 ** 2, 0.03 ** 2
+    mu_a, mu_b = _gauss11(a), _gauss11(b)
+    va, vb, cov = _gauss11(a * a), _gauss11(b * b), _gauss11(a * b)
+    va -= mu_a * mu_a
+    vb -= mu_b * mu_b
+    cov -= mu_a * mu_b
+    smap = ((2 * mu_a * mu_b + C1) * (2 * cov + C2)) / ((mu_a * mu_a + mu_b * mu_b + C1) * (va + vb + C2))
+    if smap.ndim == 3:
         smap = smap.mean(-1)
-    else:
-        _, smap = structural_similarity(a, b, **kw)
     if mask is None:
-        return float(smap.mean())
+        return float(smap.mean(dtype=np.float64))
     m = np.asarray(mask, bool)
     if m.shape != smap.shape or not m.any():
         raise ValueError(f"mask must be a non-empty (H, W) = {smap.shape} bool array")
-    return float(smap[m].mean())
+    return float(smap[m].mean(dtype=np.float64))
 
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)

@@ -68,3 +68,41 @@ def test_geometry_of_faces_metrics():
     assert M.landmark_distance(lm, lm + [3, 4], "none") == pytest.approx(5.0)
     assert M.pose_error_deg([179.0, 0, 0], [-179.0, 2.0, 0]) == pytest.approx(2.0)  # wraps around
     assert M.expression_error([0.0, 0.5], [0.2, 0.1]) == pytest.approx(0.3)
+
+
+def test_ssim_values_by_hand():
+    a = np.full((32, 32, 3), 100, np.uint8)
+    assert M.ssim(a, a) == 1.0
+    # a constant offset on a flat image: only the luminance term, (2 μa μb + C1) / (μa² + μb² + C1)
+    b = a + 20
+    mu_a, mu_b, C1 = 100 / 255, 120 / 255, 0.01 ** 2
+    assert abs(M.ssim(a, b) - (2 * mu_a * mu_b + C1) / (mu_a ** 2 + mu_b ** 2 + C1)) < 1e-4
+    m = np.zeros((32, 32), bool)
+    m[:4, :4] = True
+    assert abs(M.ssim(a, b, m) - M.ssim(a, b)) < 1e-6
+
+
+def test_ssim_equals_scikit_images_gaussian_ssim():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    _, smap = structural_similarity(a / 255.0, b / 255.0, channel_axis=-1, data_range=1.0, gaussian_weights=True,
+                                    sigma=1.5, use_sample_covariance=False, full=True)
+    assert abs(M.ssim(a, b) - smap.mean()) < 1e-4
+
+
+def test_face_interior_and_sharpness_ratio():
+    import cv2
+
+    # landmarks on a 100 px square: its hull eroded by 4 % of 100 px (a 5 px kernel: 2 px a side)
+    pts = np.array([[50, 50], [150, 50], [150, 150], [50, 150], [100, 100]], float)
+    inner = M.face_interior(pts, (200, 200))
+    ys, xs = np.nonzero(inner)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (52, 148, 52, 148)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    assert M.sharpness_ratio(img, img, inner) == pytest.approx(1.0)
+    soft = cv2.GaussianBlur(img, (0, 0), 1.0)
+    assert M.sharpness_ratio(img, soft, inner) < 0.1 < 10 < M.sharpness_ratio(soft, img, inner)
