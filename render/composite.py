@@ -222,11 +222,21 @@ def identical_share(original: np.ndarray, output: np.ndarray, region: np.ndarray
     """Share in [0, 1] of ``region (H, W) bool`` whose pixels are byte-identical (all three
     channels) in ``original`` and ``output`` (both ``(H, W, 3) uint8``); 0 for an empty region."""
     region = np.asarray(region, bool)
-    n = int(region.sum())
-    if n == 0:
+    box = _box(region)
+    if box is None:
         return 0.0
-    same = np.all(np.asarray(original) == np.asarray(output), axis=-1)
-    return float((same & region).sum() / n)
+    r = region[box]
+    same = np.all(np.asarray(original)[box] == np.asarray(output)[box], axis=-1)
+    return float((same & r).sum() / r.sum())
+
+
+def _box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of ``mask (H, W) bool`` as slices (None when empty): whole-photo masks of
+    one face are compared on their box alone."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if len(rows) == 0:
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
 def break_coincidences(original: np.ndarray, output: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, int]:
@@ -235,6 +245,11 @@ def break_coincidences(original: np.ndarray, output: np.ndarray, region: np.ndar
     their green channel's lowest bit flipped (±1 of 255, invisible), so that "no original face pixel
     survives" holds byte for byte and can be checked. Returns ``(image, pixels changed)``."""
     out = np.array(output, np.uint8, copy=True)
-    same = np.all(np.asarray(original) == out, axis=-1) & np.asarray(region, bool)
-    out[same, 1] ^= 1
+    region = np.asarray(region, bool)
+    box = _box(region)
+    if box is None:
+        return out, 0
+    o = out[box]  # a view: flipped in place
+    same = np.all(np.asarray(original)[box] == o, axis=-1) & region[box]
+    o[same, 1] ^= 1
     return out, int(same.sum())
