@@ -222,33 +222,25 @@ def class_appearances(faces: list[_Face], labels: list[int]) -> dict[int, tuple[
 
 
 def directed_codes(face: _Face, assigned: dict, changed: list[str], base_alpha: np.ndarray, model,
-                   margin: float, keep_margin: float = 0.0, published: tuple[str, ...] = ()
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   margin: float, keep_margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Stage III codes of one face: ``(α' (K,), η' (E,))`` — the class's mean α moved so that the
     geometric estimator reads, for every changed shape attribute, a clear value of the assigned
     boolean (threshold ± ``margin`` × spread) and, for every other one, the face's own estimate (the
     through-the-fit estimator on its fitted α: what its published boolean was read from), moved out
     to threshold ± ``keep_margin`` × spread on its own side when it lies closer (a re-estimate of
-    the release then keeps the boolean). The ``published`` attributes (the quasi-identifiers and
-    the sensitive one, which the privacy table is made of) are made at least as clear as a photo
-    needs to be read back on their side 95 % of the time
-    (:meth:`~headveil.geometry.identity.attributes.ShapeAttributes.reread_margin`); η with the
-    changed expression attributes set."""
+    the release then keeps the boolean); η with the changed expression attributes set."""
     from headveil.geometry.identity.attributes import EXPRESSION_ATTRIBUTES, shape_attributes
 
     sa = shape_attributes()
     own = sa.values(face.fit.identity)
 
-    def clear(n: str, flag: bool, m: float) -> float:
-        return max(m, sa.reread_margin(n, flag)) if n in published else m
-
     def kept(i: int, n: str) -> float:
         flag = bool(own[i] > sa.threshold[i])
-        edge = sa.target_value(n, flag, clear(n, flag, keep_margin))
+        edge = sa.target_value(n, flag, keep_margin)
         return float(max(own[i], edge) if flag else min(own[i], edge))
 
-    targets = {n: (sa.target_value(n, bool(assigned[n]), clear(n, bool(assigned[n]), margin)) if n in changed
-                   else kept(i, n)) for i, n in enumerate(sa.names)}
+    targets = {n: (sa.target_value(n, bool(assigned[n]), margin) if n in changed else kept(i, n))
+               for i, n in enumerate(sa.names)}
     alpha = sa.move(base_alpha, targets)
     eta = np.asarray(face.fit.expression, np.float32).copy()
     for n in changed:
@@ -337,7 +329,7 @@ def run_anonymize(cmd: AnonymizeCommand, model=None) -> dict:
             for i in ix:
                 f, rec, ch = faces[i], assignment.records[i], assignment.changed[i]
                 base_alpha, class_alb = apps[label[i]]
-                alpha, eta = directed_codes(f, rec, ch, base_alpha, model, cmd.margin, cmd.keep_margin, tuple(names))
+                alpha, eta = directed_codes(f, rec, ch, base_alpha, model, cmd.margin, cmd.keep_margin)
                 app = NewAppearance(_albedo_for(f, class_alb, rec, ch, model), f.light, None, 0.0,
                                     f"class of {len(classes[tuple(rec[q] for q in cmd.quasi)])}")
                 try:

@@ -16,9 +16,7 @@ Every attribute has a continuous value and a boolean (value > its threshold). Fo
   (:mod:`headveil.geometry.perception.age_gender`); observed only, never synthesised.
 
 Synthesis moves codes so that an attribute takes a *clear* value: threshold ± ``margin`` × the
-attribute's spread in the model's prior (:meth:`ShapeAttributes.target_value`). How clear a value
-must be for a photo of it to be read back on the same side is calibrated on the asset's held-out
-fitted mixtures (:meth:`ShapeAttributes.reread_margin`).
+attribute's spread in the model's prior (:meth:`ShapeAttributes.target_value`).
 """
 
 from __future__ import annotations
@@ -35,12 +33,6 @@ from headveil.common.errors import HeadVeilError
 from headveil.common.images import lab_to_srgb, srgb_to_lab
 
 ATTRIBUTES_FILE = "headveil_head_attributes.npz"
-
-#: :meth:`ShapeAttributes.reread_margin`: the probability a clear value is read back, the largest
-#: margin (prior spreads) it asks for, and the first held-out row it is calibrated on.
-REREAD_P = 0.95
-REREAD_CAP = 2.5
-CALIBRATION_ROW = 100
 
 
 class FaceAttributeError(HeadVeilError, ValueError):
@@ -128,7 +120,6 @@ class ShapeAttributes:
         self.holdout = {k: arrays[k] for k in ("holdout_alpha", "holdout_fitted_alpha", "holdout_values", "holdout_yaw_deg")}
         self.descriptions = dict(meta.get("descriptions", {}))
         self.meta = meta
-        self._calibration = None
 
     @classmethod
     def load(cls, path: str | Path | None = None, model_path: str | Path | None = None) -> ShapeAttributes:
@@ -172,33 +163,6 @@ class ShapeAttributes:
         """A clear value for ``flag``: threshold ± ``margin`` × the attribute's prior spread."""
         i = self.index(name)
         return float(self.threshold[i] + (1 if flag else -1) * margin * self.spread[i])
-
-    def reread_margin(self, name: str, flag: bool, p: float = REREAD_P, cap: float = REREAD_CAP) -> float:
-        """How clear (in prior spreads past the threshold, on ``flag``'s side) a head's true value
-        must be for the through-the-fit estimator to read ``flag`` back from a photo of it with
-        probability ``p``, at most ``cap``. Calibrated on the held-out rows from
-        :data:`CALIBRATION_ROW` on (the first ones are left to evaluations): the estimate ≈ a + b ×
-        true value with residual spread r, so the margin is (z_p · r ∓ (a + b·t − t)) / (b ×
-        spread). ``cap`` when the fit barely reads the attribute (b ≤ 0.05)."""
-        from statistics import NormalDist
-
-        if self._calibration is None:
-            rows = slice(CALIBRATION_ROW, None)
-            tv = np.array([self.true_values(a) for a in self.holdout["holdout_alpha"][rows]])
-            ev = np.array([self.values(a) for a in self.holdout["holdout_fitted_alpha"][rows]])
-            cal = []
-            for i in range(len(self.names)):
-                b, a = np.polyfit(tv[:, i], ev[:, i], 1)
-                cal.append((float(a), float(b), float((ev[:, i] - (a + b * tv[:, i])).std())))
-            self._calibration = cal
-        i = self.index(name)
-        a, b, r = self._calibration[i]
-        if b <= 0.05:
-            return float(cap)
-        t, s = self.threshold[i], self.spread[i]
-        bias = a + b * t - t  # what the estimator reads at the threshold, past it
-        m = (NormalDist().inv_cdf(p) * r + (-bias if flag else bias)) / (b * s)
-        return float(np.clip(m, 0.0, cap))
 
     def move(self, alpha: np.ndarray, targets: dict[str, float]) -> np.ndarray:
         """α moved along the attribute directions so that the geometric estimator reads

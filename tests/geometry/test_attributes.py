@@ -50,37 +50,6 @@ def test_move_sets_targets_and_holds_the_rest():
     assert sa.target_value("male", True) == pytest.approx(0.5 + 1.5 * sa.spread[sa.index("male")])
 
 
-def test_reread_margin_follows_the_calibration_of_the_fit():
-    """Margin = (z_p · residual ∓ bias) / (slope × spread) from the held-out fits, capped where the
-    fit barely reads an attribute; a value that clear is read back on its side ≈ p of the time."""
-    from statistics import NormalDist
-
-    from headveil.geometry.identity.attributes import CALIBRATION_ROW, REREAD_CAP
-
-    sa = shape_attributes()
-    i = sa.index("wide_face")
-    rows = slice(CALIBRATION_ROW, None)
-    tv = np.array([sa.true_values(a)[i] for a in sa.holdout["holdout_alpha"][rows]])
-    ev = np.array([sa.values(a)[i] for a in sa.holdout["holdout_fitted_alpha"][rows]])
-    b, a = np.polyfit(tv, ev, 1)
-    r = (ev - (a + b * tv)).std()
-    t, s = sa.threshold[i], sa.spread[i]
-    z = NormalDist().inv_cdf(0.95)
-    assert sa.reread_margin("wide_face", True) == pytest.approx((z * r - (a + b * t - t)) / (b * s), rel=1e-9)
-    assert sa.reread_margin("wide_face", False) == pytest.approx((z * r + (a + b * t - t)) / (b * s), rel=1e-9)
-    assert sa.reread_margin("wide_face", True, p=0.99) > sa.reread_margin("wide_face", True)
-    # the fit barely reads "muscular" (slope ≈ 0): no margin can make it readable, the cap is asked
-    assert sa.reread_margin("muscular", True) == REREAD_CAP
-    # on the first held-out rows (not calibrated on), heads that clear are read back ≈ 95 % of the time
-    test = slice(0, CALIBRATION_ROW)
-    tv0 = np.array([sa.true_values(x)[i] for x in sa.holdout["holdout_alpha"][test]])
-    ev0 = np.array([sa.values(x)[i] for x in sa.holdout["holdout_fitted_alpha"][test]])
-    up = tv0 >= t + sa.reread_margin("wide_face", True) * s
-    down = tv0 <= t - sa.reread_margin("wide_face", False) * s
-    assert up.sum() + down.sum() >= 5
-    assert np.mean(np.concatenate([ev0[up] > t, ev0[down] <= t])) >= 0.8
-
-
 def test_ita_is_the_angle_of_lightness_over_yellowness():
     rgb = lab_to_srgb(np.array([65.0, 10.0, 15.0]))  # ITA = atan((65 − 50) / 15) = 45°
     np.testing.assert_allclose(srgb_to_lab(rgb), [65.0, 10.0, 15.0], atol=0.25)  # OpenCV's float32 round trip
