@@ -166,7 +166,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     stats = tone_stats(target.albedo, skin_texels(model, uv_raster(model, t_size)), target.seen)
     # the candidates are compared on a coarser atlas (a preview's face is at most PREVIEW_FACE_PX);
     # only the chosen one is mixed again at the bank's own size
-    p_side = min(PREVIEW_ATLAS_SIDE, bank.texture_size)
+    p_side = _preview_side(bank.texture_size)
     albedos = _mixed_albedos(model, groups, p_side, stats, sel)
     labels = ["donor" if len(g) == 1 else f"mix of {len(g)}" for g in groups]
     occ = inp.extras.get("occluders")
@@ -234,6 +234,15 @@ def _atlas_side(model, vertices_world: np.ndarray, camera, ceiling: int) -> int:
 #: Atlas side the candidate mixes are previewed at (:func:`choose_donor`; at most the bank's own):
 #: as dense as a face of :data:`PREVIEW_FACE_PX` needs, a quarter of the texels of the bank's 2048².
 PREVIEW_ATLAS_SIDE = 1024
+
+
+def _preview_side(bank_side: int) -> int:
+    """The preview atlas side for a bank of ``bank_side``: the bank's side divided by the whole
+    factor that brings it nearest above :data:`PREVIEW_ATLAS_SIDE` (the bank's own when none does)."""
+    f = max(1, bank_side // PREVIEW_ATLAS_SIDE)
+    while bank_side % f:
+        f -= 1
+    return bank_side // f
 
 
 def _donor_texels(d, side: int, cov_idx: np.ndarray, sel: DonorSelection) -> tuple[np.ndarray, np.ndarray]:

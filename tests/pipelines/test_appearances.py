@@ -99,3 +99,10 @@ def test_preview_mixes_are_the_bank_size_mixes_averaged_and_reuse_their_donors(m
     assert set(cached) == {("d0", S // 2), ("d1", S // 2)}  # the bank's own size is never cached
     _mixed_albedos(model, [donors], S // 2, stats, sel)
     assert all(sel._donor_cache[k][0] is cached[k][0] for k in cached)
+
+
+def test_preview_side_divides_the_banks_side():
+    from headveil.pipelines.appearances import PREVIEW_ATLAS_SIDE, _preview_side
+
+    assert PREVIEW_ATLAS_SIDE == 1024
+    assert [_preview_side(s) for s in (128, 1024, 1536, 2048, 3000, 4096)] == [128, 1024, 1536, 1024, 1500, 1024]
