@@ -131,12 +131,16 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     the method runs once, with it (its distance is recorded as ``dis``). The photo's open mouth (inside the detector's
     inner-lip contour) is re-rendered from the face's own texture on its own shape (a donor's closed
     mouth has no teeth to give, and teeth carry little identity). Returns ``(DeidOutput, selection
-    record)``; the record names donors by bank number only."""
+    record)``; the record names donors by bank number only, and splits its ``seconds`` into
+    ``appearance`` (the face's own tone and light), ``selection`` and ``render``."""
     from headveil.render.appearance import (NewAppearance, appearance_uv, face_appearance, mouth_opening,
                                             render_textured_many, skin_texels, tone_stats, uv_raster, uv_triangles)
     from headveil.render.deid.face3d import face_submesh, to_world
     from headveil.render.deid.registry import apply_method
 
+    import time
+
+    t0 = time.perf_counter()
     model, bank, attacker = inp.model, sel.bank, sel.selector
     v_old = model.vertices(fit.identity, fit.expression)
     opening = mouth_opening(fit.detection.points, fit.detection.scheme, inp.image.shape[:2])
@@ -148,6 +152,8 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     t_size = _atlas_side(model, v_w, fit.camera, bank.texture_size) if open_mouth else TONE_ATLAS_SIDE
     target = face_appearance(inp.image, model, v_old, fit.R, fit.t, fit.camera, fit.albedo, t_size,
                              complete=open_mouth)
+    stats = tone_stats(target.albedo, skin_texels(model, uv_raster(model, t_size)), target.seen)
+    t_app = time.perf_counter()
     row = _alignment_row(attacker, inp.image, model, fit)
     t_emb = attacker.embed_many([inp.image], row)[0]
     scored = [(float(attacker.distance(t_emb, d.embeddings[attacker.name])), d) for d in bank.donors
@@ -163,7 +169,6 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     # mixes of two and three donors: an output that is no single donor either (donors alone only
     # when the bank leaves one)
     groups = [list(g) for r in (2, 3) for g in itertools.combinations(top, r)] or [[d] for d in top]
-    stats = tone_stats(target.albedo, skin_texels(model, uv_raster(model, t_size)), target.seen)
     # the candidates are compared on a coarser atlas (a preview's face is at most PREVIEW_FACE_PX);
     # only the chosen one is mixed again at the bank's own size
     p_side = _preview_side(bank.texture_size)
@@ -193,6 +198,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     inp.extras["appearance"] = NewAppearance(albedo, target.light, np.mean([d.alpha for d in members], 0),
                                              sel.shape_weight, labels[best])
     inp.extras["occluders"] = kept
+    t_sel = time.perf_counter()
     out = apply_method(spec, inp, params, rng=rng)
     inp.extras.pop("appearance", None)
     inp.extras["occluders"] = occ
@@ -206,6 +212,9 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     if open_mouth:  # the photo's open mouth, re-rendered from the face's own texture on its own shape
         out.image = _paste_mouth(out.image, opening, v_w, model, fit.camera, target)
         out.metrics["mouth_opening_px"] = int(opening.sum())
+    # the face's own appearance (tone, light); choosing among the candidates; the chosen one
+    # rendered by the method (with the attacker's distance to it and the open mouth)
+    record["seconds"] = {"appearance": t_app - t0, "selection": t_sel - t_app, "render": time.perf_counter() - t_sel}
     return out, record
 
 

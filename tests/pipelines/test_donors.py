@@ -76,6 +76,10 @@ def test_donor_appearance_is_chosen_by_facenet_and_judged_by_the_verifiers(photo
     m = json.loads((out / "0001" / "face0" / "metrics.json").read_text())
     sel = m["appearance"]["selection"]
     assert sel["attacker"] == "facenet" and sel["candidates"][0]["donors"] == ["d0001"]
+    # the time split: the face's own appearance, the selection and the render inside the method's
+    assert set(sel["seconds"]) == {"appearance", "selection", "render"} and min(sel["seconds"].values()) > 0
+    assert sum(sel["seconds"].values()) <= m["seconds"]["method"] + 1e-6
+    assert {"detect", "fit", "occluders", "method", "guard"} <= set(m["seconds"])
     assert set(m["reidentification"]) == {"dlib", "sface"}  # the selection attacker never verifies
     assert set(m["appearance"]["donor_privacy"]) == {"dlib", "sface"}
     assert m["params"]["render"] == "donor" and m["utility"]["face_pixels_identical_share"] == 0.0
