@@ -596,8 +596,11 @@ def _deid_one(task: _ImageTask, model=None, prepared=None) -> dict:
             raise HeadVeilError(f"{p}: no face could be de-identified (" +
                                 "; ".join(f"{f}: {why}" for f, why in left.items()) + ")")
         noise = "insecure-reproducible seed" if cmd.insecure_reproducible else "fresh OS entropy per face (never stored)"
-        with atomic_output_dir(cmd.out / name, overwrite=cmd.overwrite, private=True) as tmp:
-            write_image(tmp / "deid.png", cur)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with atomic_output_dir(cmd.out / name, overwrite=cmd.overwrite, private=True) as tmp, \
+                ThreadPoolExecutor(1) as writer:
+            png = writer.submit(write_image, tmp / "deid.png", cur)  # zlib runs beside the meshes' colours
             for k, out, fit, record, camera in done_faces:
                 face_dir = tmp / f"face{k}"
                 face_dir.mkdir()
@@ -609,6 +612,7 @@ def _deid_one(task: _ImageTask, model=None, prepared=None) -> dict:
                 if spec.name == "id-keyed":
                     write_json(face_dir / "codes.json",
                                _codes_json(spec, params, out, fit, model, extras["key"], camera))
+            png.result()  # its own error, if any, is this photo's
             outputs = {str(f.relative_to(tmp)): sha256_file(f) for f in sorted(tmp.rglob("*"))
                        if f.is_file() and not f.name.startswith(".")}
             write_json(tmp / "manifest.json", build_manifest(
