@@ -55,8 +55,8 @@ class ExpressionAttribute:
 #: Expression attributes (MediaPipe blendshape read-out; the names follow CelebA's).
 EXPRESSION_ATTRIBUTES: dict[str, ExpressionAttribute] = {
     "smiling": ExpressionAttribute(("mouthSmileLeft", "mouthSmileRight"), 0.4,
-                                   {"mouthSmileLeft": 0.8, "mouthSmileRight": 0.8}, {"mouthSmileLeft": 0.0, "mouthSmileRight": 0.0},
-                                   "mean of mouthSmileLeft/Right; True: > 0.4"),
+                                   {"mouthSmileLeft": 1.0, "mouthSmileRight": 1.0}, {"mouthSmileLeft": 0.0, "mouthSmileRight": 0.0},
+                                   "mean of mouthSmileLeft/Right; True: > 0.4 (synthesised as the full smile)"),
     "mouth_slightly_open": ExpressionAttribute(("jawOpen",), 0.12, {"jawOpen": 0.3}, {"jawOpen": 0.0},
                                                "jawOpen; True: > 0.12"),
 }
