@@ -12,6 +12,8 @@ and ``max_yaw``).
 
 from __future__ import annotations
 
+import itertools
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,8 +140,6 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     from headveil.render.deid.face3d import face_submesh, to_world
     from headveil.render.deid.registry import apply_method
 
-    import time
-
     t0 = time.perf_counter()
     model, bank, attacker = inp.model, sel.bank, sel.selector
     v_old = model.vertices(fit.identity, fit.expression)
@@ -163,8 +163,6 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     if not ok:
         raise HeadVeilError(f"{source}: no donor of the bank is another person to the selection attacker "
                             f"({len(refused)} refused as this face's own); add donors")
-    import itertools
-
     top = [d for _, d in ok][: sel.candidates]
     # mixes of two and three donors: an output that is no single donor either (donors alone only
     # when the bank leaves one)
@@ -312,8 +310,8 @@ MIX_WEIGHT_SIGMA = 0.01
 
 
 def _mix_weight(confidence: np.ndarray, sigma: float = MIX_WEIGHT_SIGMA) -> np.ndarray:
-    """A donor's weight in a mix, ``(S, S) float32`` in (0, 1]: its ``confidence (S, S) uint8``
-    blurred by a Gaussian of ``sigma`` × the atlas side (on a grid 4× coarser, brought back
+    """A donor's weight in a mix, ``(S, S) float32`` in (0, 1]: its ``confidence (S, S)`` (uint8, or
+    float area-averaged from it, 0–255) blurred by a Gaussian of ``sigma`` × the atlas side (on a grid 4× coarser, brought back
     bilinearly), plus 1e-3 so unseen texels are averaged evenly."""
     import cv2
 

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
@@ -155,7 +156,8 @@ class DeidRecord(Artefact):
         insecure_reproducible: the noise came from a fixed seed.
         appearance: with ``--appearance donor``: ``selection`` (the FaceNet attacker's candidates,
             distances, the one chosen, the margin beyond its threshold, donors refused as the face's
-            own) and ``donor_privacy`` (each verifier's distance to the chosen donors).
+            own, and the method's seconds split into the face's own appearance, the selection and
+            the render) and ``donor_privacy`` (each verifier's distance to the chosen donors).
     """
 
     SCHEMA: ClassVar[str] = "headveil.deid"
@@ -335,7 +337,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     occ_w, t_occ = None, time.perf_counter()
     if cmd.occluders and "model" in spec.needs:  # a re-rendered face: what will stay on top of it
         occ_w = inp.extras["occluders"] = _occluders(work, det_w, region, model, fit)
-    t_occ = time.perf_counter() - t_occ  # compositing's share (outside the method), found early
+    t_occ = time.perf_counter() - t_occ  # recorded on its own (seconds["occluders"]), found before the method
     rng = rng if rng is not None else np.random.default_rng(np.random.SeedSequence())
     selection, cluster = None, extras.get("_cluster")
     if cluster is not None:  # k-same: the cluster's mean shape and albedo under this photo's light
@@ -596,8 +598,6 @@ def _deid_one(task: _ImageTask, model=None, prepared=None) -> dict:
             raise HeadVeilError(f"{p}: no face could be de-identified (" +
                                 "; ".join(f"{f}: {why}" for f, why in left.items()) + ")")
         noise = "insecure-reproducible seed" if cmd.insecure_reproducible else "fresh OS entropy per face (never stored)"
-        from concurrent.futures import ThreadPoolExecutor
-
         with atomic_output_dir(cmd.out / name, overwrite=cmd.overwrite, private=True) as tmp, \
                 ThreadPoolExecutor(1) as writer:
             png = writer.submit(write_image, tmp / "deid.png", cur)  # zlib runs beside the meshes' colours
