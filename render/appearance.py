@@ -295,6 +295,29 @@ def shading(normals: np.ndarray, gamma: np.ndarray, floor: float = 0.08) -> np.n
     return np.maximum(sh_basis(n.reshape(-1, 3)) @ gamma, floor).reshape(*n.shape[:-1], 3)
 
 
+def shadow_weight(normals_world: np.ndarray, weight: np.ndarray, gamma: np.ndarray, w2c: np.ndarray, model,
+                  raster: UVRaster, low: float = 0.25, high: float = 0.6) -> np.ndarray:
+    """``(S, S) float32`` in [0, 1]: how far a texel's de-lit colour can be trusted given its light.
+    De-lighting divides by the irradiance, so a texel in deep shadow returns the photo's noise,
+    compression and colour cast multiplied. The irradiance's luminance (SH ``gamma``, camera frame
+    through ``w2c``, of ``normals_world (S, S, 3)``) relative to its median over the well-seen skin
+    (``weight > 0.5``) maps to 0 at ``low`` and below, 1 at ``high`` and above. All ones when fewer
+    than 100 skin texels were seen."""
+    skin = skin_texels(model, raster) & (weight > 0.5)
+    out = np.ones(weight.shape, np.float32)
+    seen = weight > 0
+    if skin.sum() < 100:
+        return out
+    lum = np.array([0.299, 0.587, 0.114])
+    s = np.zeros(weight.shape, np.float64)
+    s[seen] = shading(normals_world[seen].astype(np.float64) @ np.asarray(w2c)[:3, :3].T, gamma) @ lum
+    ref = float(np.median(s[skin]))
+    if ref <= 0:
+        return out
+    out[seen] = np.clip((s[seen] / ref - low) / (high - low), 0, 1)
+    return out
+
+
 def delight(texture: np.ndarray, normals_world: np.ndarray, weight: np.ndarray, gamma: np.ndarray,
             w2c: np.ndarray) -> np.ndarray:
     """Albedo ``(S, S, 3)`` = texture / shading, where ``weight > 0`` (0 elsewhere), in [0, 1]."""
@@ -513,6 +536,12 @@ def tone_stats(target: np.ndarray, skin: np.ndarray, target_weight: np.ndarray |
     return dst.mean(0), dst.std(0) + 1e-3
 
 
+#: :func:`match_tone_values`: a* / b* means above which a skin is warm in that channel, and the
+#: clip of the ratio its chroma is scaled by.
+WARM_CHROMA = 4.0
+CHROMA_RATIO = (0.5, 2.0)
+
+
 def match_tone_values(values: np.ndarray, skin: np.ndarray, stats, spread: tuple[float, float] = (0.7, 1.4)) -> np.ndarray:
     """Colours ``values (N, 3)`` in [0, 1] moved to a skin tone ``stats`` (:func:`tone_stats`):
     per CIELAB channel, the mean (and the spread, clipped to ``spread``) over the ``skin (N,) bool``
@@ -526,7 +555,14 @@ def match_tone_values(values: np.ndarray, skin: np.ndarray, stats, spread: tuple
     ms, ss = src.mean(0), src.std(0) + 1e-3
     md, sd = stats
     k = np.clip(sd / ss, *spread)
-    return np.clip(lab_to_srgb((lab - ms) * k + md), 0, 1)
+    out = (lab - ms) * k + md
+    # hue kept: where both skins are clearly warm in a* / b*, that channel is scaled about neutral
+    # instead, so a feature with less colour than the donor's skin (brows, lashes, stubble) stays
+    # brown instead of being pushed past grey into green or blue on a paler target
+    for c in (1, 2):
+        if ms[c] > WARM_CHROMA and md[c] > WARM_CHROMA:
+            out[:, c] = lab[:, c] * np.clip(md[c] / ms[c], *CHROMA_RATIO)
+    return np.clip(lab_to_srgb(out.astype(np.float32)), 0, 1)
 
 
 def match_tone(albedo: np.ndarray, target: np.ndarray, skin: np.ndarray, target_weight: np.ndarray | None = None,
@@ -737,9 +773,14 @@ def face_appearance(photo: np.ndarray, model, vertices_model: np.ndarray, R, t, 
     raster = uv_raster(model, size)
     vw = np.asarray(vertices_model, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
     tex, weight, normals = bake_texture(photo, vw, model.faces, camera, raster, exclude)
-    if reject_occluders:
-        weight = np.where(occluder_texels(tex, weight, model, raster), 0.0, weight).astype(np.float32)
     gamma = photo_light(photo, model, vw, camera, beta)
+    if reject_occluders:
+        # the skin model reads de-lit colours: a face lit hard from one side is one skin, not a lit
+        # half and a rejected one; texels in deep shadow (noise and colour cast multiplied by the
+        # de-lighting) give way to their mirror where that one was lit
+        delit = delight(tex, normals, weight, gamma, camera.w2c)
+        weight = np.where(occluder_texels(delit, weight, model, raster), 0.0, weight)
+        weight = (weight * shadow_weight(normals, weight, gamma, camera.w2c, model, raster)).astype(np.float32)
     ref = np.asarray(model.albedo(beta), np.float64)
     albedo = tame_albedo(delight(tex, normals, weight, gamma, camera.w2c), weight, model, raster)
     if reject_occluders:  # soft edges where occluders were cut out, so the fill blends in

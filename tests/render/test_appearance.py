@@ -113,6 +113,42 @@ def test_tone_matching_moves_the_mean_colour_and_keeps_detail():
     assert np.corrcoef(out[..., 1].ravel(), src[..., 1].ravel())[0, 1] > 0.9
 
 
+def test_tone_matching_keeps_a_brows_hue_on_a_paler_skin():
+    """A dark brow of little colour on a pink skin: an additive a* shift would take it to
+    3 − 20 + 12 = −5 (green) on a paler target; scaled about neutral (12 / 20) it stays warm."""
+    from headveil.common.images import lab_to_srgb
+
+    lab = np.array([[65.0, 20.0, 20.0]] * 90 + [[30.0, 3.0, 5.0]] * 10, np.float32)
+    skin = np.arange(100) < 90
+    stats = (np.array([70.0, 12.0, 15.0]), np.array([1.0, 1.0, 1.0]))
+    out = srgb_to_lab(ap.match_tone_values(lab_to_srgb(lab), skin, stats))
+    np.testing.assert_allclose(out[:90].mean(0), [70.0, 12.0, 15.0], atol=0.5)  # the skin takes the target's tone
+    np.testing.assert_allclose(out[90:, 1:].mean(0), [3.0 * 12 / 20, 5.0 * 15 / 20], atol=0.5)
+    assert (out[90:, 1:] > 0).all()
+
+
+def test_texels_in_deep_shadow_lose_their_weight(model):
+    """Weight 1 at ≥ 0.6 of the skin's median irradiance, 0 at ≤ 0.25, linear between."""
+    S = 128
+    r = ap.uv_raster(model, S)
+    weight = r.mask.astype(np.float32)
+    gamma = np.zeros((9, 3))
+    gamma[0], gamma[2] = 1.0, 0.2  # irradiance 1.4 toward +z, 0.6 toward −z (camera frame = world)
+    normals = np.zeros((S, S, 3), np.float32)
+    normals[..., 2] = 1.0
+    skin = ap.skin_texels(model, r)
+    ys, xs = np.nonzero(skin)
+    dark = np.zeros((S, S), bool)
+    dark[ys[:40], xs[:40]] = True
+    normals[dark] = [0.0, 0.0, -1.0]
+    lit, shade = (ap.shading(np.array([[0.0, 0.0, z]]), gamma)[0] @ [0.299, 0.587, 0.114] for z in (1.0, -1.0))
+    w = ap.shadow_weight(normals, weight, gamma, np.eye(4), model, r)
+    np.testing.assert_allclose(w[skin & ~dark], 1.0)
+    np.testing.assert_allclose(w[dark], np.clip((shade / lit - 0.25) / 0.35, 0, 1), atol=1e-5)
+    np.testing.assert_allclose(w[dark], (0.6 / 1.4 - 0.25) / 0.35, atol=1e-5)  # 0.51
+    np.testing.assert_array_equal(ap.shadow_weight(normals, np.zeros_like(weight), gamma, np.eye(4), model, r), 1.0)
+
+
 def test_pull_push_fill_keeps_what_was_seen_and_fills_holes_smoothly():
     S = 64
     ys, xs = np.mgrid[0:S, 0:S].astype(np.float32)
