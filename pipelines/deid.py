@@ -86,6 +86,8 @@ class DeidCommand:
     """--appearance donor: the donors farthest from the face (by the selection attacker) whose mixes of two and three are tried."""
     donor_shape: float = 0.5
     """--appearance donor: how far the new shape moves from the method's code toward the donors' (0–1)."""
+    donor_gender: float = 0.5
+    """--appearance donor: donors whose apparent P(male) differs from the face's by more than this are tried only when fewer than two others are left (0–1; 1 tries all)."""
     restorer: str = "none"
     """Step II restorer: none, poisson, inpaint, color-match, onnx, or a plugin."""
     restorer_model: Path | None = None
@@ -513,9 +515,12 @@ def _prepare(cmd: DeidCommand, model):
             raise HeadVeilError(f"--donor-candidates must be ≥ 1; got {cmd.donor_candidates}")
         if not 0 <= cmd.donor_shape <= 1:
             raise HeadVeilError(f"--donor-shape must be in [0, 1]; got {cmd.donor_shape}")
+        if not 0 <= cmd.donor_gender <= 1:
+            raise HeadVeilError(f"--donor-gender must be in [0, 1]; got {cmd.donor_gender}")
         extras["_donors"] = DonorSelection(DonorBank.load(cmd.donors, model), get_recognizer(SELECTION_ATTACKER),
                                            cmd.donor_candidates,
-                                           0.0 if spec.name == "id-keyed" else cmd.donor_shape)  # keyed: exact recovery
+                                           0.0 if spec.name == "id-keyed" else cmd.donor_shape,  # keyed: exact recovery
+                                           cmd.donor_gender)
     if cmd.appearance == "k-same":
         extras.pop("_donors", None)
         if spec.name not in ("id-noise", "id-dp", "id-keyed"):

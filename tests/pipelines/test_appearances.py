@@ -106,3 +106,25 @@ def test_preview_side_divides_the_banks_side():
 
     assert PREVIEW_ATLAS_SIDE == 1024
     assert [_preview_side(s) for s in (128, 1024, 1536, 2048, 3000, 4096)] == [128, 1024, 1536, 1024, 1500, 1024]
+
+
+def test_the_donors_tried_keep_the_faces_apparent_gender(monkeypatch):
+    """Donors farther in apparent P(male) than the tolerance are left out while two others remain;
+    fewer, and the nearest in gender tops the pool up; the order stays farthest first."""
+    from types import SimpleNamespace
+
+    import headveil.pipelines.donors as donors
+    from headveil.pipelines.appearances import gender_pool
+
+    monkeypatch.setattr(donors, "apparent_male", lambda image, box: 0.1)
+    m1, f1, m2, f2 = (SimpleNamespace(apparent_male=p) for p in (0.9, 0.05, 0.8, 0.2))
+    scored = [(1.0, m1), (0.9, f1), (0.8, m2), (0.7, f2)]
+    pool, rec = gender_pool(scored, None, None, 0.5)
+    assert [d for _, d in pool] == [f1, f2] and rec == {"tolerance": 0.5, "pool": 2, "consistent": True}
+    pool, rec = gender_pool(scored[:3], None, None, 0.5)  # one woman left: the nearer man joins her
+    assert [d for _, d in pool] == [f1, m2] and rec["consistent"] is False
+    assert gender_pool(scored, None, None, 1.0) == (scored, None)  # 1 tries every donor
+    unknown = [(1.0, SimpleNamespace(apparent_male=None)), (0.9, SimpleNamespace(apparent_male=None))]
+    assert gender_pool(unknown, None, None, 0.5) == (unknown, None)  # a bank built without the networks
+    monkeypatch.setattr(donors, "apparent_male", lambda image, box: None)
+    assert gender_pool(scored, None, None, 0.5) == (scored, None)

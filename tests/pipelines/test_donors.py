@@ -52,6 +52,10 @@ def test_a_bank_names_no_one_and_checks_its_files(bank, tmp_path, model):
     assert oct(bank.stat().st_mode & 0o777) == "0o700"
     b = DonorBank.load(bank, model)
     assert [d.id for d in b.donors] == ["d0001"] and {"facenet", "dlib", "sface"} <= set(b.donors[0].embeddings)
+    from headveil.geometry.perception import age_gender
+
+    if age_gender.available():  # the selection keeps a face's apparent gender: the donor's is in the bank
+        assert b.donors[0].apparent_male is not None and b.donors[0].apparent_male < 0.5
     bad = tmp_path / "bad"
     shutil.copytree(bank, bad)
     with open(bad / "d0001.npz", "ab") as f:
@@ -81,6 +85,10 @@ def test_donor_appearance_is_chosen_by_facenet_and_judged_by_the_verifiers(photo
     assert sum(sel["seconds"].values()) <= m["seconds"]["method"] + 1e-6
     assert {"detect", "fit", "occluders", "method", "guard"} <= set(m["seconds"])
     assert set(m["reidentification"]) == {"dlib", "sface"}  # the selection attacker never verifies
+    from headveil.geometry.perception import age_gender
+
+    if age_gender.available():  # one donor, of her apparent gender; the face's own estimate is not written
+        assert sel["gender"] == {"tolerance": 0.5, "pool": 1, "consistent": True}
     assert set(m["appearance"]["donor_privacy"]) == {"dlib", "sface"}
     assert m["params"]["render"] == "donor" and m["utility"]["face_pixels_identical_share"] == 0.0
     orig, new = read_image(photos / "astronaut.png"), read_image(out / "0001" / "deid.png")
@@ -126,7 +134,8 @@ def test_donor_settings_are_checked_before_any_work(photos, bank, tmp_path):
 
     out = tmp_path / "x"
     for extra in (["--appearance", "donor"], ["--donors", str(bank)], ["--appearance", "donor", "--donors", str(tmp_path)],
-                  ["--appearance", "k-same", "--method", "chep"]):
+                  ["--appearance", "k-same", "--method", "chep"],
+                  ["--appearance", "donor", "--donors", str(bank), "--donor-gender", "1.5"]):
         with pytest.raises(SystemExit) as e:
             main(["deid", str(photos / "astronaut.png"), *extra, "--out", str(out)])
         assert e.value.code == 2
