@@ -38,6 +38,10 @@ class ClusterAppearance:
         return self.albedo.astype(np.float32) / 255.0
 
 
+#: Weight of a k-same member's completed albedo where it did not see the texel (its confidence 0).
+KSAME_FLOOR = 0.01
+
+
 def k_same_appearances(paths: list[Path], cmd, model, size: int = 2048) -> dict:
     """``{(input path, face index): ClusterAppearance}`` over every face of the inputs that can be
     fitted (others are left to the main loop, which reports them). Pass 1 fits every face and
@@ -75,7 +79,7 @@ def k_same_appearances(paths: list[Path], cmd, model, size: int = 2048) -> dict:
     labels = k_same_clusters(np.stack(alphas), cmd.k)
     n_cl = int(labels.max()) + 1
     acc = np.zeros((n_cl, size, size, 3), np.float16)  # sums of ≤ 2K − 1 values in [0, 1]
-    wsum = np.full((n_cl, size, size, 1), 1e-3, np.float16)
+    wsum = np.zeros((n_cl, size, size, 1), np.float16)
     where = dict(zip(keys, labels))
     for p in tqdm(sorted({k[0] for k in keys}), desc="k-same: albedo", unit="image", disable=len(paths) < 2):
         for k, work, fit in faces_of(Path(p)):
@@ -84,8 +88,12 @@ def k_same_appearances(paths: list[Path], cmd, model, size: int = 2048) -> dict:
                 continue
             v = model.vertices(fit.identity, fit.expression)
             app = face_appearance(work, model, v, fit.R, fit.t, fit.camera, fit.albedo, size, reject_occluders=True)
-            acc[c] += app.albedo * app.confidence[..., None]
-            wsum[c] += app.confidence[..., None]
+            # every member counts a little everywhere: a texel none of them saw (a mouth opened in
+            # one photo, a frame's outline rejected in all) takes the mean of their completed
+            # albedos (mirror, then model) instead of black
+            w = (KSAME_FLOOR + (1 - KSAME_FLOOR) * app.confidence)[..., None]
+            acc[c] += app.albedo * w
+            wsum[c] += w
     alpha = np.stack([np.mean([a for a, l in zip(alphas, labels) if l == c], 0) for c in range(n_cl)])
     sizes = np.bincount(labels, minlength=n_cl)
     albedo = (np.clip(acc.astype(np.float32) / wsum.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -414,6 +422,25 @@ def _match_previews(renders: list[np.ndarray], cov: np.ndarray, photo: np.ndarra
     crop = (lambda a: None if a is None else a[sl])
     for r in renders:
         r[sl] = match_photo(r[sl], cov[sl], photo[sl], cov[sl], crop(region), crop(keep))[0]
+
+
+def own_mouth(image: np.ndarray, inp, model, fit, size: int) -> tuple[np.ndarray, int]:
+    """``image`` (the method's output, in the photo ``inp.image``'s frame) with the photo's open
+    mouth — inside the detector's inner-lip contour — re-rendered from the face's own texture
+    (``size``² atlas, completed) on its own fitted shape: another face's albedo has no teeth to give
+    where its own mouth was closed, and teeth carry little identity. Returns the image and the
+    opening's pixel count (0: the mouth is closed and ``image`` is returned as it is)."""
+    from headveil.render.appearance import face_appearance, mouth_opening
+    from headveil.render.deid.face3d import to_world
+
+    opening = mouth_opening(fit.detection.points, fit.detection.scheme, inp.image.shape[:2])
+    if not opening.any():
+        return image, 0
+    v_old = model.vertices(fit.identity, fit.expression)
+    v_w = to_world(v_old, fit.R, fit.t)
+    target = face_appearance(inp.image, model, v_old, fit.R, fit.t, fit.camera, fit.albedo,
+                             _atlas_side(model, v_w, fit.camera, size), complete=True)
+    return _paste_mouth(image, opening, v_w, model, fit.camera, target), int(opening.sum())
 
 
 def _paste_mouth(image: np.ndarray, opening: np.ndarray, vertices_world: np.ndarray, model, camera, target) -> np.ndarray:

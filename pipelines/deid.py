@@ -38,7 +38,7 @@ from headveil.common.errors import ExtremePoseError, FaceTooSmallError, HeadVeil
 from headveil.common.images import list_images, read_image, write_image
 from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
 from headveil.pipelines.appearances import (DonorSelection, choose_donor, donor_embeddings, donor_privacy,
-                                            k_same_appearances)
+                                            k_same_appearances, own_mouth)
 from headveil.pipelines.commands import command
 from headveil.pipelines.faces import FaceWindow, fit_in_window, select_faces
 from headveil.pipelines.fit import FitConfig
@@ -349,6 +349,9 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         inp.extras["appearance"] = NewAppearance(cluster.albedo_f(), photo_light(work, model, v_w, fit.camera, fit.albedo),
                                                  cluster.alpha, 1.0, f"k-same cluster of {cluster.size}")
         out = apply_method(spec, inp, params, rng=rng)
+        out.image, mouth_px = own_mouth(out.image, inp, model, fit, cluster.albedo.shape[0])  # teeth, not a flat fill
+        if mouth_px:
+            out.metrics["mouth_opening_px"] = mouth_px
     elif donors is not None and getattr(params, "render", None) == "donor":
         out, selection = choose_donor(inp, spec, params, rng, donors, fit, source)
     else:

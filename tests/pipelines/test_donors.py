@@ -154,9 +154,14 @@ def test_k_same_replaces_each_face_by_its_cluster_and_names_no_member(photos, tm
         write_image(tmp_path / "in" / f"s{i}.png", read_image(p))
     res = run_deid(DeidCommand([tmp_path / "in"], appearance="k-same", k=2, guard="off", out=tmp_path / "o"), model)
     assert len(res["done"]) == 4 and res["k_same"]["k"] == 2 and res["k_same"]["clusters"] == 2
-    for name in res["done"].values():
+    for src, name in res["done"].items():
         m = json.loads((tmp_path / "o" / name / "face0" / "metrics.json").read_text())
         assert m["appearance"] == {"k_same": {"k": 2, "cluster_size": 2}}
+        # no black hole where no member saw a texel (the astronaut's open mouth, a rejected fringe)
+        w = m["window"]
+        o = read_image(src)[w["y0"]:w["y1"], w["x0"]:w["x1"]].max(-1)
+        p = read_image(tmp_path / "o" / name / "deid.png")[w["y0"]:w["y1"], w["x0"]:w["x1"]].max(-1)
+        assert ((p < 12) & (o > 40)).sum() < 20
     with pytest.raises(Exception, match="at least 5 faces"):
         run_deid(DeidCommand([tmp_path / "in"], appearance="k-same", k=5, guard="off", out=tmp_path / "o5"), model)
     assert not (tmp_path / "o5").exists() or not any((tmp_path / "o5").glob("0*"))
