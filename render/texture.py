@@ -91,7 +91,6 @@ def sample_photo_colors(image: np.ndarray, vertices_world: np.ndarray, faces: np
     from headveil.geometry.normals import vertex_normals
 
     img = np.asarray(image)
-    img = img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
     if img.ndim != 3 or img.shape[2] != 3 or img.shape[:2] != (camera.height, camera.width):
         raise ValueError(f"image must be ({camera.height}, {camera.width}, 3); got {img.shape}")
     v = np.asarray(vertices_world, np.float64)
@@ -111,5 +110,10 @@ def sample_photo_colors(image: np.ndarray, vertices_world: np.ndarray, faces: np
     to_cam /= np.linalg.norm(to_cam, axis=1, keepdims=True)
     visible = inside & (dz < depth_tol_m) & ((n * to_cam).sum(1) > min_cos)
     colors = np.zeros((len(v), 3))
-    colors[visible] = _bilinear(img, uv[visible])
+    if visible.any():  # only the pixels around the visible vertices are read (a head in a large photo)
+        lo = np.maximum(np.floor(uv[visible].min(0)).astype(np.int64) - 2, 0)
+        hi = np.minimum(np.ceil(uv[visible].max(0)).astype(np.int64) + 3, [W, H])
+        crop = img[lo[1]:hi[1], lo[0]:hi[0]]
+        crop = crop.astype(np.float64) / 255.0 if crop.dtype == np.uint8 else crop.astype(np.float64)
+        colors[visible] = _bilinear(crop, uv[visible] - lo)
     return diffuse_colors(colors, visible, f), visible

@@ -36,3 +36,21 @@ def test_diffusion_equals_full_jacobi_iterations():
 def test_no_known_colour_is_an_error():
     with pytest.raises(ValueError, match="no vertex"):
         diffuse_colors(np.zeros((3, 3)), np.zeros(3, bool), np.array([[0, 1, 2]]))
+
+
+def test_photo_colours_read_only_around_the_head_equal_the_whole_photo_read(model):
+    """The head's pixels are cut out before sampling (a 24 MP photo is not converted whole): the
+    colours are those of sampling the whole photo, for uint8 and float photos."""
+    from headveil.render import texture
+    from headveil.render.scene import HeadPose, portrait_camera
+    from headveil.render.texture import sample_photo_colors
+
+    cam = portrait_camera(160)
+    v = model.vertices() @ HeadPose(yaw=20.0).R.T
+    photo = np.random.default_rng(3).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    for img in (photo, photo / 255.0):
+        colors, visible = sample_photo_colors(img, v, model.faces, cam)
+        uv, _ = cam.project(v)
+        ref = texture._bilinear(photo / 255.0, uv[visible])
+        assert visible.sum() > 500
+        np.testing.assert_allclose(colors[visible], ref, atol=1e-12)
