@@ -223,7 +223,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
               "refused_as_same_person": refused, "gender": gender}
     out.metrics["donors"] = [d.id for d in members]
     if open_mouth:  # the photo's open mouth, re-rendered from the face's own texture on its own shape
-        out.image = _paste_mouth(out.image, opening, v_w, model, fit.camera, target)
+        out.image = _paste_mouth(out.image, inp.image, opening, v_w, model, fit.camera, target)
         out.metrics["mouth_opening_px"] = int(opening.sum())
     # the face's own appearance (tone, light); choosing among the candidates; the chosen one
     # rendered by the method (with the attacker's distance to it and the open mouth)
@@ -440,14 +440,18 @@ def own_mouth(image: np.ndarray, inp, model, fit, size: int) -> tuple[np.ndarray
     v_w = to_world(v_old, fit.R, fit.t)
     target = face_appearance(inp.image, model, v_old, fit.R, fit.t, fit.camera, fit.albedo,
                              _atlas_side(model, v_w, fit.camera, size), complete=True)
-    return _paste_mouth(image, opening, v_w, model, fit.camera, target), int(opening.sum())
+    return _paste_mouth(image, inp.image, opening, v_w, model, fit.camera, target), int(opening.sum())
 
 
-def _paste_mouth(image: np.ndarray, opening: np.ndarray, vertices_world: np.ndarray, model, camera, target) -> np.ndarray:
+def _paste_mouth(image: np.ndarray, photo: np.ndarray, opening: np.ndarray, vertices_world: np.ndarray, model,
+                 camera, target) -> np.ndarray:
     """``image`` with the pixels inside the mouth ``opening`` (feathered by a pixel) replaced by a
-    re-render of the original mesh with the face's own albedo and light (teeth, tongue)."""
+    re-render of the original mesh with the face's own albedo and light (teeth, tongue). The
+    re-render's median CIELAB colour over the opening is moved to the ``photo``'s there (within
+    ±15): an SH light fitted to the skin tints what lies inside the mouth (teeth turned green)."""
     import cv2
 
+    from headveil.common.images import lab_to_srgb, srgb_to_lab
     from headveil.render.appearance import appearance_uv, render_textured, uv_triangles
 
     ys, xs = np.nonzero(opening)
@@ -457,11 +461,17 @@ def _paste_mouth(image: np.ndarray, opening: np.ndarray, vertices_world: np.ndar
     cam = camera.cropped(x0, y0, x1 - x0, y1 - y0)
     img, cov = render_textured(vertices_world, model.faces, appearance_uv(model), target.albedo, cam, target.light,
                                uv_ok=uv_triangles(model))
-    rgb = img / np.maximum(cov[..., None], 1e-6)
+    rgb = np.clip(img / np.maximum(cov[..., None], 1e-6), 0, 1)
+    inside = opening[y0:y1, x0:x1] & (cov > 0.99)
+    if inside.sum() >= 10:
+        lab = srgb_to_lab(rgb.astype(np.float32))
+        ref = srgb_to_lab((np.asarray(photo)[y0:y1, x0:x1][inside] / 255.0).astype(np.float32))
+        shift = np.clip(np.median(ref, 0) - np.median(lab[inside], 0), -15.0, 15.0)
+        rgb = np.clip(lab_to_srgb((lab + shift).astype(np.float32)), 0, 1)
     a = cv2.GaussianBlur(opening[y0:y1, x0:x1].astype(np.float32), (0, 0), 1.0)[..., None] * (cov[..., None] > 0.99)
     out = image.copy()
     patch = out[y0:y1, x0:x1].astype(np.float64)
-    out[y0:y1, x0:x1] = (a * np.clip(rgb, 0, 1) * 255 + (1 - a) * patch + 0.5).clip(0, 255).astype(np.uint8)
+    out[y0:y1, x0:x1] = (a * rgb * 255 + (1 - a) * patch + 0.5).clip(0, 255).astype(np.uint8)
     return out
 
 

@@ -418,6 +418,11 @@ def fill_unseen(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
         gw = np.zeros(S * S, np.float32)
         gw[idx[good]] = 1.0
         lr = _smooth_fill(log_ratio.reshape(S, S, 3), gw.reshape(S, S)).reshape(-1, 3)[idx]
+        # the skin's colour ratio is a skin's: eyes and the mouth's inside take its lightness alone
+        # (a yellower skin than the model's would turn white teeth and sclera green)
+        own = texel_mask(model, raster, model.part_mask("eye_left", "eye_right", "teeth", "tongue") |
+                         model.regions.get("mouth_interior", np.zeros(model.n_vertices, bool))).ravel()[idx]
+        lr[own] = lr[own].mean(1, keepdims=True)
         ref = np.clip(ref * np.exp(np.clip(lr, np.log(0.3), np.log(3.0))), 0, 1)
     out = np.array(albedo, np.float32, copy=True).reshape(-1, 3)
     out[idx] = np.clip(wi[:, None] * ai + ((1 - wi) * m_w)[:, None] * m_alb + (1 - conf)[:, None] * ref, 0, 1)
@@ -682,11 +687,14 @@ def tame_albedo(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
     """Clamp de-lighting's outliers on skin: texels brighter than the skin's median lightness by
     more than ``k`` robust spreads (specular highlights) are brought down to it, and hue (a*, b*)
     is held within ``k`` spreads of the median (a poor light estimate turns shadows green or
-    purple). Darker texels (brows, lids, lips) and the eye parts are left as they are."""
+    purple). Darker texels (brows, lids, lips), the eye parts and the mouth's inside (teeth are
+    brighter than skin, its shadows of any hue) are left as they are."""
     skin = skin_texels(model, raster) & (weight > 0.5)
     if skin.sum() < 100:
         return albedo
-    cand = (weight > 0) & ~eye_texels(model, raster)
+    inside = texel_mask(model, raster, model.part_mask("teeth", "tongue") |
+                        model.regions.get("mouth_interior", np.zeros(model.n_vertices, bool)))
+    cand = (weight > 0) & ~eye_texels(model, raster) & ~inside
     lab = srgb_to_lab(albedo[cand])
     x = srgb_to_lab(albedo[skin])
     med = np.median(x, 0)

@@ -101,6 +101,24 @@ def test_unseen_texels_take_their_mirror_then_the_model(model):
     assert np.median(conf[left]) > 0.95
 
 
+def test_unseen_teeth_and_eyes_take_the_skins_lightness_not_its_colour(model):
+    """A skin yellower than the model's (ratio 0.8, 1.0, 1.0 to it) fills the unseen skin with that
+    ratio, but unseen teeth and eyeballs only with its lightness: their ratio is grey."""
+    S = 256
+    r = ap.uv_raster(model, S)
+    ref_v = np.full((model.n_vertices, 3), 0.5)
+    skin = ap.skin_texels(model, r)
+    alb = np.zeros((S, S, 3), np.float32)
+    alb[skin] = [0.4, 0.5, 0.5]
+    w = skin.astype(np.float32)
+    own = ap.texel_mask(model, r, model.part_mask("teeth", "eye_left", "eye_right")) & ~skin
+    filled, _ = ap.fill_unseen(alb, w, model, r, ref_v)
+    ratio = filled[own] / 0.5
+    assert own.sum() > 50
+    np.testing.assert_allclose(ratio[:, 0], ratio[:, 1], atol=1e-3)  # grey: no green teeth
+    np.testing.assert_allclose(np.median(ratio[:, 0]), np.exp(np.log([0.8, 1.0, 1.0]).mean()), atol=0.02)
+
+
 def test_tone_matching_moves_the_mean_colour_and_keeps_detail():
     rng = np.random.default_rng(1)
     S = 64
