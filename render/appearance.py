@@ -420,8 +420,7 @@ def fill_unseen(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
         lr = _smooth_fill(log_ratio.reshape(S, S, 3), gw.reshape(S, S)).reshape(-1, 3)[idx]
         # the skin's colour ratio is a skin's: eyes and the mouth's inside take its lightness alone
         # (a yellower skin than the model's would turn white teeth and sclera green)
-        own = texel_mask(model, raster, model.part_mask("eye_left", "eye_right", "teeth", "tongue") |
-                         model.regions.get("mouth_interior", np.zeros(model.n_vertices, bool))).ravel()[idx]
+        own = (eye_texels(model, raster) | mouth_inside_texels(model, raster)).ravel()[idx]
         lr[own] = lr[own].mean(1, keepdims=True)
         ref = np.clip(ref * np.exp(np.clip(lr, np.log(0.3), np.log(3.0))), 0, 1)
     out = np.array(albedo, np.float32, copy=True).reshape(-1, 3)
@@ -501,6 +500,16 @@ def texel_mask(model, raster: UVRaster, vertices: np.ndarray) -> np.ndarray:
     out = np.zeros(raster.size * raster.size, bool)
     out[idx] = v[:, 0] > 0.5
     return out.reshape(raster.size, raster.size)
+
+
+def mouth_inside_texels(model, raster: UVRaster) -> np.ndarray:
+    """``(S, S) bool``: atlas texels of the teeth, the tongue and the mouth's inside (cached per
+    atlas size)."""
+    cache = model.__dict__.setdefault("_mouth_inside_texels", {})
+    if raster.size not in cache:
+        cache[raster.size] = texel_mask(model, raster, model.part_mask("teeth", "tongue") |
+                                        model.regions.get("mouth_interior", np.zeros(model.n_vertices, bool)))
+    return cache[raster.size]
 
 
 def skin_texels(model, raster: UVRaster) -> np.ndarray:
@@ -692,9 +701,7 @@ def tame_albedo(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
     skin = skin_texels(model, raster) & (weight > 0.5)
     if skin.sum() < 100:
         return albedo
-    inside = texel_mask(model, raster, model.part_mask("teeth", "tongue") |
-                        model.regions.get("mouth_interior", np.zeros(model.n_vertices, bool)))
-    cand = (weight > 0) & ~eye_texels(model, raster) & ~inside
+    cand = (weight > 0) & ~eye_texels(model, raster) & ~mouth_inside_texels(model, raster)
     lab = srgb_to_lab(albedo[cand])
     x = srgb_to_lab(albedo[skin])
     med = np.median(x, 0)
@@ -742,8 +749,11 @@ def even_albedo(albedo: np.ndarray, model, raster: UVRaster, beta=None, sigma: f
 
 
 def eye_texels(model, raster: UVRaster) -> np.ndarray:
-    """``(S, S) bool``: texels of the eyeball parts."""
-    return texel_mask(model, raster, model.part_mask("eye_left", "eye_right"))
+    """``(S, S) bool``: texels of the eyeball parts (cached per atlas size)."""
+    cache = model.__dict__.setdefault("_eye_texels", {})
+    if raster.size not in cache:
+        cache[raster.size] = texel_mask(model, raster, model.part_mask("eye_left", "eye_right"))
+    return cache[raster.size]
 
 
 def photo_light(photo: np.ndarray, model, vertices_world: np.ndarray, camera: Camera, beta=None) -> np.ndarray:
