@@ -73,8 +73,8 @@ def diffuse_colors(colors: np.ndarray, known: np.ndarray, faces: np.ndarray, ite
 
 
 def sample_photo_colors(image: np.ndarray, vertices_world: np.ndarray, faces: np.ndarray, camera: Camera,
-                        depth_tol_m: float = 2e-3, min_cos: float = 0.1, backend: str = "auto"
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        depth_tol_m: float = 2e-3, min_cos: float = 0.1, backend: str = "auto",
+                        visibility_px: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Colours of a photo on a mesh.
 
     Args:
@@ -84,6 +84,9 @@ def sample_photo_colors(image: np.ndarray, vertices_world: np.ndarray, faces: np
         camera: the photo's camera (OpenCV axes).
         depth_tol_m: a vertex counts as visible when within this depth of the rendered surface.
         min_cos: minimum cosine between the vertex normal and the direction to the camera.
+        visibility_px: the depth test's raster is at most this many pixels on its longer side (the
+            head's window scaled down in a large photo: a pixel there is still well under
+            ``depth_tol_m`` of face); colours are read from the photo at full resolution.
 
     Returns:
         ``colors (V, 3) float64`` in [0, 1] and ``visible (V,) bool``.
@@ -102,8 +105,12 @@ def sample_photo_colors(image: np.ndarray, vertices_world: np.ndarray, faces: np
     win = camera.window(v)
     if win is not None:  # visibility only where the head projects
         x0, y0, w, h = win
-        frags = rasterize(v, f, camera.cropped(x0, y0, w, h), backend=backend)
-        px = np.clip(np.floor(uv).astype(np.int64) - [x0, y0], 0, [w - 1, h - 1])
+        cam = camera.cropped(x0, y0, w, h)
+        scale = min(1.0, visibility_px / max(w, h))
+        if scale < 1.0:
+            cam = cam.scaled(scale)
+        frags = rasterize(v, f, cam, backend=backend)
+        px = np.clip(np.floor((uv - [x0, y0]) * scale).astype(np.int64), 0, [cam.width - 1, cam.height - 1])
         dz = np.abs(frags.depth[px[:, 1], px[:, 0]] - z)
     n = vertex_normals(v, f)
     to_cam = camera.center[None] - v
