@@ -142,3 +142,13 @@ def test_npz_files_are_reproducible_byte_for_byte(tmp_path):
     with np.load(tmp_path / "x.npz") as z:
         np.testing.assert_array_equal(z["a"], arrays["a"])
         np.testing.assert_array_equal(z["b"], arrays["b"])
+
+
+def test_package_versions_are_looked_up_once_and_handed_out_as_copies():
+    from headveil.common.outputs import _versions, package_versions
+
+    a = package_versions(("numpy", "no-such-distribution-x"))
+    a["numpy"] = "changed"  # a caller's edit does not reach the next manifest
+    b = package_versions(("numpy", "no-such-distribution-x"))
+    assert b["numpy"] != "changed" and b["no-such-distribution-x"] == "absent" and "python" in b
+    assert _versions.cache_info().hits >= 1
