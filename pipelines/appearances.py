@@ -141,7 +141,8 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     every mix of two and of three of the ``sel.candidates`` donors farthest from the face (albedos
     mixed so, codes averaged; a single donor only when no other is left), so that no output is one
     donor's face either. Donors the attacker matches to the
-    face (the target's own photo in the bank) are refused. The candidates are compared on previews
+    face (the target's own photo in the bank) are refused; the others are taken from those of the
+    face's apparent gender first (:func:`gender_pool`). The candidates are compared on previews
     (each appearance mixed on a :data:`PREVIEW_ATLAS_SIDE` atlas, on the fitted face mesh, one
     rasterisation for all, over the photo); the chosen one is mixed again at the bank's size and
     the method runs once, with it (its distance is recorded as ``dis``). The photo's open mouth (inside the detector's
