@@ -254,10 +254,11 @@ def directed_codes(face: _Face, assigned: dict, changed: list[str], base_alpha: 
 
 def _albedo_for(face: _Face, class_albedo: np.ndarray, assigned: dict, changed: list[str], model) -> np.ndarray:
     """The class albedo in the face's own skin tone (CIELAB mean and spread on the skin it saw,
-    :func:`~headveil.render.appearance.match_tone`), then, if ``light_skin`` was switched, its ITA set
+    :func:`~headveil.render.tone.match_tone`), then, if ``light_skin`` was switched, its ITA set
     to a clear value of the assigned side."""
     from headveil.geometry.identity.attributes import LIGHT_SKIN_ITA, ita_degrees, shift_ita, srgb_to_lab
-    from headveil.render.appearance import match_tone, skin_texels, uv_raster
+    from headveil.render.appearance import skin_texels, uv_raster
+    from headveil.render.tone import match_tone
 
     skin = skin_texels(model, uv_raster(model, class_albedo.shape[0]))
     class_albedo = match_tone(class_albedo, face.albedo.astype(np.float32) / 255.0, skin,

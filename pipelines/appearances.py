@@ -135,7 +135,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     each donor it is made of.
 
     Each candidate's appearance is its donors' UV albedo, each donor first moved to the face's own
-    skin tone (:func:`~headveil.render.appearance.match_tone_values`), averaged for a mix by their
+    skin tone (:func:`~headveil.render.tone.match_tone_values`), averaged for a mix by their
     smoothed confidence (:func:`_mix_weight`: no step where one donor's seen skin ends), the mix
     moved to the tone again, and rendered under the light estimated from the photo. Candidates:
     every mix of two and of three of the ``sel.candidates`` donors farthest from the face (albedos
@@ -151,9 +151,10 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     record)``; the record names donors by bank number only, and splits its ``seconds`` into
     ``appearance`` (the face's own tone and light), ``selection`` and ``render``."""
     from headveil.render.appearance import (NewAppearance, appearance_uv, face_appearance, mouth_opening,
-                                            render_textured_many, skin_texels, tone_stats, uv_raster, uv_triangles)
+                                            render_textured_many, skin_texels, uv_raster, uv_triangles)
     from headveil.render.deid.face3d import face_submesh, to_world
     from headveil.render.deid.registry import apply_method
+    from headveil.render.tone import tone_stats
 
     t0 = time.perf_counter()
     model, bank, attacker = inp.model, sel.bank, sel.selector
@@ -324,10 +325,11 @@ DONOR_CACHE = 32
 def _mixed_albedos(model, groups: list, side: int, stats, sel: DonorSelection) -> list[np.ndarray]:
     """Each group's mixed albedo ``(side, side, 3) float32``, on the texels a face render samples
     (0 elsewhere): each donor brought to the face's tone (``stats``, :func:`~headveil.render.
-    appearance.tone_stats`) and weighted by its smoothed confidence (so a mix has no steps where
+    tone.tone_stats`) and weighted by its smoothed confidence (so a mix has no steps where
     one donor's seen skin ends: its occluder holes, its unseen side), the mix brought to the tone
     again."""
-    from headveil.render.appearance import match_tone_values, skin_texels, uv_raster
+    from headveil.render.appearance import skin_texels, uv_raster
+    from headveil.render.tone import match_tone_values
 
     raster = uv_raster(model, side)
     cov_idx = np.flatnonzero(_face_texels(model, raster))

@@ -17,9 +17,7 @@ appearance is one image in UV space and another person's albedo maps onto a targ
   residue (broad patches of colour and brightness) out of a donor's albedo.
 - :func:`render_textured`: a mesh at a camera, albedo sampled per pixel from a texture (bilinear),
   shaded by an SH light — image-resolution detail instead of per-vertex colours.
-- :func:`match_tone`: a donor albedo moved to a target's skin tone (mean and spread in CIELAB on the
-  skin texels), so a new face keeps the neck's and ears' colour; :func:`tone_stats` and
-  :func:`match_tone_values` do the same on flat texel values, the target's statistics computed once.
+- Moving a donor's albedo to a target's skin tone: :mod:`headveil.render.tone`.
 
 Arrays: textures ``(S, S, 3) float32`` in [0, 1]; weights ``(S, S) float32`` in [0, 1]; vertices in
 metres (world frame = the photo camera's frame for fitted photos, OpenCV axes).
@@ -536,63 +534,6 @@ def mouth_opening(points: np.ndarray, scheme: str, shape: tuple[int, int]) -> np
         return out.astype(bool)
     cv2.fillPoly(out, [np.round(np.asarray(points)[idx]).astype(np.int32)], 1)
     return out.astype(bool)
-
-
-def tone_stats(target: np.ndarray, skin: np.ndarray, target_weight: np.ndarray | None = None):
-    """The target's skin tone: CIELAB mean and spread ``((3,), (3,))`` over ``skin (S, S) bool``
-    texels of ``target (S, S, 3)`` in [0, 1] (those it saw, ``target_weight > 0.5``, when given);
-    None when fewer than 50 texels are left. Compute it once per target for many
-    :func:`match_tone_values` calls."""
-    sel = skin if target_weight is None else skin & (target_weight > 0.5)
-    if sel.sum() < 50:
-        return None
-    dst = srgb_to_lab(target[sel])
-    return dst.mean(0), dst.std(0) + 1e-3
-
-
-#: :func:`match_tone_values`: a* / b* means above which a skin is warm in that channel, and the
-#: clip of the ratio its chroma is scaled by.
-WARM_CHROMA = 4.0
-CHROMA_RATIO = (0.5, 2.0)
-
-
-def match_tone_values(values: np.ndarray, skin: np.ndarray, stats, spread: tuple[float, float] = (0.7, 1.4)) -> np.ndarray:
-    """Colours ``values (N, 3)`` in [0, 1] moved to a skin tone ``stats`` (:func:`tone_stats`):
-    per CIELAB channel, the mean (and the spread, clipped to ``spread``) over the ``skin (N,) bool``
-    entries becomes the target's. Returns ``(N, 3) float32`` in [0, 1]; ``values`` as float32 when
-    ``stats`` is None."""
-    values = np.asarray(values, np.float32)
-    if stats is None:
-        return values
-    lab = srgb_to_lab(values)
-    src = lab[skin]
-    ms, ss = src.mean(0), src.std(0) + 1e-3
-    md, sd = stats
-    k = np.clip(sd / ss, *spread)
-    out = (lab - ms) * k + md
-    # hue kept: where both skins are clearly warm in a* / b*, that channel is scaled about neutral
-    # instead, so a feature with less colour than the donor's skin (brows, lashes, stubble) stays
-    # brown instead of being pushed past grey into green or blue on a paler target
-    for c in (1, 2):
-        if ms[c] > WARM_CHROMA and md[c] > WARM_CHROMA:
-            out[:, c] = lab[:, c] * np.clip(md[c] / ms[c], *CHROMA_RATIO)
-    return np.clip(lab_to_srgb(out.astype(np.float32)), 0, 1)
-
-
-def match_tone(albedo: np.ndarray, target: np.ndarray, skin: np.ndarray, target_weight: np.ndarray | None = None,
-               spread: tuple[float, float] = (0.7, 1.4), where: np.ndarray | None = None) -> np.ndarray:
-    """Move ``albedo (S, S, 3)`` to ``target``'s skin tone: per CIELAB channel, the mean (and the
-    spread, clipped to ``spread``) over ``skin (S, S) bool`` texels (those the target saw, when
-    ``target_weight`` is given) becomes the target's. Texture detail is kept. Only the texels of
-    ``where (S, S) bool`` (default all; e.g. the atlas's covered texels) are converted; ``skin``
-    must lie inside ``where``."""
-    stats = tone_stats(target, skin, target_weight)
-    if stats is None:
-        return albedo
-    where = np.ones(albedo.shape[:2], bool) if where is None else np.asarray(where, bool)
-    out = np.array(albedo, np.float32, copy=True)
-    out[where] = match_tone_values(albedo[where], skin[where], stats, spread)
-    return out
 
 
 @dataclass
