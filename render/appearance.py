@@ -733,15 +733,16 @@ def face_appearance(photo: np.ndarray, model, vertices_model: np.ndarray, R, t, 
     vw = np.asarray(vertices_model, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
     tex, weight, normals = bake_texture(photo, vw, model.faces, camera, raster, exclude)
     gamma = photo_light(photo, model, vw, camera, beta)
+    delit = delight(tex, normals, weight, gamma, camera.w2c)
     if reject_occluders:
         # the skin model reads de-lit colours: a face lit hard from one side is one skin, not a lit
         # half and a rejected one; texels in deep shadow (noise and colour cast multiplied by the
         # de-lighting) give way to their mirror where that one was lit
-        delit = delight(tex, normals, weight, gamma, camera.w2c)
         weight = np.where(occluder_texels(delit, weight, model, raster), 0.0, weight)
         weight = (weight * shadow_weight(normals, weight, gamma, camera.w2c, model, raster)).astype(np.float32)
+        delit = np.where((weight > 0)[..., None], delit, 0.0).astype(np.float32)  # what delight gives now
     ref = np.asarray(model.albedo(beta), np.float64)
-    albedo = tame_albedo(delight(tex, normals, weight, gamma, camera.w2c), weight, model, raster)
+    albedo = tame_albedo(delit, weight, model, raster)
     if reject_occluders:  # soft edges where occluders were cut out, so the fill blends in
         import cv2
 
