@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml setup.py requirements-lock.txt Makefile
 	$(PIP) install -q --disable-pip-version-check --no-deps -r requirements-lock.txt
 	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -c "import headveil, torch, trimesh, cv2, mediapipe, dlib; print('headveil', headveil.__version__, 'ready')"
+	@$(PY) -m headveil.neural_fields.native || echo "make setup: no C compiler; the hash grid runs its PyTorch kernel (slower)"
 	touch $(STAMP)
 
 test: setup

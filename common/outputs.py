@@ -28,6 +28,12 @@ _VERSIONED = ("headveil", "torch", "numpy", "scipy", "trimesh", "scikit-image", 
               "mediapipe", "dlib-bin", "face-recognition")
 
 
+def cache_dir() -> Path:
+    """Where results kept across runs live (cached priors, compiled kernels): ``$HEADVEIL_CACHE``
+    or ``~/.cache/headveil``. Entries are keyed by their inputs, so a stale one is never read."""
+    return Path(os.environ.get("HEADVEIL_CACHE") or Path.home() / ".cache" / "headveil")
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()

@@ -9,11 +9,18 @@
   Gradients flow to the table and, first order, to the input points (analytic trilinear
   derivative); second derivatives through the grid are not supported — use finite-difference
   normals for the eikonal loss (:func:`headveil.neural_fields.sdf.finite_difference_gradient`).
+- ``native``: the same computation in a small C kernel for CPU tensors
+  (:mod:`headveil.neural_fields.native`, built on first use with the system C compiler): each
+  level in one pass over the points with its block of the table in cache, threads split by level,
+  no ``(8, N)`` intermediates (the backward recomputes the corners from the points). Same table
+  layout as ``torch``, so parameters and checkpoints are shared; CUDA tensors take the ``torch``
+  kernel.
 - ``tcnn``: tiny-cuda-nn's fused ``HashGrid``, imported lazily, CUDA only.
 
-``backend="auto"`` resolves to ``tcnn`` only when CUDA and tinycudann are present; the resolved
-name is in ``encoding.backend`` and goes into manifests and checkpoints. An explicit backend that
-cannot run raises :class:`~headveil.common.errors.BackendUnavailableError`.
+``backend="auto"`` resolves to ``tcnn`` when CUDA and tinycudann are present, else to ``native``
+where its kernel builds, else to ``torch``; the resolved name is in ``encoding.backend`` and goes
+into manifests and checkpoints. An explicit backend that cannot run raises
+:class:`~headveil.common.errors.BackendUnavailableError`.
 
 Level ``l`` has resolution ``N_l = floor(base_resolution · per_level_scale^l)`` cells per side;
 levels whose ``(N_l + 1)^3`` vertices fit in the table are dense (no hashing), the others use the
@@ -33,10 +40,11 @@ from torch import nn
 
 from headveil.common.registry import Registry
 from headveil.common.registry import resolve_backend as resolve_registered
+from headveil.neural_fields import native
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "tcnn")
+BACKENDS = ("torch", "native", "tcnn")
 _PRIMES = (1, 2654435761, 805459861)
 
 
@@ -47,6 +55,7 @@ def has_tcnn() -> bool:
 
 HASHGRID_BACKENDS: Registry[Callable[[], bool]] = Registry("hash-grid backend")
 HASHGRID_BACKENDS.register("torch", lambda: True)
+HASHGRID_BACKENDS.register("native", lambda: native.available())
 HASHGRID_BACKENDS.register("tcnn", has_tcnn)
 
 
@@ -56,8 +65,10 @@ def available_backends() -> list[str]:
 
 
 def resolve_backend(backend: str = "auto") -> str:
-    """``auto`` → ``tcnn`` where it runs, else ``torch``; explicit names are checked."""
-    return resolve_registered(HASHGRID_BACKENDS, backend, ("tcnn", "torch"), " (needs CUDA and the tinycudann package)")
+    """``auto`` → ``tcnn`` where it runs, else ``native``, else ``torch``; explicit names are checked."""
+    hint = {"tcnn": " (needs CUDA and the tinycudann package)",
+            "native": " (needs a C compiler; see headveil.neural_fields.native)"}.get(backend, "")
+    return resolve_registered(HASHGRID_BACKENDS, backend, ("tcnn", "native", "torch"), hint)
 
 
 @dataclass
@@ -179,14 +190,23 @@ class _HashLookup(torch.autograd.Function):
     backward. Backward: the table gradient only — one zero-initialised gradient of the whole flat
     table, filled by one ``scatter_add_`` per level and feature (no per-level table-sized
     temporaries). First-order only; the autograd-native :func:`hash_encode_reference` is the oracle.
+
+    ``native`` (a :class:`headveil.neural_fields.native.Grid`, or None) runs both passes in the
+    C kernel instead: ``u`` is then the raw ``(N, 3)`` points in the box frame (the kernel clamps
+    them into the box itself), the forward saves only them, and the backward recomputes the corners.
     """
 
     backward_calls = 0
     """Times the backward ran (a test counts the passes that fill the table's gradient)."""
 
     @staticmethod
-    def forward(ctx, u, table, levels, n_features, jacobian):
+    def forward(ctx, u, table, levels, n_features, jacobian, native_levels=None):
         F = n_features
+        ctx.levels, ctx.n_features, ctx.native = levels, F, native_levels
+        if native_levels is not None:
+            ctx.save_for_backward(u)
+            ctx.table_numel = table.numel()
+            return native.forward(u, table, native_levels, F).t()
         uT = u.t().contiguous()  # (3, N)
         N = u.shape[0]
         out = u.new_empty(len(levels) * F, N)  # feature-major: each row written in place
@@ -212,7 +232,6 @@ class _HashLookup(torch.autograd.Function):
                     torch.sum((v[:, :, 1] - v[:, :, 0]) * wxy, (0, 1), out=jac[row, 2])
                 torch.sum(vals.mul_(w), 0, out=out[lvl * F + f])
             saved += [idx, w]
-        ctx.levels, ctx.n_features = levels, F
         ctx.save_for_backward(table, *saved)
         if jac is None:
             return out.t()
@@ -223,9 +242,12 @@ class _HashLookup(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, grad_jac=None):
         _HashLookup.backward_calls += 1
-        table, *saved = ctx.saved_tensors
         F = ctx.n_features
         gT = grad_out.t().contiguous()  # (L · F, N)
+        if ctx.native is not None:
+            g = native.backward(ctx.saved_tensors[0], gT, ctx.native, F, ctx.table_numel) if ctx.needs_input_grad[1] else None
+            return None, g, None, None, None, None
+        table, *saved = ctx.saved_tensors
         g_table = torch.zeros_like(table) if ctx.needs_input_grad[1] else None
         if g_table is not None:
             for lvl, (res, size, dense, off) in enumerate(ctx.levels):
@@ -235,28 +257,40 @@ class _HashLookup(torch.autograd.Function):
                 flat = idx.view(-1).long()  # scatter_add_ takes int64 rows only
                 for f in range(F):
                     gl[f].scatter_add_(0, flat, (w * rows[f]).view(-1))
-        return None, g_table, None, None, None
+        return None, g_table, None, None, None, None
 
 
 class _PointGradient(torch.autograd.Function):
-    """Zeros ``(N, L · F)`` whose derivative in the points ``u (N, 3)`` is the features' Jacobian
-    ``jac (L · F, 3, N)`` (from the forward): added to the features, it makes them differentiable in
-    the points as ``∂L/∂u = Σ_k ∂L/∂feat_k · jac_k`` (no gather, no table access) on a separate
-    branch of the graph, so a pass that asks for the table only never runs it."""
+    """Zeros ``(N, L · F)`` whose derivative in the points ``u (N, 3)`` is the features' Jacobian:
+    added to the features, it makes them differentiable in the points as ``∂L/∂u = Σ_k
+    ∂L/∂feat_k · ∂feat_k/∂u`` on a separate branch of the graph, so a pass that asks for the table
+    only never runs it. The Jacobian is ``jac (L · F, 3, N)`` from the torch kernel's forward (no
+    gather, no table access), or, with ``native`` levels, recomputed by the C kernel from the
+    table (saved for backward, so an in-place update in between is an error); ``u`` is then the
+    raw points and the gradient includes the box normalisation and its clamp."""
 
     backward_calls = 0
 
     @staticmethod
-    def forward(ctx, u, jac):
-        ctx.save_for_backward(jac)
-        return u.new_zeros((1, jac.shape[0])).expand(u.shape[0], -1)
+    def forward(ctx, u, jac, table=None, native_levels=None, n_features=None):
+        ctx.native, ctx.n_features = native_levels, n_features
+        if native_levels is not None:
+            ctx.save_for_backward(u.detach(), table)
+            n_out = native_levels.n * n_features
+        else:
+            ctx.save_for_backward(jac)
+            n_out = jac.shape[0]
+        return u.new_zeros((1, n_out)).expand(u.shape[0], -1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         _PointGradient.backward_calls += 1
+        if ctx.native is not None:
+            u, table = ctx.saved_tensors
+            return native.point_backward(u, table, grad.t(), ctx.native, ctx.n_features), None, None, None, None
         (jac,) = ctx.saved_tensors
-        return torch.einsum("kdn,nk->nd", jac, grad), None
+        return torch.einsum("kdn,nk->nd", jac, grad), None, None, None, None
 
 
 def hash_encode_reference(u: torch.Tensor, table: torch.Tensor, levels, n_features: int) -> torch.Tensor:
@@ -299,6 +333,7 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("extent", (hi - lo).float(), persistent=False)
         self.backend = resolve_backend(cfg.backend)
         self._compiled = None
+        self._native = None
         self.out_dim = cfg.n_levels * cfg.n_features
         T = 2 ** cfg.log2_table_size
         self.levels = []  # (resolution, table size, dense, offset)
@@ -321,6 +356,8 @@ class HashGridEncoding(nn.Module):
         else:
             # flat storage; level l is a contiguous (F, size_l) block at F · offset_l
             self.table = nn.Parameter(torch.empty(offset * cfg.n_features).uniform_(-cfg.init_scale, cfg.init_scale))
+            if self.backend == "native" and not cfg.compile:
+                self._native = native.Grid(self.levels, lo, hi - lo)
 
     def normalise(self, points: torch.Tensor) -> torch.Tensor:
         """Points → ``[0, 1]^3`` box coordinates (clamped)."""
@@ -329,6 +366,13 @@ class HashGridEncoding(nn.Module):
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         if points.ndim != 2 or points.shape[1] != 3:
             raise ValueError(f"points must be (N, 3); got {tuple(points.shape)}")
+        F = self.config.n_features
+        if self._native is not None and points.device.type == "cpu" and points.dtype == self.table.dtype == torch.float32:
+            # box normalisation and clamp run in the kernel (eager broadcasts over (N, 3) cost ~10 ns an element)
+            feats = _HashLookup.apply(points.detach(), self.table, self.levels, F, False, self._native)
+            if not points.requires_grad:  # the point gradient recomputes its gathers only if asked for
+                return feats
+            return feats + _PointGradient.apply(points, None, self.table.detach(), self._native, F)
         u = self.normalise(points)
         if self.backend == "tcnn":
             return self._tcnn(u).float()
@@ -336,7 +380,6 @@ class HashGridEncoding(nn.Module):
             if self._compiled is None:
                 self._compiled = torch.compile(hash_encode_reference, dynamic=True)
             return self._compiled(u, self.table, self.levels, self.config.n_features)
-        F = self.config.n_features
         if not u.requires_grad:
             return _HashLookup.apply(u, self.table, self.levels, F, False)
         feats, jac = _HashLookup.apply(u.detach(), self.table, self.levels, F, True)

@@ -58,7 +58,8 @@ def _restorers() -> dict:
 def _hashgrid_backends() -> dict:
     from headveil.neural_fields.encodings import BACKENDS as HG, available_backends as hg_available
 
-    return {b: ("available" if b in hg_available() else "missing (needs CUDA + tinycudann)") for b in HG}
+    needs = {"tcnn": "missing (needs CUDA + tinycudann)", "native": "missing (needs a C compiler; set $CC)"}
+    return {b: ("available" if b in hg_available() else needs.get(b, "missing")) for b in HG}
 
 
 def format_info(info: dict, indent: int = 0) -> str:

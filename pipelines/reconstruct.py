@@ -38,7 +38,7 @@ import tyro
 
 from headveil.common.artefacts import Artefact
 from headveil.common.errors import HeadVeilError
-from headveil.common.outputs import build_manifest, sha256_file, write_json
+from headveil.common.outputs import build_manifest, cache_dir, sha256_file, write_json
 from headveil.geometry.morphable.fit_result import FitResult
 from headveil.pipelines.train import StageConfig, train
 from headveil.render.losses import (
@@ -280,13 +280,6 @@ def _geometry_vs_gt(verts, faces, capture, model) -> dict:
                 "face": _face_metrics(verts, faces, gv, gf[skin], m.regions["face"]),
                 "gt_surface": "skin sub-mesh of the model"}
     return {"head": compare_meshes(verts, faces, gv, gf, n_samples=20000).to_json(), "gt_surface": "whole mesh"}
-
-
-def cache_dir() -> Path:
-    """Where cached priors are kept across runs: ``$HEADVEIL_CACHE`` or ``~/.cache/headveil``."""
-    import os
-
-    return Path(os.environ.get("HEADVEIL_CACHE") or Path.home() / ".cache" / "headveil")
 
 
 def prior_band_of(stages) -> float | None:

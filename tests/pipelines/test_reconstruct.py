@@ -9,6 +9,7 @@ import torch
 
 from headveil.common.outputs import write_json
 from headveil.geometry.camera import opencv_to_opengl
+from headveil.neural_fields.encodings import resolve_backend
 from headveil.pipelines.capture import CaptureError, load_capture, write_synthetic_capture
 from headveil.render.scene import SubjectCodes
 from headveil.pipelines.train import StageConfig, TrainingDivergedError, train
@@ -110,7 +111,7 @@ def test_training_is_deterministic_checkpoints_and_stops_on_nan(model, capture_d
     train(f, cap, [StageConfig(name="a", steps=2, **TINY), StageConfig(name="b", steps=2, views="neutral", **TINY)],
           seed=3, checkpoint=ckpt, checkpoint_every=1, progress=False)
     state = torch.load(ckpt, weights_only=True)  # tensors and plain values only
-    assert state["stage"] == 2 and state["backend"] == "torch" and "generator" in state
+    assert state["stage"] == 2 and state["backend"] == resolve_backend("auto") and "generator" in state
 
     f.density.forward = lambda s: s * float("nan")
     with pytest.raises(TrainingDivergedError, match="last good checkpoint"):
@@ -131,9 +132,9 @@ def test_reconstruct_cli_end_to_end(capture_dir, tmp_path):
     assert {p.name for p in out.iterdir()} >= {"mesh.ply", "mesh.obj", "checkpoint.pt", "metrics.json", "manifest.json"}
     m = json.loads((out / "metrics.json").read_text())
     # the untrained residual is zero: the mesh is the prior head, within a few voxels of the truth
-    assert m["geometry_vs_gt"]["face"]["chamfer_mm"] < 15 and m["backend"] == "torch"
+    assert m["geometry_vs_gt"]["face"]["chamfer_mm"] < 15 and m["backend"] == resolve_backend("auto")
     man = json.loads((out / "manifest.json").read_text())
-    assert man["backends"]["hashgrid"] == "torch" and man["seed"] == 0
+    assert man["backends"]["hashgrid"] == resolve_backend("auto") and man["seed"] == 0
 
 
 def test_render_image_in_chunks_matches_one_batch(model, capture_dir):
