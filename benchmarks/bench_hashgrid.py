@@ -143,7 +143,7 @@ def main() -> None:
         f"### Hash-grid encoding on the CPU: torch and native backends (16 levels × 2 features, table 2^{cfg.log2_table_size} per level, "
         f"base 16, growth 1.38; {sum(s for _, s, _, _ in HashGridEncoding(cfg).levels) * 2 / 1e6:.1f} M parameters)", "",
         "Best of the repetitions; loss = mean(features²). `malloc tuned`: glibc `mallopt` keeps freed memory "
-        "(what the training entry points do); `compiled`: `HashGridConfig(compile=True)` (first call compiles); "
+        "(a process-wide setting HeadVeil leaves alone: on the README recipe it saves 2 of 76 s); `compiled`: `HashGridConfig(compile=True)` (first call compiles); "
         "`native (C)`: backend `native`, the C kernel (`headveil.neural_fields.native`; first call includes "
         "loading the cached build).", "",
         "| kernel | malloc | points | forward ms | forward + backward ms | points / s (fwd + bwd) | first call s |",

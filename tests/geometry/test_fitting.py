@@ -80,3 +80,22 @@ def test_fit_rejects_bad_points(model):
     det = Detection(np.zeros((10, 2)), "ibug68", np.array([0, 0, 100, 100.0]), 1.0, "x")
     with pytest.raises(ValueError, match="68"):
         fit_landmarks(model, det, 512, 512)
+
+
+def test_solve_bounded_eliminates_the_unbounded_variables_exactly():
+    """Unbounded variables anywhere (not only first), bounded ones active at both ends: the Schur
+    path gives BVLS's optimum, and the active set it returns is the one of the bounded variables."""
+    from scipy.optimize import lsq_linear
+
+    rng = np.random.default_rng(4)  # optimum: two variables at a lower bound, two at an upper one
+    A, b = rng.normal(size=(30, 7)), rng.normal(size=30) * 3
+    lb = np.array([-np.inf, 0.0, -np.inf, 0.0, -0.1, -np.inf, 0.0])
+    ub = np.array([np.inf, 0.2, np.inf, 0.2, 0.1, np.inf, 0.05])
+    ref = lsq_linear(A, b, bounds=(lb, ub), method="bvls").x
+    for guess in (np.zeros(7, np.int8), np.array([0, 1, 0, -1, 1, 0, -1], np.int8)):  # none, mostly wrong
+        active = guess.copy()
+        x = _solve_bounded(A.T @ A, A.T @ b, lb, ub, active=active)
+        np.testing.assert_allclose(x, ref, atol=1e-8)
+        at_lo, at_hi = np.isclose(ref, lb), np.isclose(ref, ub)
+        assert active.tolist() == np.where(at_lo, -1, np.where(at_hi, 1, 0)).tolist()
+        assert (active[np.isinf(lb)] == 0).all()
