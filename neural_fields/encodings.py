@@ -191,7 +191,7 @@ class _HashLookup(torch.autograd.Function):
     table, filled by one ``scatter_add_`` per level and feature (no per-level table-sized
     temporaries). First-order only; the autograd-native :func:`hash_encode_reference` is the oracle.
 
-    ``native`` (a :class:`headveil.neural_fields.native.Grid`, or None) runs both passes in the
+    ``native_grid`` (a :class:`headveil.neural_fields.native.Grid`, or None) runs both passes in the
     C kernel instead: ``u`` is then the raw ``(N, 3)`` points in the box frame (the kernel clamps
     them into the box itself), the forward saves only them, and the backward recomputes the corners.
     """
@@ -200,13 +200,13 @@ class _HashLookup(torch.autograd.Function):
     """Times the backward ran (a test counts the passes that fill the table's gradient)."""
 
     @staticmethod
-    def forward(ctx, u, table, levels, n_features, jacobian, native_levels=None):
+    def forward(ctx, u, table, levels, n_features, jacobian, native_grid=None):
         F = n_features
-        ctx.levels, ctx.n_features, ctx.native = levels, F, native_levels
-        if native_levels is not None:
+        ctx.levels, ctx.n_features, ctx.native = levels, F, native_grid
+        if native_grid is not None:
             ctx.save_for_backward(u)
             ctx.table_numel = table.numel()
-            return native.forward(u, table, native_levels, F).t()
+            return native.forward(u, table, native_grid, F).t()
         uT = u.t().contiguous()  # (3, N)
         N = u.shape[0]
         out = u.new_empty(len(levels) * F, N)  # feature-major: each row written in place
@@ -265,18 +265,18 @@ class _PointGradient(torch.autograd.Function):
     added to the features, it makes them differentiable in the points as ``∂L/∂u = Σ_k
     ∂L/∂feat_k · ∂feat_k/∂u`` on a separate branch of the graph, so a pass that asks for the table
     only never runs it. The Jacobian is ``jac (L · F, 3, N)`` from the torch kernel's forward (no
-    gather, no table access), or, with ``native`` levels, recomputed by the C kernel from the
+    gather, no table access), or, with a ``native_grid``, recomputed by the C kernel from the
     table (saved for backward, so an in-place update in between is an error); ``u`` is then the
     raw points and the gradient includes the box normalisation and its clamp."""
 
     backward_calls = 0
 
     @staticmethod
-    def forward(ctx, u, jac, table=None, native_levels=None, n_features=None):
-        ctx.native, ctx.n_features = native_levels, n_features
-        if native_levels is not None:
+    def forward(ctx, u, jac, table=None, native_grid=None, n_features=None):
+        ctx.native, ctx.n_features = native_grid, n_features
+        if native_grid is not None:
             ctx.save_for_backward(u.detach(), table)
-            n_out = native_levels.n * n_features
+            n_out = native_grid.n * n_features
         else:
             ctx.save_for_backward(jac)
             n_out = jac.shape[0]
