@@ -88,3 +88,33 @@ def test_write_rejects_bad_shape(tmp_path):
     with pytest.raises(ValueError, match="shape"):
         write_image(tmp_path / "b.png", np.zeros((4, 4), np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (1, 7), (3, 5), (256, 3), (257, 33), (600, 41)])
+def test_encode_png_round_trips_at_any_size(h, w):
+    """One row, one column, exactly one block, a block and a row, several blocks; every byte value
+    (the Up filter wraps modulo 256)."""
+    import io
+
+    from headveil.common.images import encode_png
+
+    img = np.random.default_rng(h * 1000 + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    for level in (0, 1, 9):
+        with Image.open(io.BytesIO(encode_png(img, level))) as im:
+            assert im.mode == "RGB" and np.array_equal(np.asarray(im), img)
+
+
+def test_encode_png_bytes_do_not_depend_on_threads_and_hold_no_metadata():
+    import struct
+
+    from headveil.common.images import encode_png
+
+    img = np.random.default_rng(0).integers(0, 256, (700, 20, 3), dtype=np.uint8)  # 3 blocks
+    data = encode_png(img, 3, threads=1)
+    assert data == encode_png(img, 3, threads=3)
+    chunks, pos = [], 8
+    while pos < len(data):  # walk the chunks: only the critical ones
+        (n,), tag = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        chunks.append(tag)
+        pos += 12 + n
+    assert chunks == [b"IHDR", b"IDAT", b"IEND"] and data[:8] == b"\x89PNG\r\n\x1a\n"
