@@ -182,7 +182,7 @@ static int parallel(job_t base, int32_t n_threads, void *(*fn)(void *)) {
      * the buffers are added in thread order, so a given thread count always gives the same sums. */
     float *partial = NULL;
     if (base.g_u && nt > 1) {
-        partial = (float *)calloc((size_t)(nt - 1) * 3 * (size_t)base.n, sizeof(float));
+        partial = (float *)calloc((size_t)(nt - 1) * 3 * (size_t)(base.n > 0 ? base.n : 1), sizeof(float));
         if (!partial) nt = 1;
         for (int t = 0; t < nt; ++t) jobs[t].step = nt;
         for (int t = 1; t < nt; ++t) jobs[t].g_u = partial + (size_t)(t - 1) * 3 * (size_t)base.n;
@@ -207,8 +207,9 @@ static int parallel(job_t base, int32_t n_threads, void *(*fn)(void *)) {
  * `scale`, also du/dx per point and axis (1 / ext inside the box, 0 where the clamp holds, as for
  * torch's clamp) into a second one. */
 static float *normalise(const float *x, const float *lo, const float *ext, int64_t n, float **scale) {
-    float *u = (float *)malloc((size_t)n * 3 * sizeof(float));
-    float *s = scale ? (float *)malloc((size_t)n * 3 * sizeof(float)) : NULL;
+    const size_t bytes = (size_t)(n > 0 ? n : 1) * 3 * sizeof(float); /* malloc(0) may be NULL */
+    float *u = (float *)malloc(bytes);
+    float *s = scale ? (float *)malloc(bytes) : NULL;
     if (!u || (scale && !s)) { free(u); free(s); return NULL; }
     for (int64_t i = 0; i < n; ++i)
         for (int k = 0; k < 3; ++k) {

@@ -153,3 +153,14 @@ def test_native_build_is_cached_by_source_and_compiler(monkeypatch, tmp_path):
         assert not [p for p in (tmp_path / "kernels").iterdir() if p not in built]  # no temp file left
     finally:
         native.library.cache_clear()
+
+
+@needs_native
+def test_native_takes_an_empty_batch():
+    _, nat = _pair(**SMALL)
+    x = torch.zeros(0, 3, requires_grad=True)
+    feats = nat(x)
+    assert feats.shape == (0, nat.out_dim)
+    (g,) = torch.autograd.grad(feats.sum(), x, retain_graph=True)
+    feats.sum().backward()
+    assert g.shape == (0, 3) and nat.table.grad.abs().sum() == 0
