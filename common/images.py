@@ -24,6 +24,8 @@ def _to_rgb8(img) -> np.ndarray:
     from PIL import Image
 
     mode = img.mode
+    if mode == "RGB":  # the common case: one copy (writable, contiguous), no convert() copy before it
+        return np.array(img, dtype=np.uint8)
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
@@ -62,7 +64,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)  # no copy of the photo when it has no orientation tag
             rgb = _to_rgb8(img)
     except UnidentifiedImageError as exc:
         raise ImageReadError(f"not a readable image: {path}") from exc
