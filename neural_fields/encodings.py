@@ -368,7 +368,7 @@ class HashGridEncoding(nn.Module):
             raise ValueError(f"points must be (N, 3); got {tuple(points.shape)}")
         F = self.config.n_features
         if self._native is not None and points.device.type == "cpu" and points.dtype == self.table.dtype == torch.float32:
-            # box normalisation and clamp run in the kernel (eager broadcasts over (N, 3) cost ~10 ns an element)
+            # box normalisation and clamp run in the kernel (each eager op over an (N, 3) broadcast costs ~10 ns an element)
             feats = _HashLookup.apply(points.detach(), self.table, self.levels, F, False, self._native)
             if not points.requires_grad:  # the point gradient recomputes its gathers only if asked for
                 return feats
