@@ -28,7 +28,10 @@
 #define P1 2654435761ULL
 #define P2 805459861ULL
 
+enum pass { FORWARD, TABLE_GRAD, POINT_GRAD };
+
 typedef struct {
+    enum pass pass;
     const float *u; /* (N, 3) points in [0, 1]^3 */
     int64_t n;
     const float *table;
@@ -89,8 +92,6 @@ static inline void corners(const float *u, int64_t i0, int m, float r, uint32_t 
     }
 }
 
-enum pass { FORWARD, TABLE_GRAD, POINT_GRAD };
-
 /* One level of one pass, point block by point block:
  *   FORWARD     out[l F + f] = Σ_c w_c t_f[idx_c]
  *   TABLE_GRAD  t_f[idx_c] += w_c grad_out[l F + f]            (g_table)
@@ -145,27 +146,16 @@ HV_CLONES static void level_pass(const job_t *j, int lvl, enum pass pass) {
     }
 }
 
-static void *run_forward(void *arg) {
+/* A thread's share of a pass: levels first, first + step, ... */
+static void *run_levels(void *arg) {
     const job_t *j = (const job_t *)arg;
-    for (int l = j->first; l < j->n_levels; l += j->step) level_pass(j, l, FORWARD);
+    for (int l = j->first; l < j->n_levels; l += j->step) level_pass(j, l, j->pass);
     return NULL;
 }
 
-static void *run_backward(void *arg) {
-    const job_t *j = (const job_t *)arg;
-    for (int l = j->first; l < j->n_levels; l += j->step) level_pass(j, l, TABLE_GRAD);
-    return NULL;
-}
-
-static void *run_point_backward(void *arg) {
-    const job_t *j = (const job_t *)arg;
-    for (int l = j->first; l < j->n_levels; l += j->step) level_pass(j, l, POINT_GRAD);
-    return NULL;
-}
-
-/* Runs fn over the levels on up to n_threads threads (the calling thread is one of them).
+/* Runs the job's pass over the levels on up to n_threads threads (the calling thread is one of them).
  * Returns 0, or -1 when a thread could not be started (the work is then done on this thread). */
-static int parallel(job_t base, int32_t n_threads, void *(*fn)(void *)) {
+static int parallel(job_t base, int32_t n_threads) {
     int nt = n_threads < 1 ? 1 : n_threads;
     if (nt > base.n_levels) nt = base.n_levels;
     if (nt > 64) nt = 64;
@@ -187,11 +177,11 @@ static int parallel(job_t base, int32_t n_threads, void *(*fn)(void *)) {
         for (int t = 0; t < nt; ++t) jobs[t].step = nt;
         for (int t = 1; t < nt; ++t) jobs[t].g_u = partial + (size_t)(t - 1) * 3 * (size_t)base.n;
     }
-    for (int t = 1; t < nt; ++t) started[t] = pthread_create(&tid[t], NULL, fn, &jobs[t]) == 0;
-    fn(&jobs[0]);
+    for (int t = 1; t < nt; ++t) started[t] = pthread_create(&tid[t], NULL, run_levels, &jobs[t]) == 0;
+    run_levels(&jobs[0]);
     for (int t = 1; t < nt; ++t) {
         if (started[t]) pthread_join(tid[t], NULL);
-        else { fn(&jobs[t]); failed = 1; }
+        else { run_levels(&jobs[t]); failed = 1; }
     }
     if (partial) {
         for (int t = 1; t < nt; ++t) {
@@ -221,15 +211,15 @@ static float *normalise(const float *x, const float *lo, const float *ext, int64
     return u;
 }
 
-/* Normalises the points, runs fn over the levels, and for the point gradient (j.g_u set) turns the
+/* Normalises the points, runs its pass over the levels, and for the point gradient (j.g_u set) turns the
  * gradient in u into one in x. 0 on success, -1 when a thread could not be started (the result is
  * still complete: its share ran on the calling thread), -2 when out of memory (nothing written). */
-static int run_pass(job_t j, const float *x, const float *lo, const float *ext, int32_t n_threads, void *(*fn)(void *)) {
+static int run_pass(job_t j, const float *x, const float *lo, const float *ext, int32_t n_threads) {
     float *scale = NULL;
     float *u = normalise(x, lo, ext, j.n, j.g_u ? &scale : NULL);
     if (!u) return -2;
     j.u = u;
-    int rc = parallel(j, n_threads, fn);
+    int rc = parallel(j, n_threads);
     if (scale)
         for (int64_t i = 0; i < 3 * j.n; ++i) j.g_u[i] *= scale[i];
     free(u);
@@ -241,16 +231,16 @@ static int run_pass(job_t j, const float *x, const float *lo, const float *ext, 
 int hv_hash_forward(const float *x, const float *lo, const float *ext, int64_t n, const float *table,
                     int32_t n_levels, int32_t n_features, const int64_t *res, const int64_t *size,
                     const int64_t *dense, const int64_t *off, float *out, int32_t n_threads) {
-    job_t j = {NULL, n, table, NULL, NULL, n_levels, n_features, res, size, dense, off, out, NULL, 0, 1};
-    return run_pass(j, x, lo, ext, n_threads, run_forward);
+    job_t j = {FORWARD, NULL, n, table, NULL, NULL, n_levels, n_features, res, size, dense, off, out, NULL, 0, 1};
+    return run_pass(j, x, lo, ext, n_threads);
 }
 
 /* g_table (like table), zeroed by the caller, receives the table gradient of grad_out. */
 int hv_hash_backward(const float *x, const float *lo, const float *ext, int64_t n, const float *grad_out,
                      int32_t n_levels, int32_t n_features, const int64_t *res, const int64_t *size,
                      const int64_t *dense, const int64_t *off, float *g_table, int32_t n_threads) {
-    job_t j = {NULL, n, NULL, grad_out, g_table, n_levels, n_features, res, size, dense, off, NULL, NULL, 0, 1};
-    return run_pass(j, x, lo, ext, n_threads, run_backward);
+    job_t j = {TABLE_GRAD, NULL, n, NULL, grad_out, g_table, n_levels, n_features, res, size, dense, off, NULL, NULL, 0, 1};
+    return run_pass(j, x, lo, ext, n_threads);
 }
 
 /* g_x (N, 3), zeroed by the caller, receives Σ_k grad_out_k ∂feature_k/∂x. */
@@ -258,8 +248,8 @@ int hv_hash_point_backward(const float *x, const float *lo, const float *ext, in
                            const float *grad_out, int32_t n_levels, int32_t n_features, const int64_t *res,
                            const int64_t *size, const int64_t *dense, const int64_t *off, float *g_x,
                            int32_t n_threads) {
-    job_t j = {NULL, n, table, grad_out, NULL, n_levels, n_features, res, size, dense, off, NULL, g_x, 0, 1};
-    return run_pass(j, x, lo, ext, n_threads, run_point_backward);
+    job_t j = {POINT_GRAD, NULL, n, table, grad_out, NULL, n_levels, n_features, res, size, dense, off, NULL, g_x, 0, 1};
+    return run_pass(j, x, lo, ext, n_threads);
 }
 
 int hv_abi_version(void) { return 4; }
