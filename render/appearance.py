@@ -660,32 +660,44 @@ def even_albedo(albedo: np.ndarray, model, raster: UVRaster, beta=None, sigma: f
 
     An SH light of nine terms cannot explain a photo's coloured, mixed or cast light; the rest stays
     in the albedo as broad patches of colour and brightness (a purple cheek, a yellow forehead).
-    In CIELAB, the albedo's difference to the model albedo of ``beta`` is split at a Gaussian of
-    ``sigma`` × the atlas side (normalised over the skin texels): its broad part is replaced by the
-    skin's mean difference (the donor's own tone), its fine part is kept — lightness fully (brows,
-    lids, wrinkles, pores: the face), hue and chroma at ``chroma`` of their strength (a photo's
-    colour blotches, and the colour mottling of a mix). The model albedo's own structure (red
-    lips, darker brows) comes back with the reference. Returns ``(S, S, 3) float32`` in [0, 1];
-    texels outside the atlas's covered area are left as they are."""
+    In CIELAB, the albedo is split at a Gaussian of ``sigma`` × the atlas side (normalised over the
+    skin texels): its broad part is replaced by the model albedo of ``beta``'s broad part plus the
+    skin's mean difference to it (the donor's own tone); its fine part is kept — lightness fully
+    (brows, lids, wrinkles, pores: the face), hue and chroma at ``chroma`` of their strength on the
+    skin (a photo's colour blotches, and the colour mottling of a mix) and fully on the lips, eyes
+    and mouth (the donor's own red lips), with a soft step between. The model albedo's own fine
+    structure (its painted brows, which need not sit where the donor's are) never comes in.
+    Returns ``(S, S, 3) float32`` in [0, 1]; texels outside the atlas's covered area are left as
+    they are."""
     import cv2
 
     S = raster.size
     ref_v, idx = texel_attribute(raster, model.albedo(beta), model.faces)
-    skin = skin_texels(model, raster).ravel()[idx]
+    skin_full = skin_texels(model, raster)
+    skin = skin_full.ravel()[idx]
     if skin.sum() < 100:
         return np.asarray(albedo, np.float32)
-    diff = np.zeros((S * S, 3), np.float32)
-    lab_ref = srgb_to_lab(ref_v.astype(np.float32))
-    diff[idx] = srgb_to_lab(np.asarray(albedo, np.float32).reshape(-1, 3)[idx]) - lab_ref
+    lab_ref = np.zeros((S * S, 3), np.float32)
+    lab_ref[idx] = srgb_to_lab(ref_v.astype(np.float32))
+    lab = np.zeros((S * S, 3), np.float32)
+    lab[idx] = srgb_to_lab(np.asarray(albedo, np.float32).reshape(-1, 3)[idx])
     wk = np.zeros(S * S, np.float32)
     wk[idx[skin]] = 1.0
-    diff, wk = diff.reshape(S, S, 3), wk.reshape(S, S)
+    lab, lab_ref, wk = lab.reshape(S, S, 3), lab_ref.reshape(S, S, 3), wk.reshape(S, S)
     s = max(float(sigma) * S, 0.5)
-    broad = cv2.GaussianBlur(diff * wk[..., None], (0, 0), s) / np.maximum(cv2.GaussianBlur(wk, (0, 0), s), 1e-4)[..., None]
-    mean = diff.reshape(-1, 3)[idx[skin]].mean(0)
-    fine = (diff - broad).reshape(-1, 3)[idx] * np.array([1.0, chroma, chroma], np.float32)
+    norm = np.maximum(cv2.GaussianBlur(wk, (0, 0), s), 1e-4)[..., None]
+
+    def broad(x):
+        return cv2.GaussianBlur(x * wk[..., None], (0, 0), s) / norm
+
+    mean = (lab - lab_ref).reshape(-1, 3)[idx[skin]].mean(0)
+    # the fine part's chroma weight: ``chroma`` on skin, 1 on the features (lips, eyes, mouth)
+    c = np.where(skin_full, float(chroma), 1.0).astype(np.float32)
+    c = cv2.GaussianBlur(c, (0, 0), max(0.002 * S, 0.5))
+    gain = np.stack([np.ones_like(c), c, c], -1)
+    out_lab = broad(lab_ref) + mean + (lab - broad(lab)) * gain
     out = np.array(albedo, np.float32, copy=True).reshape(-1, 3)
-    out[idx] = np.clip(lab_to_srgb((lab_ref + mean + fine).astype(np.float32)), 0, 1)
+    out[idx] = np.clip(lab_to_srgb(out_lab.reshape(-1, 3)[idx].astype(np.float32)), 0, 1)
     return out.reshape(S, S, 3)
 
 

@@ -246,6 +246,40 @@ def test_even_albedo_takes_out_broad_residue_and_keeps_fine_lightness(model):
     np.testing.assert_array_equal(out[~r.mask], albedo[~r.mask])  # uncovered texels untouched
 
 
+def test_even_albedo_does_not_paint_the_models_own_features_onto_a_donor(model):
+    # a donor whose brows are not where the model's painted ones are: a flat skin colour; the
+    # model's fine structure (its brows) must not come back in the donor's albedo
+    import cv2
+
+    from headveil.common.images import lab_to_srgb
+
+    S = 256
+    r = ap.uv_raster(model, S)
+    skin = ap.skin_texels(model, r)
+    albedo = np.zeros((S, S, 3), np.float32)
+    albedo[r.mask] = np.clip(lab_to_srgb(np.array([[65.0, 14.0, 18.0]], np.float32)), 0, 1)
+    beta = np.zeros(model.n_albedo)
+    beta[list(model.albedo_names).index("brow_darkness")] = 2.5  # the model's brows, dark
+    out = ap.even_albedo(albedo, model, r, beta, sigma=0.03, chroma=0.25)
+    ref_v, idx = ap.texel_attribute(r, model.albedo(beta), model.faces)
+    lab_ref = np.zeros((S * S, 3), np.float32)
+    lab_ref[idx] = srgb_to_lab(ref_v.astype(np.float32))
+    lab_out = np.zeros((S * S, 3), np.float32)
+    lab_out[idx] = srgb_to_lab(out.reshape(-1, 3)[idx])
+
+    brows = ap.texel_mask(model, r, model.regions["brows"])
+    w = skin.astype(np.float32)
+
+    def fine(x):  # the part finer than the skin around it, on the model's brow texels
+        x = x.reshape(S, S, 3)
+        return (x - cv2.GaussianBlur(x * w[..., None], (0, 0), 4) / np.maximum(cv2.GaussianBlur(w, (0, 0), 4), 1e-4)[..., None])[brows]
+
+    ref_fine, out_fine = fine(lab_ref), fine(lab_out)
+    assert brows.sum() > 30 and ref_fine[:, 0].mean() < -8  # the model's brows: dark
+    assert np.abs(out_fine[:, 0]).mean() < 0.1 * np.abs(ref_fine[:, 0]).mean()
+    assert np.abs(out_fine[:, 1:]).mean() < 0.1 * np.abs(ref_fine[:, 1:]).mean() + 0.1
+
+
 def test_the_coarse_smooth_fill_follows_the_full_pull_push_in_the_holes():
     S = 256
     ys, xs = np.mgrid[0:S, 0:S].astype(np.float32)
