@@ -219,9 +219,11 @@ def rerender_face(photo: np.ndarray, camera, R, t, old_vertices: np.ndarray, old
     return comp
 
 
-#: How far a textured re-render's contrast may be scaled per band to meet the photo's (down for a
-#: donor sharper than the photo, up for one softer: an old face's wrinkles, a sharp camera's pores).
-CONTRAST_LIMITS = (0.35, 2.0)
+#: How far a textured re-render's contrast may be scaled per band to meet the photo's: down for a
+#: donor sharper than the photo, up for one softer at most to the naturalness target's 1.3×.
+#: Scaling up cannot add the wrinkles an old face's photo has; it multiplies what the donor's albedo
+#: holds (de-lighting's mottle, a mix's seams): at 2× an old woman's new face was a blotched bronze mask.
+CONTRAST_LIMITS = (0.35, 1.3)
 
 
 def match_photo(img: np.ndarray, mask: np.ndarray, photo: np.ndarray, cov_old: np.ndarray,
