@@ -245,12 +245,15 @@ def _at_work_scale(win: FaceWindow, work_shape, original: np.ndarray, protected:
             cv2.resize(protected, size, interpolation=cv2.INTER_AREA), rem)
 
 
-def _occluders(work: np.ndarray, det_w, region: np.ndarray, model, fit) -> np.ndarray:
-    """``(h, w) bool``: what covers the face in the working copy (hair, brims, frames, hands; the
-    person segmenter's background), kept on top of a new face. Searched over everything a new face
-    can be drawn on: the landmark outline ``region`` and the fitted face mesh's own coverage, grown
-    by :data:`REACH_GROW` of the face's size (a changed shape reaches a little farther) — the
-    model's forehead rises above the outline into a fringe, its cheeks past a turned face's edge."""
+def _occluders(work: np.ndarray, det_w, region: np.ndarray, model, fit,
+               drawn: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """What covers the face in the working copy (hair, brims, frames, hands; the person segmenter's
+    background), kept on top of a new face: ``(occluders (h, w) bool, the region searched (h, w)
+    bool)``. Searched over everything a new face can be drawn on: the landmark outline ``region``
+    and the fitted face mesh's own coverage, grown by :data:`REACH_GROW` of the face's size (a
+    changed shape reaches a little farther) — the model's forehead rises above the outline into a
+    fringe, its cheeks past a turned face's edge — and ``drawn``, what a method's new face did
+    replace (a shape changed more than that grows past it, over a hat's band)."""
     import cv2
 
     from headveil.geometry.perception.segmentation import person_mask
@@ -266,7 +269,9 @@ def _occluders(work: np.ndarray, det_w, region: np.ndarray, model, fit) -> np.nd
         reach = cv2.resize(reach, (work.shape[1], work.shape[0]), interpolation=cv2.INTER_NEAREST)
     g = max(3, int(REACH_GROW * det_w.size)) | 1
     reach = cv2.dilate(reach, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (g, g))).astype(bool) | region
-    return occluder_mask(work, det_w.points, det_w.scheme, reach, person=person_mask(work))
+    if drawn is not None:
+        reach |= cv2.dilate(np.asarray(drawn, np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    return occluder_mask(work, det_w.points, det_w.scheme, reach, person=person_mask(work)), reach
 
 
 #: How far beyond the fitted face's coverage occluders are searched, as a share of the face's size.
@@ -336,9 +341,10 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
                     rigid=(fit.R, fit.t), light=SHLight(fit.lighting) if fit.lighting is not None else None,
                     extras={"source": source, "face_region": region,
                             **{k: v for k, v in extras.items() if not k.startswith("_")}})
-    occ_w, t_occ = None, time.perf_counter()
+    occ_w, reach_w, t_occ = None, None, time.perf_counter()
     if cmd.occluders and "model" in spec.needs:  # a re-rendered face: what will stay on top of it
-        occ_w = inp.extras["occluders"] = _occluders(work, det_w, region, model, fit)
+        occ_w, reach_w = _occluders(work, det_w, region, model, fit)
+        inp.extras["occluders"] = occ_w
     t_occ = time.perf_counter() - t_occ  # recorded on its own (seconds["occluders"]), found before the method
     rng = rng if rng is not None else np.random.default_rng(np.random.SeedSequence())
     selection, cluster = None, extras.get("_cluster")
@@ -369,7 +375,11 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     if comp is not None and cmd.occluders:  # hair, brims, frames, hands stay on top of the new face
         from headveil.render.occlusion import keep_occluders
 
-        occ_full = win.to_full(occ_w if occ_w is not None else _occluders(work, det_w, region, model, fit), img.shape)
+        if occ_w is None:
+            occ_w = _occluders(work, det_w, region, model, fit, comp.removed_mask)[0]
+        elif (comp.removed_mask & ~reach_w).any():  # the new face went past the search: search there too
+            occ_w = occ_w | _occluders(work, det_w, region, model, fit, comp.removed_mask)[0]
+        occ_full = win.to_full(occ_w, img.shape)
         image = keep_occluders(image, img, occ_full)
     coincident = 0
     if comp is not None:  # a method that re-rendered the face: no pixel of it may equal the input's
