@@ -245,11 +245,11 @@ def _at_work_scale(win: FaceWindow, work_shape, original: np.ndarray, protected:
             cv2.resize(protected, size, interpolation=cv2.INTER_AREA), rem)
 
 
-def _occluders(work: np.ndarray, det_w, region: np.ndarray, model, fit,
-               drawn: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _occluders(work: np.ndarray, det_w, region: np.ndarray, model, fit, drawn: np.ndarray | None = None,
+               person: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What covers the face in the working copy (hair, brims, frames, hands; the person segmenter's
     background), kept on top of a new face: ``(occluders (h, w) bool, the region searched (h, w)
-    bool)``. Searched over everything a new face can be drawn on: the landmark outline ``region``
+    bool, the person segmenter's confidence (h, w), reused when given as ``person``)``. Searched over everything a new face can be drawn on: the landmark outline ``region``
     and the fitted face mesh's own coverage, grown by :data:`REACH_GROW` of the face's size (a
     changed shape reaches a little farther) — the model's forehead rises above the outline into a
     fringe, its cheeks past a turned face's edge — and ``drawn``, what a method's new face did
@@ -271,11 +271,21 @@ def _occluders(work: np.ndarray, det_w, region: np.ndarray, model, fit,
     reach = cv2.dilate(reach, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (g, g))).astype(bool) | region
     if drawn is not None:
         reach |= cv2.dilate(np.asarray(drawn, np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    return occluder_mask(work, det_w.points, det_w.scheme, reach, person=person_mask(work)), reach
+    person = person_mask(work) if person is None else person
+    return occluder_mask(work, det_w.points, det_w.scheme, reach, person=person), reach, person
 
 
 #: How far beyond the fitted face's coverage occluders are searched, as a share of the face's size.
 REACH_GROW = 0.06
+
+
+def _grew_past(removed: np.ndarray, reach: np.ndarray) -> bool:
+    """Whether what a method replaced (``removed (h, w) bool``) reaches past the region searched for
+    occluders (``reach``) by more than a pixel's sliver (the composite grows its mask by one pixel)."""
+    import cv2
+
+    beyond = (np.asarray(removed, bool) & ~np.asarray(reach, bool)).astype(np.uint8)
+    return bool(beyond.any() and cv2.erode(beyond, np.ones((3, 3), np.uint8)).any())
 
 
 def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: dict, restorer, recognizers: dict,
@@ -341,9 +351,9 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
                     rigid=(fit.R, fit.t), light=SHLight(fit.lighting) if fit.lighting is not None else None,
                     extras={"source": source, "face_region": region,
                             **{k: v for k, v in extras.items() if not k.startswith("_")}})
-    occ_w, reach_w, t_occ = None, None, time.perf_counter()
+    occ_w, reach_w, person_w, t_occ = None, None, None, time.perf_counter()
     if cmd.occluders and "model" in spec.needs:  # a re-rendered face: what will stay on top of it
-        occ_w, reach_w = _occluders(work, det_w, region, model, fit)
+        occ_w, reach_w, person_w = _occluders(work, det_w, region, model, fit)
         inp.extras["occluders"] = occ_w
     t_occ = time.perf_counter() - t_occ  # recorded on its own (seconds["occluders"]), found before the method
     rng = rng if rng is not None else np.random.default_rng(np.random.SeedSequence())
@@ -377,8 +387,8 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
 
         if occ_w is None:
             occ_w = _occluders(work, det_w, region, model, fit, comp.removed_mask)[0]
-        elif (comp.removed_mask & ~reach_w).any():  # the new face went past the search: search there too
-            occ_w = occ_w | _occluders(work, det_w, region, model, fit, comp.removed_mask)[0]
+        elif _grew_past(comp.removed_mask, reach_w):  # the new face went past the search: search there too
+            occ_w = occ_w | _occluders(work, det_w, region, model, fit, comp.removed_mask, person_w)[0]
         occ_full = win.to_full(occ_w, img.shape)
         image = keep_occluders(image, img, occ_full)
     coincident = 0
