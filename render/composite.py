@@ -6,8 +6,8 @@ left byte-identical to the input.
 The face region is the projected model's face: ``region_new`` (where the new face renders) and
 ``region_old`` (where the original face was). The output keeps the photo outside both (hair,
 background, clothing), shows the new render inside ``region_new``, and fills the rest of
-``region_old`` by inpainting from both sides of that gap (the new face's rim and the photo's
-surroundings), so no pixel of the original face survives. The seam is blended with a feathered alpha that never reaches into ``region_old``
+``region_old`` from the photo's surroundings by inpainting, so no pixel of the original face
+survives. The seam is blended with a feathered alpha that never reaches into ``region_old``
 beyond the mask's own anti-aliased edge.
 """
 
@@ -122,21 +122,7 @@ def composite_face(photo: np.ndarray, render: np.ndarray, coverage_new: np.ndarr
         levels = int(np.clip(np.log2(max(np.sqrt(alpha.sum()), 8.0)) - 3, 1, 4))
         mb = multiband_blend(fg, bgf, alpha, levels).astype(np.float64)
         out = np.where(removed[..., None], mb, out)
-    image = (out + 0.5).clip(0, 255).astype(np.uint8)
-    # where the old face reached past the new one, the gap is filled from both sides: the new face's
-    # rim and what lies outside (the whole-region inpainting alone smeared a dark collar or the hair
-    # into a strip along the jaw and cheek); neither side holds a pixel of the original face
-    gap = removed & (new <= 0)
-    if gap.any():
-        ys, xs = np.nonzero(gap)
-        m = GAP_INPAINT_RADIUS + 2
-        y0, y1, x0, x1 = max(ys.min() - m, 0), min(ys.max() + m + 1, H), max(xs.min() - m, 0), min(xs.max() + m + 1, W)
-        image[y0:y1, x0:x1] = inpaint_region(image[y0:y1, x0:x1], gap[y0:y1, x0:x1], GAP_INPAINT_RADIUS)
-    return Composite(image, alpha.astype(np.float32), removed, background)
-
-
-#: :func:`composite_face`: the inpainting radius (px) of the gap an old face leaves beside a narrower new one.
-GAP_INPAINT_RADIUS = 5
+    return Composite((out + 0.5).clip(0, 255).astype(np.uint8), alpha.astype(np.float32), removed, background)
 
 
 def match_detail(render: np.ndarray, mask: np.ndarray, photo: np.ndarray, photo_mask: np.ndarray,
