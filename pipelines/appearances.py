@@ -154,7 +154,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
                                             render_textured_many, skin_texels, uv_raster, uv_triangles)
     from headveil.render.deid.face3d import face_submesh, to_world
     from headveil.render.deid.registry import apply_method
-    from headveil.render.tone import brow_darkness, brow_regions, tone_stats
+    from headveil.render.tone import tone_stats
 
     t0 = time.perf_counter()
     model, bank, attacker = inp.model, sel.bank, sel.selector
@@ -169,8 +169,6 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     target = face_appearance(inp.image, model, v_old, fit.R, fit.t, fit.camera, fit.albedo, t_size,
                              complete=open_mouth)
     stats = tone_stats(target.albedo, skin_texels(model, uv_raster(model, t_size)), target.seen)
-    band_t, ring_t = brow_regions(model, uv_raster(model, t_size))
-    brows = brow_darkness(target.albedo.reshape(-1, 3), band_t, ring_t, target.seen.ravel())
     t_app = time.perf_counter()
     row = _alignment_row(attacker, inp.image, model, fit)
     t_emb = attacker.embed_many([inp.image], row)[0]
@@ -189,7 +187,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     # the candidates are compared on a coarser atlas (a preview's face is at most PREVIEW_FACE_PX);
     # only the chosen one is mixed again at the bank's own size
     p_side = _preview_side(bank.texture_size)
-    albedos = _mixed_albedos(model, groups, p_side, stats, sel, brows)
+    albedos = _mixed_albedos(model, groups, p_side, stats, sel)
     labels = ["donor" if len(g) == 1 else f"mix of {len(g)}" for g in groups]
     occ = inp.extras.get("occluders")
     kept = _kept(occ, opening)  # the open mouth is the photo's again: not compared for contrast either
@@ -211,7 +209,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     best = int(np.argmax(score))
     members = groups[best]
     albedo = albedos[best] if p_side == bank.texture_size else _mixed_albedos(model, [members], bank.texture_size,
-                                                                              stats, sel, brows)[0]
+                                                                              stats, sel)[0]
     inp.extras["appearance"] = NewAppearance(albedo, target.light, np.mean([d.alpha for d in members], 0),
                                              sel.shape_weight, labels[best])
     inp.extras["occluders"] = kept
@@ -325,20 +323,18 @@ def _donor_texels(d, side: int, cov_idx: np.ndarray, sel: DonorSelection) -> tup
 DONOR_CACHE = 32
 
 
-def _mixed_albedos(model, groups: list, side: int, stats, sel: DonorSelection, brows: float | None = None) -> list[np.ndarray]:
+def _mixed_albedos(model, groups: list, side: int, stats, sel: DonorSelection) -> list[np.ndarray]:
     """Each group's mixed albedo ``(side, side, 3) float32``, on the texels a face render samples
     (0 elsewhere): each donor brought to the face's tone (``stats``, :func:`~headveil.render.
     tone.tone_stats`) and weighted by its smoothed confidence (so a mix has no steps where
     one donor's seen skin ends: its occluder holes, its unseen side), the mix brought to the tone
-    again, and its brows made no darker than the face's own (``brows``, :func:`~headveil.render.
-    tone.brow_darkness`; None leaves them)."""
+    again."""
     from headveil.render.appearance import skin_texels, uv_raster
-    from headveil.render.tone import brow_regions, lighten_brows, match_tone_values
+    from headveil.render.tone import match_tone_values
 
     raster = uv_raster(model, side)
     cov_idx = np.flatnonzero(_face_texels(model, raster))
     skin_cov = skin_texels(model, raster).ravel()[cov_idx]
-    band, ring = (a[cov_idx] for a in brow_regions(model, raster))
     flat = {}
     for d in {d.id: d for g in groups for d in g}.values():
         alb, w = _donor_texels(d, side, cov_idx, sel)
@@ -348,7 +344,7 @@ def _mixed_albedos(model, groups: list, side: int, stats, sel: DonorSelection, b
         num = sum(flat[d.id][0] * flat[d.id][1] for d in members)
         den = sum(flat[d.id][1] for d in members)
         alb = np.zeros((side, side, 3), np.float32)
-        alb.reshape(-1, 3)[cov_idx] = lighten_brows(match_tone_values(num / den, skin_cov, stats), band, ring, brows)
+        alb.reshape(-1, 3)[cov_idx] = match_tone_values(num / den, skin_cov, stats)
         out.append(alb)
     return out
 
