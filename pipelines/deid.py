@@ -249,11 +249,13 @@ def _occluders(work: np.ndarray, det_w, region: np.ndarray, model, fit, drawn: n
                person: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What covers the face in the working copy (hair, brims, frames, hands; the person segmenter's
     background), kept on top of a new face: ``(occluders (h, w) bool, the region searched (h, w)
-    bool, the person segmenter's confidence (h, w), reused when given as ``person``)``. Searched over everything a new face can be drawn on: the landmark outline ``region``
-    and the fitted face mesh's own coverage, grown by :data:`REACH_GROW` of the face's size (a
-    changed shape reaches a little farther) — the model's forehead rises above the outline into a
-    fringe, its cheeks past a turned face's edge — and ``drawn``, what a method's new face did
-    replace (a shape changed more than that grows past it, over a hat's band)."""
+    bool, the person segmenter's confidence (h, w) float32)``; ``person``, when given, is that
+    confidence from an earlier call, reused. Searched over everything a new face can be drawn on:
+    the landmark outline ``region`` and the fitted face mesh's own coverage, grown by
+    :data:`REACH_GROW` of the face's size (a changed shape reaches a little farther) — the model's
+    forehead rises above the outline into a fringe, its cheeks past a turned face's edge — and
+    ``drawn``, what a method's new face did replace (a shape changed more than that grows past it,
+    over a hat's band)."""
     import cv2
 
     from headveil.geometry.perception.segmentation import person_mask
