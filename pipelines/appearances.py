@@ -366,17 +366,35 @@ def _mix_weight(confidence: np.ndarray, sigma: float = MIX_WEIGHT_SIGMA) -> np.n
 
 
 def _face_texels(model, raster) -> np.ndarray:
-    """``(S·S,) bool``: the atlas texels a render of the face submesh samples — its triangles' texels,
-    grown by two for bilinear lookups at their rims — within the covered atlas (cached per size)."""
+    """``(S·S,) bool``: the atlas texels a render of the face samples — the triangles of the face
+    submesh and of the outer skin (a re-render grows the face submesh over the outer skin to the
+    detector's outline, :func:`~headveil.render.deid.face3d.region_submesh`: its forehead, cheek and
+    jaw rims), and the texels at their vertices' UVs (a triangle across a UV seam takes the texture
+    at its vertices, which may lie in a neighbouring island) — grown by two for bilinear lookups,
+    within the covered atlas (cached per size). Texels left out are black in a mixed albedo: they
+    were a dotted dark line along the jaw."""
     import cv2
 
+    from headveil.render.appearance import appearance_uv, outer_skin
     from headveil.render.deid.face3d import face_submesh
 
     cache = model.__dict__.setdefault("_face_texels", {})
     if raster.size not in cache:
+        sub = face_submesh(model)
+        keep = np.zeros(model.n_vertices, bool)
+        keep[sub.vertex_index] = True
+        keep |= outer_skin(model)
         tri = np.zeros(len(model.faces) + 1, bool)
-        tri[face_submesh(model).triangles + 1] = True  # face_index −1 (no triangle) → tri[0] = False
+        tri[sub.triangles + 1] = True  # face_index −1 (no triangle) → tri[0] = False
+        tri[1:] |= keep[model.faces].all(1)
         m = tri[raster.face_index + 1].astype(np.uint8)
+        S = raster.size
+        uv = appearance_uv(model)[keep]
+        x = np.clip(np.floor(uv[:, 0] * S - 0.5).astype(np.int64), 0, S - 2)  # the bilinear 2×2 at each UV
+        y = np.clip(np.floor((1 - uv[:, 1]) * S - 0.5).astype(np.int64), 0, S - 2)
+        for dy in (0, 1):
+            for dx in (0, 1):
+                m[y + dy, x + dx] = 1
         cache[raster.size] = (cv2.dilate(m, np.ones((5, 5), np.uint8)).astype(bool) & raster.mask).ravel()
     return cache[raster.size]
 

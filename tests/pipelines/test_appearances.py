@@ -128,3 +128,34 @@ def test_the_donors_tried_keep_the_faces_apparent_gender(monkeypatch):
     assert gender_pool(unknown, None, None, 0.5) == (unknown, None)  # a bank built without the networks
     monkeypatch.setattr(donors, "apparent_male", lambda image, box: None)
     assert gender_pool(scored, None, None, 0.5) == (scored, None)
+
+
+def test_a_mix_covers_every_texel_a_re_render_grown_to_the_outline_samples(model):
+    # the re-render grows the face submesh over the outer skin to the detector's outline
+    # (region_submesh): the mixed albedo must not be black on those triangles, nor at the vertex
+    # UVs a seam triangle samples
+    from headveil.pipelines.appearances import _face_texels
+    from headveil.render.appearance import appearance_uv, outer_skin, uv_raster
+    from headveil.render.deid.face3d import region_submesh
+
+    S = 256
+    r = uv_raster(model, S)
+    cov = _face_texels(model, r).reshape(S, S)
+    from headveil.geometry.camera import Camera, intrinsics_from_fov
+
+    # the largest growth: the whole photo is the outline, every outer-skin vertex in view
+    cam = Camera(intrinsics_from_fov(2048, 2048, 40.0), np.eye(4), 2048, 2048)
+    v_w = model.vertices() * [1, -1, -1] + [0, 0, 0.6]  # model frame (+Y up, face to +Z) → camera
+    sub = region_submesh(model, v_w, cam, np.ones((2048, 2048), bool))
+    tri = np.zeros(len(model.faces) + 1, bool)
+    tri[sub.triangles + 1] = True
+    drawn = tri[r.face_index + 1]
+    assert drawn.sum() > 0.5 * r.mask.sum() and cov[drawn].all()
+    grown = np.zeros(len(model.faces) + 1, bool)
+    grown[1:] = outer_skin(model)[model.faces].all(1)
+    assert cov[grown[r.face_index + 1]].all()
+    uv = appearance_uv(model)[outer_skin(model)]
+    x = np.clip(np.floor(uv[:, 0] * S - 0.5).astype(int), 0, S - 2)
+    y = np.clip(np.floor((1 - uv[:, 1]) * S - 0.5).astype(int), 0, S - 2)
+    at = cov[y, x] | ~r.mask[y, x]
+    assert at.all()
