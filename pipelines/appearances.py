@@ -384,9 +384,8 @@ def _face_texels(model, raster) -> np.ndarray:
         keep = np.zeros(model.n_vertices, bool)
         keep[sub.vertex_index] = True
         keep |= outer_skin(model)
-        tri = np.zeros(len(model.faces) + 1, bool)
-        tri[sub.triangles + 1] = True  # face_index −1 (no triangle) → tri[0] = False
-        tri[1:] |= keep[model.faces].all(1)
+        tri = np.zeros(len(model.faces) + 1, bool)  # face_index −1 (no triangle) → tri[0] = False
+        tri[1:] = keep[model.faces].all(1)  # the face submesh's triangles among them
         m = tri[raster.face_index + 1].astype(np.uint8)
         S = raster.size
         uv = appearance_uv(model)[keep]
