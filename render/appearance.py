@@ -600,6 +600,60 @@ def _near(pos: np.ndarray, idx: np.ndarray, points: np.ndarray, radius: float, S
     return out.reshape(S, S)
 
 
+def _occluder_candidates(model, raster: UVRaster) -> np.ndarray:
+    """``(S, S) bool``: every skin texel (forehead and temples too), features and ears excluded."""
+    keep = outer_skin(model)
+    for r in SKIN_EXCLUDE:
+        if r in model.regions:
+            keep &= ~model.regions[r]
+    return texel_mask(model, raster, keep)
+
+
+#: Widest cut-out (glasses frames, strands of a fringe, the shadow of a fold), as a share of the
+#: atlas side, that :func:`patch_thin_holes` fills from the skin around it: every texel of such a hole
+#: lies within this of a seen texel (≈ 12 mm on the face at any atlas size: skin UVs are ≈ 1 m per unit).
+THIN_HOLE = 0.012
+
+
+def patch_thin_holes(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
+                     max_share: float = THIN_HOLE) -> tuple[np.ndarray, np.ndarray]:
+    """Fill the thin holes of a de-lit atlas from the seen skin right around them.
+
+    A hole is a connected set of unseen skin texels (:func:`_occluder_candidates`: the skin where
+    occluders are cut out) none of which lies farther than ``max_share`` × the atlas side from a seen
+    texel (``weight > 0``): a glasses frame, strands of a fringe, the dark line of a fold. Completing
+    those by the mirror and the model (:func:`fill_unseen`) leaves a flat plateau with a stepped edge
+    in the middle of textured skin, which a render shows as a pale crackle; filled instead by a
+    full-resolution pull-push of the seen texels (:func:`pull_push_fill`), they continue the colour
+    right around them. Wider holes (a hat band, the unseen side) are left to :func:`fill_unseen`.
+
+    Args:
+        albedo: ``(S, S, 3) float32`` de-lit colours (valid where ``weight > 0``).
+        weight: ``(S, S) float32`` visibility weight in [0, 1].
+    Returns:
+        ``(albedo, weight)``: the holes' texels filled, with weight 0.5 (seen, by the threshold of
+        :func:`fill_unseen`, so no mirror or model colour is mixed into them).
+    """
+    import cv2
+
+    seen = np.asarray(weight) > 0
+    unseen_skin = _occluder_candidates(model, raster) & ~seen
+    if not unseen_skin.any() or not seen.any():
+        return albedo, weight
+    dist = cv2.distanceTransform((~seen).astype(np.uint8), cv2.DIST_L2, 3)
+    n, labels = cv2.connectedComponents(unseen_skin.astype(np.uint8), connectivity=8)
+    far = np.zeros(n, np.float32)
+    np.maximum.at(far, labels[unseen_skin], dist[unseen_skin])
+    far[0] = np.inf  # the background label
+    thin = unseen_skin & (far[labels] <= max_share * raster.size)
+    if not thin.any():
+        return albedo, weight
+    filled = pull_push_fill(np.where(seen[..., None], albedo, 0.0), np.asarray(weight, np.float32))
+    albedo = np.where(thin[..., None], filled, albedo).astype(np.float32)
+    weight = np.where(thin, np.float32(0.5), weight).astype(np.float32)
+    return albedo, weight
+
+
 def occluder_texels(texture: np.ndarray, weight: np.ndarray, model, raster: UVRaster,
                     max_distance: float = 4.0, brow_radius_m: float = 0.009, eye_radius_m: float = 0.011,
                     forehead_distance: float = 2.5, forehead_above_m: float = 0.012) -> np.ndarray:
@@ -617,12 +671,7 @@ def occluder_texels(texture: np.ndarray, weight: np.ndarray, model, raster: UVRa
     if got is None:
         return np.zeros((S, S), bool)
     d, pos, idx, lm = got
-    # candidates: every skin texel (forehead and temples too), features and ears excluded
-    keep = outer_skin(model)
-    for r in SKIN_EXCLUDE:
-        if r in model.regions:
-            keep &= ~model.regions[r]
-    cand = texel_mask(model, raster, keep)
+    cand = _occluder_candidates(model, raster)
     near = _near(pos, idx, lm[17:27], brow_radius_m, S) | _near(pos, idx, lm[36:48], eye_radius_m, S)
     forehead = np.zeros(S * S, bool)
     forehead[idx] = pos[:, 1] > lm[17:27, 1].max() + forehead_above_m  # model frame: +Y up
@@ -753,6 +802,7 @@ def face_appearance(photo: np.ndarray, model, vertices_model: np.ndarray, R, t, 
         weight = np.where(occluder_texels(delit, weight, model, raster), 0.0, weight)
         weight = (weight * shadow_weight(normals, weight, gamma, camera.w2c, model, raster)).astype(np.float32)
         delit = np.where((weight > 0)[..., None], delit, 0.0).astype(np.float32)  # what delight gives now
+        delit, weight = patch_thin_holes(delit, weight, model, raster)
     ref = np.asarray(model.albedo(beta), np.float64)
     albedo = tame_albedo(delit, weight, model, raster)
     if reject_occluders:  # soft edges where occluders were cut out, so the fill blends in

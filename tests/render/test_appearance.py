@@ -186,6 +186,32 @@ def test_a_skin_hued_fringe_is_rejected_on_the_forehead_but_not_on_a_cheek(model
     assert occ[skin & ~forehead & ~cheek].mean() < 0.05
 
 
+def test_thin_cut_outs_are_filled_from_the_skin_around_them_and_wide_ones_left_to_the_fill(model):
+    """A frame-like line cut out of seen skin (2 texels wide) takes the colour right around it and
+    counts as seen; a wide cut-out (a hat band) stays unseen for the mirror and the model."""
+    S = 512
+    r = ap.uv_raster(model, S)
+    cand = ap._occluder_candidates(model, r)
+    ys, xs = np.mgrid[0:S, 0:S].astype(np.float32)
+    ramp = np.stack([0.3 + 0.4 * xs / (S - 1), np.full_like(xs, 0.5), np.full_like(xs, 0.4)], -1)
+    weight = cand.astype(np.float32)
+    rows = np.flatnonzero(cand.any(1))
+    cols = np.flatnonzero(cand[rows[len(rows) // 2]])
+    x_line, cy, cx = cols[6], rows[len(rows) // 2], cols[-1] - 42
+    line = cand & (np.abs(xs - x_line) < 1.0)  # 2 texels wide, across the skin
+    disc = cand & ((xs - cx) ** 2 + (ys - cy) ** 2 < 40 ** 2)  # 80 texels across (≈ 0.16 of the side)
+    weight[line | disc] = 0.0
+    albedo = np.where((weight > 0)[..., None], ramp, 0.0).astype(np.float32)
+    out, w = ap.patch_thin_holes(albedo, weight, model, r)
+    assert line.sum() > 50 and disc.sum() > 2000 and cx - x_line > 40 + 2  # apart
+    np.testing.assert_array_equal(w[line], 0.5)  # seen now, at the fill's threshold or above
+    np.testing.assert_allclose(out[line], ramp[line], atol=0.01)  # the ramp's own value at the line
+    inner = disc & (np.hypot(xs - cx, ys - cy) < 40 - 0.012 * S - 1)
+    assert inner.sum() > 100
+    np.testing.assert_array_equal(w[inner], 0.0)  # farther than 0.012 of the side from seen skin: left
+    np.testing.assert_array_equal(out[weight > 0], albedo[weight > 0])  # the seen texels as they were
+
+
 def test_too_little_face_is_one_clear_error(model):
     from headveil.common.errors import HeadVeilError
 
