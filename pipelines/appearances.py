@@ -13,6 +13,7 @@ and ``max_yaw``).
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +24,20 @@ from headveil.common.errors import HeadVeilError
 from headveil.common.images import read_image
 from headveil.pipelines.faces import FaceWindow, fit_in_window, select_faces
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class ClusterAppearance:
     """A k-same cluster's appearance: mean identity code ``alpha (K,)``, confidence-weighted mean UV
-    albedo ``albedo (S, S, 3) uint8``, its size and the requested ``k``. Never its members."""
+    albedo ``albedo (S, S, 3) uint8``, its size (faces), the different people among them (by the
+    selection attacker) and the requested ``k``. Never its members."""
 
     alpha: np.ndarray
     albedo: np.ndarray
     size: int
     k: int
+    people: int | None = None  # different people among the members, to the attacker (None: not told apart)
 
     def albedo_f(self) -> np.ndarray:
         return self.albedo.astype(np.float32) / 255.0
@@ -44,12 +49,17 @@ KSAME_FLOOR = 0.01
 
 def k_same_appearances(paths: list[Path], cmd, model, size: int = 2048) -> dict:
     """``{(input path, face index): ClusterAppearance}`` over every face of the inputs that can be
-    fitted (others are left to the main loop, which reports them). Pass 1 fits every face and
-    clusters the identity codes (:func:`headveil.geometry.identity.ksame.k_same_clusters`); pass 2
-    bakes each member's albedo into its cluster's mean."""
+    fitted (others are left to the main loop, which reports them). Pass 1 fits every face, tells
+    photos of one person apart from other people by the selection attacker (FaceNet: faces it
+    matches, and chains of them, are one person, :func:`~headveil.geometry.identity.ksame.
+    same_person_groups`) and clusters the people by identity code
+    (:func:`~headveil.geometry.identity.ksame.k_same_clusters`), so that every cluster holds K
+    different people, not K photos of one; pass 2 bakes each member's albedo into its cluster's
+    mean. Without FaceNet installed every face counts as its own person (a warning says so)."""
     from tqdm import tqdm
 
-    from headveil.geometry.identity.ksame import k_same_clusters
+    from headveil.geometry.identity.ksame import k_same_clusters, same_person_groups
+    from headveil.geometry.perception.recognizers import SELECTION_ATTACKER, get_recognizer, is_available
     from headveil.render.appearance import face_appearance
 
     def faces_of(p):
@@ -65,18 +75,29 @@ def k_same_appearances(paths: list[Path], cmd, model, size: int = 2048) -> dict:
             if max(abs(pose["yaw_deg"]), abs(pose["pitch_deg"])) <= cmd.max_yaw:
                 yield k, work, fit
 
-    keys, alphas = [], []
+    attacker = get_recognizer(SELECTION_ATTACKER) if is_available(SELECTION_ATTACKER) else None
+    keys, alphas, embs = [], [], []
     for p in tqdm(paths, desc="k-same: fitting", unit="image", disable=len(paths) < 2):
         try:
-            for k, _, fit in faces_of(p):
+            for k, work, fit in faces_of(p):
                 keys.append((str(p), k))
                 alphas.append(np.asarray(fit.identity, np.float64))
+                if attacker is not None:  # at the fitted face's own landmarks: a window may hold others
+                    embs.append(attacker.embed_many([work], _landmark_row(attacker, model, fit))[0])
         except HeadVeilError:
             continue  # reported by the main loop
     if len(keys) < cmd.k:
         raise HeadVeilError(f"--appearance k-same with --k {cmd.k} needs at least {cmd.k} faces; the inputs hold "
                             f"{len(keys)} usable face(s)")
-    labels = k_same_clusters(np.stack(alphas), cmd.k)
+    people = None
+    if attacker is not None:
+        E = np.stack(embs)
+        people = same_person_groups(attacker.distance(E[:, None], E[None]), attacker.threshold)
+    else:
+        log.warning("k-same: the FaceNet attacker (extra headveil[facenet]) is not installed, so photos of one "
+                    "person are not told apart from other people: K counts faces, and a cluster of one person's "
+                    "photos hides nobody")
+    labels = k_same_clusters(np.stack(alphas), cmd.k, people)
     n_cl = int(labels.max()) + 1
     acc = np.zeros((n_cl, size, size, 3), np.float16)  # sums of ≤ 2K − 1 values in [0, 1]
     wsum = np.zeros((n_cl, size, size, 1), np.float16)
@@ -97,7 +118,8 @@ def k_same_appearances(paths: list[Path], cmd, model, size: int = 2048) -> dict:
     alpha = np.stack([np.mean([a for a, l in zip(alphas, labels) if l == c], 0) for c in range(n_cl)])
     sizes = np.bincount(labels, minlength=n_cl)
     albedo = (np.clip(acc.astype(np.float32) / wsum.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
-    cl = [ClusterAppearance(alpha[c], albedo[c], int(sizes[c]), cmd.k) for c in range(n_cl)]
+    n_people = [None if people is None else len(set(people[labels == c])) for c in range(n_cl)]
+    cl = [ClusterAppearance(alpha[c], albedo[c], int(sizes[c]), cmd.k, n_people[c]) for c in range(n_cl)]
     return {key: cl[c] for key, c in where.items()}
 
 
@@ -118,15 +140,20 @@ class DonorSelection:
     gender_tolerance: float = GENDER_TOLERANCE
 
 
+def _landmark_row(selector, model, fit) -> np.ndarray:
+    """The selector's five-point row of the fitted face: its projected iBUG-68 landmarks."""
+    v = model.vertices(fit.identity, fit.expression) @ np.asarray(fit.R).T + np.asarray(fit.t)
+    lm, _ = fit.camera.project(model.landmarks_3d(v, "ibug68"))
+    return selector.row_from_landmarks68(lm)
+
+
 def _alignment_row(selector, image: np.ndarray, model, fit) -> np.ndarray:
     """The original face's five-point row in ``image``: the selector's own detection, else the
     fitted model's projected iBUG-68 landmarks."""
     rows = selector._faces(image)
     if len(rows):
         return rows[0]
-    v = model.vertices(fit.identity, fit.expression) @ np.asarray(fit.R).T + np.asarray(fit.t)
-    lm, _ = fit.camera.project(model.landmarks_3d(v, "ibug68"))
-    return selector.row_from_landmarks68(lm)
+    return _landmark_row(selector, model, fit)
 
 
 def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelection, fit, source: str):

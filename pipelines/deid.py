@@ -422,7 +422,7 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
                 raise ReidentifiedError(msg if face is None else f"{face}: {msg}")
             log.warning(f"{source}: {msg}" if face is None else f"{source} ({face}): {msg}")
     if cluster is not None:
-        record.appearance = {"k_same": {"k": cluster.k, "cluster_size": cluster.size}}
+        record.appearance = {"k_same": {"k": cluster.k, "cluster_size": cluster.size, "cluster_people": cluster.people}}
     if selection is not None:
         record.appearance = {"selection": selection}
         if recognizers:  # from the guard's own embedding of the output when it ran

@@ -142,29 +142,33 @@ def test_donor_settings_are_checked_before_any_work(photos, bank, tmp_path):
     assert not out.exists()
 
 
-def test_k_same_replaces_each_face_by_its_cluster_and_names_no_member(photos, tmp_path, model):
-    from headveil.pipelines.synth import SynthCommand, run_synth
+def test_k_same_replaces_each_face_by_its_cluster_of_people_and_names_no_member(photos, tmp_path, model):
+    """Two photos of one person (the astronaut and her mirror image) and two other people, K = 2: by
+    faces, the astronaut's two photos could form a cluster of their own and hide nobody; counted by
+    the attacker's people, the three people form one cluster of all four faces."""
+    from headveil.pipelines.evaluate.calibration import package_photos
 
-    run_synth(SynthCommand(subjects=2, seed=3, out=tmp_path / "s", yaw_range=10, pitch_range=5,
-                           expression_probability=0.0), model)
     (tmp_path / "in").mkdir()
-    write_image(tmp_path / "in" / "a.png", read_image(photos / "astronaut.png"))
+    a = read_image(photos / "astronaut.png")
+    write_image(tmp_path / "in" / "a.png", a)
+    write_image(tmp_path / "in" / "a_mirrored.png", np.ascontiguousarray(a[:, ::-1]))
     write_image(tmp_path / "in" / "b.png", _lenna())
-    for i, p in enumerate(sorted((tmp_path / "s").glob("s*/image.png"))):
-        write_image(tmp_path / "in" / f"s{i}.png", read_image(p))
+    write_image(tmp_path / "in" / "c.png", dict(package_photos())["grace_hopper"])
     res = run_deid(DeidCommand([tmp_path / "in"], appearance="k-same", k=2, guard="off", out=tmp_path / "o"), model)
-    assert len(res["done"]) == 4 and res["k_same"]["k"] == 2 and res["k_same"]["clusters"] == 2
+    assert len(res["done"]) == 4 and res["k_same"]["k"] == 2 and res["k_same"]["clusters"] == 1
     for src, name in res["done"].items():
         m = json.loads((tmp_path / "o" / name / "face0" / "metrics.json").read_text())
-        assert m["appearance"] == {"k_same": {"k": 2, "cluster_size": 2}}
+        assert m["appearance"] == {"k_same": {"k": 2, "cluster_size": 4, "cluster_people": 3}}
         # no black hole where no member saw a texel (the astronaut's open mouth, a rejected fringe)
         w = m["window"]
         o = read_image(src)[w["y0"]:w["y1"], w["x0"]:w["x1"]].max(-1)
         p = read_image(tmp_path / "o" / name / "deid.png")[w["y0"]:w["y1"], w["x0"]:w["x1"]].max(-1)
         assert ((p < 12) & (o > 40)).sum() < 20
+    with pytest.raises(Exception, match="at least 4 different people; the 4 faces are 3 people"):
+        run_deid(DeidCommand([tmp_path / "in"], appearance="k-same", k=4, guard="off", out=tmp_path / "o4"), model)
+    assert not (tmp_path / "o4").exists() or not any((tmp_path / "o4").glob("0*"))
     with pytest.raises(Exception, match="at least 5 faces"):
         run_deid(DeidCommand([tmp_path / "in"], appearance="k-same", k=5, guard="off", out=tmp_path / "o5"), model)
-    assert not (tmp_path / "o5").exists() or not any((tmp_path / "o5").glob("0*"))
     assert os.environ.get("HEADVEIL_CACHE")  # the suite's private cache is in use
 
 
