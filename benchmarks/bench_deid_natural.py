@@ -130,6 +130,45 @@ def _metrics(orig: np.ndarray, out: np.ndarray, pts: np.ndarray, scheme: str) ->
             "seam_ratio": grad(out, seam) / max(grad(out, just_in), 1e-9)}
 
 
+def _matched_to(face: np.ndarray, bank: Path, ids: set, recognizers: dict) -> list | None:
+    """The verifiers that match ``face`` (the output's window) to any donor of ``ids`` in ``bank`` (by
+    each donor's stored embedding, the output's own detection); None when ``ids`` is empty."""
+    if not ids:
+        return None
+    out = []
+    for name, rec in recognizers.items():
+        e = rec.embed(face)
+        embs = [np.load(bank / f"{i}.npz")[f"emb_{name}"] for i in sorted(ids)]
+        if e is not None and any(rec.is_match(float(rec.distance(e.vector, x[None])[0])) for x in embs):
+            out.append(name)
+    return out
+
+
+def _pairwise(bank: Path, recognizers: dict) -> dict:
+    """``{verifier: (min, max, share of pairs matched)}`` over the pairs of donors of ``bank``."""
+    files = sorted(bank.glob("d*.npz"))
+    res = {}
+    for name, rec in recognizers.items():
+        E = [np.load(f)[f"emb_{name}"] for f in files]
+        d = [float(rec.distance(E[i], E[j][None])[0]) for i in range(len(E)) for j in range(i + 1, len(E))]
+        if d:
+            res[name] = (min(d), max(d), float(np.mean([rec.is_match(x) for x in d])))
+    return res
+
+
+def _span(xs: list) -> str:
+    xs = [x for x in xs if x is not None]
+    return f"{min(xs)}–{max(xs)}" if xs else "not told apart:"
+
+
+def _synth_line(pairs: dict | None) -> str:
+    if not pairs:
+        return ""
+    return ("; the synthetic subjects, pair by pair, to each other: " +
+            ", ".join(f"{k} {lo:.2f}–{hi:.2f} ({100 * m:.0f} % of pairs matched)" for k, (lo, hi, m) in pairs.items()) +
+            " — to the verifiers they are nearly one person, so a mix with one of them is matched to a donor")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--method", default="id-noise")
@@ -183,13 +222,17 @@ def main() -> None:
     targets["group4"] = (_group(photos, ["astronaut", "grace_hopper", "lenna", "astronaut"], 192),
                          {"astronaut", "grace_hopper", "lenna"})
     order = list(targets)
-    t_deid, results = 0.0, {}
+    t_deid, results, real_ids = 0.0, {}, {}
     for i, n in enumerate(order, 1):
         img, present = targets[n]
         (tmp / "targets").mkdir(exist_ok=True)
         write_image(tmp / "targets" / f"{n}.png", img)
         b = tmp / "banks" / f"for_{n}"
-        _merge_banks([person_bank[p] for p in person_bank if p not in present] + ([synth_bank] if synth_bank else []), b)
+        real = [person_bank[p] for p in person_bank if p not in present]
+        _merge_banks(real + ([synth_bank] if synth_bank else []), b)
+        # the merged bank numbers the real people's donors first
+        n_real = sum(len(json.loads((r / "bank.json").read_text())["donors"]) for r in real)
+        real_ids[n] = {f"d{j:04d}" for j in range(1, n_real + 1)}
         t0 = time.perf_counter()
         run_deid(DeidCommand([tmp / "targets" / f"{n}.png"], method=args.method, appearance="donor", donors=b,
                              guard="warn", out=tmp / "out" / n), model)
@@ -232,6 +275,8 @@ def main() -> None:
             row = {"photo": n, "face": k, "split": "dev" if n in DEV else "held-out",
                    "dlib": rec["reidentification"]["dlib"], "sface": rec["reidentification"]["sface"],
                    "donor_privacy": rec["appearance"]["donor_privacy"],
+                   "real_donor_matched": _matched_to(p_w, tmp / "banks" / f"for_{n}", real_ids[n] &
+                                                     set(rec["change"]["donors"]), {"dlib": dlib, "sface": sface}),
                    "selection_dis": rec["appearance"]["selection"]["dis"], "seconds": rec["seconds"],
                    "selection_seconds": rec["appearance"]["selection"]["seconds"],
                    **_metrics(o_w, p_w, pts, det.scheme)}
@@ -267,7 +312,7 @@ def main() -> None:
     # k-same over the same target photos: each output may be linked to no fewer than K inputs
     ks = run_deid(DeidCommand([tmp / "targets" / f"{n}.png" for n in order], method=args.method,
                               appearance="k-same", k=args.k, guard="warn", out=tmp / "ksame"), model)
-    ks_pairs, sizes = [], []
+    ks_pairs, sizes, people = [], [], []
     for src, nm in ks["done"].items():
         orig = read_image(src)
         out = read_image(tmp / "ksame" / nm / "deid.png")
@@ -276,6 +321,7 @@ def main() -> None:
             w = m["window"]
             ks_pairs.append((orig[w["y0"]:w["y1"], w["x0"]:w["x1"]], out[w["y0"]:w["y1"], w["x0"]:w["x1"]]))
             sizes.append(m["appearance"]["k_same"]["cluster_size"])
+            people.append(m["appearance"]["k_same"].get("cluster_people"))
     ks_ident = identify(ks_pairs)
     if args.sheets:
         import cv2
@@ -327,6 +373,9 @@ def main() -> None:
         "detected_dlib": float(np.mean([bool(r["dlib"]["detected"]) for r in faces])),
         "detected_sface": float(np.mean([bool(r["sface"]["detected"]) for r in faces])),
         "donor_matched": sum(any(v["status"] == "matched" for v in r["donor_privacy"].values()) for r in faces),
+        "real_donor_matched": sum(bool(r["real_donor_matched"]) for r in faces),
+        "real_donor_faces": sum(r["real_donor_matched"] is not None for r in faces),
+        "synth_pairs": _pairwise(synth_bank, {"dlib": dlib, "sface": sface}) if synth_bank else None,
         "pose_error_deg_mean": mean("pose_error_deg"), "sharpness_ratio_mean": mean("sharpness_ratio"),
         "delta_e_ring_mean": mean("delta_e_ring"), "seam_ratio_mean": mean("seam_ratio"),
         "delta_e_ring_skin_mean": mean("delta_e_ring_skin"),
@@ -359,11 +408,14 @@ def main() -> None:
             f"{100 * summary['detected_sface']:.0f} % (target ≥ 95 %)\n"
             f"- closed-set top-1 identification among the {n} faces: " +
             ", ".join(f"{k} {100 * v['top1']:.0f} % (chance {100 * v['chance']:.0f} %)" for k, v in ident.items()) +
-            f"\n- k-same (K = {args.k}, clusters of {min(sizes) if sizes else 0}–{max(sizes) if sizes else 0}) over the "
+            f"\n- k-same (K = {args.k}, clusters of {min(sizes) if sizes else 0}–{max(sizes) if sizes else 0} faces, "
+            f"{_span(people)} people to the FaceNet attacker) over the "
             f"same photos, top-1 identification of its {len(ks_pairs)} outputs among their originals: " +
             ", ".join(f"{k} {100 * v['top1']:.0f} %" for k, v in ks_ident.items()) +
             f" (bound 1/K = {100 / args.k:.0f} % plus sampling error; chance {100 / max(len(ks_pairs), 1):.0f} %)"
-            f"\n- outputs matched to one of their donors: {summary['donor_matched']} of {n}\n"
+            f"\n- outputs matched to one of their donors: {summary['donor_matched']} of {n}; to one of their real donors "
+            f"(people, not synthetic subjects): {summary['real_donor_matched']} of the {summary['real_donor_faces']} "
+            f"outputs made with one{_synth_line(summary['synth_pairs'])}\n"
             f"- pose error {summary['pose_error_deg_mean']:.1f}° (target ≤ 3°); sharpness {summary['sharpness_ratio_mean']:.2f}× "
             f"(target 0.7–1.3; {summary['sharpness_within']} of {n} faces within); ΔE to the ring's skin "
             f"{summary['delta_e_ring_skin_mean']:.1f} (target ≤ 10; the original face's own "
