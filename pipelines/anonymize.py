@@ -11,7 +11,8 @@ II.  **Privacy** of the set on the chosen quasi-identifiers and sensitive attrib
      optionally with Algorithm 1's ε perturbation of the sensitive attribute (``--epsilon``,
      :func:`~headveil.geometry.identity.anonymity.perturb`).
 III. **Directed synthesis**: each face becomes its equivalence class's mean shape and UV albedo
-     (k-Same over the class, so no output is one person's face), moved along the attribute
+     (k-Same over the class, every person once however many of its photos the class holds — the
+     FaceNet attacker tells them apart — so no output is one person's face), moved along the attribute
      directions to its assigned attribute set (the attributes it was not asked to change keep the
      face's own values), the expression units of changed expression attributes set, the albedo's
      ITA set; rendered at the face's pose under its own light through the natural appearance path
@@ -103,6 +104,7 @@ class _Face:
     confidence: np.ndarray  # (S, S) uint8
     seen: np.ndarray  # (S, S) uint8: the photo's own view of each texel (occluders 0)
     light: np.ndarray  # (9, 3) SH light of the photo, camera frame
+    embedding: np.ndarray | None = None  # the selection attacker's (FaceNet) embedding, to tell people apart
 
 
 def check_names(cmd: AnonymizeCommand) -> None:
@@ -173,7 +175,10 @@ def collect_faces(paths: list[Path], cmd: AnonymizeCommand, model, failed: dict)
     from tqdm import tqdm
 
     from headveil.geometry.camera import Camera
+    from headveil.geometry.perception.recognizers import SELECTION_ATTACKER, get_recognizer, is_available
+    from headveil.pipelines.appearances import _landmark_row
 
+    attacker = get_recognizer(SELECTION_ATTACKER) if is_available(SELECTION_ATTACKER) else None
     faces = []
     for p in tqdm(paths, desc="anonymize: attributes", unit="image", disable=len(paths) < 2):
         try:
@@ -197,27 +202,50 @@ def collect_faces(paths: list[Path], cmd: AnonymizeCommand, model, failed: dict)
                 photo_fit = dataclasses.replace(fit, detection=det, camera=Camera(
                     win.full_K(fit.camera.K, work.shape), np.eye(4), W, H))
                 to8 = lambda x: (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
+                emb = None
+                if attacker is not None:  # at the fitted face's own landmarks: a window may hold others
+                    emb = attacker.embed_many([work], _landmark_row(attacker, model, fit))[0]
                 faces.append(_Face(str(p), k, det, fit, photo_fit, values, _flags(values), to8(app.albedo),
-                                   to8(app.confidence), to8(app.seen), np.asarray(app.light, np.float64)))
+                                   to8(app.confidence), to8(app.seen), np.asarray(app.light, np.float64), emb))
         except HeadVeilError as exc:
             failed[str(p)] = str(exc)
     return faces
 
 
-def class_appearances(faces: list[_Face], labels: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def people_of(faces: list[_Face]) -> np.ndarray | None:
+    """Person labels ``(N,)`` of the faces by the selection attacker (faces it matches pairwise are one
+    person, :func:`~headveil.geometry.identity.ksame.same_person_groups`); None without FaceNet."""
+    if not faces or any(f.embedding is None for f in faces):
+        return None
+    from headveil.geometry.identity.ksame import same_person_groups
+    from headveil.geometry.perception.recognizers import SELECTION_ATTACKER, get_recognizer
+
+    rec = get_recognizer(SELECTION_ATTACKER)
+    E = np.stack([f.embedding for f in faces])
+    return same_person_groups(rec.distance(E[:, None], E[None]), rec.threshold)
+
+
+def class_appearances(faces: list[_Face], labels: list[int],
+                      people: np.ndarray | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per class: mean fitted α ``(K,)`` and mean albedo ``(S, S, 3) float32``, each member weighted
     by what its photo itself saw of a texel (occluded texels, hair and brims, count ≈ 0) plus 5 % of
-    its completed confidence (so a texel no member saw still gets the mirrored/filled values)."""
+    its completed confidence (so a texel no member saw still gets the mirrored/filled values). With
+    ``people (N,)`` (:func:`people_of`) every person counts once in a class, whatever the number of
+    its photos there: three photos of one person among five faces would otherwise make the class's
+    face 60 % that person's."""
     out = {}
     for c in sorted(set(labels)):
-        members = [f for f, lab in zip(faces, labels) if lab == c]
-        acc = np.zeros(members[0].albedo.shape, np.float32)
-        wsum = np.full(members[0].albedo.shape[:2] + (1,), 1e-3, np.float32)
-        for f in members:
-            w = (f.seen.astype(np.float32) + 0.05 * f.confidence.astype(np.float32))[..., None] / 255.0
+        ix = [i for i, lab in enumerate(labels) if lab == c]
+        share = {i: 1.0 / sum(people[j] == people[i] for j in ix) if people is not None else 1.0 for i in ix}
+        acc = np.zeros(faces[ix[0]].albedo.shape, np.float32)
+        wsum = np.full(faces[ix[0]].albedo.shape[:2] + (1,), 1e-3, np.float32)
+        for i in ix:
+            f = faces[i]
+            w = share[i] * (f.seen.astype(np.float32) + 0.05 * f.confidence.astype(np.float32))[..., None] / 255.0
             acc += f.albedo.astype(np.float32) / 255.0 * w
             wsum += w
-        out[c] = (np.mean([np.asarray(f.fit.identity, np.float64) for f in members], 0), acc / wsum)
+        alpha = sum(share[i] * np.asarray(faces[i].fit.identity, np.float64) for i in ix) / sum(share.values())
+        out[c] = (alpha, acc / wsum)
     return out
 
 
@@ -311,7 +339,8 @@ def run_anonymize(cmd: AnonymizeCommand, model=None) -> dict:
     planned = privacy_table(assignment.records, cmd.quasi, cmd.sensitive, cmd.k, cmd.l, cmd.t, cmd.l_kind)
     classes = equivalence_classes(assignment.records, cmd.quasi)
     label = {i: c for c, ix in enumerate(classes.values()) for i in ix}
-    apps = class_appearances(faces, [label[i] for i in range(len(faces))])
+    people = people_of(faces)
+    apps = class_appearances(faces, [label[i] for i in range(len(faces))], people)
     dcmd = DeidCommand([], method="directed:render=donor", guard=cmd.guard, max_yaw=cmd.max_yaw, fit=cmd.fit, faces=cmd.faces)
     spec, params, _, restorer, recognizers = _prepare(dcmd, model)
     per_image: dict[str, list[int]] = {}
@@ -364,6 +393,8 @@ def run_anonymize(cmd: AnonymizeCommand, model=None) -> dict:
         write_json(tmp / "release" / "attributes.json", release_attrs)
         summary = {
             "faces": len(faces), "images_released": len(released), "faces_released": len(release_attrs["faces"]),
+            # different people among the faces to the selection attacker (each counts once in its class's face)
+            "people": None if people is None else int(len(set(people.tolist()))),
             "failed": failed,
             "before": _table_json(before), "planned": _table_json(planned),
             "achieved_remeasured": _table_json(after) if after is not None else None,

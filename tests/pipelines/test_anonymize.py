@@ -116,3 +116,25 @@ def test_directed_codes_keep_booleans_clear_and_set_the_changed_ones(model):
     np.testing.assert_allclose(got[sa.index(changed)], 1.5 if flag else -1.5, atol=1e-3)
     alpha0, _ = directed_codes(face, {changed: flag}, [changed], np.zeros(len(fitted)), model, 1.5, keep_margin=0.0)
     np.testing.assert_allclose(((sa.true_values(alpha0) - sa.threshold) / sa.spread)[near], z[near], atol=1e-3)
+
+
+def test_a_person_photographed_twice_counts_once_in_its_class_face():
+    """Two photos of A (albedo 0.2, α 0) and one of B (albedo 0.8, α 3) in one class: by photos the
+    class face is 0.4 (two thirds A); by people it is halfway, 0.5, and α 1.5."""
+    from types import SimpleNamespace
+
+    from headveil.pipelines.anonymize import _Face, class_appearances
+
+    def face(v, a):
+        S = 8
+        return _Face("x.png", 0, None, SimpleNamespace(identity=np.full(3, a)), None, {}, {},
+                     np.full((S, S, 3), round(v * 255), np.uint8), np.full((S, S), 255, np.uint8),
+                     np.full((S, S), 255, np.uint8), np.zeros((9, 3)))
+
+    faces = [face(0.2, 0.0), face(0.2, 0.0), face(0.8, 3.0)]
+    alpha, alb = class_appearances(faces, [0, 0, 0])[0]
+    np.testing.assert_allclose(alb, 0.4, atol=2e-3)
+    np.testing.assert_allclose(alpha, 1.0)
+    alpha, alb = class_appearances(faces, [0, 0, 0], np.array([0, 0, 1]))[0]
+    np.testing.assert_allclose(alb, 0.5, atol=2e-3)
+    np.testing.assert_allclose(alpha, 1.5)
