@@ -224,8 +224,9 @@ def photos_main(a) -> None:
                 f"t = {_f(t['t_closeness'].get('achieved'))}, {'met' if t['met'] else 'missed'}")
 
     lines = [f"`headveil anonymize` at its defaults on {summary['faces']} real faces in {n_photos} photos (the package "
-             "photos and the groups composed from them of `deid-natural`: 5 people, some in several photos; their "
-             f"attributes are not known, so Stage I is not scored here); `anonymize` {t_anon:.0f} s.", "",
+             f"photos and the groups composed from them of `deid-natural`: {summary.get('people') or 'several'} people to "
+             "the FaceNet attacker, some in several photos; their attributes are not known, so Stage I is not scored "
+             f"here; not anonymised: {'; '.join(summary['failed'].values()) or 'none'}); `anonymize` {t_anon:.0f} s.", "",
              f"Privacy (k = 5, l = 2 distinct, t = 0.2; quasi {', '.join(pl['quasi_identifiers'])}; sensitive "
              f"{pl['sensitive']}): before {trio(summary['before'])}; planned {trio(pl)}; re-measured from the outputs' "
              f"re-estimated attributes {trio(re_)}. Changed attributes realised {_f(fid['changed_realised'], 2)} of "
