@@ -212,6 +212,12 @@ def collect_faces(paths: list[Path], cmd: AnonymizeCommand, model, failed: dict)
     return faces
 
 
+#: Weight of a class member's completed albedo where it neither saw nor mirrored the texel (its
+#: model fill): without it a texel no member saw (a forehead under every member's hat or fringe, a
+#: mouth closed in every photo) averaged to black.
+CLASS_FLOOR = 0.01
+
+
 def people_of(faces: list[_Face]) -> np.ndarray | None:
     """Person labels ``(N,)`` of the faces by the selection attacker (faces it matches pairwise are one
     person, :func:`~headveil.geometry.identity.ksame.same_person_groups`); None without FaceNet."""
@@ -229,7 +235,8 @@ def class_appearances(faces: list[_Face], labels: list[int],
                       people: np.ndarray | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per class: mean fitted α ``(K,)`` and mean albedo ``(S, S, 3) float32``, each member weighted
     by what its photo itself saw of a texel (occluded texels, hair and brims, count ≈ 0) plus 5 % of
-    its completed confidence (so a texel no member saw still gets the mirrored/filled values). With
+    its completed confidence plus :data:`CLASS_FLOOR` (so a texel no member saw still gets the
+    mirrored/filled values, never black). With
     ``people (N,)`` (:func:`people_of`) every person counts once in a class, whatever the number of
     its photos there: three photos of one person among five faces would otherwise make the class's
     face 60 % that person's."""
@@ -241,7 +248,8 @@ def class_appearances(faces: list[_Face], labels: list[int],
         wsum = np.full(faces[ix[0]].albedo.shape[:2] + (1,), 1e-3, np.float32)
         for i in ix:
             f = faces[i]
-            w = share[i] * (f.seen.astype(np.float32) + 0.05 * f.confidence.astype(np.float32))[..., None] / 255.0
+            w = share[i] * (f.seen.astype(np.float32) + 0.05 * f.confidence.astype(np.float32)
+                            + CLASS_FLOOR * 255.0)[..., None] / 255.0
             acc += f.albedo.astype(np.float32) / 255.0 * w
             wsum += w
         alpha = sum(share[i] * np.asarray(faces[i].fit.identity, np.float64) for i in ix) / sum(share.values())

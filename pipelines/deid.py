@@ -374,6 +374,11 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
         out, selection = choose_donor(inp, spec, params, rng, donors, fit, source)
     else:
         out = apply_method(spec, inp, params, rng=rng)
+        given = extras.get("appearance")  # a caller's own appearance (anonymize's class face)
+        if given is not None and out.extras.get("composite") is not None:
+            out.image, mouth_px = own_mouth(out.image, inp, model, fit, given.albedo.shape[0])  # teeth, not a hole
+            if mouth_px:
+                out.metrics["mouth_opening_px"] = mouth_px
     t_method = time.perf_counter() - t0 - t_fit - t_occ
     image_w = out.image
     comp = out.extras.get("composite")
