@@ -146,10 +146,11 @@ def fit_face(img: np.ndarray, det, cmd: AnonymizeCommand, model, source: str):
 
 def face_values(work: np.ndarray, det_w, fit, model) -> tuple[dict, object]:
     """Attribute values of one fitted face (see :mod:`headveil.geometry.identity.attributes`) and its
-    baked :class:`~headveil.render.appearance.FaceAppearance`."""
+    baked :class:`~headveil.render.photo_appearance.FaceAppearance`."""
     from headveil.geometry.identity.attributes import expression_values, ita_degrees, shape_attributes
     from headveil.geometry.perception import age_gender
-    from headveil.render.appearance import face_appearance, skin_texels, uv_raster
+    from headveil.render.appearance import skin_texels, uv_raster
+    from headveil.render.photo_appearance import face_appearance
 
     sa = shape_attributes()
     values = dict(zip(sa.names, sa.values(fit.identity).tolist()))
@@ -176,7 +177,7 @@ def collect_faces(paths: list[Path], cmd: AnonymizeCommand, model, failed: dict)
 
     from headveil.geometry.camera import Camera
     from headveil.geometry.perception.recognizers import SELECTION_ATTACKER, get_recognizer, is_available
-    from headveil.pipelines.appearances import _landmark_row
+    from headveil.pipelines.appearances import landmark_row
 
     attacker = get_recognizer(SELECTION_ATTACKER) if is_available(SELECTION_ATTACKER) else None
     faces = []
@@ -204,7 +205,7 @@ def collect_faces(paths: list[Path], cmd: AnonymizeCommand, model, failed: dict)
                 to8 = lambda x: (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
                 emb = None
                 if attacker is not None:  # at the fitted face's own landmarks: a window may hold others
-                    emb = attacker.embed_many([work], _landmark_row(attacker, model, fit))[0]
+                    emb = attacker.embed_many([work], landmark_row(attacker, model, fit))[0]
                 faces.append(_Face(str(p), k, det, fit, photo_fit, values, _flags(values), to8(app.albedo),
                                    to8(app.confidence), to8(app.seen), np.asarray(app.light, np.float64), emb))
         except HeadVeilError as exc:

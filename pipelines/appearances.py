@@ -60,7 +60,7 @@ def k_same_appearances(paths: list[Path], cmd, model, size: int = 2048) -> dict:
 
     from headveil.geometry.identity.ksame import k_same_clusters, same_person_groups
     from headveil.geometry.perception.recognizers import SELECTION_ATTACKER, get_recognizer, is_available
-    from headveil.render.appearance import face_appearance
+    from headveil.render.photo_appearance import face_appearance
 
     def faces_of(p):
         img = read_image(p)
@@ -83,7 +83,7 @@ def k_same_appearances(paths: list[Path], cmd, model, size: int = 2048) -> dict:
                 keys.append((str(p), k))
                 alphas.append(np.asarray(fit.identity, np.float64))
                 if attacker is not None:  # at the fitted face's own landmarks: a window may hold others
-                    embs.append(attacker.embed_many([work], _landmark_row(attacker, model, fit))[0])
+                    embs.append(attacker.embed_many([work], landmark_row(attacker, model, fit))[0])
         except HeadVeilError:
             continue  # reported by the main loop
     if len(keys) < cmd.k:
@@ -140,7 +140,7 @@ class DonorSelection:
     gender_tolerance: float = GENDER_TOLERANCE
 
 
-def _landmark_row(selector, model, fit) -> np.ndarray:
+def landmark_row(selector, model, fit) -> np.ndarray:
     """The selector's five-point row of the fitted face: its projected iBUG-68 landmarks."""
     v = model.vertices(fit.identity, fit.expression) @ np.asarray(fit.R).T + np.asarray(fit.t)
     lm, _ = fit.camera.project(model.landmarks_3d(v, "ibug68"))
@@ -153,7 +153,7 @@ def _alignment_row(selector, image: np.ndarray, model, fit) -> np.ndarray:
     rows = selector._faces(image)
     if len(rows):
         return rows[0]
-    return _landmark_row(selector, model, fit)
+    return landmark_row(selector, model, fit)
 
 
 def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelection, fit, source: str):
@@ -177,8 +177,9 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     mouth has no teeth to give, and teeth carry little identity). Returns ``(DeidOutput, selection
     record)``; the record names donors by bank number only, and splits its ``seconds`` into
     ``appearance`` (the face's own tone and light), ``selection`` and ``render``."""
-    from headveil.render.appearance import (NewAppearance, appearance_uv, face_appearance, mouth_opening,
-                                            render_textured_many, skin_texels, uv_raster, uv_triangles)
+    from headveil.render.appearance import (NewAppearance, appearance_uv, mouth_opening, render_textured_many,
+                                            skin_texels, uv_raster, uv_triangles)
+    from headveil.render.photo_appearance import face_appearance
     from headveil.render.deid.face3d import face_submesh, to_world
     from headveil.render.deid.registry import apply_method
     from headveil.render.tone import tone_stats
@@ -478,7 +479,8 @@ def own_mouth(image: np.ndarray, inp, model, fit, size: int) -> tuple[np.ndarray
     (``size``² atlas, completed) on its own fitted shape: another face's albedo has no teeth to give
     where its own mouth was closed, and teeth carry little identity. Returns the image and the
     opening's pixel count (0: the mouth is closed and ``image`` is returned as it is)."""
-    from headveil.render.appearance import face_appearance, mouth_opening
+    from headveil.render.appearance import mouth_opening
+    from headveil.render.photo_appearance import face_appearance
     from headveil.render.deid.face3d import to_world
 
     opening = mouth_opening(fit.detection.points, fit.detection.scheme, inp.image.shape[:2])

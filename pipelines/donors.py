@@ -134,7 +134,8 @@ def donor_from_face(img: np.ndarray, det, model, cfg: FitConfig, size: int, reco
                     max_yaw: float):
     """Fit one detected face of ``img`` and return ``(arrays for the npz, info)``."""
     from headveil.pipelines.faces import FaceWindow, fit_in_window
-    from headveil.render.appearance import even_albedo, face_appearance, uv_raster
+    from headveil.render.appearance import uv_raster
+    from headveil.render.photo_appearance import even_albedo, face_appearance
 
     import cv2
 

@@ -6,6 +6,7 @@ import pytest
 from headveil.common.images import srgb_to_lab
 from headveil.geometry.camera import Camera, look_at
 from headveil.render import appearance as ap
+from headveil.render import photo_appearance as pa
 from headveil.render.mipmap import mip_levels
 from headveil.render.shading import sh_basis
 
@@ -66,7 +67,7 @@ def test_a_render_is_baked_delit_and_its_albedo_recovered(model):
     img, cov = ap.render_textured(v, model.faces, ap.appearance_uv(model), truth, cam, gamma,
                                   uv_ok=ap.uv_triangles(model))
     photo = (np.clip(img + (1 - cov[..., None]) * 0.5, 0, 1) * 255 + 0.5).astype(np.uint8)
-    app = ap.face_appearance(photo, model, v, R, t, cam, None, size=S)
+    app = pa.face_appearance(photo, model, v, R, t, cam, None, size=S)
     skin = ap.skin_texels(model, ap.uv_raster(model, S)) & (app.seen > 0.9)
     assert skin.sum() > 2000
     # the light is known only up to the albedo's scale: compare shading ratios, then the albedo up to it
@@ -77,7 +78,7 @@ def test_a_render_is_baked_delit_and_its_albedo_recovered(model):
     corr = np.corrcoef(app.albedo[skin][:, 0], truth[skin][:, 0])[0, 1]
     assert corr > 0.8
     # without completion: the same light and seen skin, confidence = the visibility weight
-    bare = ap.face_appearance(photo, model, v, R, t, cam, None, size=S, complete=False)
+    bare = pa.face_appearance(photo, model, v, R, t, cam, None, size=S, complete=False)
     np.testing.assert_array_equal(bare.light, app.light)
     np.testing.assert_array_equal(bare.confidence, bare.seen)
     np.testing.assert_allclose(bare.albedo[skin], app.albedo[skin], atol=1e-6)
@@ -179,7 +180,7 @@ def test_a_skin_hued_fringe_is_rejected_on_the_forehead_but_not_on_a_cheek(model
     lab[forehead | cheek, 0] -= 45.0  # 3 units at the lightness floor (15)
     tex = lab_to_srgb(lab.astype(np.float32)).reshape(S, S, 3)
     weight = r.mask.astype(np.float32)
-    occ = ap.occluder_texels(tex, weight, model, r).ravel()
+    occ = pa.occluder_texels(tex, weight, model, r).ravel()
     assert (cheek & skin).sum() > 20 and (forehead & skin).sum() > 100
     assert occ[forehead & skin].mean() > 0.9
     assert occ[cheek & skin].mean() < 0.1
@@ -191,7 +192,7 @@ def test_thin_cut_outs_are_filled_from_the_skin_around_them_and_wide_ones_left_t
     counts as seen; a wide cut-out (a hat band) stays unseen for the mirror and the model."""
     S = 512
     r = ap.uv_raster(model, S)
-    cand = ap._occluder_candidates(model, r)
+    cand = pa._occluder_candidates(model, r)
     ys, xs = np.mgrid[0:S, 0:S].astype(np.float32)
     ramp = np.stack([0.3 + 0.4 * xs / (S - 1), np.full_like(xs, 0.5), np.full_like(xs, 0.4)], -1)
     weight = cand.astype(np.float32)
@@ -202,7 +203,7 @@ def test_thin_cut_outs_are_filled_from_the_skin_around_them_and_wide_ones_left_t
     disc = cand & ((xs - cx) ** 2 + (ys - cy) ** 2 < 40 ** 2)  # 80 texels across (≈ 0.16 of the side)
     weight[line | disc] = 0.0
     albedo = np.where((weight > 0)[..., None], ramp, 0.0).astype(np.float32)
-    out, w = ap.patch_thin_holes(albedo, weight, model, r)
+    out, w = pa.patch_thin_holes(albedo, weight, model, r)
     assert line.sum() > 50 and disc.sum() > 2000 and cx - x_line > 40 + 2  # apart
     np.testing.assert_array_equal(w[line], 0.5)  # seen now, at the fill's threshold or above
     np.testing.assert_allclose(out[line], ramp[line], atol=0.01)  # the ramp's own value at the line
@@ -218,7 +219,7 @@ def test_too_little_face_is_one_clear_error(model):
     cam = Camera(np.array([[900.0, 0, 160], [0, 900.0, 160], [0, 0, 1]]), look_at((0, 0, -0.62)), 320, 320)
     photo = np.full((320, 320, 3), 128, np.uint8)
     with pytest.raises(HeadVeilError, match="too little of the face"):
-        ap.face_appearance(photo, model, model.vertices(), np.eye(3), np.zeros(3), cam, None, size=256)
+        pa.face_appearance(photo, model, model.vertices(), np.eye(3), np.zeros(3), cam, None, size=256)
 
 
 def test_a_side_light_is_found_where_the_face_can_tell(model):
@@ -258,7 +259,7 @@ def test_even_albedo_takes_out_broad_residue_and_keeps_fine_lightness(model):
 
     albedo = np.zeros((S, S, 3), np.float32)
     albedo[r.mask] = np.clip(lab_to_srgb(lab[r.mask].astype(np.float32)), 0, 1)
-    out = ap.even_albedo(albedo, model, r, sigma=0.03, chroma=0.25)
+    out = pa.even_albedo(albedo, model, r, sigma=0.03, chroma=0.25)
     d = srgb_to_lab(out[skin]) - lab_ref[skin]
     st = stripes[skin]
     on, off = st[:, 0] > 0, st[:, 0] < 0
@@ -286,7 +287,7 @@ def test_even_albedo_does_not_paint_the_models_own_features_onto_a_donor(model):
     albedo[r.mask] = np.clip(lab_to_srgb(np.array([[65.0, 14.0, 18.0]], np.float32)), 0, 1)
     beta = np.zeros(model.n_albedo)
     beta[list(model.albedo_names).index("brow_darkness")] = 2.5  # the model's brows, dark
-    out = ap.even_albedo(albedo, model, r, beta, sigma=0.03, chroma=0.25)
+    out = pa.even_albedo(albedo, model, r, beta, sigma=0.03, chroma=0.25)
     ref_v, idx = ap.texel_attribute(r, model.albedo(beta), model.faces)
     lab_ref = np.zeros((S * S, 3), np.float32)
     lab_ref[idx] = srgb_to_lab(ref_v.astype(np.float32))
