@@ -1,4 +1,4 @@
-"""``headveil deid`` and ``headveil recover``: de-identify photos in 3D, and undo a keyed run.
+"""``headveil deid``: de-identify photos in 3D.
 
 Per face of a photo (``--faces``): fit the head model in a window around it (landmarks;
 photometric refinement with ``--fit.refine``), build the method input (codes, pose, camera, and
@@ -7,7 +7,8 @@ for ``render=photo`` the photo's colours on the mesh), run a registered 3D metho
 check re-identification with every installed recognizer. Writes per photo ``OUT/NAME/``:
 ``deid.png`` (no metadata, every face replaced), ``manifest.json``, and per face ``faceK/``:
 ``mesh.ply`` (+ other formats), ``metrics.json`` (a :class:`DeidRecord`) and, for id-keyed,
-``codes.json`` (the protected code and pose, what ``recover`` needs). The donor and k-same
+``codes.json`` (the protected code and pose, what ``headveil recover`` needs:
+:mod:`headveil.pipelines.recover`). The donor and k-same
 appearances are built in :mod:`headveil.pipelines.appearances`; occluders are kept on top
 (:mod:`headveil.render.occlusion`); batches run on an executor (:mod:`headveil.pipelines.executor`).
 
@@ -42,6 +43,7 @@ from headveil.pipelines.appearances import (DonorSelection, choose_donor, donor_
 from headveil.pipelines.commands import command
 from headveil.pipelines.faces import FaceWindow, fit_in_window, select_faces
 from headveil.pipelines.fit import FitConfig
+from headveil.pipelines.recover import keyed_codes
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +124,6 @@ class DeidCommand:
     """Reuse saved fits instead of fitting again: a headveil fit output folder (its summary.json maps inputs to fits) or one folder with fit.json for a single photo."""
     fit: FitConfig = field(default_factory=FitConfig)
     """How each photo is fitted."""
-
-
-@dataclass
-class RecoverCommand:
-    """Undo an id-keyed de-identification with its key; writes OUT/recovered.png and the recovered code."""
-
-    folder: Annotated[Path, tyro.conf.Positional]
-    """A face folder written by headveil deid --method id-keyed (OUT/0001/face0: codes.json; deid.png beside it)."""
-    key_file: Path
-    """The key file used for the de-identification (a wrong key is reported as wrong)."""
-    out: Path | None = None
-    """Output folder (default: the image folder's name + _recovered, e.g. OUT/0001_recovered)."""
-    overwrite: bool = False
-    """Write into an existing folder headveil did not make."""
 
 
 @dataclass
@@ -440,19 +428,6 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     return image, out, fit, record, camera
 
 
-def _codes_json(spec, params, out, fit, model, key: bytes, camera) -> dict:
-    """What ``headveil recover`` needs of an id-keyed output: the protected code (useless without the
-    key), expression, pose, camera, θ and a check value of the key. Nothing of the original."""
-    from headveil.geometry.identity.codes import key_check
-
-    return {"schema": 1, "method": spec.name, "render": getattr(params, "render", None),
-            "theta_deg": getattr(params, "theta", None), "key_check": key_check(key),
-            "identity_protected": np.asarray(out.codes).tolist(),
-            "expression": fit.expression.tolist(), "albedo": fit.albedo.tolist(),
-            "R": np.asarray(fit.R).tolist(), "t": np.asarray(fit.t).tolist(), "camera": camera.to_dict(),
-            "model": model.name, "frame": "model -> OpenCV camera"}
-
-
 def _output_mesh(out, image: np.ndarray, fit, params):
     """The mesh to export: with photo colours, re-sampled from the *output* image (the working
     copy ``out.image``, in ``fit.camera``; the original's colours never leave in a file), else the
@@ -646,7 +621,7 @@ def _deid_one(task: _ImageTask, model=None, prepared=None) -> dict:
                 record.save(face_dir / "metrics.json")
                 if spec.name == "id-keyed":
                     write_json(face_dir / "codes.json",
-                               _codes_json(spec, params, out, fit, model, extras["key"], camera))
+                               keyed_codes(spec, params, out, fit, model, extras["key"], camera))
             png.result()  # its own error, if any, is this photo's
             outputs = {str(f.relative_to(tmp)): sha256_file(f) for f in sorted(tmp.rglob("*"))
                        if f.is_file() and not f.name.startswith(".")}
@@ -733,58 +708,6 @@ def run_deid(cmd: DeidCommand, model=None) -> dict:
     return {**summary.to_json(), "out": str(cmd.out)}
 
 
-def run_recover(cmd: RecoverCommand, model=None) -> dict:
-    """``headveil recover``: the identity code of an id-keyed output, re-rendered into its image.
-
-    What it restores is the *code* α, exactly. The image is the de-identified photo with the face
-    re-rendered at the recovered shape, coloured from the de-identified photo itself (the original's
-    pixels were never kept): the shape is the person's again, the skin texture is what deid.png
-    shows. A wrong key is refused by the key check stored with the output."""
-    from headveil.common.outputs import check_output_path
-    from headveil.geometry.camera import Camera
-    from headveil.geometry.identity.codes import InvalidKeyError, key_check, read_key, recover_keyed
-    from headveil.geometry.morphable.model import load_embedded
-    from headveil.render.deid import face3d
-
-    folder = Path(cmd.folder)
-    try:
-        codes = json.loads((folder / "codes.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HeadVeilError(f"{folder}: no readable codes.json ({exc}); is this a `headveil deid --method id-keyed` "
-                            "output?") from None
-    if codes.get("method") != "id-keyed":
-        raise HeadVeilError(f"{folder} was made with {codes.get('method')!r}; only id-keyed is reversible")
-    image_dir = folder if (folder / "deid.png").is_file() else folder.parent
-    out = Path(cmd.out or image_dir.with_name(image_dir.name + "_recovered"))
-    check_output_path(out, [image_dir], cmd.overwrite)
-    key = read_key(cmd.key_file)
-    if codes.get("key_check") is not None and key_check(key) != codes["key_check"]:
-        raise InvalidKeyError(f"wrong key: {cmd.key_file} is not the key {folder} was made with")
-    model = model or load_embedded()
-    a_prot = np.asarray(codes["identity_protected"], np.float64)
-    a = recover_keyed(a_prot, key, float(codes["theta_deg"]))
-    img = read_image(image_dir / "deid.png")
-    eta = np.asarray(codes["expression"], np.float64)
-    R, t = np.asarray(codes["R"]), np.asarray(codes["t"])
-    cam = Camera.from_dict(codes["camera"])
-    v_prot = model.vertices(a_prot, eta)
-    if codes.get("render") in ("photo", "donor"):
-        colors = face3d.photo_colors(img, model, v_prot, R, t, cam)
-    else:
-        colors = model.albedo(codes["albedo"])
-    sub = face3d.face_submesh(model)
-    idx = sub.vertex_index
-    comp = face3d.rerender_face(img, cam, R, t, v_prot[idx], sub.faces, model.vertices(a, eta)[idx], sub.faces,
-                                colors[idx], unlit=codes.get("render") in ("photo", "donor"))
-    with atomic_output_dir(out, overwrite=cmd.overwrite, private=True) as tmp:
-        write_image(tmp / "recovered.png", comp.image)
-        write_json(tmp / "codes.json", {"schema": 1, "method": "id-keyed", "identity_recovered": a.tolist(),
-                                        "model": model.name})
-        write_json(tmp / "manifest.json", build_manifest("headveil recover", {"folder": None}, seed=None,
-                                                         inputs=[], backends={}, extra={"model": model.name}))
-    return {"out": str(out), "delta_norm": float(np.linalg.norm(a - a_prot))}
-
-
 @command("deid", DeidCommand)
 def _cli_deid(cfg: DeidCommand) -> int:
     import sys
@@ -797,8 +720,3 @@ def _cli_deid(cfg: DeidCommand) -> int:
     for name, why in res.get("attention", {}).items():
         print(f"  {name}: {why}", file=sys.stderr)
     return batch_status(len(res["done"]), len(res["failed"]))
-
-
-@command("recover", RecoverCommand)
-def _cli_recover(cfg: RecoverCommand) -> None:
-    print(f"wrote {run_recover(cfg)['out']}/recovered.png")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from headveil.common.images import write_image
-from headveil.pipelines.deid import DeidCommand, RecoverCommand, run_deid, run_recover
+from headveil.pipelines.deid import DeidCommand, run_deid
+from headveil.pipelines.recover import RecoverCommand, run_recover
 
 pytestmark = pytest.mark.faces
 
