@@ -217,28 +217,18 @@ def photos_main(a) -> None:
         t1 = json.loads(json.dumps(table1(folder, out, summary)))
     pl, re_, fid = summary["planned"], summary["achieved_remeasured"], summary["fidelity"]
 
-    def trio(t):
-        if t is None:
-            return "not measured"
-        return (f"k = {t['k_anonymity']['achieved']}, l = {_f(t['l_diversity'].get('achieved'), 2)}, "
-                f"t = {_f(t['t_closeness'].get('achieved'))}, {'met' if t['met'] else 'missed'}")
 
     lines = [f"`headveil anonymize` at its defaults on {summary['faces']} real faces in {n_photos} photos (the package "
              f"photos and the groups composed from them of `deid-natural`: {summary.get('people') or 'several'} people to "
              "the FaceNet attacker, some in several photos; their attributes are not known, so Stage I is not scored "
              f"here; not anonymised: {'; '.join(summary['failed'].values()) or 'none'}); `anonymize` {t_anon:.0f} s.", "",
              f"Privacy (k = 5, l = 2 distinct, t = 0.2; quasi {', '.join(pl['quasi_identifiers'])}; sensitive "
-             f"{pl['sensitive']}): before {trio(summary['before'])}; planned {trio(pl)}; re-measured from the outputs' "
-             f"re-estimated attributes {trio(re_)}. Changed attributes realised {_f(fid['changed_realised'], 2)} of "
+             f"{pl['sensitive']}): before {_trio(summary['before'])}; planned {_trio(pl)}; re-measured from the outputs' "
+             f"re-estimated attributes {_trio(re_)}. Changed attributes realised {_f(fid['changed_realised'], 2)} of "
              f"{fid['changed_pairs']} pairs, unchanged kept {_f(fid['unchanged_kept'], 2)} of {fid['unchanged_pairs']}; "
              f"pose error {_f(summary['pose_error_deg'], 2)}°.", "",
              "**Table 1 on real photos** (face window):", "",
-             "| method | PSNR dB | SSIM | MS-SSIM | dlib matched | dlib DIS | SFace matched | SFace DIS | n |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for m, c in t1.items():
-        lines.append(f"| {m} | {_f(c['psnr'], 1)} | {_f(c['ssim'])} | {_f(c['ms_ssim'])} | "
-                     f"{_f(c.get('dlib_matched'), 2)} | {_f(c.get('dlib_dis'))} | {_f(c.get('sface_matched'), 2)} | "
-                     f"{_f(c.get('sface_dis'))} | {c['n']} |")
+             *_table1_rows(t1)]
     body = "\n".join(lines)
     print(body)
     if not a.no_write:
@@ -293,6 +283,23 @@ def _f(x, d=3):
     return "–" if x is None else f"{x:.{d}f}"
 
 
+def _trio(t) -> str:
+    """A privacy table's achieved k / l / t and verdict, in words."""
+    if t is None:
+        return "not measured"
+    return (f"k = {t['k_anonymity']['achieved']}, l = {_f(t['l_diversity'].get('achieved'), 2)}, "
+            f"t = {_f(t['t_closeness'].get('achieved'))}, {'met' if t['met'] else 'missed'}")
+
+
+def _table1_rows(t1: dict) -> list[str]:
+    """Table 1 (:func:`table1`) as markdown: header and one row per method."""
+    return ["| method | PSNR dB | SSIM | MS-SSIM | dlib matched | dlib DIS | SFace matched | SFace DIS | n |",
+            "|---|---|---|---|---|---|---|---|---|"] + [
+        f"| {m} | {_f(c['psnr'], 1)} | {_f(c['ssim'])} | {_f(c['ms_ssim'])} | {_f(c.get('dlib_matched'), 2)} | "
+        f"{_f(c.get('dlib_dis'))} | {_f(c.get('sface_matched'), 2)} | {_f(c.get('sface_dis'))} | {c['n']} |"
+        for m, c in t1.items()]
+
+
 def render(s1, apparent, summary, t_anon, t1, s4, n, total) -> str:
     acc = s1["accuracy"]
     lines = [f"AnonymousNet in 3D on {n} synthetic heads (held-out MakeHuman mixtures, known attributes, yaw ±25°); "
@@ -309,15 +316,10 @@ def render(s1, apparent, summary, t_anon, t1, s4, n, total) -> str:
     pl, re_ = summary["planned"], summary["achieved_remeasured"]
     fid = summary["fidelity"]
 
-    def trio(t):
-        if t is None:
-            return "not measured"
-        return (f"k = {t['k_anonymity']['achieved']}, l = {_f(t['l_diversity'].get('achieved'), 2)}, "
-                f"t = {_f(t['t_closeness'].get('achieved'))}, {'met' if t['met'] else 'missed'}")
 
     lines += ["", f"**Stage II/III** (k = 5, l = 2 distinct, t = 0.2; quasi {', '.join(pl['quasi_identifiers'])}; "
-              f"sensitive {pl['sensitive']}): before {trio(summary['before'])}; planned {trio(pl)}; re-measured from "
-              f"the outputs' re-estimated attributes {trio(re_)}.",
+              f"sensitive {pl['sensitive']}): before {_trio(summary['before'])}; planned {_trio(pl)}; re-measured from "
+              f"the outputs' re-estimated attributes {_trio(re_)}.",
               f"Changed attributes realised {_f(fid['changed_realised'], 2)} of {fid['changed_pairs']} pairs (target ≥ 0.90); "
               f"unchanged kept {_f(fid['unchanged_kept'], 2)} of {fid['unchanged_pairs']} (target ≥ 0.90); pose error "
               f"{_f(summary['pose_error_deg'], 2)}° (target ≤ 3°); faces not re-detected {fid['faces_not_redetected']}.",
@@ -327,12 +329,7 @@ def render(s1, apparent, summary, t_anon, t1, s4, n, total) -> str:
                                                                     key=lambda x: x[1])) + ".",
               "", "**Table 1** (face window; the paper: blur 24.5 dB, pixelation 22.8, masking 15.5, inpainting 18.1, "
               "theirs 20.1):", "",
-              "| method | PSNR dB | SSIM | MS-SSIM | dlib matched | dlib DIS | SFace matched | SFace DIS | n |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for m, c in t1.items():
-        lines.append(f"| {m} | {_f(c['psnr'], 1)} | {_f(c['ssim'])} | {_f(c['ms_ssim'])} | "
-                     f"{_f(c.get('dlib_matched'), 2)} | {_f(c.get('dlib_dis'))} | {_f(c.get('sface_matched'), 2)} | "
-                     f"{_f(c.get('sface_dis'))} | {c['n']} |")
+              *_table1_rows(t1)]
     lines += ["", "**Stage IV** universal perturbation against FaceNet (white-box), computed on the first half of the "
               "outputs, measured on the second (fooled = no longer matched to the unperturbed output):", "",
               "| ξ (px, ℓ∞) | fooling on its own half | FaceNet | dlib (transfer) | SFace (transfer) | PSNR dB | SSIM | s |",
