@@ -44,6 +44,29 @@ def _to_rgb8(img) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
+#: EXIF orientation → the array operation that shows the photo upright (PIL's ``exif_transpose``).
+_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, -1)[::-1],
+           8: lambda a: np.rot90(a, 1)}
+
+
+def _read_jpeg_fast(path: Path, img) -> np.ndarray | None:
+    """A baseline RGB JPEG decoded by OpenCV straight into RGB (a 24-megapixel photo in half PIL's
+    time, which decodes and then copies it twice), its EXIF orientation applied as PIL does; None
+    (PIL reads it) when the file does not end in the JPEG end marker (truncated: PIL raises) or
+    OpenCV cannot decode it."""
+    import cv2
+
+    data = np.fromfile(path, np.uint8)
+    if len(data) < 4 or data[-2] != 0xFF or data[-1] != 0xD9:
+        return None
+    rgb = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+    if rgb is None or rgb.shape[:2] != (img.height, img.width):
+        return None
+    turn = _ORIENT.get(img.getexif().get(0x0112, 1))
+    return rgb if turn is None else np.ascontiguousarray(turn(rgb))
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as RGB.
 
@@ -63,9 +86,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"image not found: {path}")
     try:
         with Image.open(path) as img:
-            img.load()
-            ImageOps.exif_transpose(img, in_place=True)  # no copy of the photo when it has no orientation tag
-            rgb = _to_rgb8(img)
+            rgb = _read_jpeg_fast(path, img) if img.format == "JPEG" and img.mode == "RGB" else None
+            if rgb is None:
+                img.load()
+                ImageOps.exif_transpose(img, in_place=True)  # no copy of the photo when it has no orientation tag
+                rgb = _to_rgb8(img)
     except UnidentifiedImageError as exc:
         raise ImageReadError(f"not a readable image: {path}") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncation/corruption this way

@@ -36,8 +36,8 @@ import tyro
 
 from headveil.common.artefacts import Artefact
 from headveil.common.errors import ExtremePoseError, FaceTooSmallError, HeadVeilError, ReidentifiedError
-from headveil.common.images import list_images, read_image, write_image
-from headveil.common.outputs import atomic_output_dir, build_manifest, sha256_file, write_json
+from headveil.common.images import encode_png, list_images, read_image, write_image
+from headveil.common.outputs import atomic_file, atomic_output_dir, build_manifest, sha256_file, write_json
 from headveil.pipelines.appearances import (DonorSelection, choose_donor, donor_embeddings, donor_privacy,
                                             k_same_appearances, own_mouth)
 from headveil.pipelines.commands import command
@@ -138,7 +138,8 @@ class DeidRecord(Artefact):
         utility: PSNR / SSIM in the window (at the working scale when it was downscaled), outside the
             face, and the share of face pixels left identical to the input (0 by construction).
         seconds: detect (the photo's one face detection, shared among the faces it found; 0 for a
-            saved fit), fit, occluders (finding what stays on top of a re-rendered face), method
+            saved fit), fit, occluders (finding what stays on top of a re-rendered face, before the
+            method and, where the new face grew past that search, again after it), method
             (the change itself, the occluders apart), restore, guard (the verifiers, with the donor
             distances), total (the face, from its detection to its record, the detection apart).
         reidentification: per recognizer, Recognizer.reidentify's verdict (None with --guard off);
@@ -217,20 +218,21 @@ def _utility(original: np.ndarray, protected: np.ndarray, removed: np.ndarray | 
     return u
 
 
-def _at_work_scale(win: FaceWindow, work_shape, original: np.ndarray, protected: np.ndarray,
-                   removed: np.ndarray | None):
-    """The window's original, output and removed mask ``(h, w)`` at the working copy's scale (the
-    face at most :data:`~headveil.pipelines.faces.WORK_FACE_PX`): what the utility metrics
-    compare, so a 24-megapixel photo costs them no more than a 512² one. Unchanged when the window
-    was not downscaled."""
+def _at_work_scale(win: FaceWindow, work: np.ndarray, original: np.ndarray, protected: np.ndarray,
+                   removed_work: np.ndarray | None, original_is_work: bool):
+    """The window's original and output ``(h, w, 3)`` and the removed mask ``removed_work (h, w)``
+    at the working copy's scale (the face at most :data:`~headveil.pipelines.faces.WORK_FACE_PX`):
+    what the utility metrics compare, so a 24-megapixel photo costs them no more than a 512² one.
+    ``original_is_work``: the working copy ``work`` is the original's window (no other face of the
+    photo was replaced before), so it is not downscaled again. Unchanged when the window was not
+    downscaled."""
     if win.scale == 1.0:
-        return original, protected, removed
+        return original, protected, removed_work
     import cv2
 
-    size = (work_shape[1], work_shape[0])
-    rem = None if removed is None else cv2.resize(removed.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-    return (cv2.resize(original, size, interpolation=cv2.INTER_AREA),
-            cv2.resize(protected, size, interpolation=cv2.INTER_AREA), rem)
+    size = (work.shape[1], work.shape[0])
+    orig = work if original_is_work else cv2.resize(original, size, interpolation=cv2.INTER_AREA)
+    return orig, cv2.resize(protected, size, interpolation=cv2.INTER_AREA), removed_work
 
 
 def _occluders(work: np.ndarray, det_w, region: np.ndarray, model, fit, drawn: np.ndarray | None = None,
@@ -280,7 +282,7 @@ def _grew_past(removed: np.ndarray, reach: np.ndarray) -> bool:
 
 def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: dict, restorer, recognizers: dict,
                source: str = "<array>", rng: np.random.Generator | None = None, saved=None, detection=None,
-               original: np.ndarray | None = None, face: str | None = None):
+               original: np.ndarray | None = None, face: str | None = None, on_image=None):
     """De-identify one photo ``img (H, W, 3) uint8``.
 
     The face is detected once (on a downscaled copy of a large photo), then fitted, changed,
@@ -292,7 +294,9 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     ``headveil fit``) used instead of detecting and fitting again; ``detection``: the face to work on
     (default the largest); ``original``: the untouched photo when ``img`` already has other faces
     replaced (the guard and the no-surviving-pixel check compare with it); ``face``: its label in
-    messages (``face1``) when a photo has several.
+    messages (``face1``) when a photo has several; ``on_image``: called with the finished photo
+    ``(H, W, 3) uint8`` as soon as it is made, before the metrics and the guard (a caller can start
+    encoding it beside them; the guard may still refuse it).
 
     Returns:
         ``(image (H, W, 3) uint8, DeidOutput, FitResult, DeidRecord, photo camera)``; the fit and
@@ -380,19 +384,24 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     if comp is not None and cmd.occluders:  # hair, brims, frames, hands stay on top of the new face
         from headveil.render.occlusion import keep_occluders
 
+        t_more = time.perf_counter()  # a search after the method is the occluders' time too
         if occ_w is None:
             occ_w = _occluders(work, det_w, region, model, fit, comp.removed_mask)[0]
         elif _grew_past(comp.removed_mask, reach_w):  # the new face went past the search: search there too
             occ_w = occ_w | _occluders(work, det_w, region, model, fit, comp.removed_mask, person_w)[0]
+        t_occ += time.perf_counter() - t_more
         occ_full = win.to_full(occ_w, img.shape)
-        image = keep_occluders(image, img, occ_full)
+        image = keep_occluders(image, img, occ_full, copy=False)  # the paste's own copy
     coincident = 0
     if comp is not None:  # a method that re-rendered the face: no pixel of it may equal the input's
-        image, coincident = break_coincidences(original, image, win.to_full(replaced_w, img.shape) & ~occ_full)
+        image, coincident = break_coincidences(original, image, win.to_full(replaced_w, img.shape) & ~occ_full,
+                                               copy=False)
+    if on_image is not None:
+        on_image(image)
     out.image = image_w
     orig_w, prot_w = original[win.y0:win.y1, win.x0:win.x1], image[win.y0:win.y1, win.x0:win.x1]
-    removed_full = None if comp is None else win.to_full(comp.removed_mask, img.shape)[win.y0:win.y1, win.x0:win.x1]
-    utility = {**_utility(*_at_work_scale(win, work.shape, orig_w, prot_w, removed_full)),
+    removed_w = None if comp is None else np.asarray(comp.removed_mask, bool)
+    utility = {**_utility(*_at_work_scale(win, work, orig_w, prot_w, removed_w, img is original)),
                "face_region_pixels": int(region_full.sum()),
                "face_pixels_identical_share": identical_share(original, image, region_full & ~occ_full),
                "face_pixels_coincident_before_dither": coincident,
@@ -570,6 +579,13 @@ def _prepared(cmd: DeidCommand, model):
     return _PREPARED[key]
 
 
+def _write_encoded(path: Path, encoding) -> None:
+    """Write the PNG bytes an ``encoding`` future gives (through a temp name)."""
+    data = encoding.result()
+    with atomic_file(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
 def _deid_one(task: _ImageTask, model=None, prepared=None) -> dict:
     """De-identify one photo and write its output folder (run by an executor's worker). Returns
     ``{"name", "attention"}`` or ``{"error"}`` (the photo's own failure: reported, not retried)."""
@@ -578,6 +594,7 @@ def _deid_one(task: _ImageTask, model=None, prepared=None) -> dict:
     from headveil.pipelines.batch import failure_text, public_config
 
     cmd, p, name = task.cmd, task.path, task.name
+    encoder = ThreadPoolExecutor(1)  # the finished photo's PNG is deflated beside its guard
     try:
         model = model or load_embedded()
         spec, params, extras, restorer, recognizers = prepared or _prepared(cmd, model)
@@ -587,7 +604,12 @@ def _deid_one(task: _ImageTask, model=None, prepared=None) -> dict:
         t_detect = time.perf_counter()
         dets = [saved.detection] if saved is not None else select_faces(img, cmd, p)
         t_detect = 0.0 if saved is not None else (time.perf_counter() - t_detect) / max(len(dets), 1)
-        cur, done_faces, left = img, [], {}
+        cur, done_faces, left, encoding = img, [], {}, (None, None)
+
+        def encode(image: np.ndarray) -> None:
+            nonlocal encoding
+            encoding = (image, encoder.submit(encode_png, image))
+
         for k, det in enumerate(dets):
             face_extras = extras
             if cmd.appearance == "k-same":
@@ -598,7 +620,8 @@ def _deid_one(task: _ImageTask, model=None, prepared=None) -> dict:
             try:
                 cur, out, fit, record, camera = deid_image(cur, cmd, model, spec, params, face_extras, restorer,
                                                            recognizers, p, rng, saved, det, img,
-                                                           None if len(dets) == 1 else f"face{k}")
+                                                           None if len(dets) == 1 else f"face{k}",
+                                                           encode if k == len(dets) - 1 else None)
             except (FaceTooSmallError, ExtremePoseError) as exc:  # left as it is, and said so
                 left[f"face{k}"] = str(exc).split(": ", 1)[-1]
                 continue
@@ -610,7 +633,10 @@ def _deid_one(task: _ImageTask, model=None, prepared=None) -> dict:
         noise = "insecure-reproducible seed" if cmd.insecure_reproducible else "fresh OS entropy per face (never stored)"
         with atomic_output_dir(cmd.out / name, overwrite=cmd.overwrite, private=True) as tmp, \
                 ThreadPoolExecutor(1) as writer:
-            png = writer.submit(write_image, tmp / "deid.png", cur)  # zlib runs beside the meshes' colours
+            if encoding[0] is cur:  # the last face's photo, encoding since it was made
+                png = writer.submit(_write_encoded, tmp / "deid.png", encoding[1])
+            else:  # the last face was left as it is
+                png = writer.submit(write_image, tmp / "deid.png", cur)  # zlib runs beside the meshes' colours
             for k, out, fit, record, camera in done_faces:
                 face_dir = tmp / f"face{k}"
                 face_dir.mkdir()
@@ -634,6 +660,8 @@ def _deid_one(task: _ImageTask, model=None, prepared=None) -> dict:
                        **({"insecure_reproducible": True} if cmd.insecure_reproducible else {})}))
     except Exception as exc:  # noqa: BLE001 - one photo's failure, whatever its cause, is that photo's
         return {"error": failure_text(exc)}
+    finally:
+        encoder.shutdown(wait=True, cancel_futures=True)
     why = []
     for k, _, _, record, _ in done_faces:
         why += [f"face{k} matched by {n}" for n in record.reidentified_by]

@@ -74,7 +74,9 @@ class FaceWindow:
 
     def paste(self, photo: np.ndarray, work_out: np.ndarray, replaced_work: np.ndarray) -> np.ndarray:
         """The photo with the working copy's result inside ``replaced_work (h, w) bool`` (everything
-        else keeps the photo's own full-resolution pixels)."""
+        else keeps the photo's own full-resolution pixels). A downscaled copy is brought back to
+        full resolution (bicubic, the mask's edge bilinear) on the replaced region's box alone: in a
+        large photo the window is several times the face."""
         import cv2
 
         out = photo.copy()
@@ -83,11 +85,26 @@ class FaceWindow:
             out[self.y0:self.y1, self.x0:self.x1] = np.where(replaced_work[..., None], work_out,
                                                              photo[self.y0:self.y1, self.x0:self.x1])
             return out
-        up = cv2.resize(work_out, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+        rows, cols = np.flatnonzero(replaced_work.any(1)), np.flatnonzero(replaced_work.any(0))
+        if len(rows) == 0:
+            return out
+        hw, ww = replaced_work.shape
+        fx, fy = ww / w, hw / h  # working pixels per photo pixel
+        m = 4  # the grown mask (2 px) and the bilinear edge (1 px) reach this far, in working pixels
+        bx0, bx1 = max(cols[0] - m, 0), min(cols[-1] + 1 + m, ww)
+        by0, by1 = max(rows[0] - m, 0), min(rows[-1] + 1 + m, hw)
+        X0, X1 = int(np.floor(bx0 / fx)), min(int(np.ceil(bx1 / fx)), w)  # the box in window pixels
+        Y0, Y1 = int(np.floor(by0 / fy)), min(int(np.ceil(by1 / fy)), h)
+        # what cv2.resize to (w, h) samples at a window pixel (x + 0.5) / f − 0.5, from the box's corner
+        M = np.array([[fx, 0, (X0 + 0.5) * fx - 0.5], [0, fy, (Y0 + 0.5) * fy - 0.5]])
+        size, inv = (X1 - X0, Y1 - Y0), cv2.WARP_INVERSE_MAP
+        up = cv2.warpAffine(work_out, M, size, flags=cv2.INTER_CUBIC | inv, borderMode=cv2.BORDER_REPLICATE)
         grown = cv2.dilate(replaced_work.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32)
-        a = np.clip(cv2.resize(grown, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)[..., None]
-        win = photo[self.y0:self.y1, self.x0:self.x1].astype(np.float32)
-        out[self.y0:self.y1, self.x0:self.x1] = np.clip(a * up + (1 - a) * win + 0.5, 0, 255).astype(np.uint8)
+        a = np.clip(cv2.warpAffine(grown, M, size, flags=cv2.INTER_LINEAR | inv, borderMode=cv2.BORDER_REPLICATE),
+                    0, 1)[..., None]
+        ys, xs = slice(self.y0 + Y0, self.y0 + Y1), slice(self.x0 + X0, self.x0 + X1)
+        win = photo[ys, xs].astype(np.float32)
+        out[ys, xs] = np.clip(a * up.astype(np.float32) + (1 - a) * win + 0.5, 0, 255).astype(np.uint8)
         return out
 
     def to_full(self, mask_work: np.ndarray, shape) -> np.ndarray:

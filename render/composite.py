@@ -226,8 +226,18 @@ def identical_share(original: np.ndarray, output: np.ndarray, region: np.ndarray
     if box is None:
         return 0.0
     r = region[box]
-    same = np.all(np.asarray(original)[box] == np.asarray(output)[box], axis=-1)
+    same = _same_pixels(np.asarray(original)[box], np.asarray(output)[box])
     return float((same & r).sum() / r.sum())
+
+
+def _same_pixels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(h, w) bool``: where ``a`` and ``b`` (both ``(h, w, 3) uint8``) agree in all three channels
+    (OpenCV's |a − b| summed over the channels, saturating: zero only where every channel is; ≈ 4×
+    numpy's ``all(a == b, -1)``)."""
+    import cv2
+
+    d = cv2.absdiff(np.ascontiguousarray(a, np.uint8), np.ascontiguousarray(b, np.uint8))
+    return cv2.transform(d, np.ones((1, 3))) == 0
 
 
 def _box(mask: np.ndarray) -> tuple[slice, slice] | None:
@@ -239,17 +249,19 @@ def _box(mask: np.ndarray) -> tuple[slice, slice] | None:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def break_coincidences(original: np.ndarray, output: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, int]:
+def break_coincidences(original: np.ndarray, output: np.ndarray, region: np.ndarray,
+                       copy: bool = True) -> tuple[np.ndarray, int]:
     """Make every pixel of ``region`` differ from ``original``: a re-rendered pixel can land on the
     input's exact value by chance (photo colours re-sampled at nearly the same place); those get
     their green channel's lowest bit flipped (±1 of 255, invisible), so that "no original face pixel
-    survives" holds byte for byte and can be checked. Returns ``(image, pixels changed)``."""
-    out = np.array(output, np.uint8, copy=True)
+    survives" holds byte for byte and can be checked. Returns ``(image, pixels changed)``;
+    ``copy=False`` changes a ``uint8`` ``output`` in place (a large photo's copy is costly)."""
+    out = np.array(output, np.uint8, copy=True) if copy or output.dtype != np.uint8 else output
     region = np.asarray(region, bool)
     box = _box(region)
     if box is None:
         return out, 0
     o = out[box]  # a view: flipped in place
-    same = np.all(np.asarray(original)[box] == o, axis=-1) & region[box]
+    same = _same_pixels(np.asarray(original)[box], o) & region[box]
     o[same, 1] ^= 1
     return out, int(same.sum())

@@ -114,9 +114,11 @@ def occluder_mask(photo: np.ndarray, points: np.ndarray, scheme: str, region: np
     return keep & np.asarray(region, bool)
 
 
-def keep_occluders(output: np.ndarray, photo: np.ndarray, occluders: np.ndarray, feather_px: float = 0.8) -> np.ndarray:
+def keep_occluders(output: np.ndarray, photo: np.ndarray, occluders: np.ndarray, feather_px: float = 0.8,
+                   copy: bool = True) -> np.ndarray:
     """``output`` with the ``occluders (H, W) bool`` pixels of ``photo`` put back on top (a soft
-    edge of ``feather_px``; the occluders' own pixels are the photo's exactly)."""
+    edge of ``feather_px``; the occluders' own pixels are the photo's exactly); ``copy=False``
+    changes ``output`` in place (a large photo's copy is costly)."""
     import cv2
 
     if not occluders.any():
@@ -128,7 +130,7 @@ def keep_occluders(output: np.ndarray, photo: np.ndarray, occluders: np.ndarray,
     occ = occluders[y0:y1, x0:x1]
     a = cv2.GaussianBlur(occ.astype(np.float32), (0, 0), feather_px) if feather_px > 0 else occ.astype(np.float32)
     a = np.where(occ, 1.0, a)[..., None]
-    out = np.array(output, copy=True)
+    out = np.array(output, copy=True) if copy else output
     blend = a * photo[y0:y1, x0:x1].astype(np.float32) + (1 - a) * output[y0:y1, x0:x1].astype(np.float32)
     out[y0:y1, x0:x1] = (blend + 0.5).clip(0, 255).astype(np.uint8)
     return out

@@ -94,6 +94,45 @@ def rasterize(vertices: np.ndarray, faces: np.ndarray, camera: Camera, backend: 
     return _rasterize_embree(v, f, camera) if b == "embree" else _rasterize_numpy(v, f, camera)
 
 
+def depth_at(vertices: np.ndarray, faces: np.ndarray, camera: Camera, pixels: np.ndarray,
+             backend: str = "auto") -> np.ndarray:
+    """The rendered surface's depth at some pixels: what :func:`rasterize` gives there, for rays
+    through those pixels' centres alone (a visibility test needs a mesh's depth under its own
+    vertices, a few thousand pixels of a window's hundreds of thousands).
+
+    Args:
+        vertices / faces / camera: as :func:`rasterize`.
+        pixels: ``(N, 2)`` int pixel indices ``(x, y)`` inside the camera's image.
+        backend: ``auto``, ``embree`` or ``numpy`` (the numpy reference rasterises the whole image).
+
+    Returns:
+        ``(N,) float32`` camera-frame depth in metres; ``inf`` where the ray meets no triangle.
+    """
+    v, f = _check(vertices, faces)
+    px = np.asarray(pixels, np.int64).reshape(-1, 2)
+    H, W = camera.height, camera.width
+    if len(px) and (px.min() < 0 or (px[:, 0] >= W).any() or (px[:, 1] >= H).any()):
+        raise ValueError(f"pixels must lie inside the {W}×{H} image")
+    if resolve_backend(backend) != "embree":
+        return rasterize(v, f, camera, "numpy").depth[px[:, 1], px[:, 0]]
+    import trimesh
+    from trimesh.ray.ray_pyembree import RayMeshIntersector
+
+    flat, back = np.unique(px[:, 1] * W + px[:, 0], return_inverse=True)
+    uv1 = np.stack([flat % W + 0.5, flat // W + 0.5, np.ones(len(flat))], 1)
+    dirs_cam = uv1 @ np.linalg.inv(camera.K).T  # z = 1, as :func:`~headveil.render.rays.directions_camera`
+    d = dirs_cam @ camera.c2w[:3, :3].T
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    o = np.broadcast_to(camera.c2w[:3, 3], d.shape).copy()
+    depth = np.full(len(flat), np.inf, np.float32)
+    if len(flat):
+        mesh = trimesh.Trimesh(v, f, process=False, validate=False)
+        tri, ray = RayMeshIntersector(mesh).intersects_id(o, d, multiple_hits=False)
+        if len(ray):
+            depth[ray] = _bary_depth(_camera_frame(v, camera), f, tri, dirs_cam[ray])[1]
+    return depth[back.reshape(-1)]
+
+
 def _camera_frame(v: np.ndarray, camera: Camera) -> np.ndarray:
     w2c = camera.w2c
     return v @ w2c[:3, :3].T + w2c[:3, 3]

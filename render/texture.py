@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from headveil.geometry.camera import Camera
-from headveil.render.rasterize import rasterize
+from headveil.render.rasterize import depth_at
 
 
 def _bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -109,9 +109,8 @@ def sample_photo_colors(image: np.ndarray, vertices_world: np.ndarray, faces: np
         scale = min(1.0, visibility_px / max(w, h))
         if scale < 1.0:
             cam = cam.scaled(scale)
-        frags = rasterize(v, f, cam, backend=backend)
         px = np.clip(np.floor((uv - [x0, y0]) * scale).astype(np.int64), 0, [cam.width - 1, cam.height - 1])
-        dz = np.abs(frags.depth[px[:, 1], px[:, 0]] - z)
+        dz = np.abs(depth_at(v, f, cam, px, backend=backend) - z)  # the depth raster under the vertices alone
     n = vertex_normals(v, f)
     to_cam = camera.center[None] - v
     to_cam /= np.linalg.norm(to_cam, axis=1, keepdims=True)

@@ -55,6 +55,25 @@ def test_exif_orientation_applied(tmp_path):
     assert read_image(tmp_path / "o.jpg").shape[:2] == (20, 10)
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_read_as_pil_shows_it(tmp_path, orientation):
+    """JPEGs are decoded by OpenCV: the pixels and every EXIF orientation as PIL's own reading."""
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    img = np.clip(rng.normal(128, 40, (24, 40, 3)), 0, 255).astype(np.uint8)
+    img[:6, :10] = (255, 0, 0)  # a red corner shows where the top-left went
+    im = Image.fromarray(img)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.save(tmp_path / "o.jpg", exif=exif.tobytes(), quality=90)
+    with Image.open(tmp_path / "o.jpg") as ref:
+        want = np.asarray(ImageOps.exif_transpose(ref).convert("RGB"))
+    got = read_image(tmp_path / "o.jpg")
+    assert got.shape == want.shape and got.flags.c_contiguous and got.flags.writeable
+    assert np.abs(got.astype(int) - want).max() <= 1
+
+
 @pytest.mark.parametrize("content", [b"not an image at all", b""])
 def test_non_image_raises(tmp_path, content):
     (tmp_path / "x.png").write_bytes(content)
@@ -62,12 +81,13 @@ def test_non_image_raises(tmp_path, content):
         read_image(tmp_path / "x.png")
 
 
-def test_truncated_raises(tmp_path):
-    write_image(tmp_path / "t.png", _rgb(64, 64))
-    data = (tmp_path / "t.png").read_bytes()
-    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ImageReadError, match="t.png"):
-        read_image(tmp_path / "t.png")
+@pytest.mark.parametrize("name", ["t.png", "t.jpg"])  # a JPEG is decoded by OpenCV, which would not raise
+def test_truncated_raises(tmp_path, name):
+    write_image(tmp_path / name, _rgb(64, 64))
+    data = (tmp_path / name).read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match=name):
+        read_image(tmp_path / name)
 
 
 def test_missing_raises(tmp_path):

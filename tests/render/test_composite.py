@@ -18,3 +18,15 @@ def test_coincident_region_pixels_are_flipped_by_one_level_and_nothing_else_chan
     assert (np.abs(diff).sum(-1) > 0).sum() == 50 and not diff[~region].any()
     assert identical_share(orig, out, np.zeros_like(region)) == 0.0
     assert break_coincidences(orig, out, np.zeros_like(region))[1] == 0
+    mine = out.copy()
+    same, n2 = break_coincidences(orig, mine, region, copy=False)  # in place: the caller's own copy
+    assert same is mine and n2 == 50 and (mine == fixed).all()
+
+
+def test_identical_share_counts_a_pixel_that_differs_in_one_channel_only():
+    orig = np.zeros((2, 4, 3), np.uint8)
+    out = orig.copy()
+    out[0, 0, 2] = 1  # one level in blue
+    out[0, 1] = 255  # all channels at the most (a saturating sum must not wrap to "same")
+    out[0, 2, 0] = 255
+    assert identical_share(orig, out, np.ones((2, 4), bool)) == 5 / 8

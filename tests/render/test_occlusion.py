@@ -44,3 +44,6 @@ def test_a_clean_face_has_no_occluders_and_they_are_put_back_exactly():
     got = keep_occluders(out, img, occ)
     np.testing.assert_array_equal(got[occ], img[occ])
     assert (got[100:, 100:] == 0).all()
+    assert not out.any()  # a copy by default
+    mine = out.copy()
+    assert keep_occluders(mine, img, occ, copy=False) is mine and (mine == got).all()

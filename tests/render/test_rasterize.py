@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from headveil.geometry.camera import Camera, intrinsics_from_fov, look_at
-from headveil.render.rasterize import available_backends, barycentrics_torch, interpolate, rasterize, resolve_backend
+from headveil.render.rasterize import (available_backends, barycentrics_torch, depth_at, interpolate, rasterize,
+                                      resolve_backend)
 from headveil.render.rays import directions_camera
 
 
@@ -38,6 +39,22 @@ def test_embree_matches_numpy_reference():
     assert (a.mask != b.mask).sum() <= 0.01 * a.mask.sum()
     assert (a.face_index[both] == b.face_index[both]).mean() > 0.98
     np.testing.assert_allclose(a.depth[both], b.depth[both], atol=1e-4)
+
+
+def test_depth_at_some_pixels_equals_the_raster_there():
+    import trimesh
+
+    s = trimesh.creation.icosphere(3, radius=0.5)
+    cam = _cam(48)
+    px = np.array([[24, 24], [0, 0], [24, 24], [30, 10], [47, 47], [12, 33]])  # a repeat, misses
+    for backend in available_backends():
+        full = rasterize(s.vertices, s.faces, cam, backend=backend).depth
+        d = depth_at(s.vertices, s.faces, cam, px, backend=backend)
+        assert d.dtype == np.float32 and d.shape == (6,)
+        np.testing.assert_array_equal(d, full[px[:, 1], px[:, 0]])  # the same rays: the same bits
+        assert np.isinf(d[1]) and d[0] == pytest.approx(1.5, abs=5e-3)  # the corner misses; the front at 2 − 0.5 (facets)
+    with pytest.raises(ValueError, match="inside"):
+        depth_at(s.vertices, s.faces, cam, [[48, 0]])
 
 
 def test_occlusion_nearest_wins():

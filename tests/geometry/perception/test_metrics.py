@@ -93,6 +93,32 @@ def test_ssim_equals_scikit_images_gaussian_ssim():
     assert abs(M.ssim(a, b) - smap.mean()) < 1e-4
 
 
+@pytest.mark.parametrize("box", [(20, 31, 40, 52), (0, 6, 0, 9), (50, 64, 70, 80)])  # inside, at corners
+def test_psnr_and_ssim_of_a_local_change_equal_the_whole_images(box):
+    """Both are computed on the box of the changed pixels alone; the whole map must agree."""
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    b = a.copy()
+    y0, y1, x0, x1 = box
+    b[y0:y1, x0:x1] = rng.integers(0, 256, (y1 - y0, x1 - x0, 3))
+    _, smap = structural_similarity(a / 255.0, b / 255.0, channel_axis=-1, data_range=1.0, gaussian_weights=True,
+                                    sigma=1.5, use_sample_covariance=False, full=True)
+    smap = smap.mean(-1)
+    se = ((a / 255.0 - b / 255.0) ** 2).mean(-1)
+    mask = np.zeros((64, 80), bool)
+    mask[1:62:3, 1:78:2] = True
+    assert abs(M.ssim(a, b) - smap.mean()) < 1e-5
+    assert abs(M.ssim(a, b, mask) - smap[mask].mean()) < 1e-5
+    assert M.psnr(a, b) == pytest.approx(10 * np.log10(1 / se.mean()), rel=1e-12)
+    assert M.psnr(a, b, mask) == pytest.approx(10 * np.log10(1 / se[mask].mean()), rel=1e-12)
+    assert M.psnr(a, b, ~mask & (se == 0)) == float("inf")  # only unchanged pixels under the mask
+    grey = ((a[..., 0] / 255.0 - b[..., 0] / 255.0) ** 2).mean()
+    assert M.psnr(a[..., 0].copy(), b[..., 0].copy()) == pytest.approx(10 * np.log10(1 / grey), rel=1e-12)
+    assert M.psnr(a / 255.0, b / 255.0) == pytest.approx(M.psnr(a, b), rel=1e-12)  # float images alike
+
+
 def test_face_interior_and_sharpness_ratio():
     import cv2
 
