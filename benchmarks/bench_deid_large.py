@@ -105,9 +105,10 @@ def main() -> None:
         lines.append(f"| {w}×{h} | {w * h / 1e6:.2f} | {dt:.1f} | {dt / base:.2f} | {rss:.2f} | {rc} |")
     lines += ["", "Where one photo's time goes in a warm process (`run_deid` on the photo again, best of 3; the "
               "face's `metrics.json` seconds): `outside` is everything but fitting (the photo's one face "
-              "detection and the fit), the method (with finding the occluders it keeps on top, in brackets) and "
-              "the guard — reading, cropping, pasting, utility metrics, the exported mesh's colours, PNG and "
-              "manifest writing. Target ≤ 10 %. The last column counts the detection outside too.", "",
+              "detection and the fit), the method (with finding the occluders it keeps on top, in brackets: "
+              "before it and, where the new face grew past that search, again after it) and the guard — "
+              "reading, cropping, pasting, utility metrics, the exported mesh's colours, PNG and manifest "
+              "writing. Target ≤ 10 %. The last column counts the detection outside too.", "",
               "| photo | wall s | detect s | fit s | method s (occluders) | guard s | outside s | outside share "
               "| outside share, detection outside |", "|---|---|---|---|---|---|---|---|---|",
               *share]
