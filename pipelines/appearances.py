@@ -502,17 +502,25 @@ def _paste_mouth(image: np.ndarray, photo: np.ndarray, opening: np.ndarray, vert
     import cv2
 
     from headveil.common.images import lab_to_srgb, srgb_to_lab
-    from headveil.render.appearance import appearance_uv, render_textured, uv_triangles
+    from headveil.render.appearance import appearance_uv, render_textured_many, uv_triangles
 
     ys, xs = np.nonzero(opening)
     m = 4
     x0, y0 = max(int(xs.min()) - m, 0), max(int(ys.min()) - m, 0)
     x1, y1 = min(int(xs.max()) + m + 1, image.shape[1]), min(int(ys.max()) + m + 1, image.shape[0])
     cam = camera.cropped(x0, y0, x1 - x0, y1 - y0)
-    img, cov = render_textured(vertices_world, model.faces, appearance_uv(model), target.albedo, cam, target.light,
-                               uv_ok=uv_triangles(model))
+    conf = np.repeat(np.asarray(target.confidence, np.float32)[..., None], 3, -1)
+    (img, seen, ones), cov = render_textured_many(vertices_world, model.faces, appearance_uv(model),
+                                                  [target.albedo, conf, np.ones_like(conf)], cam, target.light,
+                                                  uv_ok=uv_triangles(model))
     rgb = np.clip(img / np.maximum(cov[..., None], 1e-6), 0, 1)
-    inside = opening[y0:y1, x0:x1] & (cov > 0.99)
+    seen = seen[..., 0] / np.maximum(ones[..., 0], 1e-6)  # the shading divided out: the texels' confidence
+    # what the photo never saw (the model's own mouth, grey-green under the skin's light; with the
+    # rim its blend reaches) and what the mesh does not cover: filled from what it did see around it
+    hole = cv2.dilate((seen < 0.9).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) | (cov <= 0.99)
+    if (hole & opening[y0:y1, x0:x1]).any() and (opening[y0:y1, x0:x1] & ~hole).sum() >= 10:
+        rgb = cv2.inpaint((rgb * 255 + 0.5).astype(np.uint8), hole.astype(np.uint8), 3, cv2.INPAINT_TELEA) / 255.0
+    inside = opening[y0:y1, x0:x1] & ~hole
     if inside.sum() >= 10:
         lab = srgb_to_lab(rgb.astype(np.float32))
         ref = srgb_to_lab((np.asarray(photo)[y0:y1, x0:x1][inside] / 255.0).astype(np.float32))

@@ -365,10 +365,13 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
     elif donors is not None and getattr(params, "render", None) == "donor":
         out, selection = choose_donor(inp, spec, params, rng, donors, fit, source)
     else:
+        from headveil.render.appearance import DEFAULT_TEXTURE_SIZE
+
         out = apply_method(spec, inp, params, rng=rng)
         given = extras.get("appearance")  # a caller's own appearance (anonymize's class face)
-        if given is not None and out.extras.get("composite") is not None:
-            out.image, mouth_px = own_mouth(out.image, inp, model, fit, given.albedo.shape[0])  # teeth, not a hole
+        if out.extras.get("composite") is not None:  # a re-rendered face: the photo's teeth, not a flat fill
+            size = DEFAULT_TEXTURE_SIZE if given is None else given.albedo.shape[0]
+            out.image, mouth_px = own_mouth(out.image, inp, model, fit, size)
             if mouth_px:
                 out.metrics["mouth_opening_px"] = mouth_px
     t_method = time.perf_counter() - t0 - t_fit - t_occ

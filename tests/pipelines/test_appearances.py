@@ -159,3 +159,33 @@ def test_a_mix_covers_every_texel_a_re_render_grown_to_the_outline_samples(model
     y = np.clip(np.floor((1 - uv[:, 1]) * S - 0.5).astype(int), 0, S - 2)
     at = cov[y, x] | ~r.mask[y, x]
     assert at.all()
+
+
+def test_an_open_mouth_takes_no_colour_from_texels_the_photo_never_saw(model):
+    """The model's own mouth (grey-green under a skin light) where the photo saw nothing is filled
+    from the teeth it did see, never shown."""
+    import cv2
+
+    from headveil.pipelines.appearances import _paste_mouth
+    from headveil.render.photo_appearance import FaceAppearance
+
+    cam = _camera(900.0)
+    v = model.vertices()
+    lips, _ = cam.project(model.landmarks_3d(v, "ibug68")[60:68])  # the inner lips
+    opening = np.zeros((320, 320), np.uint8)
+    cv2.fillPoly(opening, [np.round(lips).astype(np.int32)], 1)
+    opening = cv2.dilate(opening, np.ones((9, 9), np.uint8)).astype(bool)  # a mouth open this far
+    S = 512
+    albedo = np.full((S, S, 3), 0.9, np.float32)  # teeth, where seen
+    conf = np.ones((S, S), np.float32)
+    blocks = (np.add.outer(np.arange(S) // 8, np.arange(S) // 8) % 2).astype(bool)  # a checkerboard of 8 texels
+    albedo[blocks] = (0.3, 0.6, 0.5)  # unseen: the grey-green the model would give
+    conf[blocks] = 0.0
+    light = np.zeros((9, 3))
+    light[0] = 1.0  # shading 1 everywhere
+    target = FaceAppearance(albedo, conf, light, conf.copy())
+    photo = np.full((320, 320, 3), 230, np.uint8)
+    out = _paste_mouth(np.zeros((320, 320, 3), np.uint8), photo, opening, v, model, cam, target)
+    core = cv2.erode(opening.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # in from the feathered rim
+    px = out[core].astype(int)
+    assert (np.abs(px - 230).max(1) <= 12).mean() > 0.97  # the seen teeth' grey, no unseen grey-green
