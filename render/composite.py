@@ -50,6 +50,46 @@ def inpaint_region(image: np.ndarray, region: np.ndarray, radius: float = 5.0, m
     return cv2.inpaint(np.ascontiguousarray(image[..., ::-1]), m, float(radius), flag)[..., ::-1].copy()
 
 
+def fill_region(image: np.ndarray, region: np.ndarray, grain: bool = True) -> np.ndarray:
+    """``image (H, W, 3) uint8`` with ``region (H, W) bool`` filled from what surrounds it: a
+    pull-push interpolation (:func:`~headveil.render.appearance.pull_push_fill`: smooth and
+    seamless, where Telea's inpainting streaks a hole as large as a face into flat, hard-edged
+    patches), with, by ``grain``, the surroundings' own fine grain: luminance noise of the
+    high-pass spread measured in a ring around the region (a fixed seed: the same photo fills the
+    same way). Works on the region's box (grown by a margin) alone."""
+    import cv2
+
+    from headveil.render.appearance import pull_push_fill
+
+    region = np.asarray(region, bool)
+    out = np.array(image, np.uint8, copy=True)
+    box = _box(region)
+    if box is None:
+        return out
+    H, W = region.shape
+    m = max(8, int(0.15 * max(box[0].stop - box[0].start, box[1].stop - box[1].start)))
+    ys = slice(max(box[0].start - m, 0), min(box[0].stop + m, H))
+    xs = slice(max(box[1].start - m, 0), min(box[1].stop + m, W))
+    hole, crop = region[ys, xs], out[ys, xs].astype(np.float32)
+    if hole.all():  # nothing around it to fill from
+        out[ys, xs][hole] = 128
+        return out
+    filled = pull_push_fill(crop, (~hole).astype(np.float32))
+    if grain:
+        grey = cv2.cvtColor(out[ys, xs], cv2.COLOR_RGB2GRAY).astype(np.float32)
+        seen = (~hole).astype(np.float32)  # the blur of the surroundings alone (the hole's values are not theirs)
+        high = grey - cv2.GaussianBlur(grey * seen, (0, 0), 1.5) / np.maximum(cv2.GaussianBlur(seen, (0, 0), 1.5), 1e-3)
+        ring = cv2.dilate(hole.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & ~hole
+        sd = float(np.std(high[ring])) if ring.sum() >= 20 else 0.0
+        noise = np.random.default_rng(0).normal(0.0, 1.0, hole.shape).astype(np.float32)
+        noise -= cv2.GaussianBlur(noise, (0, 0), 1.5)  # the same band as measured
+        noise *= sd / max(float(noise.std()), 1e-6)
+        filled = filled + noise[..., None]
+    block = out[ys, xs]
+    block[hole] = np.clip(filled[hole] + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
 def multiband_blend(fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray, levels: int = 4) -> np.ndarray:
     """Laplacian-pyramid blend (Burt & Adelson) of ``fg`` over ``bg`` (both ``(H, W, 3)`` float) with
     ``alpha (H, W)`` in [0, 1]: fine detail switches at the mask's edge, colour and shading blend over
@@ -106,7 +146,7 @@ def composite_face(photo: np.ndarray, render: np.ndarray, coverage_new: np.ndarr
         removed |= np.asarray(face_region, bool)
     # grow by one pixel so the anti-aliased rim of the old face is replaced too
     removed = cv2.dilate(removed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    background = inpaint_region(photo, removed)
+    background = fill_region(photo, removed)
     alpha = new
     if feather_px > 0:
         inner = cv2.GaussianBlur((new > 0.999).astype(np.float64), (0, 0), feather_px)

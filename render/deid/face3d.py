@@ -119,16 +119,44 @@ def to_world(vertices_model: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.nda
     return np.asarray(vertices_model, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
 
 
-def photo_colors(photo: np.ndarray, model: MorphableModel, vertices_model: np.ndarray, R, t, camera) -> np.ndarray:
+def photo_colors(photo: np.ndarray, model: MorphableModel, vertices_model: np.ndarray, R, t, camera,
+                 with_visibility: bool = False):
     """Colours ``(V, 3) float64`` in [0, 1] of ``photo (H, W, 3) uint8`` on the fitted model mesh
     ``vertices_model (V, 3)`` (model frame, metres; posed by ``R, t`` into the camera's world),
-    with visibility on the whole head."""
+    with visibility on the whole head; ``with_visibility``: ``(colours, visible (V,) bool)``, the
+    vertices the photo saw (the others' colours are diffused from them)."""
     from headveil.render.texture import sample_photo_colors
 
     colors, visible = sample_photo_colors(photo, to_world(vertices_model, R, t), model.faces, camera)
     if not visible.any():
         raise HeadVeilError("the fitted face is not visible in the photo; cannot carry its colours")
-    return colors
+    return (colors, visible) if with_visibility else colors
+
+
+#: Mesh rings around the features whose unseen skin a photo-coloured re-render still draws.
+FEATURE_RINGS = 3
+
+
+def seen_faces(model: MorphableModel, sub: FaceSubmesh, visible: np.ndarray) -> np.ndarray:
+    """``(Ff', 3)``: the triangles of ``sub`` a face re-rendered in the photo's own colours draws —
+    all but the plain skin (not eyes, brows, lips, mouth) that the photo did not see (fewer than
+    two vertices ``visible (V,) bool``): under the chin, behind the jaw, their colours are diffused
+    from far away, flat patches where a changed shape brings them into view. The features are kept
+    whatever their visibility (an eyelid's fold, the lips' inner rim)."""
+    from headveil.render.appearance import outer_skin
+    from headveil.render.texture import vertex_adjacency
+
+    feature = np.zeros(model.n_vertices, bool)
+    for name in ("eyes", "brows", "lips", "mouth_interior", "iris"):
+        if name in model.regions:
+            feature |= model.regions[name]
+    A = vertex_adjacency(model.n_vertices, model.faces)
+    for _ in range(FEATURE_RINGS):  # and the folds around them (an eye's corner)
+        feature |= (A @ feature.astype(np.float64)) > 0
+    plain = outer_skin(model) & ~feature
+    f = sub.vertex_index[sub.faces]
+    unseen = (np.asarray(visible, bool)[f].sum(1) < 2) & plain[f].all(1)
+    return sub.faces[~unseen]
 
 
 def new_appearance(inp):

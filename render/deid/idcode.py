@@ -43,9 +43,14 @@ def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: 
         tri_ok = uv_triangles(model)[sub.triangles]
         texture = (app.albedo, appearance_uv(model)[sub.vertex_index], tri_ok, app.light)
     v_new = model.vertices(alpha_new, c.eta if eta_new is None else eta_new)
-    colors = face3d.subject_colors(inp, render, v_old, R, t)
+    new_faces = sub.faces
+    if render == "photo":  # the photo's colours where it saw the face
+        colors, visible = face3d.photo_colors(inp.image, model, v_old, R, t, inp.camera, with_visibility=True)
+        new_faces = face3d.seen_faces(model, sub, visible)
+    else:
+        colors = face3d.subject_colors(inp, render, v_old, R, t)
     idx = sub.vertex_index
-    comp = face3d.rerender_face(inp.image, inp.camera, R, t, v_old[idx], sub.faces, v_new[idx], sub.faces,
+    comp = face3d.rerender_face(inp.image, inp.camera, R, t, v_old[idx], sub.faces, v_new[idx], new_faces,
                                 colors[idx], light=face3d.scene_light(inp, render), unlit=render == "photo",
                                 face_region=inp.extras.get("face_region"), texture=texture,
                                 keep=inp.extras.get("occluders"))
