@@ -32,7 +32,7 @@ def test_identical_share_counts_a_pixel_that_differs_in_one_channel_only():
     assert identical_share(orig, out, np.ones((2, 4), bool)) == 5 / 8
 
 
-def test_a_face_sized_hole_is_filled_smoothly_from_its_surroundings_with_their_grain():
+def test_a_face_sized_hole_is_filled_smoothly_from_its_surroundings():
     from headveil.render.composite import fill_region
 
     x = np.linspace(40, 200, 120)
@@ -41,24 +41,9 @@ def test_a_face_sized_hole_is_filled_smoothly_from_its_surroundings_with_their_g
     hole = np.zeros((100, 120), bool)
     hole[30:70, 40:80] = True
     img[hole] = (255, 0, 255)  # the face to remove
-    smooth = fill_region(img, hole, grain=False)
-    assert (smooth[~hole] == img[~hole]).all()  # nothing outside changes
-    err = np.abs(smooth[hole].astype(float) - ramp[hole])
+    out = fill_region(img, hole)
+    assert (out[~hole] == img[~hole]).all()  # nothing outside changes
+    err = np.abs(out[hole].astype(float) - ramp[hole])
     assert err.max() < 12 and err.mean() < 4  # the ramp carried across, no magenta left
-    # in a grainy photo the fill has the surroundings' grain, not a flat plateau; the same each time
-    rng = np.random.default_rng(1)
-    noisy = np.clip(ramp + rng.normal(0, 6, ramp.shape[:2])[..., None], 0, 255).round().astype(np.uint8)
-    noisy[hole] = 0
-    a, b = fill_region(noisy, hole), fill_region(noisy, hole)
-    assert (a == b).all()
-
-    def grain(im):
-        import cv2
-
-        g = im[..., 1].astype(np.float32)
-        return float(np.std((g - cv2.GaussianBlur(g, (0, 0), 1.5))[35:65, 45:75]))
-
-    whole = np.clip(ramp + rng.normal(0, 6, ramp.shape[:2])[..., None], 0, 255).round().astype(np.uint8)
-    assert 0.6 < grain(a) / grain(whole) < 1.5
-    assert grain(fill_region(noisy, hole, grain=False)) < 0.3 * grain(a)
-    assert np.abs(a[hole].astype(float) - ramp[hole]).mean() < 8
+    assert (fill_region(img, np.zeros_like(hole)) == img).all()
+    assert (fill_region(img, np.ones_like(hole)) == 128).all()  # nothing to fill from: mid grey
