@@ -120,16 +120,29 @@ def to_world(vertices_model: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.nda
 
 
 def photo_colors(photo: np.ndarray, model: MorphableModel, vertices_model: np.ndarray, R, t, camera,
-                 with_visibility: bool = False):
+                 with_visibility: bool = False, exclude: np.ndarray | None = None):
     """Colours ``(V, 3) float64`` in [0, 1] of ``photo (H, W, 3) uint8`` on the fitted model mesh
     ``vertices_model (V, 3)`` (model frame, metres; posed by ``R, t`` into the camera's world),
     with visibility on the whole head; ``with_visibility``: ``(colours, visible (V,) bool)``, the
-    vertices the photo saw (the others' colours are diffused from them)."""
+    vertices the photo saw (the others' colours are diffused from them). ``exclude (H, W) bool``:
+    pixels that are not the face (occluders): the vertices under them take diffused colours too
+    (a fringe is not painted onto the forehead that a changed shape moves), and still count as
+    seen in ``visible`` (the photo saw that surface, behind what covers it)."""
     from headveil.render.texture import sample_photo_colors
 
-    colors, visible = sample_photo_colors(photo, to_world(vertices_model, R, t), model.faces, camera)
+    v_w = to_world(vertices_model, R, t)
+    colors, visible = sample_photo_colors(photo, v_w, model.faces, camera)
     if not visible.any():
         raise HeadVeilError("the fitted face is not visible in the photo; cannot carry its colours")
+    if exclude is not None and np.asarray(exclude, bool).any():
+        from headveil.render.texture import diffuse_colors
+
+        uv, _ = camera.project(v_w)
+        H, W = np.asarray(exclude).shape
+        ij = np.clip(np.floor(uv).astype(np.int64), 0, [W - 1, H - 1])
+        bare = visible & ~np.asarray(exclude, bool)[ij[:, 1], ij[:, 0]]
+        if bare.any():
+            colors = diffuse_colors(colors, bare, model.faces)
     return (colors, visible) if with_visibility else colors
 
 
@@ -173,8 +186,9 @@ def subject_colors(inp, render: str, vertices_model: np.ndarray, R, t) -> np.nda
     model albedo of the subject's β (``"model"``) or the donor's albedo at each vertex (``"donor"``);
     ``(V, 3)`` in [0, 1]."""
     check_render_mode(render)
-    if render == "photo":
-        return photo_colors(inp.image, inp.model, vertices_model, R, t, inp.camera)
+    if render == "photo":  # not the hair, frames, hands that cover the face
+        return photo_colors(inp.image, inp.model, vertices_model, R, t, inp.camera,
+                            exclude=inp.extras.get("occluders"))
     if render == "donor":
         from headveil.render.appearance import appearance_uv, texture_at
 

@@ -45,7 +45,8 @@ def apply_identity(inp: DeidInput, alpha_new: np.ndarray, render: str, metrics: 
     v_new = model.vertices(alpha_new, c.eta if eta_new is None else eta_new)
     new_faces = sub.faces
     if render == "photo":  # the photo's colours where it saw the face
-        colors, visible = face3d.photo_colors(inp.image, model, v_old, R, t, inp.camera, with_visibility=True)
+        colors, visible = face3d.photo_colors(inp.image, model, v_old, R, t, inp.camera, with_visibility=True,
+                                              exclude=inp.extras.get("occluders"))
         new_faces = face3d.seen_faces(model, sub, visible)
     else:
         colors = face3d.subject_colors(inp, render, v_old, R, t)

@@ -38,3 +38,23 @@ def test_a_photo_coloured_face_drops_the_plain_skin_the_photo_never_saw_and_keep
     two = np.ones(model.n_vertices, bool)
     two[sub.vertex_index[f[2]]] = False
     assert not drawn(one) and drawn(two)
+
+
+def test_photo_colours_under_an_occluder_come_from_the_bare_skin_around_it(model):
+    from headveil.geometry.camera import Camera, look_at
+    from headveil.render.deid.face3d import photo_colors
+
+    cam = Camera(np.array([[600.0, 0, 160], [0, 600.0, 160], [0, 0, 1]]), look_at((0, 0, 0.62)), 320, 320)
+    photo = np.zeros((320, 320, 3), np.uint8)
+    photo[:] = (200, 150, 120)  # skin
+    fringe = np.zeros((320, 320), bool)
+    fringe[:130] = True
+    photo[fringe] = (30, 20, 10)  # dark hair over the forehead
+    v = model.vertices()
+    plain, vis = photo_colors(photo, model, v, np.eye(3), np.zeros(3), cam, with_visibility=True)
+    kept, vis2 = photo_colors(photo, model, v, np.eye(3), np.zeros(3), cam, with_visibility=True, exclude=fringe)
+    uv, _ = cam.project(v)
+    under = vis & (uv[:, 1] < 120)  # seen, well inside the fringe
+    assert under.sum() > 50 and (vis == vis2).all()  # the surface was seen: it counts as seen
+    assert plain[under].mean() < 0.2  # without the mask: the hair's colour
+    np.testing.assert_allclose(kept[under].mean(0), np.array([200, 150, 120]) / 255, atol=0.05)  # the skin's
