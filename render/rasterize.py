@@ -18,7 +18,7 @@ import numpy as np
 from headveil.common.registry import Registry
 from headveil.common.registry import resolve_backend as _resolve
 from headveil.geometry.camera import Camera
-from headveil.render.rays import directions_camera, rays_from_camera
+from headveil.render.rays import directions_camera, rays_from_camera, rays_through
 
 log = logging.getLogger(__name__)
 BACKENDS = ("embree", "numpy")
@@ -119,11 +119,7 @@ def depth_at(vertices: np.ndarray, faces: np.ndarray, camera: Camera, pixels: np
     from trimesh.ray.ray_pyembree import RayMeshIntersector
 
     flat, back = np.unique(px[:, 1] * W + px[:, 0], return_inverse=True)
-    uv1 = np.stack([flat % W + 0.5, flat // W + 0.5, np.ones(len(flat))], 1)
-    dirs_cam = uv1 @ np.linalg.inv(camera.K).T  # z = 1, as :func:`~headveil.render.rays.directions_camera`
-    d = dirs_cam @ camera.c2w[:3, :3].T
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    o = np.broadcast_to(camera.c2w[:3, 3], d.shape).copy()
+    o, d, dirs_cam = rays_through(camera, np.stack([flat % W + 0.5, flat // W + 0.5], 1))
     depth = np.full(len(flat), np.inf, np.float32)
     if len(flat):
         mesh = trimesh.Trimesh(v, f, process=False, validate=False)

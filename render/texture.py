@@ -74,7 +74,7 @@ def diffuse_colors(colors: np.ndarray, known: np.ndarray, faces: np.ndarray, ite
 
 def sample_photo_colors(image: np.ndarray, vertices_world: np.ndarray, faces: np.ndarray, camera: Camera,
                         depth_tol_m: float = 2e-3, min_cos: float = 0.1, backend: str = "auto",
-                        visibility_px: int = 512) -> tuple[np.ndarray, np.ndarray]:
+                        visibility_px: int = 512, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Colours of a photo on a mesh.
 
     Args:
@@ -87,6 +87,10 @@ def sample_photo_colors(image: np.ndarray, vertices_world: np.ndarray, faces: np
         visibility_px: the depth test's raster is at most this many pixels on its longer side (the
             head's window scaled down in a large photo: a pixel there is still well under
             ``depth_tol_m`` of face); colours are read from the photo at full resolution.
+        exclude: ``(H, W) bool`` photo pixels that are not the face (occluders: hair, a brim,
+            hands): the visible vertices under them take colours diffused from the others, like
+            the unseen ones, and still count as ``visible`` (the photo saw that surface, behind
+            what covers it). When every visible vertex is excluded, nothing is.
 
     Returns:
         ``colors (V, 3) float64`` in [0, 1] and ``visible (V,) bool``.
@@ -115,11 +119,20 @@ def sample_photo_colors(image: np.ndarray, vertices_world: np.ndarray, faces: np
     to_cam = camera.center[None] - v
     to_cam /= np.linalg.norm(to_cam, axis=1, keepdims=True)
     visible = inside & (dz < depth_tol_m) & ((n * to_cam).sum(1) > min_cos)
+    known = visible
+    if exclude is not None and visible.any():
+        ex = np.asarray(exclude, bool)
+        if ex.shape != (H, W):
+            raise ValueError(f"exclude must be ({H}, {W}); got {ex.shape}")
+        ij = np.clip(np.floor(uv[visible]).astype(np.int64), 0, [W - 1, H - 1])
+        bare = visible.copy()
+        bare[visible] = ~ex[ij[:, 1], ij[:, 0]]
+        known = bare if bare.any() else visible
     colors = np.zeros((len(v), 3))
-    if visible.any():  # only the pixels around the visible vertices are read (a head in a large photo)
-        lo = np.maximum(np.floor(uv[visible].min(0)).astype(np.int64) - 2, 0)
-        hi = np.minimum(np.ceil(uv[visible].max(0)).astype(np.int64) + 3, [W, H])
+    if known.any():  # only the pixels around the known vertices are read (a head in a large photo)
+        lo = np.maximum(np.floor(uv[known].min(0)).astype(np.int64) - 2, 0)
+        hi = np.minimum(np.ceil(uv[known].max(0)).astype(np.int64) + 3, [W, H])
         crop = img[lo[1]:hi[1], lo[0]:hi[0]]
         crop = crop.astype(np.float64) / 255.0 if crop.dtype == np.uint8 else crop.astype(np.float64)
-        colors[visible] = _bilinear(crop, uv[visible] - lo)
-    return diffuse_colors(colors, visible, f), visible
+        colors[known] = _bilinear(crop, uv[known] - lo)
+    return diffuse_colors(colors, known, f), visible

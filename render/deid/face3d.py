@@ -125,24 +125,14 @@ def photo_colors(photo: np.ndarray, model: MorphableModel, vertices_model: np.nd
     ``vertices_model (V, 3)`` (model frame, metres; posed by ``R, t`` into the camera's world),
     with visibility on the whole head; ``with_visibility``: ``(colours, visible (V,) bool)``, the
     vertices the photo saw (the others' colours are diffused from them). ``exclude (H, W) bool``:
-    pixels that are not the face (occluders): the vertices under them take diffused colours too
-    (a fringe is not painted onto the forehead that a changed shape moves), and still count as
-    seen in ``visible`` (the photo saw that surface, behind what covers it)."""
+    pixels that are not the face (occluders; :func:`~headveil.render.texture.sample_photo_colors`):
+    a fringe is not painted onto the forehead that a changed shape moves."""
     from headveil.render.texture import sample_photo_colors
 
-    v_w = to_world(vertices_model, R, t)
-    colors, visible = sample_photo_colors(photo, v_w, model.faces, camera)
+    colors, visible = sample_photo_colors(photo, to_world(vertices_model, R, t), model.faces, camera,
+                                          exclude=exclude)
     if not visible.any():
         raise HeadVeilError("the fitted face is not visible in the photo; cannot carry its colours")
-    if exclude is not None and np.asarray(exclude, bool).any():
-        from headveil.render.texture import diffuse_colors
-
-        uv, _ = camera.project(v_w)
-        H, W = np.asarray(exclude).shape
-        ij = np.clip(np.floor(uv).astype(np.int64), 0, [W - 1, H - 1])
-        bare = visible & ~np.asarray(exclude, bool)[ij[:, 1], ij[:, 0]]
-        if bare.any():
-            colors = diffuse_colors(colors, bare, model.faces)
     return (colors, visible) if with_visibility else colors
 
 
