@@ -34,7 +34,7 @@ from headveil.common.errors import HeadVeilError
 from headveil.geometry.camera import Camera
 from headveil.geometry.normals import vertex_normals
 from headveil.render.mipmap import mip_levels, texture_density
-from headveil.render.rasterize import interpolate, rasterize
+from headveil.render.rasterize import depth_at, interpolate, rasterize
 from headveil.render.shading import sh_basis
 
 DEFAULT_TEXTURE_SIZE = 2048
@@ -205,9 +205,13 @@ def visibility(vertices_world: np.ndarray, faces: np.ndarray, camera: Camera, po
     win = camera.window(vertices_world)
     if win is not None:
         x0, y0, w, h = win
-        fr = rasterize(vertices_world, faces, camera.cropped(x0, y0, w, h))
+        cam = camera.cropped(x0, y0, w, h)
         px = np.clip(np.floor(uv).astype(np.int64) - [x0, y0], 0, [w - 1, h - 1])
-        dz = np.abs(fr.depth[px[:, 1], px[:, 0]] - z)
+        if len(points) < w * h // 2:  # rays through the points' pixels alone: the same depths
+            dz = np.abs(depth_at(vertices_world, faces, cam, px) - z)
+        else:
+            fr = rasterize(vertices_world, faces, cam)
+            dz = np.abs(fr.depth[px[:, 1], px[:, 0]] - z)
     to_cam = camera.center[None] - points
     to_cam /= np.linalg.norm(to_cam, axis=1, keepdims=True)
     cos = (normals * to_cam).sum(1)
@@ -383,8 +387,13 @@ def _smooth_fill(values: np.ndarray, weight: np.ndarray, factor: int = 4) -> np.
     return cv2.resize(filled, (S, S), interpolation=cv2.INTER_LINEAR).reshape(values.shape)
 
 
+#: Visibility weight from which a baked texel counts as seen (:func:`fill_unseen`; below it, its
+#: colour is blended toward its mirror's and the model's).
+MIN_SEEN_WEIGHT = 0.3
+
+
 def fill_unseen(albedo: np.ndarray, weight: np.ndarray, model, raster: UVRaster, reference: np.ndarray,
-                min_weight: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+                min_weight: float = MIN_SEEN_WEIGHT) -> tuple[np.ndarray, np.ndarray]:
     """Complete an albedo atlas: texels with ``weight < min_weight`` blend toward their mirror
     texel's albedo when that one was seen, and what remains toward ``reference (V, 3)`` (the model
     albedo of the fitted β) times the seen skin's ratio to it, that ratio carried smoothly from the
@@ -472,19 +481,26 @@ def render_textured_many(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray
         return [np.zeros((H // s, W // s, 3), np.float32) for _ in textures], cov
     fi, b = fr.face_index[m], fr.bary[m].astype(np.float64)
     density = texture_density(v, f, uv, cam, fi, uv_ok)
-    textures = [mip_levels(t, density) for t in textures]
+    uv = np.asarray(uv, np.float64)
+    uvp = interpolate(uv, f, fi, b)
+    seam = None if uv_ok is None else ~np.asarray(uv_ok, bool)[fi]
+    seam = None if seam is None or not seam.any() else seam
+    # seam fragments take the texture at their triangles' vertices: those vertices alone are looked up
+    at = np.unique(f[fi[seam]]) if seam is not None else np.zeros(0, np.int64)
+    look = np.vstack([uvp, uv[at]])
+    box = (float(look[:, 0].min()), float(look[:, 0].max()), float(look[:, 1].min()), float(look[:, 1].max()))
+    textures = [mip_levels(t, density, box) for t in textures]
     n = interpolate(vertex_normals(v, f), f, fi, b)
     n /= np.clip(np.linalg.norm(n, axis=1, keepdims=True), 1e-12, None)
     hit = interpolate(v, f, fi, b)
     n = np.where(((n * (cam.center - hit)).sum(1) < 0)[:, None], -n, n)
     sh = shading(n @ cam.w2c[:3, :3].T, gamma, floor=0.0)
-    uvp = interpolate(np.asarray(uv, np.float64), f, fi, b)
-    seam = None if uv_ok is None else ~np.asarray(uv_ok, bool)[fi]
     out = []
     for tex in textures:
         a = sum(w * texture_at(lv, uvp).astype(np.float64) for lv, w in tex)
-        if seam is not None and seam.any():
-            at_v = sum(w * texture_at(lv, np.asarray(uv, np.float64)).astype(np.float64) for lv, w in tex)
+        if seam is not None:
+            at_v = np.zeros((len(uv), a.shape[1]))
+            at_v[at] = sum(w * texture_at(lv, uv[at]).astype(np.float64) for lv, w in tex)
             a[seam] = interpolate(at_v, f, fi[seam], b[seam])
         img = np.zeros((H, W, 3))
         img[m] = a * sh

@@ -9,7 +9,10 @@ visible triangles differentiably in the vertex positions (perspective-correct).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -115,15 +118,11 @@ def depth_at(vertices: np.ndarray, faces: np.ndarray, camera: Camera, pixels: np
         raise ValueError(f"pixels must lie inside the {W}×{H} image")
     if resolve_backend(backend) != "embree":
         return rasterize(v, f, camera, "numpy").depth[px[:, 1], px[:, 0]]
-    import trimesh
-    from trimesh.ray.ray_pyembree import RayMeshIntersector
-
     flat, back = np.unique(px[:, 1] * W + px[:, 0], return_inverse=True)
     o, d, dirs_cam = rays_through(camera, np.stack([flat % W + 0.5, flat // W + 0.5], 1))
     depth = np.full(len(flat), np.inf, np.float32)
     if len(flat):
-        mesh = trimesh.Trimesh(v, f, process=False, validate=False)
-        tri, ray = RayMeshIntersector(mesh).intersects_id(o, d, multiple_hits=False)
+        tri, ray = _intersector(v, f).intersects_id(o, d, multiple_hits=False)
         if len(ray):
             depth[ray] = _bary_depth(_camera_frame(v, camera), f, tri, dirs_cam[ray])[1]
     return depth[back.reshape(-1)]
@@ -150,14 +149,42 @@ def _bary_depth(v_cam: np.ndarray, f: np.ndarray, face_index: np.ndarray, dirs: 
     return bary, t  # dirs have z = 1, so t is the camera-frame depth
 
 
-def _rasterize_embree(v: np.ndarray, f: np.ndarray, camera: Camera) -> Fragments:
+#: How many Embree scenes :func:`_intersector` keeps: a re-rendered face rasterises one posed mesh
+#: several times (its bake, its light, its mouth), and building the scene costs as much as casting a
+#: window's rays.
+SCENE_CACHE = 4
+_SCENES: OrderedDict = OrderedDict()
+_SCENES_LOCK = threading.Lock()
+
+
+def _intersector(v: np.ndarray, f: np.ndarray):
+    """trimesh's Embree intersector of the mesh ``(v (V, 3) float64, f (F, 3) int64)``, its scene
+    built once per mesh content (keyed by a hash of both arrays; the last :data:`SCENE_CACHE` kept).
+    The intersector holds its own copies, so a caller changing its arrays later cannot change it."""
     import trimesh
     from trimesh.ray.ray_pyembree import RayMeshIntersector
 
+    h = hashlib.blake2b(np.ascontiguousarray(v).view(np.uint8), digest_size=16)
+    h.update(np.ascontiguousarray(f).view(np.uint8))
+    key = (h.digest(), v.shape, f.shape)
+    with _SCENES_LOCK:
+        hit = _SCENES.get(key)
+        if hit is not None:
+            _SCENES.move_to_end(key)
+            return hit
+    r = RayMeshIntersector(trimesh.Trimesh(v.copy(), f.copy(), process=False, validate=False))
+    _ = r._scene  # built now, from the copies
+    with _SCENES_LOCK:
+        _SCENES[key] = r
+        while len(_SCENES) > SCENE_CACHE:
+            _SCENES.popitem(last=False)
+    return r
+
+
+def _rasterize_embree(v: np.ndarray, f: np.ndarray, camera: Camera) -> Fragments:
     H, W = camera.height, camera.width
-    mesh = trimesh.Trimesh(v, f, process=False, validate=False)
     origins, dirs = rays_from_camera(camera)
-    tri, ray = RayMeshIntersector(mesh).intersects_id(origins, dirs, multiple_hits=False)
+    tri, ray = _intersector(v, f).intersects_id(origins, dirs, multiple_hits=False)
     face_index = np.full(H * W, -1, np.int64)
     face_index[ray] = tri
     return _finish(v, f, camera, face_index.reshape(H, W))

@@ -371,3 +371,43 @@ def test_the_mip_levels_keep_island_borders_and_leave_sparse_atlases_alone(model
     (lv, w), = mip_levels(small, 16.0)  # exactly a level
     assert lv.shape == (16, 16, 3) and w == 1.0
     np.testing.assert_allclose(lv, 0.5)
+
+
+def test_mip_levels_over_a_uv_box_equal_the_whole_levels_inside_it():
+    from headveil.render.mipmap import mip_levels
+
+    rng = np.random.default_rng(0)
+    S = 256
+    tex = rng.random((S, S, 3), dtype=np.float32)
+    tex[rng.random((S, S)) < 0.3] = 0  # scattered empty texels, and empty bands (island borders)
+    tex[:, :40] = 0
+    tex[150:170] = 0
+    for _ in range(60):
+        u0, v0 = rng.random(2) * 0.9
+        box = (u0, u0 + 0.1 * rng.random(), v0, v0 + 0.1 * rng.random())
+        density = rng.uniform(10, 250)
+        whole, part = mip_levels(tex, density), mip_levels(tex, density, box)
+        assert [w for _, w in whole] == [w for _, w in part]
+        uv = np.stack([rng.uniform(box[0], box[1], 300), rng.uniform(box[2], box[3], 300)], 1)
+        for (a, _), (b, _) in zip(whole, part):
+            np.testing.assert_array_equal(ap.texture_at(a, uv), ap.texture_at(b, uv))
+    # computed over the box alone: a small box leaves the rest of a reduced level empty
+    (lv, _), = mip_levels(tex, 64.0, (0.1, 0.12, 0.5, 0.52))
+    assert lv.shape == (64, 64, 3) and 0 < (lv.max(-1) > 0).sum() < 0.4 * 64 * 64  # the box and its margins
+
+
+def test_visibility_of_a_few_points_casts_their_rays_alone_with_the_same_weights(model, monkeypatch):
+    import headveil.render.appearance as A
+
+    cam = Camera(np.array([[600.0, 0, 160], [0, 600.0, 160], [0, 0, 1]]), look_at((0, 0, 0.62)), 320, 320)
+    v = model.vertices()
+    n = ap.vertex_normals(v, model.faces)
+    few, _ = A.visibility(v, model.faces, cam, v, n)  # 7k vertices, fewer than the window's pixels
+    calls = []
+    monkeypatch.setattr(A, "depth_at", lambda *a, **k: calls.append(1))  # the raster path, forced
+    big = np.repeat(v, 40, 0)
+    nb = np.repeat(n, 40, 0)
+    many, _ = A.visibility(v, model.faces, cam, big, nb)
+    assert not calls
+    np.testing.assert_array_equal(few, many[::40])
+    assert 0.2 < (few > 0).mean() < 0.8  # the front seen, the back hidden

@@ -57,6 +57,32 @@ def test_depth_at_some_pixels_equals_the_raster_there():
         depth_at(s.vertices, s.faces, cam, [[48, 0]])
 
 
+def test_a_meshs_scene_is_built_once_and_a_changed_mesh_gets_its_own():
+    import trimesh
+
+    import headveil.render.rasterize as R
+
+    if "embree" not in available_backends():
+        pytest.skip("embree is not installed")
+    s = trimesh.creation.icosphere(3, radius=0.5)
+    v, f = np.array(s.vertices), np.array(s.faces)
+    cam = _cam(48)
+    R._SCENES.clear()
+    a = rasterize(v, f, cam, backend="embree")
+    scene = next(iter(R._SCENES.values()))
+    b = rasterize(v.copy(), f.copy(), cam, backend="embree")  # the same content: the same scene
+    assert len(R._SCENES) == 1 and next(iter(R._SCENES.values())) is scene
+    np.testing.assert_array_equal(a.face_index, b.face_index)
+    np.testing.assert_array_equal(a.depth, b.depth)
+    v += [0.0, 0.0, 0.25]  # moved in place, nearer the camera: a new scene, not the cached one
+    c = rasterize(v, f, cam, backend="embree")
+    assert len(R._SCENES) == 2
+    np.testing.assert_allclose(c.depth[24, 24], a.depth[24, 24] - 0.25, atol=2e-3)  # another facet may be hit
+    for k in range(R.SCENE_CACHE + 2):  # at most SCENE_CACHE are kept, the newest
+        rasterize(v + [0.0, 0.0, 0.01 * k], f, cam, backend="embree")
+    assert len(R._SCENES) == R.SCENE_CACHE
+
+
 def test_occlusion_nearest_wins():
     near = np.array([[-1, -1, 0.5], [1, -1, 0.5], [0, 1, 0.5]])
     far = near - [0, 0, 1.0]
