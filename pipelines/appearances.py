@@ -171,7 +171,8 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     face (the target's own photo in the bank) are refused; the others are taken from those of the
     face's apparent gender first (:func:`gender_pool`). The candidates are compared on previews
     (each appearance mixed on a :data:`PREVIEW_ATLAS_SIDE` atlas, on the fitted face mesh, one
-    rasterisation for all, over the photo); the chosen one is mixed again at the bank's size and
+    rasterisation for all, over the photo); the chosen one is mixed again, at the least density the
+    photo needs (:func:`_texel_need`; the preview's own when that is enough), and
     the method runs once, with it (its distance is recorded as ``dis``). The photo's open mouth (inside the detector's
     inner-lip contour) is re-rendered from the face's own texture on its own shape (a donor's closed
     mouth has no teeth to give, and teeth carry little identity). Returns ``(DeidOutput, selection
@@ -189,13 +190,14 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     v_old = model.vertices(fit.identity, fit.expression)
     opening = mouth_opening(fit.detection.points, fit.detection.scheme, inp.image.shape[:2])
     v_w = to_world(v_old, fit.R, fit.t)
-    # the face's own texture is completed only when its open mouth is re-rendered from it, at the
-    # photo's own density; its tone and light read the seen skin alone, for which a coarse atlas is
-    # as good (the same means and spreads to 0.05 CIELAB units) and many times faster
+    # the face's own texture: at the photo's own density when its open mouth is re-rendered from it
+    # (never completed: what the photo never saw inside the mouth is inpainted from what it did see);
+    # its tone and light read the seen skin alone, for which a coarse atlas is as good (the same means
+    # and spreads to 0.05 CIELAB units) and many times faster
     open_mouth = bool(opening.any())
     t_size = _atlas_side(model, v_w, fit.camera, bank.texture_size) if open_mouth else TONE_ATLAS_SIDE
     target = face_appearance(inp.image, model, v_old, fit.R, fit.t, fit.camera, fit.albedo, t_size,
-                             complete=open_mouth)
+                             complete=False)
     stats = tone_stats(target.albedo, skin_texels(model, uv_raster(model, t_size)), target.seen)
     t_app = time.perf_counter()
     row = _alignment_row(attacker, inp.image, model, fit)
@@ -213,7 +215,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     # when the bank leaves one)
     groups = [list(g) for r in (2, 3) for g in itertools.combinations(top, r)] or [[d] for d in top]
     # the candidates are compared on a coarser atlas (a preview's face is at most PREVIEW_FACE_PX);
-    # only the chosen one is mixed again at the bank's own size
+    # only the chosen one is mixed again, as dense as the photo needs
     p_side = _preview_side(bank.texture_size)
     albedos = _mixed_albedos(model, groups, p_side, stats, sel)
     labels = ["donor" if len(g) == 1 else f"mix of {len(g)}" for g in groups]
@@ -236,8 +238,11 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     score = np.minimum(d_orig, d_donor)
     best = int(np.argmax(score))
     members = groups[best]
-    albedo = albedos[best] if p_side == bank.texture_size else _mixed_albedos(model, [members], bank.texture_size,
-                                                                              stats, sel)[0]
+    # the chosen mix at the density the photo shows the face at (its texels at least as dense as the
+    # photo's pixels; a render's mip-map would average a denser atlas down to that anyway): the preview's
+    # own when that is dense enough (a face whose eye corners are up to ~90 px apart)
+    f_side = _divided_side(bank.texture_size, _texel_need(model, v_w, fit.camera))
+    albedo = albedos[best] if f_side <= p_side else _mixed_albedos(model, [members], f_side, stats, sel)[0]
     inp.extras["appearance"] = NewAppearance(albedo, target.light, np.mean([d.alpha for d in members], 0),
                                              sel.shape_weight, labels[best])
     inp.extras["occluders"] = kept
@@ -291,18 +296,23 @@ def gender_pool(scored: list, image: np.ndarray, box, tolerance: float) -> tuple
 TONE_ATLAS_SIDE = 512
 
 
-def _atlas_side(model, vertices_world: np.ndarray, camera, ceiling: int) -> int:
-    """The smallest power-of-two atlas side, from :data:`TONE_ATLAS_SIDE` up to ``ceiling``, whose
-    texels over the face are at least as dense as the photo's pixels (``vertices_world (V, 3)``,
-    the fitted mesh posed, metres; ``camera`` the photo's): the eye corners' and the nose-to-chin
-    distances in pixels against the same in UV units (the larger of the two ratios, so a turned
-    face is not undersampled)."""
+def _texel_need(model, vertices_world: np.ndarray, camera) -> float:
+    """Atlas texels a side that make the face's texels as dense as the photo's pixels
+    (``vertices_world (V, 3)``, the fitted mesh posed, metres; ``camera`` the photo's): the eye
+    corners' and the nose-to-chin distances in pixels against the same in UV units, the larger of
+    the two ratios (so a turned face is not undersampled)."""
     from headveil.render.appearance import appearance_uv
 
     pairs = [(36, 45), (27, 8)]
     px, _ = camera.project(model.landmarks_3d(vertices_world, "ibug68"))
     uv = model.landmarks_3d(appearance_uv(model), "ibug68")
-    need = max(np.linalg.norm(px[a] - px[b]) / max(np.linalg.norm(uv[a] - uv[b]), 1e-6) for a, b in pairs)
+    return float(max(np.linalg.norm(px[a] - px[b]) / max(np.linalg.norm(uv[a] - uv[b]), 1e-6) for a, b in pairs))
+
+
+def _atlas_side(model, vertices_world: np.ndarray, camera, ceiling: int) -> int:
+    """The smallest power-of-two atlas side, from :data:`TONE_ATLAS_SIDE` up to ``ceiling``, whose
+    texels over the face are at least as dense as the photo's pixels (:func:`_texel_need`)."""
+    need = _texel_need(model, vertices_world, camera)
     side = TONE_ATLAS_SIDE
     while side < need and side < ceiling:
         side *= 2
@@ -310,14 +320,23 @@ def _atlas_side(model, vertices_world: np.ndarray, camera, ceiling: int) -> int:
 
 
 #: Atlas side the candidate mixes are previewed at (:func:`choose_donor`; at most the bank's own):
-#: as dense as a face of :data:`PREVIEW_FACE_PX` needs, a quarter of the texels of the bank's 2048².
-PREVIEW_ATLAS_SIDE = 1024
+#: the attacker sees a face in its 160-px crop, for which 512 texels a side are as dense (a face of
+#: the 512² photos previewed at 1024² drew 85 % of its texture from the 512² mip level anyway; the
+#: attacker's distances moved by at most 0.03, the choice not at all).
+PREVIEW_ATLAS_SIDE = 512
 
 
 def _preview_side(bank_side: int) -> int:
-    """The preview atlas side for a bank of ``bank_side``: the bank's side divided by the whole
-    factor that brings it nearest above :data:`PREVIEW_ATLAS_SIDE` (the bank's own when none does)."""
-    f = max(1, bank_side // PREVIEW_ATLAS_SIDE)
+    """The preview atlas side for a bank of ``bank_side``: :func:`_divided_side` of
+    :data:`PREVIEW_ATLAS_SIDE`."""
+    return _divided_side(bank_side, PREVIEW_ATLAS_SIDE)
+
+
+def _divided_side(bank_side: int, need: float) -> int:
+    """The bank's side divided by the largest whole factor (a divisor of it) that leaves at least
+    ``need`` texels a side; the bank's own side when none does (:func:`_donor_texels` box-averages
+    by whole factors)."""
+    f = max(1, int(bank_side // max(need, 1.0)))
     while bank_side % f:
         f -= 1
     return bank_side // f
@@ -347,7 +366,7 @@ def _donor_texels(d, side: int, cov_idx: np.ndarray, sel: DonorSelection) -> tup
     return cache[key]
 
 
-#: How many donors' reduced preview texels :func:`_donor_texels` keeps (≈ 5 MB each at 1024²).
+#: How many donors' reduced texels :func:`_donor_texels` keeps (≈ 1.3 MB each at 512², 5 MB at 1024²).
 DONOR_CACHE = 32
 
 
@@ -476,7 +495,8 @@ def _match_previews(renders: list[np.ndarray], cov: np.ndarray, photo: np.ndarra
 def own_mouth(image: np.ndarray, inp, model, fit, size: int) -> tuple[np.ndarray, int]:
     """``image`` (the method's output, in the photo ``inp.image``'s frame) with the photo's open
     mouth — inside the detector's inner-lip contour — re-rendered from the face's own texture
-    (``size``² atlas, completed) on its own fitted shape: another face's albedo has no teeth to give
+    (``size``² atlas, not completed: :func:`_paste_mouth` inpaints what the photo never saw there
+    from what it did) on its own fitted shape: another face's albedo has no teeth to give
     where its own mouth was closed, and teeth carry little identity. Returns the image and the
     opening's pixel count (0: the mouth is closed and ``image`` is returned as it is)."""
     from headveil.render.appearance import mouth_opening
@@ -489,7 +509,7 @@ def own_mouth(image: np.ndarray, inp, model, fit, size: int) -> tuple[np.ndarray
     v_old = model.vertices(fit.identity, fit.expression)
     v_w = to_world(v_old, fit.R, fit.t)
     target = face_appearance(inp.image, model, v_old, fit.R, fit.t, fit.camera, fit.albedo,
-                             _atlas_side(model, v_w, fit.camera, size), complete=True)
+                             _atlas_side(model, v_w, fit.camera, size), complete=False)
     return _paste_mouth(image, inp.image, opening, v_w, model, fit.camera, target), int(opening.sum())
 
 
@@ -502,14 +522,16 @@ def _paste_mouth(image: np.ndarray, photo: np.ndarray, opening: np.ndarray, vert
     import cv2
 
     from headveil.common.images import lab_to_srgb, srgb_to_lab
-    from headveil.render.appearance import appearance_uv, render_textured_many, uv_triangles
+    from headveil.render.appearance import MIN_SEEN_WEIGHT, appearance_uv, render_textured_many, uv_triangles
 
     ys, xs = np.nonzero(opening)
     m = 4
     x0, y0 = max(int(xs.min()) - m, 0), max(int(ys.min()) - m, 0)
     x1, y1 = min(int(xs.max()) + m + 1, image.shape[1]), min(int(ys.max()) + m + 1, image.shape[0])
     cam = camera.cropped(x0, y0, x1 - x0, y1 - y0)
-    conf = np.repeat(np.asarray(target.confidence, np.float32)[..., None], 3, -1)
+    # seen: the texels baked at a visibility weight of MIN_SEEN_WEIGHT or more (those fill_unseen
+    # would keep as they are); a target's completed colours elsewhere are no better than inpainting
+    conf = np.repeat(np.clip(np.asarray(target.seen, np.float32) / MIN_SEEN_WEIGHT, 0, 1)[..., None], 3, -1)
     (img, seen, ones), cov = render_textured_many(vertices_world, model.faces, appearance_uv(model),
                                                   [target.albedo, conf, np.ones_like(conf)], cam, target.light,
                                                   uv_ok=uv_triangles(model))

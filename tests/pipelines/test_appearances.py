@@ -104,8 +104,17 @@ def test_preview_mixes_are_the_bank_size_mixes_averaged_and_reuse_their_donors(m
 def test_preview_side_divides_the_banks_side():
     from headveil.pipelines.appearances import PREVIEW_ATLAS_SIDE, _preview_side
 
-    assert PREVIEW_ATLAS_SIDE == 1024
-    assert [_preview_side(s) for s in (128, 1024, 1536, 2048, 3000, 4096)] == [128, 1024, 1536, 1024, 1500, 1024]
+    assert PREVIEW_ATLAS_SIDE == 512
+    assert [_preview_side(s) for s in (128, 1024, 1536, 2048, 3000, 4096)] == [128, 512, 512, 512, 600, 512]
+
+
+def test_the_chosen_mix_is_as_dense_as_the_photo_needs_and_divides_the_banks_side():
+    from headveil.pipelines.appearances import _divided_side
+
+    # 2048 / 3 is no whole atlas: 2048 / 2; a face needing 400 texels a side: 2048 / 4 (2048 / 5 is none)
+    assert _divided_side(2048, 675) == 1024 and _divided_side(2048, 400) == 512
+    assert _divided_side(2048, 3000) == 2048 and _divided_side(2048, 2048) == 2048  # never above the bank's
+    assert _divided_side(3000, 700) == 750 and _divided_side(1536, 512) == 512
 
 
 def test_the_donors_tried_keep_the_faces_apparent_gender(monkeypatch):

@@ -66,6 +66,31 @@ def test_a_bank_names_no_one_and_checks_its_files(bank, tmp_path, model):
         DonorBank.load(tmp_path, model)
 
 
+def test_a_donors_maps_are_read_when_first_used_and_checked_again(bank, tmp_path, model):
+    import pickle
+    import shutil
+
+    lazy = tmp_path / "lazy"
+    shutil.copytree(bank, lazy)
+    b = DonorBank.load(lazy, model)
+    d = b.donors[0]
+    assert d._maps is None  # loading reads the codes and embeddings, not the atlases
+    with np.load(lazy / "d0001.npz") as z:
+        np.testing.assert_array_equal(d.albedo, z["albedo"])
+        np.testing.assert_array_equal(d.confidence, z["confidence"])
+    assert d.albedo.shape == (b.texture_size, b.texture_size, 3) and d.albedo.dtype == np.uint8
+    assert d.albedo is d.albedo  # read once, kept
+    sent = pickle.loads(pickle.dumps(d))  # to a worker: without the maps, which it reads itself
+    assert sent._maps is None and d._maps is not None
+    np.testing.assert_array_equal(sent.albedo, d.albedo)
+    # a file changed after the bank was loaded is refused when its maps are read
+    again = DonorBank.load(lazy, model).donors[0]
+    with open(lazy / "d0001.npz", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(BankError, match="changed since the bank was loaded"):
+        _ = again.albedo
+
+
 def test_a_grayscale_photo_is_no_donor_and_an_all_refused_bank_is_an_error(photos, tmp_path, model):
     with pytest.raises(BankError, match="grayscale"):
         run_donors_build(DonorsCommand("build", [photos / "grey.png"], out=tmp_path / "g"), model)
