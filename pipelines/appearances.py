@@ -358,7 +358,7 @@ def _donor_texels(d, side: int, cov_idx: np.ndarray, sel: DonorSelection) -> tup
     key = (d.id, side)
     cache = sel.__dict__.setdefault("_donor_cache", {})
     if key not in cache:
-        alb = reduce_texture(d.albedo.astype(np.float32) / 255.0, S // side).reshape(-1, 3)[cov_idx]
+        alb = reduce_texture(d.albedo, S // side).reshape(-1, 3)[cov_idx] / np.float32(255.0)
         conf = cv2.resize(d.confidence.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
         if len(cache) >= DONOR_CACHE:
             cache.pop(next(iter(cache)))

@@ -88,14 +88,15 @@ def reduce_texture(texture: np.ndarray, f: int, box: tuple[int, int, int, int] |
     mean (two rings), so island borders keep their colour under bilinear lookups.
 
     ``box (r0, r1, c0, c1)``: the rows and columns of the result that are needed (ends excluded);
-    only they (and the rings around them) are computed, the same as without a box, the rest is 0."""
+    only they (and the rings around them) are computed, the same as without a box, the rest is 0.
+    A ``uint8`` texture gives ``float32`` in its own units (0–255), without a float copy of all of it."""
     import cv2
 
     S = texture.shape[0]
     if S % f or S // f < 8:
         return None
     n = S // f
-    t = np.asarray(texture, np.float32).reshape(S, S, -1)
+    t = np.asarray(texture).reshape(S, S, -1)
     C = t.shape[-1]
     out = np.zeros((n, n, C), np.float32)
     # the block-aligned region computed: the box asked for, grown by the rings filled around islands
@@ -103,7 +104,7 @@ def reduce_texture(texture: np.ndarray, f: int, box: tuple[int, int, int, int] |
                                                        max(box[2] - _RINGS - 1, 0), min(box[3] + _RINGS + 1, n))
     if R1 <= R0 or C1 <= C0:
         return out.reshape(n, n, *texture.shape[2:])
-    tr = t[R0 * f:R1 * f, C0 * f:C1 * f]
+    tr = np.asarray(t[R0 * f:R1 * f, C0 * f:C1 * f], np.float32)  # a uint8 atlas converted over the region alone
     if C == 3:  # albedo ≥ 0: grey (positive weights) > 0 ⇔ some channel > 0, in one fast pass
         w = (cv2.cvtColor(np.ascontiguousarray(tr), cv2.COLOR_RGB2GRAY) > 0).astype(np.float32)
     else:

@@ -411,3 +411,17 @@ def test_visibility_of_a_few_points_casts_their_rays_alone_with_the_same_weights
     assert not calls
     np.testing.assert_array_equal(few, many[::40])
     assert 0.2 < (few > 0).mean() < 0.8  # the front seen, the back hidden
+
+
+def test_a_uint8_atlas_reduces_in_its_own_units_as_its_float_copy_does():
+    from headveil.render.mipmap import reduce_texture
+
+    rng = np.random.default_rng(1)
+    u8 = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    u8[rng.random((128, 128)) < 0.4] = 0
+    u8[:, :30] = 0
+    u8[5, 40] = (0, 0, 1)  # blue alone is a texel too (a grey of 0.114 rounds to 0 in uint8)
+    a, b = reduce_texture(u8, 4), reduce_texture(u8.astype(np.float32) / 255.0, 4)
+    assert a.dtype == np.float32 and a.shape == (32, 32, 3)
+    np.testing.assert_allclose(a / 255.0, b, rtol=1e-5, atol=1e-6)
+    assert a[1, 10, 2] > 0
