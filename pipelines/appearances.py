@@ -127,6 +127,10 @@ def k_same_appearances(paths: list[Path], cmd, model, size: int = 2048) -> dict:
 #: than two others are left (:func:`gender_pool`); 1 tries every donor.
 GENDER_TOLERANCE = 0.5
 
+#: Donors whose apparent age differs from the face's by more than this many years are tried only when
+#: fewer than two others are left (:func:`age_pool`; about twice the age network's typical error).
+AGE_TOLERANCE = 15.0
+
 
 @dataclass
 class DonorSelection:
@@ -138,6 +142,7 @@ class DonorSelection:
     candidates: int = 3
     shape_weight: float = 0.5
     gender_tolerance: float = GENDER_TOLERANCE
+    age_tolerance: float = AGE_TOLERANCE
 
 
 def landmark_row(selector, model, fit) -> np.ndarray:
@@ -169,7 +174,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     mixed so, codes averaged; a single donor only when no other is left), so that no output is one
     donor's face either. Donors the attacker matches to the
     face (the target's own photo in the bank) are refused; the others are taken from those of the
-    face's apparent gender first (:func:`gender_pool`). The candidates are compared on previews
+    face's apparent gender first (:func:`gender_pool`), then of its apparent age (:func:`age_pool`). The candidates are compared on previews
     (each appearance mixed on a :data:`PREVIEW_ATLAS_SIDE` atlas, on the fitted face mesh, one
     rasterisation for all, over the photo); the chosen one is mixed again, at the least density the
     photo needs (:func:`_texel_need`; the preview's own when that is enough), and
@@ -210,6 +215,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
         raise HeadVeilError(f"{source}: no donor of the bank is another person to the selection attacker "
                             f"({len(refused)} refused as this face's own); add donors")
     ok, gender = gender_pool(ok, inp.image, fit.detection.box, sel.gender_tolerance)
+    ok, age = age_pool(ok, inp.image, fit.detection.box, sel.age_tolerance)
     top = [d for _, d in ok][: sel.candidates]
     # mixes of two and three donors: an output that is no single donor either (donors alone only
     # when the bank leaves one)
@@ -255,7 +261,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
               "candidates": [{"donors": [d.id for d in g], "dis": float(a), "dis_to_donors": float(b)}
                              for g, a, b in zip(groups, d_orig, d_donor)],
               "chosen": best, "dis": d_final, "margin": float(min(d_final, d_donor[best]) - attacker.threshold),
-              "refused_as_same_person": refused, "gender": gender}
+              "refused_as_same_person": refused, "gender": gender, "age": age}
     out.metrics["donors"] = [d.id for d in members]
     if open_mouth:  # the photo's open mouth, re-rendered from the face's own texture on its own shape
         out.image = _paste_mouth(out.image, inp.image, opening, v_w, model, fit.camera, target)
@@ -284,6 +290,32 @@ def gender_pool(scored: list, image: np.ndarray, box, tolerance: float) -> tuple
 
     def gap(x):  # a donor of unknown gender counts as the farthest
         return 1.0 if x[1].apparent_male is None else abs(x[1].apparent_male - p)
+
+    need = min(2, len(scored))
+    same = [x for x in scored if gap(x) <= tolerance]
+    others = sorted((x for x in scored if gap(x) > tolerance), key=gap)
+    pool = sorted(same + others[: max(need - len(same), 0)], key=lambda x: -x[0])
+    return pool, {"tolerance": tolerance, "pool": len(pool), "consistent": len(same) >= need}
+
+
+def age_pool(scored: list, image: np.ndarray, box, tolerance: float) -> tuple[list, dict | None]:
+    """:func:`gender_pool` for apparent age: ``scored [(distance, Donor)]`` kept to the donors whose
+    apparent age is within ``tolerance`` years of the face's in ``box`` of ``image`` (an old donor's
+    wrinkles on a young face read as cracked skin, a young donor's skin on an old face as a mask),
+    topped up with the nearest in age when fewer than two are left. Returns ``(pool, record)``
+    (``tolerance``, ``pool`` size, ``consistent``; never the face's own estimate); unchanged, with a
+    None record, when no donor of the bank has an apparent age (banks built without the networks or
+    before ages were recorded) or the networks are not installed."""
+    from headveil.pipelines.donors import apparent_age
+
+    if all(getattr(d, "apparent_age", None) is None for _, d in scored):
+        return scored, None
+    a = apparent_age(image, box)
+    if a is None:
+        return scored, None
+
+    def gap(x):  # a donor of unknown age counts as the farthest
+        return np.inf if x[1].apparent_age is None else abs(x[1].apparent_age - a)
 
     need = min(2, len(scored))
     same = [x for x in scored if gap(x) <= tolerance]

@@ -90,6 +90,8 @@ class DeidCommand:
     """--appearance donor: how far the new shape moves from the method's code toward the donors' (0–1)."""
     donor_gender: float = 0.5
     """--appearance donor: donors whose apparent P(male) differs from the face's by more than this are tried only when fewer than two others are left (0–1; 1 tries all)."""
+    donor_age: float = 15.0
+    """--appearance donor: donors whose apparent age differs from the face's by more than this many years are tried only when fewer than two others are left (≥ 0; a large value tries all)."""
     restorer: str = "none"
     """Step II restorer: none, poisson, inpaint, color-match, onnx, or a plugin."""
     restorer_model: Path | None = None
@@ -538,10 +540,12 @@ def _prepare(cmd: DeidCommand, model):
             raise HeadVeilError(f"--donor-shape must be in [0, 1]; got {cmd.donor_shape}")
         if not 0 <= cmd.donor_gender <= 1:
             raise HeadVeilError(f"--donor-gender must be in [0, 1]; got {cmd.donor_gender}")
+        if not cmd.donor_age >= 0:
+            raise HeadVeilError(f"--donor-age must be ≥ 0 years; got {cmd.donor_age}")
         extras["_donors"] = DonorSelection(DonorBank.load(cmd.donors, model), get_recognizer(SELECTION_ATTACKER),
                                            cmd.donor_candidates,
                                            0.0 if spec.name == "id-keyed" else cmd.donor_shape,  # keyed: exact recovery
-                                           cmd.donor_gender)
+                                           cmd.donor_gender, cmd.donor_age)
     if cmd.appearance == "k-same":
         extras.pop("_donors", None)
         if spec.name not in ("id-noise", "id-dp", "id-keyed"):

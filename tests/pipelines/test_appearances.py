@@ -139,6 +139,28 @@ def test_the_donors_tried_keep_the_faces_apparent_gender(monkeypatch):
     assert gender_pool(scored, None, None, 0.5) == (scored, None)
 
 
+def test_the_donors_tried_keep_the_faces_apparent_age(monkeypatch):
+    """Donors farther in apparent age than the tolerance are left out while two others remain;
+    fewer, and the nearest in age tops the pool up; donors of unknown age come last."""
+    from types import SimpleNamespace
+
+    import headveil.pipelines.donors as donors
+    from headveil.pipelines.appearances import age_pool
+
+    monkeypatch.setattr(donors, "apparent_age", lambda image, box: 35.0)
+    old, young, mid, unknown = (SimpleNamespace(apparent_age=a) for a in (80.0, 22.0, 40.0, None))
+    scored = [(1.0, old), (0.9, young), (0.8, mid), (0.7, unknown)]
+    pool, rec = age_pool(scored, None, None, 15.0)
+    assert [d for _, d in pool] == [young, mid] and rec == {"tolerance": 15.0, "pool": 2, "consistent": True}
+    pool, rec = age_pool([scored[0], scored[2], scored[3]], None, None, 15.0)  # one left: the nearer in age joins
+    assert [d for _, d in pool] == [old, mid] and rec["consistent"] is False
+    assert [d for _, d in age_pool(scored, None, None, 100.0)[0]] == [old, young, mid]
+    none = [(1.0, SimpleNamespace(apparent_age=None)), (0.9, SimpleNamespace(apparent_age=None))]
+    assert age_pool(none, None, None, 15.0) == (none, None)  # a bank without ages: unchanged
+    monkeypatch.setattr(donors, "apparent_age", lambda image, box: None)
+    assert age_pool(scored, None, None, 15.0) == (scored, None)
+
+
 def test_a_mix_covers_every_texel_a_re_render_grown_to_the_outline_samples(model):
     # the re-render grows the face submesh over the outer skin to the detector's outline
     # (region_submesh): the mixed albedo must not be black on those triangles, nor at the vertex
