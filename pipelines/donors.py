@@ -138,10 +138,10 @@ def _donor_maps(d: Donor) -> tuple[np.ndarray, np.ndarray]:
     return albedo, conf
 
 
-def _npz_member_shape(path: Path, name: str) -> tuple:
-    """The shape of array ``name`` in the npz at ``path``, from its header alone (nothing decompressed
-    beyond it)."""
-    with zipfile.ZipFile(path) as zf, zf.open(f"{name}.npy") as fh:
+def _npz_member_shape(data: bytes, name: str) -> tuple:
+    """The shape of array ``name`` in the npz file ``data``, from its header alone (nothing
+    decompressed beyond it)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf, zf.open(f"{name}.npy") as fh:
         version = np.lib.format.read_magic(fh)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         return tuple(read(fh)[0])
@@ -175,14 +175,15 @@ class DonorBank:
         donors = []
         for d in meta.get("donors", []):
             f = path / d["file"]
-            if not f.is_file() or sha256_file(f) != d["sha256"]:
+            data = f.read_bytes() if f.is_file() else None  # read once: checked, then parsed from memory
+            if data is None or hashlib.sha256(data).hexdigest() != d["sha256"]:
                 raise BankError(f"donor {d['id']} of {path} is missing or corrupt (checksum mismatch); rebuild the bank")
             S = int(meta["texture_size"])
             try:
-                with np.load(f) as z:
+                with np.load(io.BytesIO(data)) as z:
                     emb = {k[4:]: z[k].astype(np.float32) for k in z.files if k.startswith("emb_")}
                     alpha, beta = z["alpha"].astype(np.float64), z["beta"].astype(np.float64)
-                shape = _npz_member_shape(f, "albedo")
+                shape = _npz_member_shape(data, "albedo")
             except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
                 raise BankError(f"donor {d['id']} of {path} is unreadable ({e}); rebuild the bank") from None
             if shape[:2] != (S, S):
@@ -253,18 +254,6 @@ def apparent(image: np.ndarray, box):
     if not age_gender.available():
         return None
     return age_gender.age_gender_estimator().estimate(image, box)
-
-
-def apparent_male(image: np.ndarray, box) -> float | None:
-    """P(male) in [0, 1] of the face in ``box`` of ``image`` (:func:`apparent`); None without the networks."""
-    seen = apparent(image, box)
-    return None if seen is None else float(seen.p_male)
-
-
-def apparent_age(image: np.ndarray, box) -> float | None:
-    """Apparent age in years of the face in ``box`` of ``image`` (:func:`apparent`); None without the networks."""
-    seen = apparent(image, box)
-    return None if seen is None else float(seen.age_years)
 
 
 @dataclass

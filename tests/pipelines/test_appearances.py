@@ -117,48 +117,42 @@ def test_the_chosen_mix_is_as_dense_as_the_photo_needs_and_divides_the_banks_sid
     assert _divided_side(3000, 700) == 750 and _divided_side(1536, 512) == 512
 
 
-def test_the_donors_tried_keep_the_faces_apparent_gender(monkeypatch):
+def test_the_donors_tried_keep_the_faces_apparent_gender():
     """Donors farther in apparent P(male) than the tolerance are left out while two others remain;
     fewer, and the nearest in gender tops the pool up; the order stays farthest first."""
     from types import SimpleNamespace
 
-    import headveil.pipelines.donors as donors
     from headveil.pipelines.appearances import gender_pool
 
-    monkeypatch.setattr(donors, "apparent_male", lambda image, box: 0.1)
     m1, f1, m2, f2 = (SimpleNamespace(apparent_male=p) for p in (0.9, 0.05, 0.8, 0.2))
     scored = [(1.0, m1), (0.9, f1), (0.8, m2), (0.7, f2)]
-    pool, rec = gender_pool(scored, None, None, 0.5)
+    pool, rec = gender_pool(scored, 0.1, 0.5)
     assert [d for _, d in pool] == [f1, f2] and rec == {"tolerance": 0.5, "pool": 2, "consistent": True}
-    pool, rec = gender_pool(scored[:3], None, None, 0.5)  # one woman left: the nearer man joins her
+    pool, rec = gender_pool(scored[:3], 0.1, 0.5)  # one woman left: the nearer man joins her
     assert [d for _, d in pool] == [f1, m2] and rec["consistent"] is False
-    assert gender_pool(scored, None, None, 1.0) == (scored, None)  # 1 tries every donor
+    assert gender_pool(scored, 0.1, 1.0) == (scored, None)  # 1 tries every donor
     unknown = [(1.0, SimpleNamespace(apparent_male=None)), (0.9, SimpleNamespace(apparent_male=None))]
-    assert gender_pool(unknown, None, None, 0.5) == (unknown, None)  # a bank built without the networks
-    monkeypatch.setattr(donors, "apparent_male", lambda image, box: None)
-    assert gender_pool(scored, None, None, 0.5) == (scored, None)
+    assert gender_pool(unknown, 0.1, 0.5) == (unknown, None)  # a bank built without the networks
+    assert gender_pool(scored, None, 0.5) == (scored, None)  # the networks not installed
 
 
-def test_the_donors_tried_keep_the_faces_apparent_age(monkeypatch):
+def test_the_donors_tried_keep_the_faces_apparent_age():
     """Donors farther in apparent age than the tolerance are left out while two others remain;
     fewer, and the nearest in age tops the pool up; donors of unknown age come last."""
     from types import SimpleNamespace
 
-    import headveil.pipelines.donors as donors
     from headveil.pipelines.appearances import age_pool
 
-    monkeypatch.setattr(donors, "apparent_age", lambda image, box: 35.0)
     old, young, mid, unknown = (SimpleNamespace(apparent_age=a) for a in (80.0, 22.0, 40.0, None))
     scored = [(1.0, old), (0.9, young), (0.8, mid), (0.7, unknown)]
-    pool, rec = age_pool(scored, None, None, 15.0)
+    pool, rec = age_pool(scored, 35.0, 15.0)
     assert [d for _, d in pool] == [young, mid] and rec == {"tolerance": 15.0, "pool": 2, "consistent": True}
-    pool, rec = age_pool([scored[0], scored[2], scored[3]], None, None, 15.0)  # one left: the nearer in age joins
+    pool, rec = age_pool([scored[0], scored[2], scored[3]], 35.0, 15.0)  # one left: the nearer in age joins
     assert [d for _, d in pool] == [old, mid] and rec["consistent"] is False
-    assert [d for _, d in age_pool(scored, None, None, 100.0)[0]] == [old, young, mid]
+    assert [d for _, d in age_pool(scored, 35.0, 100.0)[0]] == [old, young, mid]
     none = [(1.0, SimpleNamespace(apparent_age=None)), (0.9, SimpleNamespace(apparent_age=None))]
-    assert age_pool(none, None, None, 15.0) == (none, None)  # a bank without ages: unchanged
-    monkeypatch.setattr(donors, "apparent_age", lambda image, box: None)
-    assert age_pool(scored, None, None, 15.0) == (scored, None)
+    assert age_pool(none, 35.0, 15.0) == (none, None)  # a bank without ages: unchanged
+    assert age_pool(scored, None, 15.0) == (scored, None)  # the networks not installed
 
 
 def test_a_mix_covers_every_texel_a_re_render_grown_to_the_outline_samples(model):
