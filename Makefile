@@ -38,7 +38,7 @@ demo: setup
 
 # Every CPU benchmark in turn; each rewrites its own section of BENCHMARKS.md (machine, load, date,
 # commit, command). The CUDA section is written on a GPU machine only.
-BENCHES ?= fit hashgrid train_step idcode eval reconstruct two_stage chep_detection chep_table1 deid_large deid_natural executor anonymousnet
+BENCHES ?= fit hashgrid train_step idcode eval reconstruct two_stage chep_detection chep_table1 deid_large deid_natural glasses executor anonymousnet
 
 bench: setup
 	@set -e; for b in $(BENCHES); do echo "== benchmarks/bench_$$b.py"; $(PY) benchmarks/bench_$$b.py; done

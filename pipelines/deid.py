@@ -121,7 +121,9 @@ class DeidCommand:
     format: tuple[str, ...] = ("ply",)
     """Mesh formats (ply always; glb, obj)."""
     occluders: bool = True
-    """Keep what covers a face (hair strands, hat brims, glasses frames, hands: pixels inside the face outline that the face's skin-colour model rejects, eyes, brows and lips excepted) on top of the new face."""
+    """Keep what covers a face (hair strands, hat brims, hands: pixels inside the face outline that the face's skin-colour model rejects, eyes, brows and lips excepted) on top of the new face."""
+    glasses: Literal["replace", "keep"] = "replace"
+    """A glasses frame found by its lens outlines: replace (it goes with the face: the new face is drawn without it; a frame's shape is part of how a person is recognised) or keep (it stays on top of the new face, as worn)."""
     fits: Path | None = None
     """Reuse saved fits instead of fitting again: a headveil fit output folder (its summary.json maps inputs to fits) or one folder with fit.json for a single photo."""
     fit: FitConfig = field(default_factory=FitConfig)
@@ -138,7 +140,9 @@ class DeidRecord(Artefact):
         fit: landmark RMSE, detector, pose (degrees), whether the fit was ``saved`` or ``fitted``.
         window: the working window in the photo (pixels) and its scale.
         utility: PSNR / SSIM in the window (at the working scale when it was downscaled), outside the
-            face, and the share of face pixels left identical to the input (0 by construction).
+            face, and the share of face pixels left identical to the input (0 by construction);
+            occluder pixels kept on top; a glasses frame's pixels and what became of it
+            (``--glasses``; "none found"; None when no occluders were searched).
         seconds: detect (the photo's one face detection, shared among the faces it found; 0 for a
             saved fit), fit, occluders (finding what stays on top of a re-rendered face, before the
             method and, where the new face grew past that search, again after it), method
@@ -238,11 +242,12 @@ def _at_work_scale(win: FaceWindow, work: np.ndarray, original: np.ndarray, prot
 
 
 def _occluders(work: np.ndarray, det_w, region: np.ndarray, model, fit, drawn: np.ndarray | None = None,
-               person: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What covers the face in the working copy (hair, brims, frames, hands; the person segmenter's
-    background), kept on top of a new face: ``(occluders (h, w) bool, the region searched (h, w)
-    bool, the person segmenter's confidence (h, w) float32)``; ``person``, when given, is that
-    confidence from an earlier call, reused. Searched over everything a new face can be drawn on:
+               person: np.ndarray | None = None, glasses: str = "replace") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What covers the face in the working copy (hair, brims, hands, a frame when ``glasses`` is
+    ``keep``; the person segmenter's background), kept on top of a new face: ``(occluders (h, w)
+    bool, a glasses frame (h, w) bool (not skin: left out of the face's own texture whatever
+    ``glasses`` says), the region searched (h, w) bool, the person segmenter's confidence (h, w)
+    float32)``; ``person``, when given, is that confidence from an earlier call, reused. Searched over everything a new face can be drawn on:
     the landmark outline ``region`` and the fitted face mesh's own coverage, grown by
     :data:`REACH_GROW` of the face's size (a changed shape reaches a little farther) — the model's
     forehead rises above the outline into a fringe, its cheeks past a turned face's edge — and
@@ -266,7 +271,8 @@ def _occluders(work: np.ndarray, det_w, region: np.ndarray, model, fit, drawn: n
     if drawn is not None:
         reach |= cv2.dilate(np.asarray(drawn, np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     person = person_mask(work) if person is None else person
-    return occluder_mask(work, det_w.points, det_w.scheme, reach, person=person), reach, person
+    occ, frame = occluder_mask(work, det_w.points, det_w.scheme, reach, person=person, glasses=glasses, with_frame=True)
+    return occ, frame, reach, person
 
 
 #: The largest atlas an open mouth is re-rendered from when the appearance has none of its own
@@ -353,10 +359,10 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
                     rigid=(fit.R, fit.t), light=SHLight(fit.lighting) if fit.lighting is not None else None,
                     extras={"source": source, "face_region": region,
                             **{k: v for k, v in extras.items() if not k.startswith("_")}})
-    occ_w, reach_w, person_w, t_occ = None, None, None, time.perf_counter()
+    occ_w, frame_w, reach_w, person_w, t_occ = None, None, None, None, time.perf_counter()
     if cmd.occluders and "model" in spec.needs:  # a re-rendered face: what will stay on top of it
-        occ_w, reach_w, person_w = _occluders(work, det_w, region, model, fit)
-        inp.extras["occluders"] = occ_w
+        occ_w, frame_w, reach_w, person_w = _occluders(work, det_w, region, model, fit, glasses=cmd.glasses)
+        inp.extras["occluders"] = occ_w | frame_w  # not skin: left out of the face's own texture
     t_occ = time.perf_counter() - t_occ  # recorded on its own (seconds["occluders"]), found before the method
     rng = rng if rng is not None else np.random.default_rng(np.random.SeedSequence())
     selection, cluster = None, extras.get("_cluster")
@@ -395,9 +401,9 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
 
         t_more = time.perf_counter()  # a search after the method is the occluders' time too
         if occ_w is None:
-            occ_w = _occluders(work, det_w, region, model, fit, comp.removed_mask)[0]
+            occ_w = _occluders(work, det_w, region, model, fit, comp.removed_mask, glasses=cmd.glasses)[0]
         elif _grew_past(comp.removed_mask, reach_w):  # the new face went past the search: search there too
-            occ_w = occ_w | _occluders(work, det_w, region, model, fit, comp.removed_mask, person_w)[0]
+            occ_w = occ_w | _occluders(work, det_w, region, model, fit, comp.removed_mask, person_w, cmd.glasses)[0]
         t_occ += time.perf_counter() - t_more
         occ_full = win.to_full(occ_w, img.shape)
         image = keep_occluders(image, img, occ_full, copy=False)  # the paste's own copy
@@ -414,7 +420,9 @@ def deid_image(img: np.ndarray, cmd: DeidCommand, model, spec, params, extras: d
                "face_region_pixels": int(region_full.sum()),
                "face_pixels_identical_share": identical_share(original, image, region_full & ~occ_full),
                "face_pixels_coincident_before_dither": coincident,
-               "occluder_pixels_kept": int((occ_full & region_full).sum())}
+               "occluder_pixels_kept": int((occ_full & region_full).sum()),
+               "glasses_frame_pixels": int(frame_w.sum()) if frame_w is not None else None,
+               "glasses": (cmd.glasses if frame_w.any() else "none found") if frame_w is not None else None}
     record = DeidRecord(
         spec.name, dict(params.__dict__), dict(out.metrics),
         {"landmark_rmse_px": fit.landmark_rmse_px, "detector": fit.detector, "source": "saved" if saved else "fitted",

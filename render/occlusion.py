@@ -6,8 +6,11 @@ skin patches the landmarks locate (cheeks, forehead centre, nose bridge, chin). 
 never occluders (they are the face to replace); the background a person segmenter sees inside the
 outline is kept too; small specks are removed by a morphological opening,
 so shadows and pores stay part of the face, and only blobs that reach the outline's rim count
-(occluders come in from outside the face). A de-identified face is composited *under* the occluders:
-those pixels keep their original values (they are not the face) and are reported by count.
+(occluders come in from outside the face). A glasses frame is found by its lens outlines
+(:mod:`headveil.render.glasses`) before the skin model is fitted, which then leaves the glasses'
+band out (a bridge lies on the nose patch); the frame is then kept whole or goes with the face
+(``glasses``). A de-identified face is composited *under* the occluders: those pixels keep their
+original values (they are not the face) and are reported by count.
 
 Landmark schemes: ``mediapipe478`` (the detector cascade's) and ``ibug68``.
 """
@@ -16,41 +19,20 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Feature polygons per scheme (pixels inside are the face's features, never occluders).
-FEATURES = {
-    "mediapipe478": {
-        "eye_left": [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246],
-        "eye_right": [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466],
-        "brow_left": [70, 63, 105, 66, 107, 55, 65, 52, 53, 46],
-        "brow_right": [300, 293, 334, 296, 336, 285, 295, 282, 283, 276],
-        "lips": [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185],
-    },
-    "ibug68": {"eye_left": list(range(36, 42)), "eye_right": list(range(42, 48)), "brow_left": list(range(17, 22)),
-               "brow_right": list(range(22, 27)), "lips": list(range(48, 60))},
-}
+from headveil.render.face_parts import feature_mask
+
 #: Skin patch centres per scheme: cheeks, forehead centre, nose bridge, chin.
 SKIN_PATCHES = {"mediapipe478": [50, 280, 151, 6, 199, 205, 425], "ibug68": [2, 14, 29, 8, 31, 35]}
 
 
-def feature_mask(points: np.ndarray, scheme: str, shape: tuple[int, int], grow_px: int = 2) -> np.ndarray:
-    """``(H, W) bool``: the eye, brow and lip polygons of landmark ``points (L, 2)``, grown by ``grow_px``."""
-    import cv2
-
-    m = np.zeros(shape, np.uint8)
-    for idx in FEATURES.get(scheme, {}).values():
-        if len(points) > max(idx):
-            cv2.fillPoly(m, [cv2.convexHull(np.round(np.asarray(points)[idx]).astype(np.int32))], 1)
-    if grow_px > 0:
-        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow_px + 1,) * 2))
-    return m.astype(bool)
-
-
-def skin_distance(photo: np.ndarray, points: np.ndarray, scheme: str, region: np.ndarray) -> np.ndarray | None:
+def skin_distance(photo: np.ndarray, points: np.ndarray, scheme: str, region: np.ndarray,
+                  exclude: np.ndarray | None = None) -> np.ndarray | None:
     """``(H, W) float64``: every pixel's distance (robust units) to one face's skin colour — a
     Gaussian in CIELAB fitted by median and MAD (floors 15 L*, 3 a*/b*: shading moves lightness far
     more than hue) on small patches at the cheeks, forehead centre, nose bridge and chin of
-    landmark ``points (L, 2)`` inside ``region (H, W) bool``; None when the patches hold fewer than
-    30 pixels."""
+    landmark ``points (L, 2)`` inside ``region (H, W) bool`` and outside ``exclude (H, W) bool``
+    (e.g. the band a pair of glasses spans: a bridge lies on the nose patch, rims on the cheeks');
+    None when the patches hold fewer than 30 pixels."""
     import cv2
 
     pts = np.asarray(points, np.float64)
@@ -62,6 +44,8 @@ def skin_distance(photo: np.ndarray, points: np.ndarray, scheme: str, region: np
         if i < len(pts):
             cv2.circle(patches, tuple(int(round(c)) for c in pts[i]), r, 1, -1)
     patches &= np.asarray(region, np.uint8)
+    if exclude is not None:
+        patches &= ~np.asarray(exclude, bool)
     if patches.sum() < 30:
         return None
     lab = cv2.cvtColor(photo, cv2.COLOR_RGB2LAB).astype(np.float64)
@@ -72,7 +56,8 @@ def skin_distance(photo: np.ndarray, points: np.ndarray, scheme: str, region: np
 
 
 def occluder_mask(photo: np.ndarray, points: np.ndarray, scheme: str, region: np.ndarray,
-                  max_distance: float = 4.0, min_blob_frac: float = 0.03, person: np.ndarray | None = None) -> np.ndarray:
+                  max_distance: float = 4.0, min_blob_frac: float = 0.03, person: np.ndarray | None = None,
+                  glasses: str = "keep", with_frame: bool = False):
     """Occluders on one face.
 
     Args:
@@ -85,18 +70,34 @@ def occluder_mask(photo: np.ndarray, points: np.ndarray, scheme: str, region: np
         person: optional ``(H, W)`` person confidence (:mod:`headveil.geometry.perception.segmentation`):
             background inside the outline (confidence < 0.5; the outline's hull overshoots a turned
             face) is kept as well.
+        glasses: what becomes of a glasses frame (:func:`headveil.render.glasses.frame_mask`):
+            ``keep`` — it stays on top like any occluder; ``replace`` — it goes with the face (the
+            new face is drawn where it was, and the skin model's blobs on it, such as a rim's
+            outer corners that reach the outline, are dropped within the glasses' band).
+        with_frame: return the frame's pixels as well.
 
     Returns:
-        ``(H, W) bool``: pixels of ``region`` to keep from the photo.
+        ``(H, W) bool``: pixels of ``region`` to keep from the photo; with ``with_frame``,
+        ``(that, the frame (H, W) bool)`` — what is not skin either way (a texture baked from the
+        photo leaves both out).
     """
+    if glasses not in ("keep", "replace"):
+        raise ValueError(f"glasses must be 'keep' or 'replace', got {glasses!r}")
     import cv2
+
+    from headveil.render.glasses import find_glasses, frame_mask, glasses_band
 
     pts = np.asarray(points, np.float64)
     H, W = photo.shape[:2]
     size = max(float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1])), 1.0)
-    d = skin_distance(photo, pts, scheme, region)
+    # glasses first: the skin model then leaves their band out (a bridge on the nose patch)
+    g = find_glasses(photo, pts, scheme)
+    band = glasses_band(g, (H, W)) if g is not None else np.zeros((H, W), bool)
+    d = skin_distance(photo, pts, scheme, region, exclude=band) if band.any() else None
+    if d is None:  # no glasses, or too little skin left outside their band (a small face)
+        d = skin_distance(photo, pts, scheme, region)
     if d is None:
-        return np.zeros((H, W), bool)
+        return (np.zeros((H, W), bool), np.zeros((H, W), bool)) if with_frame else np.zeros((H, W), bool)
     occ = (d > max_distance) & np.asarray(region, bool) & ~feature_mask(pts, scheme, (H, W))
     k = max(3, int(min_blob_frac * size)) | 1
     ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
@@ -109,9 +110,16 @@ def occluder_mask(photo: np.ndarray, points: np.ndarray, scheme: str, region: np
     n, lab_img = cv2.connectedComponents(occ, connectivity=8)
     touching = np.unique(lab_img[(rim > 0) & (occ > 0)])
     keep = np.isin(lab_img, touching[touching > 0])
+    frame = frame_mask(photo, pts, scheme, region, distance=d, glasses=g)
+    if glasses == "keep":
+        keep |= frame
+    elif frame.any():  # the frame goes: so do the blobs on it, within the glasses' band
+        on = np.unique(lab_img[frame & keep])
+        keep &= ~(np.isin(lab_img, on[on > 0]) & band) & ~frame
     if person is not None:
         keep |= (np.asarray(person) < 0.5) & ~feature_mask(pts, scheme, (H, W))
-    return keep & np.asarray(region, bool)
+    keep &= np.asarray(region, bool)
+    return (keep, frame) if with_frame else keep
 
 
 def keep_occluders(output: np.ndarray, photo: np.ndarray, occluders: np.ndarray, feather_px: float = 0.8,

@@ -136,16 +136,16 @@ def test_what_a_new_face_grows_over_is_searched_for_occluders_too(photos, model)
     img = read_image(photos / "a.png").copy()
     fit = fit_image(img, model, FitConfig())
     region = face_region_from_points(fit.detection.points, img.shape[:2])
-    _, reach, _ = _occluders(img, fit.detection, region, model, fit)
+    _, _, reach, _ = _occluders(img, fit.detection, region, model, fit)
     ys, xs = np.nonzero(reach)
     top, cx = ys.min(), int(xs.mean())
     band = np.zeros(reach.shape, bool)
     band[max(top - 8, 0):max(top - 2, 0), cx - 20:cx + 20] = True  # above the search, off the face
     assert band.any() and not (band & reach).any()
     img[band] = (20, 24, 60)  # navy
-    occ, _, _ = _occluders(img, fit.detection, region, model, fit)
+    occ, _, _, _ = _occluders(img, fit.detection, region, model, fit)
     assert not (occ & band).any()  # outside the search: never found
     drawn = cv2.dilate(reach.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
-    occ2, reach2, _ = _occluders(img, fit.detection, region, model, fit, drawn)
+    occ2, _, reach2, _ = _occluders(img, fit.detection, region, model, fit, drawn)
     assert (reach2 >= drawn).all()
     assert (occ2 & band).sum() > 0.8 * band.sum()  # found where the new face reaches
