@@ -147,15 +147,43 @@ class Glasses:
         worn: both lenses' coverage passed :data:`GLASSES_COVERAGE`.
         coverage: ``(left, right)`` best outline coverage per eye (image left first), in [0, 1].
         outlines: ``(2, n, 2) float32`` the best outline per eye (pixels of the photo).
-        strength: ``(H, W) float64`` line strength (:func:`ridge_strength`) over the eye band, 0 outside.
+        band_strength: ``(h, w) float32`` line strength (:func:`ridge_strength`) over the eye band
+            (the box the outlines were tried in), whose top-left pixel is ``origin`` ``(x, y)``.
         eye_width: mean eye width (corner to corner, px).
+        shape: ``(H, W)`` of the photo.
     """
 
     worn: bool
     coverage: tuple[float, float]
     outlines: np.ndarray
-    strength: np.ndarray
-    eye_width: float = 0.0
+    band_strength: np.ndarray
+    origin: tuple[int, int]
+    eye_width: float
+    shape: tuple[int, int]
+
+    def strength(self) -> np.ndarray:
+        """``(H, W) float32``: the line strength over the photo, 0 outside the eye band."""
+        out = np.zeros(self.shape, np.float32)
+        x0, y0 = self.origin
+        h, w = self.band_strength.shape
+        out[y0:y0 + h, x0:x0 + w] = self.band_strength
+        return out
+
+
+#: How many faces' :func:`find_glasses` answers are kept (keyed by a hash of the eye band's pixels,
+#: the landmarks and the photo's size).
+FOUND_CACHE = 4
+_FOUND: dict = {}
+
+
+def _cache_key(band: np.ndarray, points: np.ndarray, scheme: str, shape: tuple[int, int]) -> bytes:
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for part in (np.ascontiguousarray(band), np.ascontiguousarray(points, np.float64)):
+        h.update(part.tobytes())
+    h.update(f"{scheme}{shape}{band.shape}".encode())
+    return h.digest()
 
 
 def _polygon(points: np.ndarray, idx: list[int], shape: tuple[int, int], grow: int) -> np.ndarray:
@@ -194,9 +222,14 @@ def find_glasses(photo: np.ndarray, points: np.ndarray, scheme: str) -> Glasses 
     xs, ys = np.array([ol[0], orr[0], il[0], ir[0]]), np.array([ol[1], orr[1], il[1], ir[1]])
     y0, y1 = int(max(ys.min() - 1.3 * ew, 0)), int(min(ys.max() + 1.6 * ew, H))
     x0, x1 = int(max(xs.min() - 1.7 * ew, 0)), int(min(xs.max() + 1.7 * ew, W))
-    strength = np.zeros((H, W))
     if y1 - y0 < 8 or x1 - x0 < 8:
-        return Glasses(False, (0.0, 0.0), np.zeros((2, N_OUTLINE, 2)), strength, float(ew))
+        return Glasses(False, (0.0, 0.0), np.zeros((2, N_OUTLINE, 2), np.float32), np.zeros((0, 0), np.float32),
+                       (x0, y0), float(ew), (H, W))
+    # the same face searched again (deid looks for occluders a second time when a new face grows
+    # past the first search): the answer is kept for the last few eye bands and landmarks
+    key = _cache_key(photo[y0:y1, x0:x1], pts, scheme, (H, W))
+    if key in _FOUND:
+        return _FOUND[key]
     L = cv2.cvtColor(np.ascontiguousarray(photo[y0:y1, x0:x1]), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float64) * (100 / 255)
     # lines are measured with the eyes at EYE_WIDTH_PX (a small face's creases are as sharp as a
     # frame's rim at its own scale; the same scales then see the same structures on every face)
@@ -204,7 +237,9 @@ def find_glasses(photo: np.ndarray, points: np.ndarray, scheme: str) -> Glasses 
     h, w = L.shape
     hs, ws = max(int(round(h * f)), 8), max(int(round(w * f)), 8)
     Ls = cv2.resize(L, (ws, hs), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
-    strength[y0:y1, x0:x1] = cv2.resize(ridge_strength(Ls, (1.0, 2.0, 3.0)), (w, h), interpolation=cv2.INTER_LINEAR)
+    band = cv2.resize(ridge_strength(Ls, (1.0, 2.0, 3.0)), (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    strength = np.zeros((H, W), np.float32)
+    strength[y0:y1, x0:x1] = band
     near = cv2.dilate(strength, np.ones((3, 3), np.uint8))  # a point within 1 px of a line is on it
     g = max(1, int(0.015 * size))
     eyes = _polygon(pts, feats["eye_left"], (H, W), g) | _polygon(pts, feats["eye_right"], (H, W), g)
@@ -243,7 +278,11 @@ def find_glasses(photo: np.ndarray, points: np.ndarray, scheme: str) -> Glasses 
     cover = [float(covs[0][j]), float(covs[1][right[j]])]
     best = [outlines[0][j], outlines[1][right[j]]]
     worn = min(cover) >= GLASSES_COVERAGE
-    return Glasses(worn, (cover[0], cover[1]), np.array(best), strength, float(ew))
+    found = Glasses(worn, (cover[0], cover[1]), np.array(best), band, (x0, y0), float(ew), (H, W))
+    _FOUND[key] = found
+    while len(_FOUND) > FOUND_CACHE:
+        _FOUND.pop(next(iter(_FOUND)))
+    return found
 
 
 def glasses_band(glasses: Glasses, shape: tuple[int, int]) -> np.ndarray:
@@ -311,6 +350,7 @@ def frame_mask(photo: np.ndarray, points: np.ndarray, scheme: str, region: np.nd
     g = find_glasses(photo, pts, scheme) if glasses is None else glasses
     if g is None or not g.worn:
         return none
+    strength = g.strength()
     size = max(float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1])), 1.0)
     feats = FEATURES[scheme]
     g_px = max(1, int(0.015 * size))
@@ -323,7 +363,7 @@ def frame_mask(photo: np.ndarray, points: np.ndarray, scheme: str, region: np.nd
     # the rim's line: each outline point moved to the strongest line near it; and the bridge
     seeds, zone = np.zeros((H, W), np.uint8), np.zeros((H, W), np.uint8)
     for P in g.outlines:
-        _draw_runs(seeds, _snap(P, np.where(blocked, 0.0, g.strength), SNAP_RANGE * g.eye_width))
+        _draw_runs(seeds, _snap(P, np.where(blocked, 0.0, strength), SNAP_RANGE * g.eye_width))
         cv2.polylines(zone, [np.round(P).astype(np.int32)], True, 1, 1)
     a, b = g.outlines
     ua, ub = a[a[:, 1] <= np.median(a[:, 1])], b[b[:, 1] <= np.median(b[:, 1])]
@@ -333,7 +373,7 @@ def frame_mask(photo: np.ndarray, points: np.ndarray, scheme: str, region: np.nd
         cv2.line(canvas, tuple(int(v) for v in np.round(pa)), tuple(int(v) for v in np.round(pb)), 1, 1)
     r = 2 * int(np.ceil(ZONE_RANGE * g.eye_width)) + 1
     zone = cv2.dilate(zone, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (r, r))).astype(bool) & ~blocked
-    seeds = seeds.astype(bool) & zone & (g.strength > LINE_STRENGTH)
+    seeds = seeds.astype(bool) & zone & (strength > LINE_STRENGTH)
     if seeds.sum() < 10:
         return none
     # the frame's own colour: a robust CIELAB Gaussian of its line pixels (FRAME_FLOORS), or two

@@ -133,3 +133,15 @@ def test_occluders_keep_or_replace_a_frame():
     np.testing.assert_array_equal(a, occluder_mask(img, d.points, d.scheme, _region(img, d), glasses="replace"))
     with pytest.raises(ValueError, match="glasses"):
         occluder_mask(img, d.points, d.scheme, region, glasses="remove")
+
+
+def test_the_same_face_is_searched_once():
+    img, d = _astronaut()
+    a = find_glasses(img, d.points, d.scheme)
+    assert find_glasses(img, d.points, d.scheme) is a  # a second occluder search reuses it
+    other = img.copy()
+    x, y = np.round(d.points[168]).astype(int)  # a pixel of the eye band changed: searched afresh
+    other[y, x] = 255 - other[y, x]
+    b = find_glasses(other, d.points, d.scheme)
+    assert b is not a and b.coverage == pytest.approx(a.coverage, abs=0.05)
+    assert a.strength().shape == img.shape[:2] and a.band_strength.size < 0.5 * img.shape[0] * img.shape[1]
