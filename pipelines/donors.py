@@ -218,8 +218,16 @@ def donor_from_face(img: np.ndarray, det, model, cfg: FitConfig, size: int, reco
     from headveil.render.composite import face_region_from_points
     from headveil.render.occlusion import occluder_mask
 
+    from headveil.render.face_parts import FEATURES, polygon_mask
+    from headveil.render.glasses import find_glasses, rim_zone
+
     v = model.vertices(fit.identity, fit.expression)
     occ = occluder_mask(work, det_w.points, det_w.scheme, face_region_from_points(det_w.points, work.shape[:2]))
+    # a donor's glasses: their whole rim zone is left out of the bake (an amber rim has the skin's
+    # colour, a lens tints the skin at its edge, a rim across a brow is no brow), the eyes kept
+    eyes = polygon_mask(det_w.points, [FEATURES[det_w.scheme][k] for k in ("eye_left", "eye_right")],
+                        work.shape[:2], grow_px=2) if det_w.scheme in FEATURES else False
+    occ |= rim_zone(find_glasses(work, det_w.points, det_w.scheme), work.shape[:2]) & ~eyes
     app = face_appearance(work, model, v, fit.R, fit.t, fit.camera, fit.albedo, size, reject_occluders=True,
                           exclude=occ)
     albedo = even_albedo(app.albedo, model, uv_raster(model, size), fit.albedo)

@@ -21,14 +21,20 @@ FEATURES = {
 }
 
 
-def feature_mask(points: np.ndarray, scheme: str, shape: tuple[int, int], grow_px: int = 2) -> np.ndarray:
-    """``(H, W) bool``: the eye, brow and lip polygons of landmark ``points (L, 2)``, grown by ``grow_px``."""
+def polygon_mask(points: np.ndarray, polygons: list, shape: tuple[int, int], grow_px: int = 0) -> np.ndarray:
+    """``(H, W) bool``: the convex hulls of ``points (L, 2)`` (pixels) at each index list of
+    ``polygons``, grown by ``grow_px``; lists that index past the points are skipped."""
     import cv2
 
     m = np.zeros(shape, np.uint8)
-    for idx in FEATURES.get(scheme, {}).values():
+    for idx in polygons:
         if len(points) > max(idx):
             cv2.fillPoly(m, [cv2.convexHull(np.round(np.asarray(points)[idx]).astype(np.int32))], 1)
     if grow_px > 0:
         m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow_px + 1,) * 2))
     return m.astype(bool)
+
+
+def feature_mask(points: np.ndarray, scheme: str, shape: tuple[int, int], grow_px: int = 2) -> np.ndarray:
+    """``(H, W) bool``: the eye, brow and lip polygons of landmark ``points (L, 2)``, grown by ``grow_px``."""
+    return polygon_mask(points, list(FEATURES.get(scheme, {}).values()), shape, grow_px)

@@ -8,7 +8,7 @@ photo's line strength (:func:`ridge_strength`, the Hessian's ridge measure of th
 the eyes resampled to :data:`EYE_WIDTH_PX`) and tries a family of lens outlines round each eye
 (superellipses, :func:`lens_outlines`). An outline's *coverage* is the share of its points on a
 strong line; points on the eye itself count as misses (a lens does not run over the lids), points
-on a brow do not count (a rim may lie along it, and a brow alone is a strong line). The two lenses
+on a brow count for :data:`BROW_WEIGHT` (a rim may lie along it, and a brow alone is a strong line). The two lenses
 are scored as a pair, mirror images across the face up to a turned head's parallax, and a face
 wears glasses when the pair's worse lens is covered past :data:`GLASSES_COVERAGE`: a bare eye's
 brow, lids and creases, or one side's wrinkles, fall short of that on at least one side.
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headveil.render.face_parts import FEATURES
+from headveil.render.face_parts import FEATURES, polygon_mask
 
 #: Landmarks glasses are looked for by, per scheme: outer eye corners (image left, right), inner
 #: eye corners (left, right), the nasion.
@@ -37,10 +37,13 @@ FRAME_LANDMARKS = {"mediapipe478": {"outer": (33, 263), "inner": (133, 362), "na
 #: Lightness line strength (CIELAB L*, scale-normalised ridge measure, eyes at EYE_WIDTH_PX) a
 #: lens outline's point must reach to count as on a line (chosen on the development set).
 LINE_STRENGTH = 8.0
-#: Share of a lens outline's points (brow points apart) on a line for the lens to be there; the
-#: pair's worse lens must pass. On the development set, bare faces reach at most 0.43 and the
-#: frames found 0.56–1.0 (midway: 0.5); a thin light rim on light skin stays near 0.2–0.4, unfound.
+#: Share of a lens outline's points (brow points weighted by BROW_WEIGHT) on a line for the lens to
+#: be there; the pair's worse lens must pass. On the development set, bare faces reach at most 0.39
+#: and the frames found 0.52–1.0; a thin light rim on light skin stays near 0.2–0.4, unfound.
 GLASSES_COVERAGE = 0.5
+#: Weight of a lens outline's point on a brow (a rim may lie along a brow, and a brow alone is a
+#: strong line: such points count for less, neither free nor full).
+BROW_WEIGHT = 0.5
 #: Eye width (px) the photo's eye band is resampled to before its lines are measured.
 EYE_WIDTH_PX = 32.0
 #: How far (eye widths) a lens outline's point may move along its normal to the rim it lies near.
@@ -145,7 +148,7 @@ class Glasses:
 
     Attributes:
         worn: both lenses' coverage passed :data:`GLASSES_COVERAGE`.
-        coverage: ``(left, right)`` best outline coverage per eye (image left first), in [0, 1].
+        coverage: ``(left, right)`` the chosen pair's coverage per eye (image left first), in [0, 1].
         outlines: ``(2, n, 2) float32`` the best outline per eye (pixels of the photo).
         band_strength: ``(h, w) float32`` line strength (:func:`ridge_strength`) over the eye band
             (the box the outlines were tried in), whose top-left pixel is ``origin`` ``(x, y)``.
@@ -184,16 +187,6 @@ def _cache_key(band: np.ndarray, points: np.ndarray, scheme: str, shape: tuple[i
         h.update(part.tobytes())
     h.update(f"{scheme}{shape}{band.shape}".encode())
     return h.digest()
-
-
-def _polygon(points: np.ndarray, idx: list[int], shape: tuple[int, int], grow: int) -> np.ndarray:
-    import cv2
-
-    m = np.zeros(shape, np.uint8)
-    cv2.fillPoly(m, [cv2.convexHull(np.round(points[idx]).astype(np.int32))], 1)
-    if grow > 0:
-        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
-    return m.astype(bool)
 
 
 def find_glasses(photo: np.ndarray, points: np.ndarray, scheme: str) -> Glasses | None:
@@ -242,13 +235,13 @@ def find_glasses(photo: np.ndarray, points: np.ndarray, scheme: str) -> Glasses 
     strength[y0:y1, x0:x1] = band
     near = cv2.dilate(strength, np.ones((3, 3), np.uint8))  # a point within 1 px of a line is on it
     g = max(1, int(0.015 * size))
-    eyes = _polygon(pts, feats["eye_left"], (H, W), g) | _polygon(pts, feats["eye_right"], (H, W), g)
-    brows = (_polygon(pts, feats["brow_left"], (H, W), g) | _polygon(pts, feats["brow_right"], (H, W), g)) & ~eyes
+    eyes = polygon_mask(pts, [feats["eye_left"]], (H, W), g) | polygon_mask(pts, [feats["eye_right"]], (H, W), g)
+    brows = (polygon_mask(pts, [feats["brow_left"]], (H, W), g) | polygon_mask(pts, [feats["brow_right"]], (H, W), g)) & ~eyes
     angle = float(np.arctan2(orr[1] - ol[1], orr[0] - ol[0]))
     # per pixel: the line strength an outline's point finds there (0 on the eyes: a lens does not
     # run over the lids, so such a point is a miss) and whether it counts (not on a brow)
     line_at = np.where(eyes, 0.0, near).astype(np.float32).ravel()
-    counts = (~brows).ravel()
+    counts = np.where(brows, BROW_WEIGHT, 1.0).astype(np.float32).ravel()
     covs, sharps, outlines = [], [], []
     for o, i in ((ol, il), (orr, ir)):
         P, params = lens_outlines((o + i) / 2, float(np.linalg.norm(o - i)), angle, height_unit=float(ew))
@@ -257,8 +250,8 @@ def find_glasses(photo: np.ndarray, points: np.ndarray, scheme: str) -> Glasses 
         lin = np.clip(yi, 0, H - 1) * W + np.clip(xi, 0, W - 1)
         v = np.where(inside, np.take(line_at, lin), 0.0)
         counted = np.take(counts, lin)
-        n_counted = np.maximum(counted.sum(1), 1)
-        covs.append(((v > LINE_STRENGTH) & counted).sum(1) / n_counted)
+        n_counted = np.maximum(counted.sum(1), 1e-6)
+        covs.append(((v > LINE_STRENGTH) * counted).sum(1) / n_counted)
         sharps.append((np.minimum(v * (0.5 / LINE_STRENGTH), 1.0) * counted).sum(1) / n_counted)
         outlines.append(P)
     # the two lenses are one frame: mirror images across the face (the right lens's offset along
@@ -299,6 +292,31 @@ def glasses_band(glasses: Glasses, shape: tuple[int, int]) -> np.ndarray:
     y0, y1 = int(max(lo[1] - 0.3 * ew - 1, 0)), int(min(hi[1] + 0.3 * ew + 2, H))
     out[y0:y1, x0:x1] = True
     return out
+
+
+def _bridge(glasses: Glasses) -> tuple[np.ndarray, np.ndarray]:
+    """The bridge's ends ``(2,)`` px: each lens outline's point nearest the other lens, in its upper half."""
+    a, b = glasses.outlines
+    ua, ub = a[a[:, 1] <= np.median(a[:, 1])], b[b[:, 1] <= np.median(b[:, 1])]
+    return (ua[np.argmin(np.linalg.norm(ua - b.mean(0), axis=1))],
+            ub[np.argmin(np.linalg.norm(ub - a.mean(0), axis=1))])
+
+
+def rim_zone(glasses: Glasses, shape: tuple[int, int]) -> np.ndarray:
+    """``(H, W) bool``: where a frame's pixels may lie: within :data:`ZONE_RANGE` eye widths of
+    either lens outline or of the bridge; nothing when the glasses are not worn. A donor's bake
+    leaves it out whole (rims of the skin's colour, a lens's edge tint)."""
+    import cv2
+
+    zone = np.zeros(shape, np.uint8)
+    if glasses is None or not glasses.worn:
+        return zone.astype(bool)
+    for P in glasses.outlines:
+        cv2.polylines(zone, [np.round(P).astype(np.int32)], True, 1, 1)
+    pa, pb = _bridge(glasses)
+    cv2.line(zone, tuple(int(v) for v in np.round(pa)), tuple(int(v) for v in np.round(pb)), 1, 1)
+    r = 2 * int(np.ceil(ZONE_RANGE * glasses.eye_width)) + 1
+    return cv2.dilate(zone, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (r, r))).astype(bool)
 
 
 def _snap(outline: np.ndarray, strength: np.ndarray, reach: float) -> np.ndarray:
@@ -354,25 +372,19 @@ def frame_mask(photo: np.ndarray, points: np.ndarray, scheme: str, region: np.nd
     size = max(float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1])), 1.0)
     feats = FEATURES[scheme]
     g_px = max(1, int(0.015 * size))
-    eyes = _polygon(pts, feats["eye_left"], (H, W), g_px) | _polygon(pts, feats["eye_right"], (H, W), g_px)
-    lips = _polygon(pts, feats["lips"], (H, W), 2)
+    eyes = polygon_mask(pts, [feats["eye_left"]], (H, W), g_px) | polygon_mask(pts, [feats["eye_right"]], (H, W), g_px)
+    lips = polygon_mask(pts, [feats["lips"]], (H, W), 2)
     # a brow's core (its polygon, 1.5 % of the face in) stays the face's; a rim along its edge is frame
-    core = _polygon(pts, feats["brow_left"], (H, W), 0) | _polygon(pts, feats["brow_right"], (H, W), 0)
+    core = polygon_mask(pts, [feats["brow_left"]], (H, W), 0) | polygon_mask(pts, [feats["brow_right"]], (H, W), 0)
     core = cv2.erode(core.astype(np.uint8), np.ones((2 * g_px + 1,) * 2, np.uint8)).astype(bool)
     blocked = eyes | core | lips | ~np.asarray(region, bool)
     # the rim's line: each outline point moved to the strongest line near it; and the bridge
-    seeds, zone = np.zeros((H, W), np.uint8), np.zeros((H, W), np.uint8)
+    seeds = np.zeros((H, W), np.uint8)
     for P in g.outlines:
         _draw_runs(seeds, _snap(P, np.where(blocked, 0.0, strength), SNAP_RANGE * g.eye_width))
-        cv2.polylines(zone, [np.round(P).astype(np.int32)], True, 1, 1)
-    a, b = g.outlines
-    ua, ub = a[a[:, 1] <= np.median(a[:, 1])], b[b[:, 1] <= np.median(b[:, 1])]
-    pa = ua[np.argmin(np.linalg.norm(ua - b.mean(0), axis=1))]
-    pb = ub[np.argmin(np.linalg.norm(ub - a.mean(0), axis=1))]
-    for canvas in (seeds, zone):
-        cv2.line(canvas, tuple(int(v) for v in np.round(pa)), tuple(int(v) for v in np.round(pb)), 1, 1)
-    r = 2 * int(np.ceil(ZONE_RANGE * g.eye_width)) + 1
-    zone = cv2.dilate(zone, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (r, r))).astype(bool) & ~blocked
+    pa, pb = _bridge(g)
+    cv2.line(seeds, tuple(int(v) for v in np.round(pa)), tuple(int(v) for v in np.round(pb)), 1, 1)
+    zone = rim_zone(g, (H, W)) & ~blocked
     seeds = seeds.astype(bool) & zone & (strength > LINE_STRENGTH)
     if seeds.sum() < 10:
         return none

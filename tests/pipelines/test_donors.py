@@ -209,3 +209,33 @@ def test_a_bank_built_by_two_workers_or_on_ray_is_the_same(photos, tmp_path, mod
         sums.append([(d["id"], d["sha256"]) for d in json.loads((out / "bank.json").read_text())["donors"]])
     assert len(sums[0]) == 2 and sums[0] == sums[1] == sums[2]
 
+
+
+def test_a_donors_glasses_are_not_baked_into_its_albedo(tmp_path, model):
+    """Dark frames drawn on a donor photo leave its albedo as the bare photo's: their rims are
+    found and left out of the bake (the texels filled as the photo's unseen ones)."""
+    import cv2
+    import skimage.data
+
+    from headveil.geometry.perception.detectors import detect_faces
+    from headveil.render.glasses import FRAME_LANDMARKS
+
+    img = skimage.data.astronaut()[:384, 64:448].copy()
+    d = detect_faces(img)[0]
+    lm = FRAME_LANDMARKS[d.scheme]
+    glasses = img.copy()
+    for o, i in zip(lm["outer"], lm["inner"]):
+        ew = np.linalg.norm(d.points[o] - d.points[i])
+        c = (d.points[o] + d.points[i]) / 2
+        cv2.ellipse(glasses, (int(c[0]), int(c[1] + 0.1 * ew)), (int(1.1 * ew), int(0.75 * ew)), 0, 0, 360,
+                    (25, 20, 18), 4)
+    dark = {}
+    for name, photo in (("bare", img), ("glasses", glasses)):
+        (tmp_path / name).mkdir()
+        write_image(tmp_path / name / "face.png", photo)
+        run_donors_build(DonorsCommand("build", [tmp_path / name], out=tmp_path / f"bank_{name}"), model)
+        donor = DonorBank.load(tmp_path / f"bank_{name}").donors[0]
+        lab = cv2.cvtColor(np.ascontiguousarray(donor.albedo), cv2.COLOR_RGB2LAB)
+        seen = donor.confidence > 0
+        dark[name] = float((lab[..., 0][seen] < 60).mean())  # near-black texels of what the photo saw
+    assert dark["glasses"] < dark["bare"] + 0.002, dark

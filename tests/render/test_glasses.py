@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from headveil.render.glasses import (GLASSES_COVERAGE, N_OUTLINE, _AXES, _best_along_dx, _mirror_index, find_glasses,
-                                     frame_mask, glasses_band, lens_outlines, ridge_strength)
+                                     frame_mask, glasses_band, lens_outlines, ridge_strength, rim_zone)
 
 
 def test_ridge_strength_is_high_on_a_line_and_low_on_flat_skin_and_blobs():
@@ -100,6 +100,8 @@ def test_drawn_frames_are_found_and_masked_and_a_bare_face_has_none():
     assert (m & on).sum() > 0.5 * on.sum()  # most of the frame away from the eyes and brows
     assert (m & truth).sum() > 0.9 * m.sum()  # and hardly anything else
     assert band[m].all() and not glasses_band(bare, img.shape[:2]).any()
+    zone = rim_zone(g, img.shape[:2])  # what a donor's bake leaves out: the frame, eyes and brows apart
+    assert zone[on].mean() > 0.75 and not rim_zone(bare, img.shape[:2]).any()
 
 
 def test_a_real_pair_of_glasses_is_found():
