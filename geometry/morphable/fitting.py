@@ -89,6 +89,13 @@ class LandmarkFitConfig:
     """Noise of the relative depth as a multiple of the 2D landmark noise."""
     joint_iterations: int = 15
     """Levenberg–Marquardt steps of the final joint (pose, α, η) bounded least-squares refinement (0 disables it)."""
+    max_landmarks: int | None = 240
+    """Fit at most this many landmarks of a dense scheme (MediaPipe's 478): a farthest-point subset
+    of the model's landmark positions, each kept point weighted by the points nearest to it (so the
+    data term weighs as much as with all of them); None: every landmark. Chosen on 20 synthetic
+    faces among 120–240 (240: the same face error, 1.5× faster), reported on 30 others: 3.81 mm
+    against 3.82 with all 478, pose error 2.97° against 3.05°, 1.49× faster. The landmark RMSE is
+    measured over every landmark either way."""
     joint_tolerance: float = 1e-4
     """The refinement stops after a step that lowers the cost by less than this fraction (1e-4:
     one step fewer than 1e-5 on most faces, the same fit to 0.001 mm; 1e-3 moves the pose)."""
@@ -150,6 +157,25 @@ def _landmark_bases(model: MorphableModel, scheme: str, n_id: int) -> tuple[_Bas
     return cache[key]
 
 
+def _landmark_subset(mean: np.ndarray, w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices (k,), weights (k,))``: ``k`` of the landmarks with ``w > 0``, by farthest-point
+    sampling of their mean positions ``mean (L, 3)`` (from the one nearest their weighted centroid;
+    deterministic), each weighted by the total weight of the landmarks nearest to it."""
+    valid = np.flatnonzero(w > 0)
+    P = mean[valid]
+    c = np.average(P, axis=0, weights=w[valid])
+    chosen = [int(np.argmin(np.linalg.norm(P - c, axis=1)))]
+    d = np.linalg.norm(P - P[chosen[0]], axis=1)
+    for _ in range(k - 1):
+        j = int(np.argmax(d))
+        chosen.append(j)
+        d = np.minimum(d, np.linalg.norm(P - P[j], axis=1))
+    chosen = np.array(chosen)
+    nearest = np.argmin(np.linalg.norm(P[:, None] - P[chosen][None], axis=2), axis=1)
+    weights = np.bincount(nearest, weights=w[valid], minlength=k)
+    return valid[chosen], weights
+
+
 class _Basis:
     """The landmark basis stacked for BLAS: codes ``c = (α, η)`` ``(P,)``, ``P = K + E``.
 
@@ -163,6 +189,11 @@ class _Basis:
         self.flat = np.ascontiguousarray(B.reshape(len(B), -1))
         self.lt = np.ascontiguousarray(B.transpose(1, 2, 0))
         self.axes = np.ascontiguousarray(B.transpose(2, 1, 0))
+
+    def subset(self, idx: np.ndarray) -> "_Basis":
+        """The basis of landmarks ``idx`` alone."""
+        B = self.flat.reshape(len(self.flat), -1, 3)
+        return _Basis(self.mean[idx], B[: self.n_id, idx], B[self.n_id:, idx])
 
     def points(self, codes: np.ndarray) -> np.ndarray:
         """``(L, 3)`` landmark points of ``codes (P,)``."""
@@ -379,6 +410,21 @@ def _joint_refine(basis, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha,
     return a, e, cv2.Rodrigues(rv)[0], tv
 
 
+def _landmark_subset_cached(model, scheme: str, n_id: int, min_weight: float, k: int):
+    cache = model.__dict__.setdefault("_landmark_subset_cache", {})
+    key = (scheme, n_id, min_weight, k)
+    if key not in cache:
+        basis, w = _landmark_bases(model, scheme, n_id)
+        idx, weights = _landmark_subset(basis.mean, np.where(w >= min_weight, w, 0.0), k)
+        cache[key] = (idx, weights, basis.subset(idx))
+    return cache[key][:2]
+
+
+def _subset_basis_cached(model, scheme: str, n_id: int, min_weight: float, k: int) -> _Basis:
+    _landmark_subset_cached(model, scheme, n_id, min_weight, k)
+    return model.__dict__["_landmark_subset_cache"][(scheme, n_id, min_weight, k)][2]
+
+
 @functools.lru_cache(maxsize=1)
 def _blas_controller():
     from scipy.linalg import lapack  # noqa: F401  (load scipy's BLAS before the controller looks)
@@ -413,10 +459,17 @@ def _fit_landmarks(model, detection, width, height, cfg, K) -> LandmarkFit:
     if not np.all(np.isfinite(pts)):
         raise ValueError("detection points contain NaN or inf")
     basis, w = _landmark_bases(model, detection.scheme, n_id)
-    Lm = basis.mean
-    if pts.shape != (len(Lm), 2):
-        raise ValueError(f"{detection.scheme} expects ({len(Lm)}, 2) points, got {pts.shape}")
+    if pts.shape != (len(basis.mean), 2):
+        raise ValueError(f"{detection.scheme} expects ({len(basis.mean)}, 2) points, got {pts.shape}")
     w = np.where(w >= cfg.min_weight, w, 0.0)
+    full_basis, full_pts, full_w = basis, pts, w
+    depth_in = detection.depth
+    if cfg.max_landmarks is not None and (w > 0).sum() > cfg.max_landmarks:
+        idx, w = _landmark_subset_cached(model, detection.scheme, n_id, cfg.min_weight, int(cfg.max_landmarks))
+        basis, pts = _subset_basis_cached(model, detection.scheme, n_id, cfg.min_weight, int(cfg.max_landmarks)), pts[idx]
+        if depth_in is not None:
+            depth_in = np.asarray(depth_in)[idx]
+    Lm = basis.mean
     if K is None:
         f = cfg.focal_factor * max(width, height)
         K = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
@@ -437,8 +490,8 @@ def _fit_landmarks(model, detection, width, height, cfg, K) -> LandmarkFit:
     # (the same fit on 40 synthetic faces, 1.1x faster)
     R, t = _pnp(X, pts, K, w, refine=cfg.n_iterations > 0 or cfg.joint_iterations == 0)
     sw = np.sqrt(w) / sigma
-    use_depth = cfg.use_depth and detection.depth is not None
-    depth = None if not use_depth else np.asarray(detection.depth, np.float64) - np.average(detection.depth, weights=w)
+    use_depth = cfg.use_depth and depth_in is not None
+    depth = None if not use_depth else np.asarray(depth_in, np.float64) - np.average(depth_in, weights=w)
     e_sigma = np.array([cfg.rare_expression_sigma if n in RARE_UNITS else cfg.expression_sigma
                         for n in model.expr_names])
     reg = np.concatenate([np.full(n_id, np.sqrt(cfg.identity_prior)), 1 / e_sigma])
@@ -479,6 +532,8 @@ def _fit_landmarks(model, detection, width, height, cfg, K) -> LandmarkFit:
         alpha, eta, R, t = _joint_refine(basis, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha, eta, R, t,
                                          active)
         X = basis.points(np.concatenate([alpha, eta]))
+    if basis is not full_basis:  # the error over every landmark, not only the fitted ones
+        X, pts, w = full_basis.points(np.concatenate([alpha, eta])), full_pts, full_w
     uv, _ = _project(X, R, t, K)
     err = np.linalg.norm(uv - pts, axis=1)
     rmse = float(np.sqrt(np.sum(w * err ** 2) / max(np.sum(w), 1e-12)))

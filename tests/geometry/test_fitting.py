@@ -99,3 +99,27 @@ def test_solve_bounded_eliminates_the_unbounded_variables_exactly():
         at_lo, at_hi = np.isclose(ref, lb), np.isclose(ref, ub)
         assert active.tolist() == np.where(at_lo, -1, np.where(at_hi, 1, 0)).tolist()
         assert (active[np.isinf(lb)] == 0).all()
+
+
+def test_a_dense_scheme_is_fitted_on_a_spread_subset_weighing_as_much(model):
+    from headveil.geometry.morphable.fitting import _landmark_bases, _landmark_subset
+
+    basis, w = _landmark_bases(model, "mediapipe478", model.n_id)
+    w = np.where(w >= LandmarkFitConfig().min_weight, w, 0.0)
+    idx, weights = _landmark_subset(basis.mean, w, 240)
+    assert len(set(idx.tolist())) == 240 and (w[idx] > 0).all()
+    np.testing.assert_allclose(weights.sum(), w.sum())  # the data term weighs as much
+    np.testing.assert_array_equal(idx, _landmark_subset(basis.mean, w, 240)[0])  # deterministic
+    # spread: every landmark has a kept one nearer than the typical spacing of a 240-point cover
+    d = np.linalg.norm(basis.mean[w > 0][:, None] - basis.mean[idx][None], axis=2).min(1)
+    spacing = np.median(np.sort(np.linalg.norm(basis.mean[idx][:, None] - basis.mean[idx][None], axis=2), 1)[:, 1])
+    assert d.max() < 1.5 * spacing
+    # a fit on the subset reports its landmark error over all 478 points, and is as good as the full fit
+    rng = np.random.default_rng(5)
+    alpha = rng.standard_normal(model.n_id).astype(np.float32) * 0.5
+    det, cam = _synthetic_detection(model, "mediapipe478", HeadPose(10.0, 5.0, 0.0), alpha,
+                                    np.zeros(model.n_expr, np.float32), noise=1.0)
+    sub = fit_landmarks(model, det, 512, 512, K=cam.K)
+    full = fit_landmarks(model, det, 512, 512, LandmarkFitConfig(max_landmarks=None), K=cam.K)
+    assert abs(sub.rmse_px - full.rmse_px) < 0.15 * full.rmse_px
+    assert np.abs(np.array(sub.head_angles) - np.array(full.head_angles)).max() < 1.0
