@@ -216,10 +216,9 @@ def donor_from_face(img: np.ndarray, det, model, cfg: FitConfig, size: int, reco
     if max(abs(pose["yaw_deg"]), abs(pose["pitch_deg"])) > max_yaw:
         raise HeadVeilError(f"head turned {pose['yaw_deg']:.0f}° yaw, beyond ±{max_yaw:.0f}° for a donor")
     from headveil.render.composite import face_region_from_points
-    from headveil.render.occlusion import occluder_mask
-
     from headveil.render.face_parts import FEATURES, polygon_mask
     from headveil.render.glasses import find_glasses, rim_zone
+    from headveil.render.occlusion import occluder_mask
 
     v = model.vertices(fit.identity, fit.expression)
     occ = occluder_mask(work, det_w.points, det_w.scheme, face_region_from_points(det_w.points, work.shape[:2]))
