@@ -95,7 +95,6 @@ def _mask(img, d):
 def main() -> None:
     import cv2
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_deid_natural import _group, _photos
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

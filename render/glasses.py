@@ -24,16 +24,17 @@ glasses, where the settings were chosen, and the package photos' real glasses, h
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from headveil.render.face_parts import FEATURES, polygon_mask
 
-#: Landmarks glasses are looked for by, per scheme: outer eye corners (image left, right), inner
-#: eye corners (left, right), the nasion.
-FRAME_LANDMARKS = {"mediapipe478": {"outer": (33, 263), "inner": (133, 362), "nasion": 168},
-                   "ibug68": {"outer": (36, 45), "inner": (39, 42), "nasion": 27}}
+#: Landmarks glasses are looked for by, per scheme: outer eye corners (image left, right) and inner
+#: eye corners (left, right).
+FRAME_LANDMARKS = {"mediapipe478": {"outer": (33, 263), "inner": (133, 362)},
+                   "ibug68": {"outer": (36, 45), "inner": (39, 42)}}
 #: Lightness line strength (CIELAB L*, scale-normalised ridge measure, eyes at EYE_WIDTH_PX) a
 #: lens outline's point must reach to count as on a line (chosen on the development set).
 LINE_STRENGTH = 8.0
@@ -92,6 +93,13 @@ _AXES = (np.linspace(-0.4, 0.4, 9), np.linspace(-0.4, 0.4, 9), np.linspace(0.7, 
          np.array([2.0, 3.0, 5.0]))
 
 
+@functools.lru_cache(maxsize=1)
+def _grid() -> np.ndarray:
+    """``(M, 5) float64``: every outline's parameters (dx, dy, a, b, p), in :data:`_AXES` order."""
+    return np.array(np.meshgrid(*_AXES, indexing="ij")).reshape(5, -1).T
+
+
+@functools.lru_cache(maxsize=1)
 def _mirror_index() -> np.ndarray:
     """``(M,) int``: for each outline of :func:`lens_outlines`, the one with the offset along the
     eyes' line negated (the dx axis is symmetric)."""
@@ -138,8 +146,7 @@ def lens_outlines(center: np.ndarray, eye_width: float, angle: float, height_uni
     ox, oy = dx[..., None] * eye_width, dy[..., None] * hu  # the centre's offset, in the eyes' frame
     cx, cy = center[0] + ca * ox - sa * oy, center[1] + sa * ox + ca * oy
     out = np.stack(np.broadcast_arrays(cx + ca * x - sa * y, cy + sa * x + ca * y), -1).reshape(-1, n, 2)
-    grid = np.array(np.meshgrid(*_AXES, indexing="ij")).reshape(5, -1).T
-    return out, grid
+    return out, _grid()
 
 
 @dataclass
@@ -203,7 +210,7 @@ def find_glasses(photo: np.ndarray, points: np.ndarray, scheme: str) -> Glasses 
 
     pts = np.asarray(points, np.float64)
     lm, feats = FRAME_LANDMARKS.get(scheme), FEATURES.get(scheme)
-    if lm is None or feats is None or len(pts) <= max(*lm["outer"], *lm["inner"], lm["nasion"]):
+    if lm is None or feats is None or len(pts) <= max(*lm["outer"], *lm["inner"]):
         return None
     H, W = photo.shape[:2]
     (ol, orr), (il, ir) = pts[list(lm["outer"])], pts[list(lm["inner"])]

@@ -411,18 +411,15 @@ def _joint_refine(basis, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha,
 
 
 def _landmark_subset_cached(model, scheme: str, n_id: int, min_weight: float, k: int):
+    """``(indices (k,), weights (k,), the subset's _Basis)`` of :func:`_landmark_subset` over the
+    landmarks of weight ≥ ``min_weight``; cached on the model."""
     cache = model.__dict__.setdefault("_landmark_subset_cache", {})
     key = (scheme, n_id, min_weight, k)
     if key not in cache:
         basis, w = _landmark_bases(model, scheme, n_id)
         idx, weights = _landmark_subset(basis.mean, np.where(w >= min_weight, w, 0.0), k)
         cache[key] = (idx, weights, basis.subset(idx))
-    return cache[key][:2]
-
-
-def _subset_basis_cached(model, scheme: str, n_id: int, min_weight: float, k: int) -> _Basis:
-    _landmark_subset_cached(model, scheme, n_id, min_weight, k)
-    return model.__dict__["_landmark_subset_cache"][(scheme, n_id, min_weight, k)][2]
+    return cache[key]
 
 
 @functools.lru_cache(maxsize=1)
@@ -465,8 +462,8 @@ def _fit_landmarks(model, detection, width, height, cfg, K) -> LandmarkFit:
     full_basis, full_pts, full_w = basis, pts, w
     depth_in = detection.depth
     if cfg.max_landmarks is not None and (w > 0).sum() > cfg.max_landmarks:
-        idx, w = _landmark_subset_cached(model, detection.scheme, n_id, cfg.min_weight, int(cfg.max_landmarks))
-        basis, pts = _subset_basis_cached(model, detection.scheme, n_id, cfg.min_weight, int(cfg.max_landmarks)), pts[idx]
+        idx, w, basis = _landmark_subset_cached(model, detection.scheme, n_id, cfg.min_weight, int(cfg.max_landmarks))
+        pts = pts[idx]
         if depth_in is not None:
             depth_in = np.asarray(depth_in)[idx]
     Lm = basis.mean
