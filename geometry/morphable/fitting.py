@@ -199,10 +199,10 @@ class _Basis:
         """``(L, 3)`` landmark points of ``codes (P,)``."""
         return self.mean + (codes @ self.flat).reshape(self.mean.shape)
 
-    def rows(self, a: np.ndarray) -> np.ndarray:
-        """``(L, P)``: per landmark, ``a_l · ∂X_l/∂c`` for row vectors ``a (L, 3)``."""
-        ax = self.axes
-        return a[:, 0:1] * ax[0] + a[:, 1:2] * ax[1] + a[:, 2:3] * ax[2]
+    def rows(self, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``(L, P)``: per landmark, ``a_l · ∂X_l/∂c`` for row vectors ``a (L, 3)`` (into ``out``
+        when given)."""
+        return np.einsum("ld,dlp->lp", a, self.axes, out=out)
 
 
 def _project(X: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -350,14 +350,19 @@ def _joint_refine(basis, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha,
         z = Xc[:, 2]
         dXr = [X @ dR[k].reshape(3, 3).T for k in range(3)]  # ∂Xc/∂rv_k, (L, 3) each
 
-        def d_params(c):  # rows c_l · ∂Xc_l/∂p for per-landmark vectors c (L, 3) → (L, 6 + P)
-            rot = np.stack([np.einsum("ld,ld->l", c, d) for d in dXr], 1)
-            return np.concatenate([rot, c, basis.rows(c @ Rm)], 1)
+        def d_params(c, out=None):  # rows c_l · ∂Xc_l/∂p for per-landmark vectors c (L, 3) → (L, 6 + P)
+            out = np.empty((len(c), len(p))) if out is None else out
+            for k, d in enumerate(dXr):
+                np.einsum("ld,ld->l", c, d, out=out[:, k])
+            out[:, 3:6] = c
+            basis.rows(c @ Rm, out=out[:, 6:])
+            return out
 
-        zero = np.zeros_like(z)
-        du = d_params(np.stack([fx / z, zero, -fx * Xc[:, 0] / z ** 2], 1))
-        dv = d_params(np.stack([zero, fy / z, -fy * Xc[:, 1] / z ** 2], 1))
-        J = [du * sw[:, None], dv * sw[:, None]]
+        L, zero = len(z), np.zeros_like(z)
+        J = np.empty(((3 if use_depth else 2) * L, len(p)))  # the data rows, filled block by block
+        # the weights sw are folded into the row vectors: the rows are linear in them
+        d_params(np.stack([fx / z, zero, -fx * Xc[:, 0] / z ** 2], 1) * sw[:, None], J[:L])
+        d_params(np.stack([zero, fy / z, -fy * Xc[:, 1] / z ** 2], 1) * sw[:, None], J[L:2 * L])
         if use_depth:
             dz = d_params(np.stack([zero, zero, np.ones_like(z)], 1))  # ∂Xc_z/∂p
             w2 = sw ** 2 / np.sum(sw ** 2)
@@ -365,8 +370,8 @@ def _joint_refine(basis, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha,
             dzbar = w2 @ dz
             # d/dp of (z - zbar) * fx / zbar
             dd = fx * ((dz - dzbar) / zbar - (z - zbar)[:, None] * dzbar[None] / zbar ** 2)
-            J.append(dd * (sw / cfg.depth_sigma)[:, None])
-        return np.concatenate(J)  # the data rows; the prior rows (diag(reg) on the codes) are added to H, g
+            J[2 * L:] = dd * (sw / cfg.depth_sigma)[:, None]
+        return J  # the data rows; the prior rows (diag(reg) on the codes) are added to H, g
 
     # projected Levenberg–Marquardt on the normal equations (bounds on η via the active set)
     p = np.concatenate([cv2.Rodrigues(R)[0].reshape(3), t, alpha, eta])
@@ -386,7 +391,10 @@ def _joint_refine(basis, pts, K, sw, depth, cfg, reg, prior_mean, lb, ub, alpha,
         if stale:
             J = jacobian(p)
             n_data = len(J)
-            H, g = J.T @ J, J.T @ r[:n_data]
+            # JᵀJ in float32 (half the time of float64's; only the step's direction depends on
+            # it), the gradient Jᵀr in float64 (the optimum, where it vanishes, depends on it)
+            J32 = J.astype(np.float32)
+            H, g = (J32.T @ J32).astype(np.float64), J.T @ r[:n_data]
             H.ravel()[6 * (n + 1)::n + 1] += reg2  # the prior rows [0 | diag(reg)] without forming them
             g[6:] += reg * r[n_data:n_data + n_prior]
             scale = np.maximum(np.diag(H), 1e-9)
