@@ -178,7 +178,9 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     (each appearance mixed on a :data:`PREVIEW_ATLAS_SIDE` atlas, on the fitted face mesh, one
     rasterisation for all, over the photo); the chosen one is mixed again, at the least density the
     photo needs (:func:`_texel_need`; the preview's own when that is enough), and
-    the method runs once, with it (its distance is recorded as ``dis``). The photo's open mouth (inside the detector's
+    the method runs once, with it (its distance is recorded as ``dis``). A single candidate (a bank,
+    or a gender and age pool, that leaves two donors or fewer) is not previewed: there is nothing to
+    compare it with, and its recorded distances are the output's own (``previewed`` false). The photo's open mouth (inside the detector's
     inner-lip contour) is re-rendered from the face's own texture on its own shape (a donor's closed
     mouth has no teeth to give, and teeth carry little identity). Returns ``(DeidOutput, selection
     record)``; the record names donors by bank number only, and splits its ``seconds`` into
@@ -226,35 +228,39 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     # mixes of two and three donors: an output that is no single donor either (donors alone only
     # when the bank leaves one)
     groups = [list(g) for r in (2, 3) for g in itertools.combinations(top, r)] or [[d] for d in top]
-    # the candidates are compared on a coarser atlas (a preview's face is at most PREVIEW_FACE_PX);
-    # only the chosen one is mixed again, as dense as the photo needs
-    p_side = _preview_side(bank.texture_size)
-    albedos = _mixed_albedos(model, groups, p_side, stats, sel)
     labels = ["donor" if len(g) == 1 else f"mix of {len(g)}" for g in groups]
     occ = inp.extras.get("occluders")
     kept = _kept(occ, opening)  # the open mouth is the photo's again: not compared for contrast either
-    # previews: every candidate on the fitted mesh in one rasterisation, over the photo, with the face
-    # at most PREVIEW_FACE_PX (the attacker aligns every face to 160 px anyway)
-    cam_p, photo_p, region_p, kept_p, row_p = _preview_frame(fit, inp.image, inp.extras.get("face_region"), kept, row)
-    sub = face_submesh(model)
-    idx = sub.vertex_index
-    renders, cov = render_textured_many(v_w[idx], sub.faces, appearance_uv(model)[idx], albedos, cam_p,
-                                        target.light, uv_ok=uv_triangles(model)[sub.triangles])
-    base = photo_p.astype(np.float32) / 255.0
-    _match_previews(renders, cov, photo_p, region_p, kept_p)
-    previews = [((np.clip(r + (1 - cov[..., None]) * base, 0, 1)) * 255 + 0.5).astype(np.uint8) for r in renders]
-    embs = attacker.embed_many(previews, row_p)
-    d_orig = attacker.distance(t_emb, embs)
-    d_donor = np.array([min(float(attacker.distance(e, d.embeddings[attacker.name])) for d in g)
-                        for e, g in zip(embs, groups)])
-    score = np.minimum(d_orig, d_donor)
-    best = int(np.argmax(score))
-    members = groups[best]
     # the chosen mix at the density the photo shows the face at (its texels at least as dense as the
-    # photo's pixels; a render's mip-map would average a denser atlas down to that anyway): the preview's
-    # own when that is dense enough (a face whose eye corners are up to ~90 px apart)
+    # photo's pixels; a render's mip-map would average a denser atlas down to that anyway)
     f_side = _divided_side(bank.texture_size, _texel_need(model, v_w, fit.camera))
-    albedo = albedos[best] if f_side <= p_side else _mixed_albedos(model, [members], f_side, stats, sel)[0]
+    # the candidates are compared on a coarser atlas (a preview's face is at most PREVIEW_FACE_PX);
+    # only the chosen one is mixed again, as dense as the photo needs (at the preview's side when that
+    # is dense enough: a face whose eye corners are up to ~90 px apart)
+    p_side = _preview_side(bank.texture_size)
+    previewed = len(groups) > 1  # a single candidate is chosen as it is: nothing to compare it with
+    if previewed:
+        albedos = _mixed_albedos(model, groups, p_side, stats, sel)
+        # previews: every candidate on the fitted mesh in one rasterisation, over the photo, with the
+        # face at most PREVIEW_FACE_PX (the attacker aligns every face to 160 px anyway)
+        cam_p, photo_p, region_p, kept_p, row_p = _preview_frame(fit, inp.image, inp.extras.get("face_region"),
+                                                                 kept, row)
+        sub = face_submesh(model)
+        idx = sub.vertex_index
+        renders, cov = render_textured_many(v_w[idx], sub.faces, appearance_uv(model)[idx], albedos, cam_p,
+                                            target.light, uv_ok=uv_triangles(model)[sub.triangles])
+        base = photo_p.astype(np.float32) / 255.0
+        _match_previews(renders, cov, photo_p, region_p, kept_p)
+        previews = [((np.clip(r + (1 - cov[..., None]) * base, 0, 1)) * 255 + 0.5).astype(np.uint8) for r in renders]
+        embs = attacker.embed_many(previews, row_p)
+        d_orig = attacker.distance(t_emb, embs)
+        d_donor = np.array([_donor_distance(attacker, e, g) for e, g in zip(embs, groups)])
+        best = int(np.argmax(np.minimum(d_orig, d_donor)))
+        albedo = albedos[best] if f_side <= p_side else _mixed_albedos(model, [groups[best]], f_side, stats, sel)[0]
+    else:
+        best = 0
+        albedo = _mixed_albedos(model, groups, max(f_side, p_side), stats, sel)[0]
+    members = groups[best]
     inp.extras["appearance"] = NewAppearance(albedo, target.light, np.mean([d.alpha for d in members], 0),
                                              sel.shape_weight, labels[best])
     inp.extras["occluders"] = kept
@@ -262,10 +268,14 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     out = apply_method(spec, inp, params, rng=rng)
     inp.extras.pop("appearance", None)
     inp.extras["occluders"] = occ
-    d_final = float(attacker.distance(t_emb, attacker.embed_many([out.image], row)[0]))
+    e_final = attacker.embed_many([out.image], row)[0]
+    d_final = float(attacker.distance(t_emb, e_final))
+    if not previewed:  # the one candidate's distances are the output's own
+        d_orig, d_donor = np.array([d_final]), np.array([_donor_distance(attacker, e_final, members)])
     record = {"attacker": attacker.name, "threshold": attacker.threshold,
               "candidates": [{"donors": [d.id for d in g], "dis": float(a), "dis_to_donors": float(b)}
                              for g, a, b in zip(groups, d_orig, d_donor)],
+              "previewed": previewed,
               "chosen": best, "dis": d_final, "margin": float(min(d_final, d_donor[best]) - attacker.threshold),
               "refused_as_same_person": refused, "gender": gender, "age": age}
     out.metrics["donors"] = [d.id for d in members]
@@ -276,6 +286,11 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     # rendered by the method (with the attacker's distance to it and the open mouth)
     record["seconds"] = {"appearance": t_app - t0, "selection": t_sel - t_app, "render": time.perf_counter() - t_sel}
     return out, record
+
+
+def _donor_distance(attacker, embedding: np.ndarray, donors: list) -> float:
+    """The attacker's distance from an output's ``embedding (D,)`` to the nearest of its ``donors``."""
+    return min(float(attacker.distance(embedding, d.embeddings[attacker.name])) for d in donors)
 
 
 def gender_pool(scored: list, p_male: float | None, tolerance: float) -> tuple[list, dict | None]:

@@ -105,6 +105,9 @@ def test_donor_appearance_is_chosen_by_facenet_and_judged_by_the_verifiers(photo
     m = json.loads((out / "0001" / "face0" / "metrics.json").read_text())
     sel = m["appearance"]["selection"]
     assert sel["attacker"] == "facenet" and sel["candidates"][0]["donors"] == ["d0001"]
+    # one donor is one candidate: taken without a preview, its distances are the output's own
+    assert sel["previewed"] is False and sel["candidates"][0]["dis"] == sel["dis"]
+    assert sel["margin"] == pytest.approx(min(sel["dis"], sel["candidates"][0]["dis_to_donors"]) - sel["threshold"])
     # the time split: the face's own appearance, the selection and the render inside the method's
     assert set(sel["seconds"]) == {"appearance", "selection", "render"} and min(sel["seconds"].values()) > 0
     assert sum(sel["seconds"].values()) <= m["seconds"]["method"] + 1e-6
