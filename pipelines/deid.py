@@ -152,7 +152,8 @@ class DeidRecord(Artefact):
         reidentified_by / not_detected_by: recognizer names.
         insecure_reproducible: the noise came from a fixed seed.
         appearance: with ``--appearance donor``: ``selection`` (the FaceNet attacker's candidates,
-            distances, the one chosen, the margin beyond its threshold, donors refused as the face's
+            distances, whether they were previewed (a single candidate is not: its distances are
+            the output's own), the one chosen, the margin beyond its threshold, donors refused as the face's
             own, and the method's seconds split into the face's own appearance, the selection and
             the render) and ``donor_privacy`` (each verifier's distance to the chosen donors).
     """
