@@ -180,9 +180,10 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     photo needs (:func:`_texel_need`; the preview's own when that is enough), and
     the method runs once, with it (its distance is recorded as ``dis``). A single candidate (a bank,
     or a gender and age pool, that leaves two donors or fewer) is not previewed: there is nothing to
-    compare it with, and its recorded distances are the output's own (``previewed`` false). The photo's open mouth (inside the detector's
-    inner-lip contour) is re-rendered from the face's own texture on its own shape (a donor's closed
-    mouth has no teeth to give, and teeth carry little identity). Returns ``(DeidOutput, selection
+    compare it with, and its recorded distances are the output's own (``previewed`` false). The
+    photo's open mouth (inside the detector's inner-lip contour) is re-rendered from the face's own
+    texture on its own shape (a donor's closed mouth has no teeth to give, and teeth carry little
+    identity). Returns ``(DeidOutput, selection
     record)``; the record names donors by bank number only, and splits its ``seconds`` into
     ``appearance`` (the face's own tone and light), ``selection`` and ``render``."""
     from headveil.render.appearance import (NewAppearance, appearance_uv, mouth_opening, render_textured_many,
@@ -238,6 +239,7 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
     # only the chosen one is mixed again, as dense as the photo needs (at the preview's side when that
     # is dense enough: a face whose eye corners are up to ~90 px apart)
     p_side = _preview_side(bank.texture_size)
+    side = max(f_side, p_side)
     previewed = len(groups) > 1  # a single candidate is chosen as it is: nothing to compare it with
     if previewed:
         albedos = _mixed_albedos(model, groups, p_side, stats, sel)
@@ -256,10 +258,10 @@ def choose_donor(inp, spec, params, rng: np.random.Generator, sel: DonorSelectio
         d_orig = attacker.distance(t_emb, embs)
         d_donor = np.array([_donor_distance(attacker, e, g) for e, g in zip(embs, groups)])
         best = int(np.argmax(np.minimum(d_orig, d_donor)))
-        albedo = albedos[best] if f_side <= p_side else _mixed_albedos(model, [groups[best]], f_side, stats, sel)[0]
+        albedo = albedos[best] if side == p_side else _mixed_albedos(model, [groups[best]], side, stats, sel)[0]
     else:
         best = 0
-        albedo = _mixed_albedos(model, groups, max(f_side, p_side), stats, sel)[0]
+        albedo = _mixed_albedos(model, groups, side, stats, sel)[0]
     members = groups[best]
     inp.extras["appearance"] = NewAppearance(albedo, target.light, np.mean([d.alpha for d in members], 0),
                                              sel.shape_weight, labels[best])
