@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--synth", type=int, default=6, help="synthetic donors (fitted from their renders)")
     ap.add_argument("--sheets", type=Path, default=None)
     ap.add_argument("--k", type=int, default=3, help="K of the k-same run")
+    ap.add_argument("--donor-shape", type=float, default=None, help="deid --donor-shape (default: deid's)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
@@ -188,6 +189,7 @@ def main() -> None:
 
     model = load_embedded()
     photos = _photos()
+    shape = {} if args.donor_shape is None else {"donor_shape": args.donor_shape}
     tmp = Path(tempfile.mkdtemp(prefix="headveil-natural-"))
     # one single-person bank per real person (a window around the face), then one of synth subjects
     t0, n_donors, person_bank = time.perf_counter(), 0, {}
@@ -235,7 +237,7 @@ def main() -> None:
         real_ids[n] = {f"d{j:04d}" for j in range(1, n_real + 1)}
         t0 = time.perf_counter()
         run_deid(DeidCommand([tmp / "targets" / f"{n}.png"], method=args.method, appearance="donor", donors=b,
-                             guard="warn", out=tmp / "out" / n), model)
+                             guard="warn", out=tmp / "out" / n, **shape), model)
         t_deid += time.perf_counter() - t0
         results[n] = tmp / "out" / n / "0001"
 
@@ -247,7 +249,8 @@ def main() -> None:
         """Seconds and faces done of one run over ``names`` with the bank of all the donors."""
         t0 = time.perf_counter()
         res = run_deid(DeidCommand([tmp / "targets" / f"{n}.png" for n in names], method=args.method,
-                                   appearance="donor", donors=tmp / "banks" / "all", guard="warn", out=out), model)
+                                   appearance="donor", donors=tmp / "banks" / "all", guard="warn", out=out, **shape),
+                       model)
         return time.perf_counter() - t0, sum(len(list((out / nm).glob("face*"))) for nm in res["done"].values())
 
     t_batch, n_batch = timed_batch(order, tmp / "batch")
